@@ -1,0 +1,33 @@
+"""Metrics, confidence intervals, paper-comparison tables and plots."""
+
+from .classification import (
+    as_probabilities,
+    binary_metrics_from_confusion,
+    classification_metrics,
+    confusion_matrix,
+    expected_calibration_error,
+    one_vs_rest_accuracy,
+    reliability_bins,
+)
+from .intervals import bootstrap_ci, wilson_interval
+from .segmentation import per_image_dice, per_image_iou, pixel_accuracy, segmentation_summary
+from .tables import comparison_rows, render_markdown, write_table
+
+__all__ = [
+    "as_probabilities",
+    "binary_metrics_from_confusion",
+    "bootstrap_ci",
+    "classification_metrics",
+    "comparison_rows",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "one_vs_rest_accuracy",
+    "per_image_dice",
+    "per_image_iou",
+    "pixel_accuracy",
+    "reliability_bins",
+    "render_markdown",
+    "segmentation_summary",
+    "wilson_interval",
+    "write_table",
+]

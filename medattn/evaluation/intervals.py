@@ -1,0 +1,82 @@
+"""Confidence intervals: seeded percentile bootstrap over cases, and the Wilson score interval for proportions.
+
+One ROI of the MIAS test set moves accuracy by 1.56 points, so every headline number in results/ carries one of
+these. The bootstrap resamples *cases* (images, ROIs or patients) with replacement, recomputes the metric, and
+takes the 2.5 and 97.5 percentiles; it is seeded so the same inputs always give the same interval.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["bootstrap_ci", "wilson_interval"]
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``successes / n`` (Wilson 1927)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def bootstrap_ci(
+    metric: Callable[..., float],
+    *arrays,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    groups=None,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap: returns ``(point, low, high)`` of ``metric(*arrays)``.
+
+    ``arrays`` are aligned per case (first axis). With ``groups`` the resampling draws whole groups (patients,
+    duplicate groups) so that correlated cases move together. Resamples where the metric is undefined (NaN, for
+    example an AUC with one class) are dropped; if more than half are, the interval is NaN.
+    """
+    arrays = [np.asarray(a) for a in arrays]
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"arrays differ in length: {[len(a) for a in arrays]}")
+    point = float(metric(*arrays))
+    if n == 0:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        idx_sets = None
+    else:
+        groups = np.asarray(groups)
+        uniq = np.unique(groups)
+        idx_sets = [np.flatnonzero(groups == g) for g in uniq]
+    stats = []
+    for _ in range(n_boot):
+        if idx_sets is None:
+            idx = rng.integers(0, n, n)
+        else:
+            pick = rng.integers(0, len(idx_sets), len(idx_sets))
+            idx = np.concatenate([idx_sets[i] for i in pick])
+        with np.errstate(all="ignore"):
+            try:
+                v = float(metric(*[a[idx] for a in arrays]))
+            except ValueError:
+                v = float("nan")
+        stats.append(v)
+    stats = np.asarray(stats)
+    ok = stats[~np.isnan(stats)]
+    if len(ok) < n_boot / 2:
+        return point, float("nan"), float("nan")
+    alpha = (1.0 - confidence) / 2.0
+    return point, float(np.quantile(ok, alpha)), float(np.quantile(ok, 1.0 - alpha))

@@ -1,0 +1,99 @@
+"""Segmentation metrics: per-image Dice and IoU with an explicit empty-mask policy, and pixel accuracy.
+
+Empty-mask policy (the same in every function and in :class:`medattn.evaluation.DiceMetric`):
+
+==================  ==================  =============================================
+truth               prediction          Dice / IoU
+==================  ==================  =============================================
+non-empty           anything            2|T∩P| / (|T|+|P|)  /  |T∩P| / |T∪P|
+empty               empty               1.0 (a correct "no lesion"); excluded from the
+                                        lesion-image mean, included in the all-image mean
+empty               non-empty           0.0 (a false-positive lesion)
+==================  ==================  =============================================
+
+"lesion images" are those whose truth mask is non-empty (BUSI benign and malignant); "all images" adds the
+normal images. Summaries are computed from the per-image values that :func:`per_image_dice` keeps.
+Pixel accuracy is reported because the paper does, but background dominates it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["per_image_dice", "per_image_iou", "pixel_accuracy", "segmentation_summary", "binarize"]
+
+
+def binarize(mask, threshold: float = 0.5) -> np.ndarray:
+    """Boolean mask from probabilities or 0/1 (or 0/255) labels; a trailing channel axis of size 1 is dropped."""
+    m = np.asarray(mask)
+    if m.ndim >= 3 and m.shape[-1] == 1:
+        m = m[..., 0]
+    if m.dtype == bool:
+        return m
+    if np.issubdtype(m.dtype, np.integer) and m.max(initial=0) > 1:
+        return m > 127
+    return m > threshold
+
+
+def _prep(y_true, y_pred, threshold):
+    t, p = binarize(y_true, 0.5), binarize(y_pred, threshold)
+    if t.shape != p.shape:
+        raise ValueError(f"truth masks have shape {t.shape} but predictions have shape {p.shape}")
+    if t.ndim == 2:
+        t, p = t[None], p[None]
+    return t.reshape(len(t), -1), p.reshape(len(p), -1)
+
+
+def per_image_dice(y_true, y_pred, threshold: float = 0.5) -> np.ndarray:
+    """Dice per image of a batch ``(n, H, W[, 1])`` (or one ``(H, W)`` mask), empty-mask policy in the module doc."""
+    t, p = _prep(y_true, y_pred, threshold)
+    inter = np.sum(t & p, axis=1).astype(np.float64)
+    denom = (np.sum(t, axis=1) + np.sum(p, axis=1)).astype(np.float64)
+    out = np.ones(len(t))
+    nz = denom > 0
+    out[nz] = 2.0 * inter[nz] / denom[nz]
+    return out
+
+
+def per_image_iou(y_true, y_pred, threshold: float = 0.5) -> np.ndarray:
+    """IoU (Jaccard) per image, same empty-mask policy as :func:`per_image_dice`."""
+    t, p = _prep(y_true, y_pred, threshold)
+    inter = np.sum(t & p, axis=1).astype(np.float64)
+    union = np.sum(t | p, axis=1).astype(np.float64)
+    out = np.ones(len(t))
+    nz = union > 0
+    out[nz] = inter[nz] / union[nz]
+    return out
+
+
+def pixel_accuracy(y_true, y_pred, threshold: float = 0.5) -> np.ndarray:
+    """Fraction of correctly labelled pixels, per image."""
+    t, p = _prep(y_true, y_pred, threshold)
+    return np.mean(t == p, axis=1)
+
+
+def segmentation_summary(y_true, y_pred, threshold: float = 0.5) -> dict:
+    """Per-image values and their means: ``dice_lesion``, ``iou_lesion`` (truth non-empty), ``dice_all``,
+    ``iou_all``, ``pixel_accuracy``, ``n_lesion``, ``n_empty``, ``false_positive_rate_empty`` (share of empty
+    truths with a non-empty prediction) and the per-image arrays under ``per_image``."""
+    dice = per_image_dice(y_true, y_pred, threshold)
+    iou = per_image_iou(y_true, y_pred, threshold)
+    acc = pixel_accuracy(y_true, y_pred, threshold)
+    t, p = _prep(y_true, y_pred, threshold)
+    lesion = t.any(axis=1)
+    empty = ~lesion
+
+    def mean(x):
+        return float(np.mean(x)) if len(x) else float("nan")
+
+    return {
+        "dice_lesion": mean(dice[lesion]),
+        "iou_lesion": mean(iou[lesion]),
+        "dice_all": mean(dice),
+        "iou_all": mean(iou),
+        "pixel_accuracy": mean(acc),
+        "n_lesion": int(lesion.sum()),
+        "n_empty": int(empty.sum()),
+        "false_positive_rate_empty": mean(p[empty].any(axis=1)) if empty.any() else float("nan"),
+        "per_image": {"dice": dice, "iou": iou, "pixel_accuracy": acc, "lesion": lesion},
+    }

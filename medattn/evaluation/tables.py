@@ -1,0 +1,178 @@
+"""Result tables: raw numbers in CSV and JSON, Markdown generated from them (never typed by hand).
+
+A table is a list of flat dict rows. :func:`write_table` writes ``<name>.csv``, ``<name>.json`` (rows plus a
+``meta`` block and the ``kind`` that tells the renderer how to lay it out) and ``<name>.md`` rendered from the
+JSON. ``python -m medattn.evaluation.report results/`` re-renders every Markdown file from its JSON.
+
+Paper comparisons use the long format of :func:`comparison_rows`: one row per (metric, source) with the paper
+number beside it, so several of our protocols (seeds, splits, ablations) sit in one table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["comparison_rows", "write_table", "render_markdown", "to_jsonable", "fmt"]
+
+
+def to_jsonable(x):
+    """NumPy scalars/arrays and Paths to plain JSON types; NaN stays NaN (JSON ``NaN``, Python reads it back)."""
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return to_jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def comparison_rows(
+    paper: Mapping[str, float | None],
+    sources: Mapping[str, Mapping[str, object]],
+    extra: Mapping[str, object] | None = None,
+) -> list[dict]:
+    """Long-format comparison rows ``metric | source | paper | value | ci_low | ci_high | delta``.
+
+    ``paper`` maps metric -> the paper's number (None where the paper gives none). ``sources`` maps a source
+    name (e.g. ``"ours: leak-free split"``) to metric -> value, or -> ``(value, low, high)`` with a CI. Metrics
+    present in either side are listed; ``delta = value - paper``.
+    """
+    metrics = list(paper)
+    for vals in sources.values():
+        metrics += [m for m in vals if m not in metrics]
+    rows = []
+    for m in metrics:
+        p = paper.get(m)
+        for src, vals in sources.items():
+            if m not in vals:
+                continue
+            v = vals[m]
+            lo = hi = float("nan")
+            if isinstance(v, (tuple, list)):
+                v, lo, hi = (list(v) + [float("nan")] * 3)[:3]
+            v = float(v) if v is not None else float("nan")
+            row = {
+                "metric": m,
+                "source": src,
+                "paper": float(p) if p is not None else float("nan"),
+                "value": v,
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+                "delta": v - float(p) if p is not None else float("nan"),
+            }
+            if extra:
+                row.update(extra)
+            rows.append(row)
+    return rows
+
+
+def fmt(x, digits: int = 4) -> str:
+    """Format a number for Markdown; NaN and None print as an em dash."""
+    if x is None:
+        return "—"
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        return str(int(x))
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(f):
+        return "—"
+    return f"{f:.{digits}f}"
+
+
+def _markdown_plain(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "_(no rows)_\n"
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_comparison(rows: Sequence[Mapping]) -> str:
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    sources = list(dict.fromkeys(r["source"] for r in rows))
+    cell = {(r["metric"], r["source"]): r for r in rows}
+    paper = {r["metric"]: r["paper"] for r in rows}
+    lines = ["| metric | paper | " + " | ".join(sources) + " |", "|---|---|" + "---|" * len(sources)]
+    for m in metrics:
+        cells = []
+        for s in sources:
+            r = cell.get((m, s))
+            if r is None:
+                cells.append("—")
+                continue
+            txt = fmt(r["value"])
+            if not (math.isnan(r["ci_low"]) or math.isnan(r["ci_high"])):
+                txt += f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+            if not math.isnan(r["delta"]):
+                txt += f" (Δ {r['delta']:+.4f})"
+            cells.append(txt)
+        lines.append(f"| {m} | {fmt(paper[m])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(table: Mapping) -> str:
+    """Markdown of a table dict as written by :func:`write_table` (``title``, ``kind``, ``rows``, ``meta``)."""
+    title = table.get("title") or table.get("name", "table")
+    out = [f"## {title}\n"]
+    if table.get("description"):
+        out.append(table["description"].strip() + "\n")
+    rows = table.get("rows", [])
+    if table.get("kind") == "comparison":
+        out.append(_markdown_comparison(rows))
+        out.append("\nValues are ours; brackets are 95 % confidence intervals; Δ = ours - paper.\n")
+    else:
+        out.append(_markdown_plain(rows, table.get("columns")))
+    meta = table.get("meta") or {}
+    if meta:
+        out.append("\n<details><summary>How this table was made</summary>\n")
+        for k in ("command", "git_commit", "profile", "seeds", "data_dir", "data_manifest_sha256", "machine",
+                  "wall_time_s", "started", "synthetic"):
+            if k in meta:
+                out.append(f"- {k}: `{meta[k]}`")
+        out.append("\n</details>\n")
+    return "\n".join(out)
+
+
+def write_table(
+    out_dir,
+    name: str,
+    rows: Iterable[Mapping],
+    *,
+    title: str | None = None,
+    kind: str = "plain",
+    columns: Sequence[str] | None = None,
+    meta: Mapping | None = None,
+    description: str | None = None,
+) -> dict[str, Path]:
+    """Write ``<name>.csv``, ``<name>.json`` and the generated ``<name>.md`` into ``out_dir``; returns the paths."""
+    if kind not in ("plain", "comparison"):
+        raise ValueError(f"kind must be 'plain' or 'comparison', got {kind!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [to_jsonable(dict(r)) for r in rows]
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
+    paths = {"csv": out / f"{name}.csv", "json": out / f"{name}.json", "md": out / f"{name}.md"}
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: (json.dumps(r[c]) if isinstance(r.get(c), (list, dict)) else r.get(c)) for c in cols})
+    table = {"name": name, "title": title or name, "kind": kind, "columns": cols, "rows": rows,
+             "meta": to_jsonable(dict(meta or {})), "description": description}
+    paths["json"].write_text(json.dumps(table, indent=2, allow_nan=True) + "\n")
+    paths["md"].write_text(render_markdown(table))
+    return paths

@@ -1,0 +1,127 @@
+"""What stands beside every result table: how it was made.
+
+:func:`run_metadata` gathers the command line, git commit (and whether the tree was dirty), package versions,
+machine (CPU model, core count, GPUs/TPUs), profile, seeds, data path and a hash of the dataset's manifest, and
+the start time. :class:`RunRecorder` adds the wall time when the run ends and writes ``run.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["run_metadata", "dataset_fingerprint", "RunRecorder", "machine_description"]
+
+PACKAGES = ("medattn", "tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "scikit-image",
+            "matplotlib", "jax")
+
+
+def _git(*args, cwd=None) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    out["python"] = platform.python_version()
+    return out
+
+
+def machine_description() -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        desc["memory_gib"] = round(mem / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    if "tensorflow" in sys.modules:
+        tf = sys.modules["tensorflow"]
+        desc["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+        desc["tpus"] = [d.name for d in tf.config.list_logical_devices("TPU")]
+    return desc
+
+
+def dataset_fingerprint(data_dir) -> dict[str, object] | None:
+    """SHA-256 of the dataset's ``MANIFEST.sha256`` if it has one (searched in the folder and its parent), else of
+    the sorted list of relative file paths and sizes. None when there is no folder."""
+    if data_dir is None:
+        return None
+    root = Path(data_dir)
+    if not root.exists():
+        return None
+    for cand in (root / "MANIFEST.sha256", root.parent / "MANIFEST.sha256"):
+        if cand.is_file():
+            return {"manifest": str(cand), "sha256": hashlib.sha256(cand.read_bytes()).hexdigest()}
+    h = hashlib.sha256()
+    n = 0
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(root)}\t{p.stat().st_size}\n".encode())
+            n += 1
+    return {"manifest": None, "files": n, "sha256": h.hexdigest()}
+
+
+def run_metadata(*, profile=None, seeds=None, data_dir=None, argv=None, extra=None) -> dict[str, object]:
+    repo = Path(__file__).resolve().parents[2]
+    commit = _git("rev-parse", "HEAD", cwd=repo)
+    dirty = _git("status", "--porcelain", "--untracked-files=no", cwd=repo)
+    fp = dataset_fingerprint(data_dir)
+    meta = {
+        "command": " ".join(["python"] + list(sys.argv if argv is None else argv)),
+        "git_commit": (commit + ("+dirty" if dirty else "")) if commit else None,
+        "profile": profile,
+        "seeds": list(seeds) if seeds is not None else None,
+        "data_dir": str(data_dir) if data_dir else None,
+        "data_manifest_sha256": fp["sha256"] if fp else None,
+        "machine": machine_description(),
+        "packages": package_versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+class RunRecorder:
+    """Collects :func:`run_metadata` at the start; :meth:`finish` adds wall time and writes ``run.json``."""
+
+    def __init__(self, out_dir, **kwargs):
+        self.out_dir = Path(out_dir)
+        self.t0 = time.time()
+        self.meta = run_metadata(**kwargs)
+
+    @property
+    def wall_time_s(self) -> float:
+        return round(time.time() - self.t0, 1)
+
+    def snapshot(self) -> dict:
+        return {**self.meta, "wall_time_s": self.wall_time_s}
+
+    def finish(self, **extra) -> dict:
+        meta = {**self.snapshot(), **extra}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        return meta

@@ -1,0 +1,76 @@
+"""tf.distribute strategy choice and mixed precision.
+
+``auto`` picks, in order: TPUStrategy when a TPU resolver is configured (``TPU_NAME`` or
+``COLAB_TPU_ADDR`` set, or ``tpu=`` given), MultiWorkerMirroredStrategy when ``TF_CONFIG`` names more than
+one worker, MirroredStrategy when more than one GPU is visible, else the default (one-device) strategy.
+Build models, optimizers and metrics inside ``strategy.scope()``; the batch size in configs is the *global*
+batch, which tf.distribute splits across replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+__all__ = ["resolve_strategy_name", "get_strategy", "set_mixed_precision", "workers_in_tf_config"]
+
+
+def workers_in_tf_config(env: Mapping[str, str] | None = None) -> int:
+    """Number of workers (chief included) that ``TF_CONFIG`` names; 0 when it is unset."""
+    env = os.environ if env is None else env
+    raw = env.get("TF_CONFIG")
+    if not raw:
+        return 0
+    try:
+        cluster = json.loads(raw).get("cluster", {})
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {raw!r} ({e})") from e
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def resolve_strategy_name(name: str = "auto", *, env: Mapping[str, str] | None = None, n_gpus: int = 0,
+                          tpu: str | None = None) -> str:
+    """The strategy ``auto`` resolves to (``tpu``, ``multiworker``, ``mirrored`` or ``default``), pure logic."""
+    valid = ("auto", "default", "mirrored", "multiworker", "tpu")
+    if name not in valid:
+        raise ValueError(f"strategy must be one of {valid}, got {name!r}")
+    if name != "auto":
+        return name
+    env = os.environ if env is None else env
+    if tpu or env.get("TPU_NAME") or env.get("COLAB_TPU_ADDR"):
+        return "tpu"
+    if workers_in_tf_config(env) > 1:
+        return "multiworker"
+    if n_gpus > 1:
+        return "mirrored"
+    return "default"
+
+
+def get_strategy(name: str = "auto", tpu: str | None = None):
+    """Create the tf.distribute strategy that ``name`` resolves to (see the module docstring)."""
+    import tensorflow as tf
+
+    n_gpus = len(tf.config.list_physical_devices("GPU"))
+    resolved = resolve_strategy_name(name, n_gpus=n_gpus, tpu=tpu)
+    if resolved == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or os.environ.get("TPU_NAME", ""))
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if resolved == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if resolved == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def set_mixed_precision(mode: str = "off") -> str:
+    """Set the Keras global dtype policy: ``off`` float32, ``bf16`` mixed_bfloat16, ``fp16`` mixed_float16."""
+    import keras
+
+    policies = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+    if mode not in policies:
+        raise ValueError(f"mixed_precision must be one of {tuple(policies)}, got {mode!r}")
+    keras.mixed_precision.set_global_policy(policies[mode])
+    return policies[mode]

@@ -1,0 +1,52 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from medattn.evaluation import bootstrap_ci, comparison_rows, wilson_interval, write_table
+from medattn.evaluation.report import regenerate
+
+
+def test_wilson_known_values():
+    # 57/64 = 0.8906 (the MIAS Model1 accuracy): Wilson 95 % interval [0.7910, 0.9460] (computed by hand from the formula)
+    lo, hi = wilson_interval(57, 64)
+    assert lo == pytest.approx(0.7910, abs=1e-4) and hi == pytest.approx(0.9460, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0
+    with pytest.raises(ValueError, match="11 of 10"):
+        wilson_interval(11, 10)
+
+
+def test_bootstrap_seeded_and_covers_point():
+    rng = np.random.default_rng(0)
+    correct = (rng.random(200) < 0.8).astype(float)
+    a = bootstrap_ci(np.mean, correct, seed=3)
+    b = bootstrap_ci(np.mean, correct, seed=3)
+    assert a == b
+    point, lo, hi = a
+    assert lo < point < hi and hi - lo < 0.15
+
+
+def test_bootstrap_groups_move_together():
+    # two groups of identical values: resampling groups can only give 0, 0.5 or 1
+    x = np.array([0, 0, 0, 1, 1, 1.0])
+    g = np.array([0, 0, 0, 1, 1, 1])
+    _, lo, hi = bootstrap_ci(np.mean, x, groups=g, seed=0, n_boot=200)
+    assert lo == 0.0 and hi == 1.0
+
+
+def test_comparison_table_written_and_regenerated(tmp_path):
+    rows = comparison_rows({"accuracy": 0.8906, "recall": 0.913},
+                           {"ours": {"accuracy": (0.80, 0.7, 0.9), "recall": 0.85}}, extra={"seed": 0})
+    assert rows[0]["delta"] == pytest.approx(0.80 - 0.8906)
+    assert math.isnan(rows[1]["ci_low"])
+    paths = write_table(tmp_path, "cmp", rows, kind="comparison", meta={"command": "python x.py"})
+    md = paths["md"].read_text()
+    assert "| accuracy | 0.8906 | 0.8000 [0.7000, 0.9000] (Δ -0.0906) |" in md
+    assert "python x.py" in md
+    data = json.loads(paths["json"].read_text())
+    assert data["rows"][0]["value"] == 0.8
+    assert paths["csv"].read_text().splitlines()[0].startswith("metric,source,paper,value")
+    paths["md"].write_text("stale")
+    assert regenerate(tmp_path) == [paths["md"]]
+    assert paths["md"].read_text() == md

@@ -1,0 +1,48 @@
+import numpy as np
+
+from medattn.training import fit, set_seed
+from tests.training._toy import toy_data, toy_dataset, toy_model
+
+
+def _run(tmp, seed=0, stop_after=None, resume=False, model=None):
+    set_seed(seed)
+    x, y = toy_data(64)
+    xv, yv = toy_data(32, seed=1)
+    model = model or toy_model()
+    res = fit(model, lambda e: toy_dataset(x, y, 8, seed, e), epochs=4, ckpt_dir=tmp, validation_data=(xv, yv),
+              resume=resume, monitor="val_loss", restore_best=False, verbose=0, stop_after=stop_after)
+    return model, res
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    full, res_full = _run(tmp_path / "full")
+    _run(tmp_path / "part", stop_after=2)  # "killed" after epoch 2
+    # a new process would rebuild the model from scratch with the same seed, then resume
+    resumed, res_res = _run(tmp_path / "part", resume=True)
+    assert res_res["resumed_from"] == 2 and res_res["epochs_run"] == 2
+    for a, b in zip(full.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert [h["val_loss"] for h in res_full["history"]] == [h["val_loss"] for h in res_res["history"]]
+    assert (tmp_path / "part" / "log.csv").read_text().count("\n") == 5  # header + 4 epochs
+
+
+def test_same_seed_twice_identical_and_other_seed_differs(tmp_path):
+    _, a = _run(tmp_path / "a", seed=3)
+    _, b = _run(tmp_path / "b", seed=3)
+    _, c = _run(tmp_path / "c", seed=4)
+    assert a["history"][-1]["val_loss"] == b["history"][-1]["val_loss"]
+    assert a["history"][-1]["val_accuracy"] == b["history"][-1]["val_accuracy"]
+    assert a["history"][-1]["val_loss"] != c["history"][-1]["val_loss"]
+
+
+def test_best_weights_restored_and_early_stop(tmp_path):
+    set_seed(0)
+    x, y = toy_data(64)
+    model = toy_model()
+    res = fit(model, lambda e: toy_dataset(x, y, 8, 0, e), epochs=6, ckpt_dir=tmp_path, validation_data=(x, y),
+              monitor="val_accuracy", mode="max", patience=1, verbose=0)
+    best = max(h["val_accuracy"] for h in res["history"])
+    assert res["best_value"] == best
+    ev = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert abs(ev["accuracy"] - best) < 1e-6
+    assert (tmp_path / "best.weights.h5").exists()

@@ -1,0 +1,96 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medattn.training import resolve_strategy_name
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def test_auto_resolution_order():
+    two = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}})
+    one = json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}})
+    assert resolve_strategy_name("auto", env={}, n_gpus=0) == "default"
+    assert resolve_strategy_name("auto", env={}, n_gpus=1) == "default"
+    assert resolve_strategy_name("auto", env={}, n_gpus=2) == "mirrored"
+    assert resolve_strategy_name("auto", env={"TF_CONFIG": one}, n_gpus=0) == "default"
+    assert resolve_strategy_name("auto", env={"TF_CONFIG": two}, n_gpus=4) == "multiworker"
+    assert resolve_strategy_name("auto", env={"TF_CONFIG": two, "TPU_NAME": "t"}, n_gpus=4) == "tpu"
+    assert resolve_strategy_name("mirrored", env={}, n_gpus=0) == "mirrored"
+    with pytest.raises(ValueError, match="'horovod'"):
+        resolve_strategy_name("horovod")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        resolve_strategy_name("auto", env={"TF_CONFIG": "{oops"})
+
+
+def test_default_strategy_object():
+    import tensorflow as tf
+
+    from medattn.training import get_strategy
+
+    s = get_strategy("default")
+    assert s.num_replicas_in_sync == 1
+    assert isinstance(get_strategy("auto"), type(tf.distribute.get_strategy()))
+
+
+def _env(extra=None):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", PYTHONPATH=str(REPO))
+    env.update(extra or {})
+    return env
+
+
+@pytest.mark.subprocess
+def test_mirrored_strategy_fit_on_two_cpu_replicas(tmp_path):
+    out = tmp_path / "mirrored.npz"
+    r = subprocess.run([sys.executable, str(HERE / "_dist_worker.py"), "mirrored", str(out)], env=_env(),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = np.load(out)
+    assert int(res["replicas"]) == 2 and str(res["strategy"]) == "MirroredStrategy"
+    assert res["loss"][-1] < res["loss"][0]
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_two_worker_multiworker_fit_on_localhost(tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for i in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen([sys.executable, str(HERE / "_dist_worker.py"), "multiworker",
+                                       str(tmp_path / f"w{i}.npz")], env=_env({"TF_CONFIG": tf_config}),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert str(w0["strategy"]) in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
+    assert int(w0["replicas"]) == 2
+    keys = [k for k in w0.files if k.startswith("arr_")]
+    assert keys
+    for k in keys:
+        np.testing.assert_array_equal(w0[k], w1[k])
+    assert w0["loss"][-1] < w0["loss"][0]
