@@ -1,0 +1,104 @@
+import keras
+from keras import layers, ops
+
+from ._checks import choice, feature_map_shape, positive_int, unit_interval
+
+
+@keras.saving.register_keras_serializable(package="medattn")
+class BidirectionalCrossAttention(layers.Layer):
+    """Bidirectional cross-attention between two feature maps (the DCAT fusion).
+
+    Reference: Borah J, Singh H K. "DCAT: Dual Cross-Attention Fusion for Disease Classification in Radiological
+    Images with Uncertainty Estimation", arXiv 2503.11851 (2025); multi-head attention of Vaswani et al. 2017.
+
+    Both maps are projected to a common width ``d`` by 1x1 convolutions and flattened to tokens
+    ``A (Na x d)``, ``B (Nb x d)``. Then ``A' = LayerNorm(A + MHA(q=A, k=B, v=B))`` and
+    ``B' = LayerNorm(B + MHA(q=B, k=A, v=A))`` with separate attention weights per direction. The maps may have
+    different channels and different spatial sizes.
+
+    Args:
+        dim: common width d (default 256).
+        num_heads: heads per direction (default 8); ``dim`` must be divisible by it.
+        dropout: attention dropout (default 0).
+        output_mode: ``"concat"`` -> ``concatenate([A', B'], channels)`` as a map (needs equal spatial sizes);
+            ``"both"`` -> ``[A' map (Ha, Wa, d), B' map (Hb, Wb, d)]``; ``"pooled"`` -> ``concatenate(GAP(A'),
+            GAP(B'))`` of shape ``(batch, 2d)`` (works for any sizes).
+        epsilon: LayerNorm epsilon (default 1e-6).
+
+    Inputs: a list ``[a (batch, Ha, Wa, Ca), b (batch, Hb, Wb, Cb)]`` with known sizes.
+
+    Example:
+        >>> a, b = keras.Input((7, 7, 1792)), keras.Input((7, 7, 512))
+        >>> fused = BidirectionalCrossAttention(dim=256, num_heads=8)([a, b])   # (None, 7, 7, 512)
+
+    Departure: the paper does not publish its projection or normalisation details; these are the defaults of
+    shared/PAPERS.md section 5 (1x1 projection to d = 256, 8 heads, residual + LayerNorm).
+    """
+
+    def __init__(self, dim=256, num_heads=8, dropout=0.0, output_mode="concat", epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = positive_int("dim", dim)
+        self.num_heads = positive_int("num_heads", num_heads)
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim must be divisible by num_heads, got dim={dim!r}, num_heads={num_heads!r}")
+        self.dropout = unit_interval("dropout", dropout)
+        self.output_mode = choice("output_mode", output_mode, ("concat", "both", "pooled"))
+        self.epsilon = float(epsilon)
+        kw = {"dtype": self.dtype_policy}
+        self.proj_a = layers.Conv2D(self.dim, 1, name="proj_a", **kw)
+        self.proj_b = layers.Conv2D(self.dim, 1, name="proj_b", **kw)
+        kd = self.dim // self.num_heads
+        self.attn_ab = layers.MultiHeadAttention(self.num_heads, kd, dropout=self.dropout, name="attn_a_from_b", **kw)
+        self.attn_ba = layers.MultiHeadAttention(self.num_heads, kd, dropout=self.dropout, name="attn_b_from_a", **kw)
+        self.norm_a = layers.LayerNormalization(epsilon=self.epsilon, name="norm_a", **kw)
+        self.norm_b = layers.LayerNormalization(epsilon=self.epsilon, name="norm_b", **kw)
+
+    def _shapes(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not isinstance(
+                input_shape[0], (list, tuple)):
+            raise ValueError(f"{self.__class__.__name__} expects a list of two feature maps, got {input_shape}")
+        name = self.__class__.__name__
+        return (feature_map_shape(name, input_shape[0], need_spatial=True),
+                feature_map_shape(name, input_shape[1], need_spatial=True))
+
+    def build(self, input_shape):
+        sa, sb = self._shapes(input_shape)
+        if self.output_mode == "concat" and sa[1:3] != sb[1:3]:
+            raise ValueError(f"output_mode='concat' needs equal spatial sizes, got {sa[1:3]} and {sb[1:3]}; "
+                             "use output_mode='both' or 'pooled'")
+        self._ha, self._hb = sa[1:3], sb[1:3]
+        self.proj_a.build(sa)
+        self.proj_b.build(sb)
+        na, nb = sa[1] * sa[2], sb[1] * sb[2]
+        self.attn_ab.build((None, na, self.dim), (None, nb, self.dim))
+        self.attn_ba.build((None, nb, self.dim), (None, na, self.dim))
+        self.norm_a.build((None, na, self.dim))
+        self.norm_b.build((None, nb, self.dim))
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        a, b = inputs
+        (ha, wa), (hb, wb) = self._ha, self._hb
+        ta = ops.reshape(self.proj_a(a), (-1, ha * wa, self.dim))
+        tb = ops.reshape(self.proj_b(b), (-1, hb * wb, self.dim))
+        ra = self.norm_a(ta + self.attn_ab(ta, tb, tb, training=training))
+        rb = self.norm_b(tb + self.attn_ba(tb, ta, ta, training=training))
+        if self.output_mode == "pooled":
+            return ops.concatenate([ops.mean(ra, axis=1), ops.mean(rb, axis=1)], axis=-1)
+        ma = ops.reshape(ra, (-1, ha, wa, self.dim))
+        mb = ops.reshape(rb, (-1, hb, wb, self.dim))
+        if self.output_mode == "both":
+            return [ma, mb]
+        return ops.concatenate([ma, mb], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        sa, sb = self._shapes(input_shape)
+        if self.output_mode == "pooled":
+            return (sa[0], 2 * self.dim)
+        if self.output_mode == "both":
+            return [sa[:3] + (self.dim,), sb[:3] + (self.dim,)]
+        return sa[:3] + (2 * self.dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "num_heads": self.num_heads, "dropout": self.dropout,
+                "output_mode": self.output_mode, "epsilon": self.epsilon}
