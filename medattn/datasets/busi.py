@@ -1,0 +1,83 @@
+"""BUSI breast ultrasound (Al-Dhabyani et al., Data in Brief 2020), layout as released.
+
+``Dataset_BUSI_with_GT/<class>/<class> (N).png`` with ``<class> (N)_mask.png`` and, for a few lesions,
+``_mask_1.png``, ``_mask_2.png``: the lesion mask is their union. Classes ``benign`` (0), ``malignant`` (1),
+``normal`` (2); every normal mask is empty. Images may be greyscale or RGB.
+
+Known problems (see :mod:`medattn.datasets.audit`): duplicated and near-duplicated images, and one lesion stored
+under both benign and malignant; use the audit's groups when splitting.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .core import DatasetError, Record, check_readable, image_size, read_image, resolve_root
+
+__all__ = ["CLASSES", "busi_records", "load_mask", "find_root"]
+
+CLASSES = ("benign", "malignant", "normal")
+_MASK = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?\.png$", re.IGNORECASE)
+
+
+def find_root(root) -> Path:
+    """``busi/`` or ``busi/Dataset_BUSI_with_GT/``: the folder holding the class folders."""
+    return resolve_root(root, "BUSI", CLASSES, ("Dataset_BUSI_with_GT",))
+
+
+def busi_records(root, *, classes=CLASSES, verify: bool = False, skip_bad: bool = False) -> list[Record]:
+    """One record per image, with all its mask files. Checks: class folders present and non-empty, every image
+    has at least one mask, every mask has its image, mask and image sizes agree (header only; ``verify=True``
+    also decodes every file). The group id is the file's class/name (duplicate groups come from the audit)."""
+    base = find_root(root)
+    records: list[Record] = []
+    for label, cls in enumerate(classes):
+        folder = base / cls
+        if not folder.is_dir():
+            raise DatasetError(f"BUSI: class folder {folder} is missing (expected {list(classes)})")
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        masks: dict[str, list[Path]] = {}
+        images: list[Path] = []
+        for p in files:
+            m = _MASK.match(p.name)
+            if m:
+                masks.setdefault(m.group("stem"), []).append(p)
+            elif p.suffix.lower() == ".png":
+                images.append(p)
+            else:
+                raise DatasetError(f"BUSI: unexpected file {p} (expected '<class> (N).png' or '..._mask.png')")
+        if not images:
+            raise DatasetError(f"BUSI: class folder {folder} has no images")
+        stems = {p.stem for p in images}
+        orphans = sorted(str(m) for s, ms in masks.items() if s not in stems for m in ms)
+        if orphans:
+            raise DatasetError(f"BUSI: mask(s) without an image: {orphans[:5]}"
+                               f"{' ...' if len(orphans) > 5 else ''} (expected '<stem>.png' beside each mask)")
+        for img in sorted(images, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]):
+            ms = sorted(masks.get(img.stem, []))
+            if not ms:
+                raise DatasetError(f"BUSI: image {img} has no mask (expected {img.stem}_mask.png)")
+            size = image_size(img)
+            for m in ms:
+                msize = image_size(m)
+                if msize != size:
+                    raise DatasetError(f"BUSI: mask {m} is {msize[0]}x{msize[1]} but its image {img} is "
+                                       f"{size[0]}x{size[1]} (width x height); they must match")
+            records.append(Record(str(img), label, cls, tuple(str(m) for m in ms), f"{cls}/{img.name}", None))
+    if verify or skip_bad:
+        records = check_readable(records, skip_bad, "BUSI")
+    return records
+
+
+def load_mask(record: Record) -> np.ndarray:
+    """The union of a record's mask files as a uint8 0/1 array of the image's size."""
+    out = None
+    for m in record.mask_paths:
+        a = read_image(m) > 127
+        out = a if out is None else (out | a)
+    if out is None:
+        raise DatasetError(f"BUSI: {record.path} has no mask files")
+    return out.astype(np.uint8)

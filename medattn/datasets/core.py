@@ -1,0 +1,165 @@
+"""Records, image reading with clear errors, and the scan of class-per-folder layouts shared by the loaders.
+
+A :class:`Record` is one image: its path, integer label and class name, mask paths (if any), group id
+(patient id where the file name carries one, else the file itself; the splitter adds duplicate groups) and the
+split it came from in the public release (``"train"``, ``"test"``... or ``None``).
+
+Every loader raises :class:`DatasetError` (a ``ValueError``) naming the file and what was expected. With
+``skip_bad=True`` unreadable files are skipped instead, and the loader prints how many and which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["Record", "DatasetError", "read_image", "image_size", "scan_class_folders", "resolve_root",
+           "IMAGE_SUFFIXES", "report_skipped", "check_readable"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm")
+
+
+class DatasetError(ValueError):
+    """A malformed dataset: the message names the file(s) and what was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    path: str
+    label: int
+    label_name: str
+    mask_paths: tuple[str, ...] = ()
+    group: str | None = None
+    split: str | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+def _natural_key(p: Path):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
+def resolve_root(root, dataset: str, markers: Sequence[str], release_dirs: Sequence[str] = ()) -> Path:
+    """The folder that holds ``markers`` (sub-folders or files): ``root`` itself or a release folder inside it.
+
+    Raises :class:`DatasetError` naming what was looked for when neither has them.
+    """
+    if root is None:
+        raise DatasetError(f"{dataset}: no data folder given (pass --data-dir or set MEDATTN_DATA_DIR)")
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{dataset}: data folder {root} does not exist")
+    for cand in [root] + [root / d for d in release_dirs]:
+        if all((cand / m).exists() for m in markers):
+            return cand
+    present = sorted(p.name for p in root.iterdir())[:12]
+    raise DatasetError(f"{dataset}: {root} does not have the expected layout: looked for {list(markers)} in it"
+                       f"{' or in ' + ', '.join(str(root / d) for d in release_dirs) if release_dirs else ''}; "
+                       f"found {present}")
+
+
+def image_size(path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding; DatasetError if it is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+
+
+def read_image(path, mode: str = "L") -> np.ndarray:
+    """Decode an image fully into a uint8 array (``mode`` ``"L"`` grey or ``"RGB"``); greyscale and RGB files
+    are both accepted. DatasetError for unreadable, truncated or empty files."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: file does not exist")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path}: file is empty (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert(mode))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"{path}: cannot decode image ({type(e).__name__}: {e}); the file may be truncated or "
+                           "not an image") from e
+
+
+def check_readable(records: Iterable[Record], skip_bad: bool, dataset: str) -> list[Record]:
+    """Decode every image and mask once; raise on the first bad file, or skip bad records and report them."""
+    good, bad = [], []
+    for r in records:
+        try:
+            read_image(r.path)
+            for m in r.mask_paths:
+                read_image(m)
+            good.append(r)
+        except DatasetError as e:
+            if not skip_bad:
+                raise
+            bad.append((r.path, str(e)))
+    report_skipped(dataset, bad)
+    return good
+
+
+def report_skipped(dataset: str, bad: Sequence[tuple[str, str]]) -> None:
+    if bad:
+        print(f"[medattn] {dataset}: skipped {len(bad)} bad file(s) (skip_bad=True):")
+        for path, why in bad:
+            print(f"  - {path}: {why}")
+
+
+def scan_class_folders(
+    root: Path,
+    classes: Sequence[str],
+    *,
+    dataset: str,
+    split: str | None = None,
+    group_fn: Callable[[Path], str] | None = None,
+    subdir: str | None = None,
+    skip_bad: bool = False,
+    allow_extra_folders: bool = False,
+) -> list[Record]:
+    """Records of a ``root/<class>/[<subdir>/]*.<image>`` layout, classes in the given order (label = index).
+
+    Errors: a missing or empty class folder, an unexpected class folder (unless ``allow_extra_folders``), a
+    non-image file in a class folder (skipped and reported with ``skip_bad``), a file name that ``group_fn``
+    cannot parse.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{dataset}: folder {root} does not exist")
+    present = {p.name for p in root.iterdir() if p.is_dir()}
+    extra = present - set(classes)
+    if extra and not allow_extra_folders:
+        raise DatasetError(f"{dataset}: unexpected folder(s) {sorted(extra)} in {root}; expected only {list(classes)}")
+    records, bad = [], []
+    for label, cls in enumerate(classes):
+        folder = root / cls / subdir if subdir else root / cls
+        if not folder.is_dir():
+            raise DatasetError(f"{dataset}: class folder {folder} is missing (expected classes {list(classes)})")
+        files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key)
+        images = []
+        for p in files:
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(p)
+            elif skip_bad:
+                bad.append((str(p), "not an image file name"))
+            else:
+                raise DatasetError(f"{dataset}: {p} is not an image (expected {', '.join(IMAGE_SUFFIXES)})")
+        if not images:
+            raise DatasetError(f"{dataset}: class folder {folder} has no images")
+        for p in images:
+            group = group_fn(p) if group_fn else f"{cls}/{p.name}"
+            records.append(Record(str(p), label, cls, (), group, split))
+    report_skipped(dataset, bad)
+    return records

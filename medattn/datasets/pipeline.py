@@ -1,0 +1,209 @@
+"""tf.data pipelines: parallel decode, resize, cache, shuffle (seeded per epoch), augmentation, prefetch.
+
+:func:`image_dataset` builds a ``tf.data.Dataset`` of ``(image, label)`` or ``(image, mask)`` /
+``(image, (mask, label))`` from :class:`~medattn.datasets.core.Record` lists; :func:`array_dataset` does the same
+from in-memory arrays (MIAS patches, MedMNIST). Decoding accepts greyscale and RGB PNG/JPEG/BMP; masks with several
+files are merged by union (maximum). Augmentation uses Keras preprocessing layers seeded from ``seed``; geometric
+transforms are applied to image and mask together.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .core import Record
+
+__all__ = ["image_dataset", "array_dataset", "augmenter", "AUTOTUNE"]
+
+AUTOTUNE = -1
+
+
+def augmenter(rotation: float = 0.0, zoom: float = 0.0, flip: str | None = "horizontal", brightness: float = 0.0,
+              translate: float = 0.0, fill_mode: str = "nearest"):
+    """A function ``(images, seed) -> images`` of per-image random transforms on a batch, deterministic in
+    ``seed`` (a shape-[2] int tensor).
+
+    ``rotation`` is a fraction of a full turn (0.5 = up to +-180 degrees, as Keras' RandomRotation), ``zoom``
+    +- fraction, ``translate`` +- fraction of the size, ``flip`` ``"horizontal"``, ``"vertical"``,
+    ``"horizontal_and_vertical"`` or None, ``brightness`` +- fraction of 255. Geometric transforms are one
+    projective warp (bilinear, ``fill_mode`` at the borders), so an image and its mask stacked as channels move
+    together. Stateless TF random ops keyed by (seed, element index) make the result independent of thread
+    scheduling, which Keras' random layers inside tf.data do not guarantee.
+    """
+    import math
+
+    import tensorflow as tf
+
+    modes = {"nearest": "NEAREST", "reflect": "REFLECT", "constant": "CONSTANT", "wrap": "WRAP"}
+    if fill_mode not in modes:
+        raise ValueError(f"fill_mode must be one of {tuple(modes)}, got {fill_mode!r}")
+    if flip not in (None, "horizontal", "vertical", "horizontal_and_vertical"):
+        raise ValueError(f"flip must be horizontal, vertical, horizontal_and_vertical or None, got {flip!r}")
+
+    def fn(images, seed):
+        """``images`` a batch ``(B, H, W, C)`` float; ``seed`` a shape-[2] int tensor."""
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
+        shape = tf.shape(images)
+        b = shape[0]
+        h = tf.cast(shape[1], tf.float32)
+        w = tf.cast(shape[2], tf.float32)
+        if flip in ("horizontal", "horizontal_and_vertical"):
+            do = tf.random.stateless_uniform([b], seeds[0]) < 0.5
+            images = tf.where(do[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        if flip in ("vertical", "horizontal_and_vertical"):
+            do = tf.random.stateless_uniform([b], seeds[1]) < 0.5
+            images = tf.where(do[:, None, None, None], tf.reverse(images, axis=[1]), images)
+        if rotation or zoom or translate:
+            ang = tf.random.stateless_uniform([b], seeds[2], -rotation, rotation) * 2 * math.pi
+            sc = tf.random.stateless_uniform([b], seeds[3], 1 - zoom, 1 + zoom)
+            tx = tf.random.stateless_uniform([b], seeds[4], -translate, translate) * w
+            ty = tf.random.stateless_uniform([b], seeds[5], -translate, translate) * h
+            cx, cy = (w - 1) / 2, (h - 1) / 2
+            a0, a1 = tf.cos(ang) * sc, -tf.sin(ang) * sc
+            b0, b1 = tf.sin(ang) * sc, tf.cos(ang) * sc
+            # maps each output pixel (x, y) to the input pixel it samples: rotate/scale about the centre, shift
+            a2 = cx - a0 * cx - a1 * cy - tx
+            b2 = cy - b0 * cx - b1 * cy - ty
+            zeros = tf.zeros_like(a0)
+            transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+            images = tf.raw_ops.ImageProjectiveTransformV3(
+                images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+                interpolation="BILINEAR", fill_mode=modes[fill_mode])
+        if brightness:
+            delta = tf.random.stateless_uniform([b, 1, 1, 1], seeds[6], -brightness, brightness) * 255.0
+            images = images + delta
+        return images
+
+    return fn
+
+
+def _decode(path, channels, size):
+    import tensorflow as tf
+
+    raw = tf.io.read_file(path)
+    img = tf.io.decode_image(raw, channels=channels, expand_animations=False)
+    # "area" averages the covered source pixels: antialiased downscaling at a fraction of antialias=True's cost
+    return tf.image.resize(img, (size, size), method="area")
+
+
+def image_dataset(
+    records: Sequence[Record],
+    image_size: int,
+    batch_size: int,
+    *,
+    channels: int = 3,
+    with_masks: bool = False,
+    with_labels: bool = True,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    augment: dict | None = None,
+    cache: bool | str = True,
+    preprocess: Callable | None = None,
+    drop_remainder: bool = False,
+    n_classes: int | None = None,
+):
+    """Batches of images ``float32 [0, 255]``, masks ``float32 {0, 1}`` ``(size, size, 1)``, labels.
+
+    ``preprocess`` is applied to each *batch* ``(B, H, W, C)`` after augmentation (reduce over axes 1-3 for
+    per-image statistics).
+
+    The deterministic part (decode, resize) is cached; shuffling uses ``seed * 1000 + epoch`` so each epoch has its
+    own order and a resumed run repeats it. ``augment`` takes :func:`augmenter` keyword arguments.
+    """
+    import tensorflow as tf
+
+    if not records:
+        raise ValueError("image_dataset got no records")
+    paths = [r.path for r in records]
+    labels = np.array([r.label for r in records], dtype=np.int32)
+    items = {"path": paths, "label": labels}
+    if with_masks:
+        k = max(len(r.mask_paths) for r in records)
+        if k == 0:
+            raise ValueError("with_masks=True but no record has a mask")
+        missing = [r.path for r in records if not r.mask_paths]
+        if missing:
+            raise ValueError(f"with_masks=True but {len(missing)} record(s) have no mask, e.g. {missing[:3]}")
+        items["masks"] = [list(r.mask_paths) + [r.mask_paths[0]] * (k - len(r.mask_paths)) for r in records]
+    ds = tf.data.Dataset.from_tensor_slices(items)
+
+    def load(item):
+        out = {"image": _decode(item["path"], channels, image_size), "label": item["label"]}
+        if with_masks:
+            m = _decode(item["masks"][0], 1, image_size)
+            for j in range(1, k):  # extra masks (padded with the first) are decoded only when present
+                m = tf.cond(tf.equal(item["masks"][j], item["masks"][0]), lambda m=m: m,
+                            lambda m=m, j=j: tf.maximum(m, _decode(item["masks"][j], 1, image_size)))
+            out["mask"] = tf.cast(m > 127.5, tf.float32)
+        return out
+
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache(cache if isinstance(cache, str) else "")
+    if shuffle:
+        ds = ds.shuffle(len(records), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
+
+    def finish(item):
+        img = item["image"]
+        if preprocess is not None:
+            img = preprocess(img)
+        lab = item["label"]
+        if n_classes:
+            lab = tf.one_hot(lab, n_classes)
+        if with_masks and with_labels:
+            return img, (item["mask"], lab)
+        if with_masks:
+            return img, item["mask"]
+        return (img, lab) if with_labels else img
+
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if augment:
+        geo = augmenter(**{**augment, "brightness": 0.0})
+        bright = augmenter(flip=None, brightness=augment.get("brightness", 0.0))
+        base_seed = seed * 1000 + epoch
+
+        def aug(i, item):
+            key = tf.stack([tf.constant(base_seed, tf.int64), tf.cast(i, tf.int64)])
+            img = item["image"]
+            if with_masks:  # one warp for image and mask; brightness on the image only
+                both = geo(tf.concat([img, item["mask"] * 255.0], axis=-1), key)
+                img = both[..., :channels]
+                item = {**item, "mask": tf.cast(both[..., channels:] > 127.5, tf.float32)}
+            else:
+                img = geo(img, key)
+            return {**item, "image": bright(img, key + 1)}
+
+        ds = ds.enumerate().map(aug, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+
+
+def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                  epoch: int = 0, augment: dict | None = None, preprocess: Callable | None = None,
+                  drop_remainder: bool = False):
+    """The same pipeline from in-memory arrays ``x (n, H, W[, C])`` (uint8 or float); ``preprocess`` gets
+    batches."""
+    import tensorflow as tf
+
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else (x,))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    geo = augmenter(**augment) if augment else None
+    base_seed = seed * 1000 + epoch
+
+    def fn(i, t):
+        img = tf.cast(t[0], tf.float32)
+        if geo is not None:
+            img = geo(img, tf.stack([tf.constant(base_seed, tf.int64), tf.cast(i, tf.int64)]))
+        if preprocess is not None:
+            img = preprocess(img)
+        return (img, t[1]) if y is not None else img
+
+    ds = ds.enumerate().map(fn, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.prefetch(AUTOTUNE)

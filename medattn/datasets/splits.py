@@ -1,0 +1,108 @@
+"""Deterministic, stratified, group-aware splits: holdout and k-fold.
+
+Groups are patient ids (where file names carry them) merged with the audit's duplicate groups, so that no
+patient and no duplicate (exact or near) spans two splits. ``dedup`` keeps one image per group.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .audit import group_pairs
+
+__all__ = ["merge_groups", "holdout_split", "kfold_split", "dedup_indices", "check_no_leak"]
+
+
+def merge_groups(n: int, base_groups: Sequence | None = None, duplicate_groups: Sequence[Sequence[int]] = ()) -> np.ndarray:
+    """Integer group id per item: items sharing a base group (patient) or a duplicate group end in one group."""
+    pairs = []
+    if base_groups is not None:
+        if len(base_groups) != n:
+            raise ValueError(f"base_groups has {len(base_groups)} entries for {n} items")
+        first: dict = {}
+        for i, g in enumerate(base_groups):
+            if g is None:
+                continue
+            if g in first:
+                pairs.append((first[g], i))
+            else:
+                first[g] = i
+    for g in duplicate_groups:
+        pairs += [(g[0], j) for j in g[1:]]
+    comps = group_pairs(n, pairs)
+    out = np.arange(n)
+    for c in comps:
+        out[c] = c[0]
+    _, ids = np.unique(out, return_inverse=True)
+    return ids
+
+
+def _fold_of(labels, groups, n_splits, seed):
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    fold = np.empty(len(labels), dtype=int)
+    for k, (_, test) in enumerate(sgkf.split(np.zeros(len(labels)), labels, groups)):
+        fold[test] = k
+    return fold
+
+
+def holdout_split(labels, groups, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> dict[str, np.ndarray]:
+    """``{"train", "val", "test"}`` index arrays, stratified by label, whole groups only.
+
+    The test part is one fold of ``round(1 / test)`` stratified group folds; val is one fold of the remainder
+    split into ``round(rest / val)`` folds. Fractions are approximate when groups are large.
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    idx = np.arange(len(labels))
+    train_f, val_f, test_f = fractions
+    if test_f > 0:
+        fold = _fold_of(labels, groups, max(2, round(1 / test_f)), seed)
+        test = idx[fold == 0]
+        rest = idx[fold != 0]
+    else:
+        test, rest = idx[:0], idx
+    if val_f > 0:
+        k = max(2, round((train_f + val_f) / val_f))
+        fold = _fold_of(labels[rest], groups[rest], k, seed + 1)
+        val, train = rest[fold == 0], rest[fold != 0]
+    else:
+        val, train = rest[:0], rest
+    out = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    check_no_leak(out, groups)
+    return out
+
+
+def kfold_split(labels, groups, k: int = 5, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """``k`` folds of ``{"train", "test"}`` indices, stratified, groups kept whole."""
+    if k < 2:
+        raise ValueError(f"k must be >= 2, got {k}")
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    fold = _fold_of(labels, groups, k, seed)
+    idx = np.arange(len(labels))
+    out = [{"train": idx[fold != f], "test": idx[fold == f]} for f in range(k)]
+    for s in out:
+        check_no_leak(s, groups)
+    return out
+
+
+def dedup_indices(groups) -> np.ndarray:
+    """One index per group (the first), sorted."""
+    _, first = np.unique(np.asarray(groups), return_index=True)
+    return np.sort(first)
+
+
+def check_no_leak(split: dict[str, np.ndarray], groups) -> None:
+    """Raise ValueError naming a group that appears in two parts of ``split``."""
+    groups = np.asarray(groups)
+    seen: dict = {}
+    for name, idx in split.items():
+        for g in np.unique(groups[idx]).tolist():
+            if g in seen and seen[g] != name:
+                raise ValueError(f"group {g!r} is in both {seen[g]!r} and {name!r}")
+            seen[g] = name

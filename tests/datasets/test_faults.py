@@ -1,0 +1,191 @@
+"""Planted faults in temporary copies: each gives a clear error naming the file and what was expected."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from medattn import datasets as D
+from medattn.datasets.core import DatasetError
+from tests.datasets import synth
+
+
+@pytest.fixture
+def busi(tmp_path):
+    synth.make_busi(tmp_path)
+    return tmp_path, tmp_path / "Dataset_BUSI_with_GT"
+
+
+def _expect(fn, *patterns):
+    with pytest.raises(DatasetError) as e:
+        fn()
+    for p in patterns:
+        assert re.search(p, str(e.value)), (p, str(e.value))
+    return str(e.value)
+
+
+def test_01_missing_root(tmp_path):
+    _expect(lambda: D.busi_records(tmp_path / "nope"), r"BUSI: data folder .*nope does not exist")
+
+
+def test_02_no_root_given():
+    _expect(lambda: D.busi_records(None), "pass --data-dir or set MEDATTN_DATA_DIR")
+
+
+def test_03_missing_class_folder(busi):
+    root, base = busi
+    shutil.rmtree(base / "malignant")
+    _expect(lambda: D.busi_records(root), r"does not have the expected layout.*'malignant'")
+
+
+def test_04_empty_class_folder(busi):
+    root, base = busi
+    for p in (base / "normal").iterdir():
+        p.unlink()
+    _expect(lambda: D.busi_records(root), r"normal has no images")
+
+
+def test_05_image_without_mask(busi):
+    root, base = busi
+    (base / "malignant" / "malignant (2)_mask.png").unlink()
+    _expect(lambda: D.busi_records(root), r"malignant \(2\)\.png has no mask", r"malignant \(2\)_mask\.png")
+
+
+def test_06_mask_without_image(busi):
+    root, base = busi
+    (base / "benign" / "benign (3).png").unlink()
+    _expect(lambda: D.busi_records(root), r"mask\(s\) without an image.*benign \(3\)_mask\.png")
+
+
+def test_07_mask_size_mismatch(busi):
+    root, base = busi
+    synth.save(base / "benign" / "benign (2)_mask.png", np.zeros((20, 20), np.uint8))
+    _expect(lambda: D.busi_records(root), r"mask .*benign \(2\)_mask\.png is 20x20 but its image .* is 40x48")
+
+
+def test_08_unreadable_image_garbage_bytes(busi):
+    root, base = busi
+    (base / "normal" / "normal (1).png").write_bytes(b"this is not a png")
+    _expect(lambda: D.busi_records(root), r"normal \(1\)\.png: not a readable image")
+
+
+def test_09_truncated_png(busi):
+    root, base = busi
+    p = base / "benign" / "benign (2).png"
+    synth.save(p, synth.natural_image(9, (200, 200)))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    synth.save(base / "benign" / "benign (2)_mask.png", np.zeros((200, 200), np.uint8))
+    _expect(lambda: D.busi_records(root, verify=True), r"benign \(2\)\.png: cannot decode image", "truncated")
+
+
+def test_10_zero_byte_mask(busi):
+    root, base = busi
+    (base / "benign" / "benign (3)_mask.png").write_bytes(b"")
+    _expect(lambda: D.busi_records(root), r"benign \(3\)_mask\.png: not a readable image")
+
+
+def test_11_unexpected_file_in_busi(busi):
+    root, base = busi
+    (base / "benign" / "notes.txt").write_text("x")
+    _expect(lambda: D.busi_records(root), r"unexpected file .*notes\.txt")
+
+
+
+def test_13_mias_missing_split(tmp_path):
+    synth.make_mias(tmp_path)
+    shutil.rmtree(tmp_path / "MIAS_ROIs" / "test")
+    _expect(lambda: D.mias_records(tmp_path), r"MIAS ROIs: .*does not have the expected layout.*'test'")
+
+
+def test_14_mias_bad_file_name(tmp_path):
+    synth.make_mias(tmp_path)
+    synth.save(tmp_path / "MIAS_ROIs" / "val" / "tumour_7.png", synth.natural_image(1, (120, 120)))
+    _expect(lambda: D.mias_records(tmp_path), r"unexpected file name .*tumour_7\.png", "'Normal \\(N\\)\\.png'")
+
+
+def test_15_mias_split_missing_a_class(tmp_path):
+    synth.make_mias(tmp_path)
+    for p in (tmp_path / "MIAS_ROIs" / "val").glob("Tumor*"):
+        p.unlink()
+    _expect(lambda: D.mias_records(tmp_path), r"val must hold both Normal and Tumor ROIs, found classes \['Normal'\]")
+
+
+def test_16_mias_roi_too_small_or_inconsistent(tmp_path):
+    synth.make_mias(tmp_path)
+    synth.save(tmp_path / "MIAS_ROIs" / "test" / "Normal (1).png", synth.natural_image(1, (60, 60)))
+    recs = [r for r in D.mias_records(tmp_path) if r.split == "test"]
+    _expect(lambda: D.load_rois(recs), r"ROIs differ in size \(most are 120x120\).*Normal \(1\)\.png \(60x60\)")
+    _expect(lambda: D.load_rois(recs[:1]), r"Normal \(1\)\.png is 60x60, smaller than the 72x72 patch")
+
+
+def test_17_brain_missing_testing(tmp_path):
+    synth.make_brain(tmp_path)
+    shutil.rmtree(tmp_path / "Testing")
+    _expect(lambda: D.brain_mri_records(tmp_path), r"Brain Tumor MRI.*expected layout.*'Testing'")
+
+
+def test_18_brain_unexpected_class_folder(tmp_path):
+    synth.make_brain(tmp_path)
+    (tmp_path / "Training" / "astrocytoma").mkdir()
+    _expect(lambda: D.brain_mri_records(tmp_path), r"unexpected folder\(s\) \['astrocytoma'\]")
+
+
+def test_19_brain_non_image_file_and_skip_option(tmp_path, capsys):
+    synth.make_brain(tmp_path)
+    bad = tmp_path / "Training" / "glioma" / "readme.txt"
+    bad.write_text("x")
+    _expect(lambda: D.brain_mri_records(tmp_path), r"readme\.txt is not an image")
+    recs = D.brain_mri_records(tmp_path, skip_bad=True)
+    assert len(recs) == 16
+    out = capsys.readouterr().out
+    assert "skipped 1 bad file(s)" in out and "readme.txt" in out
+
+
+def test_20_corrupt_jpeg_skipped_with_report(tmp_path, capsys):
+    synth.make_brain(tmp_path)
+    bad = tmp_path / "Testing" / "pituitary" / "Te-pituitary_0.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    _expect(lambda: D.brain_mri_records(tmp_path, verify=True), r"Te-pituitary_0\.jpg: cannot decode image")
+    recs = D.brain_mri_records(tmp_path, skip_bad=True)
+    assert len(recs) == 15 and "Te-pituitary_0.jpg" in capsys.readouterr().out
+
+
+def test_21_kermany_file_without_patient_id(tmp_path):
+    synth.make_kermany(tmp_path)
+    synth.save(tmp_path / "chest_xray" / "test" / "NORMAL" / "scan_77.jpeg", synth.natural_image(3))
+    _expect(lambda: D.kermany_records(tmp_path), r"cannot parse a patient id from .*scan_77\.jpeg")
+
+
+def test_22_oct_bad_name(tmp_path):
+    for split in ("train", "test"):
+        synth.make_class_tree(tmp_path / split, ("CNV", "DME", "DRUSEN", "NORMAL"), pattern="{cls}-1{c}{i}-1.jpeg")
+    synth.save(tmp_path / "test" / "DME" / "dme_scan.jpeg", synth.natural_image(4))
+    _expect(lambda: D.oct_records(tmp_path), r"OCT2017: cannot parse a patient id from .*dme_scan\.jpeg")
+
+
+def test_23_covid_radiography_missing_images_and_mask(tmp_path):
+    classes = ("COVID", "Normal", "Lung_Opacity", "Viral Pneumonia")
+    synth.make_class_tree(tmp_path, classes, subdir="images", pattern="{cls}-{i}.png")
+    _expect(lambda: D.covid_radiography_records(tmp_path), r"COVID-0\.png has no lung mask \(expected .*masks")
+    shutil.rmtree(tmp_path / "Normal" / "images")
+    _expect(lambda: D.covid_radiography_records(tmp_path, with_masks=False), r"class folder .*Normal/images is missing")
+
+
+def test_24_tb_missing_class(tmp_path):
+    synth.make_class_tree(tmp_path, ("Normal",), pattern="{cls}-{i}.png")
+    _expect(lambda: D.tb_records(tmp_path), r"TB Chest X-ray.*expected layout.*'Tuberculosis'")
+
+
+def test_25_medmnist_missing_key_and_length_mismatch(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, train_images=np.zeros((3, 28, 28), np.uint8), train_labels=np.zeros((2, 1)))
+    _expect(lambda: D.load_medmnist(p, splits=("train",)), r"train_images has 3 images but train_labels has 2")
+    _expect(lambda: D.load_medmnist(p, splits=("val",)), r"lacks key\(s\) \['val_images', 'val_labels'\]")
+    _expect(lambda: D.load_medmnist(tmp_path / "missing.npz"), r"missing\.npz does not exist")
+
+
+def test_26_wrong_dataset_folder(tmp_path):
+    synth.make_mias(tmp_path)
+    _expect(lambda: D.busi_records(tmp_path), r"BUSI: .* does not have the expected layout", "found \\['MIAS_ROIs'\\]")
