@@ -1,1 +1,1 @@
-"""medattn.models."""
+"""One module per paper model."""

@@ -1,0 +1,36 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, dataset_dir
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_smoke_profile_end_to_end(tmp_path):
+    data = dataset_dir("mias_rois")
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO / "reproductions" / "mias_fusion.py"), "--profile", "smoke", "--data-dir",
+           str(data), "--out", str(out), "--set", "models=vgg16:model2", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                       env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    comp = json.loads((out / "comparison.json").read_text())
+    metrics = {row["metric"]: row for row in comp["rows"]}
+    assert metrics["vgg16:model2 accuracy"]["paper"] == 0.875
+    assert 0 <= metrics["vgg16:model2 accuracy"]["value"] <= 1
+    runs = json.loads((out / "runs.json").read_text())["rows"]
+    assert runs[0]["tp"] + runs[0]["fn"] + runs[0]["fp"] + runs[0]["tn"] == 64
+    assert json.loads((out / "config.json").read_text())["profile"] == "smoke"
+    assert json.loads((out / "run.json").read_text())["data_manifest_sha256"]
+    assert (out / "plots" / "confusion_vgg16_model2.png").exists()
+
+
+def test_no_data_prints_instructions(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MEDATTN_DATA_DIR"}
+    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "mias_fusion.py"), "--profile", "smoke",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and "MIAS_ROIs.zip" in r.stderr
