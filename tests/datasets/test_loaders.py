@@ -93,3 +93,19 @@ def test_real_mias_brain_chest_pneumoniamnist_counts():
     assert [sum(r.label_name == c for r in chest) for c in ("NORMAL", "PNEUMONIA", "COVID19")] == [234, 386, 81]
     pm = D.load_medmnist(dataset_dir("pneumoniamnist"))
     assert [len(pm[s][0]) for s in ("train", "val", "test")] == [3882, 524, 624]
+
+
+def test_phantom_busi_reads_like_busi_and_is_deterministic(tmp_path):
+    from medattn.datasets.phantom import make_phantom_busi, phantom_image
+
+    make_phantom_busi(tmp_path / "a", counts=(3, 2, 2), seed=1)
+    recs = D.busi_records(tmp_path / "a", verify=True)
+    assert [r.label_name for r in recs].count("malignant") == 2
+    assert (tmp_path / "a" / "SYNTHETIC.txt").exists()
+    masks = {r.label_name: D.load_mask(r).sum() for r in recs}
+    assert masks["normal"] == 0 and masks["benign"] > 0 and masks["malignant"] > 0
+    a, ma = phantom_image("malignant", 5)
+    b, mb = phantom_image("malignant", 5)
+    assert np.array_equal(a, b) and np.array_equal(ma, mb)
+    # the lesion is hypo-echoic: darker inside the mask than around it
+    assert a[ma > 0].mean() < 0.6 * a[ma == 0].mean()
