@@ -13,7 +13,7 @@ class MCDropout(layers.Dropout):
 
     ``y = x * m / (1 - rate)`` with ``m ~ Bernoulli(1 - rate)`` on every call when ``always_on`` (default True);
     T stochastic forward passes give the predictive mean and entropy (see
-    :func:`medattn.evaluation.uncertainty`). With ``always_on=False`` it is plain Dropout.
+    :func:`medattn.evaluation.uncertainty.mc_predict`). With ``always_on=False`` it is plain Dropout.
 
     Args:
         rate: drop probability in [0, 1) (default 0.5).
