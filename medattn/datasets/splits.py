@@ -41,6 +41,10 @@ def merge_groups(n: int, base_groups: Sequence | None = None, duplicate_groups: 
 
 
 def _fold_of(labels, groups, n_splits, seed):
+    smallest = int(np.bincount(np.unique(labels, return_inverse=True)[1]).min())
+    if smallest < 2:
+        raise ValueError(f"a class has only {smallest} member(s); stratified splitting needs at least 2 per class")
+    n_splits = min(n_splits, smallest)  # tiny data: fewer, larger folds (fractions become approximate)
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold = np.empty(len(labels), dtype=int)
     for k, (_, test) in enumerate(sgkf.split(np.zeros(len(labels)), labels, groups)):
