@@ -196,7 +196,8 @@ def train_and_evaluate(spec: str, seed: int, cfg: MiasConfig, data: dict, out: P
         "val_roi_accuracy": float(np.mean(vote(vprob, vidx2, 0.5) == yva)), "patch_accuracy": patch["accuracy"], "patch_roc_auc": patch["roc_auc"],
         "best_epoch": res["best_epoch"], "best_val_loss": res["best_value"], "epochs": cfg.epochs,
         "train_patches": n_epoch * cfg.epochs, "train_time_s": round(train_s, 1),
-        "train_patches_per_s": round(n_epoch * len(res["history"]) / max(train_s, 1e-9), 1),
+        "train_patches_per_s": round(n_epoch * res["epochs_run"] / max(train_s, 1e-9), 1),
+        "resumed_from_epoch": res["resumed_from"],
         "params": int(model.count_params()),
     }
     n = len(yte)
