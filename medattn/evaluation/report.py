@@ -1,13 +1,15 @@
 """Regenerate every Markdown table under a results folder from its JSON: ``python -m medattn.evaluation.report``.
 
-Each ``<name>.json`` written by :func:`medattn.evaluation.write_table` gets its ``<name>.md`` rewritten; a
-``README.md`` beside them (if the folder has a ``summary`` list in ``index.json``) is not touched.
+Each ``<name>.json`` written by :func:`medattn.evaluation.write_table` gets its ``<name>.md`` rewritten. With
+``--readme README.md`` the blocks between ``<!-- table: results/x/y.json -->`` and ``<!-- /table -->`` in that file
+are replaced by the table rendered from the JSON, so the README's numbers are generated too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from .tables import render_markdown
@@ -28,12 +30,36 @@ def regenerate(root) -> list[Path]:
     return written
 
 
+_BLOCK = re.compile(r"(<!-- table: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
+
+
+def update_readme(readme, base=".") -> int:
+    """Replace every table block in ``readme`` with the rendering of its JSON; returns the number replaced."""
+    readme = Path(readme)
+    text = readme.read_text()
+    count = 0
+
+    def repl(m):
+        nonlocal count
+        path = Path(base) / m.group("path")
+        if not path.is_file():
+            raise ValueError(f"{readme}: table block names {path}, which does not exist")
+        count += 1
+        return m.group(1) + render_markdown(json.loads(path.read_text())) + m.group(4)
+
+    readme.write_text(_BLOCK.sub(repl, text))
+    return count
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("root", nargs="?", default="results")
+    ap.add_argument("--readme", help="also refresh the table blocks of this Markdown file")
     args = ap.parse_args(argv)
     for p in regenerate(args.root):
         print(p)
+    if args.readme:
+        print(f"{args.readme}: {update_readme(args.readme)} table block(s) refreshed")
     return 0
 
 

@@ -50,3 +50,19 @@ def test_comparison_table_written_and_regenerated(tmp_path):
     paths["md"].write_text("stale")
     assert regenerate(tmp_path) == [paths["md"]]
     assert paths["md"].read_text() == md
+
+
+def test_readme_table_blocks_are_generated(tmp_path):
+    from medattn.evaluation.report import update_readme
+
+    rows = comparison_rows({"accuracy": 0.9}, {"ours": {"accuracy": 0.8}})
+    write_table(tmp_path / "results", "cmp", rows, kind="comparison", title="T")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table: results/cmp.json -->\nstale numbers\n<!-- /table -->\nend\n")
+    assert update_readme(readme, tmp_path) == 1
+    text = readme.read_text()
+    assert "stale numbers" not in text and "| accuracy | 0.9000 | 0.8000 (Δ -0.1000) |" in text
+    assert text.startswith("intro\n") and text.endswith("<!-- /table -->\nend\n")
+    readme.write_text("<!-- table: results/missing.json -->\nx\n<!-- /table -->\n")
+    with pytest.raises(ValueError, match="missing.json"):
+        update_readme(readme, tmp_path)
