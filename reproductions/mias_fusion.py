@@ -70,6 +70,7 @@ class MiasConfig(ExperimentConfig):
     zoom: float = 0.2
     stride: int = 12
     n_boot: int = 2000
+    report_only: bool = False  # rebuild tables and plots from runs.jsonl without training
     balance_classes: bool = False  # class weights so tumour and normal patches weigh the same in the loss
 
 
@@ -244,16 +245,18 @@ def summarise(rows: list[dict], cfg: MiasConfig) -> tuple[list[dict], list[dict]
                           ("precision_tumour", "precision_wilson_low", "precision_wilson_high")):
             if len(rs) == 1:
                 ours[k] = (rs[0][k], rs[0][lo], rs[0][hi])
-            else:  # mean over seeds with the range of the per-seed Wilson intervals' midpoint +- 1.96 sd
+            else:  # mean over seeds +- t(0.975, n-1) standard errors, clipped to [0, 1]
+                from scipy.stats import t as student_t
+
                 v = np.array([r[k] for r in rs], dtype=float)
-                half = 1.96 * np.nanstd(v, ddof=1) / np.sqrt(len(v))
-                ours[k] = (float(np.nanmean(v)), float(np.nanmean(v) - half), float(np.nanmean(v) + half))
+                half = student_t.ppf(0.975, len(v) - 1) * np.nanstd(v, ddof=1) / np.sqrt(len(v))
+                m = float(np.nanmean(v))
+                ours[k] = (m, max(0.0, m - half), min(1.0, m + half))
         ours["roc_auc"] = (s["roc_auc_mean"],)
         tuned = {k: (s[f"{k}_val_threshold_mean"],) for k in ("accuracy", "recall_tumour", "precision_tumour")}
-        tag = f"{cfg.profile}, {len(rs)} seed{'s' * (len(rs) > 1)}"
-        comp += comparison_rows(paper, {f"ours ({tag}), vote at 0.5": ours,
-                                        f"ours ({tag}), vote at val-selected threshold": tuned},
-                                extra={"model": s["model"]})
+        comp += comparison_rows(paper, {f"ours ({cfg.profile}), vote at 0.5": ours,
+                                        f"ours ({cfg.profile}), vote at val-selected threshold": tuned},
+                                extra={"model": f"{s['model']} ({len(rs)} seed{'s' * (len(rs) > 1)})"})
     for r in comp:
         r["metric"] = f"{r.pop('model')} {r['metric']}"
     return summary, comp
@@ -304,12 +307,20 @@ def main(argv=None) -> int:
         return 2
     rows_path = out / "runs.jsonl"
     done = {}
-    if cfg.resume and rows_path.exists():
+    if (cfg.resume or cfg.report_only) and rows_path.exists():
         for line in rows_path.read_text().splitlines():
             r = json.loads(line)
             done[(r["model"], r["seed"])] = r
-    elif rows_path.exists():
+    elif rows_path.exists() and not cfg.report_only:
         rows_path.unlink()
+    if cfg.report_only:
+        if not rows_path.exists():
+            print(f"mias_fusion: report_only needs {rows_path}", file=sys.stderr)
+            return 2
+        rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+        write_results(rows, cfg, rec, out, final=True)
+        print((out / "comparison.md").read_text())
+        return 0
     plan = [(spec, seed) for spec in cfg.models
             for seed in (cfg.seeds if spec in cfg.multi_seed_models else cfg.seeds[:1])]
     rows = []
@@ -345,7 +356,8 @@ def write_results(rows, cfg, rec, out, final: bool):
                 description="Test set: the authors' 64 ROIs, ROI label by majority vote of 25 patches; tumour "
                             "positive. Paper numbers are from the abstract (ImageNet-pretrained frozen VGG); ours "
                             "are trained from scratch unless the profile says otherwise. Brackets: Wilson 95 % "
-                            "interval for one seed, mean +- 1.96 s.e. over seeds. The second column votes with the "
+                            "interval for one seed; over several seeds, mean +- t(0.975, n-1) standard errors "
+                            "(seed-to-seed spread only, clipped to [0, 1]). The second column votes with the "
                             "patch threshold that maximised ROI accuracy on the 65 validation ROIs (never the test "
                             "set).")
     plots(rows, out)
