@@ -318,6 +318,14 @@ def main(argv=None) -> int:
             print(f"mias_fusion: report_only needs {rows_path}", file=sys.stderr)
             return 2
         rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+        prev = out / "run.json" if (out / "run.json").exists() else None
+        if prev is None and (out / "comparison.json").exists():
+            prev_meta = json.loads((out / "comparison.json").read_text()).get("meta", {})
+        else:
+            prev_meta = json.loads(prev.read_text()) if prev else {}
+        # provenance stays that of the training run; the report command is added beside it
+        rec.meta = {**rec.meta, **{k: v for k, v in prev_meta.items() if k != "wall_time_s"},
+                    "report_command": rec.meta["command"], "training_wall_time_s": prev_meta.get("wall_time_s")}
         write_results(rows, cfg, rec, out, final=True)
         print((out / "comparison.md").read_text())
         return 0
