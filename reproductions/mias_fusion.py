@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -136,7 +135,6 @@ def select_threshold(prob, roi_idx, y_roi) -> float:
 
 
 def train_and_evaluate(spec: str, seed: int, cfg: MiasConfig, data: dict, out: Path, strategy) -> dict:
-    import keras
 
     from medattn.datasets import random_patches
     from medattn.datasets.pipeline import array_dataset
@@ -284,8 +282,8 @@ def load_data(data_dir):
 
 
 def main(argv=None) -> int:
-    from medattn.training import RunRecorder, get_strategy, parse_config, save_config, set_mixed_precision
     from medattn.datasets.core import DatasetError
+    from medattn.training import RunRecorder, get_strategy, parse_config, save_config, set_mixed_precision
 
     cfg, _ = parse_config(PROFILES, argv, description=__doc__, dataset="mias_rois")
     if cfg.data_dir is None:
