@@ -323,7 +323,8 @@ def main(argv=None) -> int:
             prev_meta = json.loads(prev.read_text()) if prev else {}
         # provenance stays that of the training run; the report command is added beside it
         rec.meta = {**rec.meta, **{k: v for k, v in prev_meta.items() if k != "wall_time_s"},
-                    "report_command": rec.meta["command"], "training_wall_time_s": prev_meta.get("wall_time_s")}
+                    "report_command": rec.meta["command"]}
+        rec.wall_time_override = prev_meta.get("wall_time_s")
         write_results(rows, cfg, rec, out, final=True)
         print((out / "comparison.md").read_text())
         return 0

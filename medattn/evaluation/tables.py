@@ -82,10 +82,9 @@ def fmt(x, digits: int = 4) -> str:
         return "—"
     if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
         return str(int(x))
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
+    if isinstance(x, str) or not isinstance(x, (float, np.floating)):
         return str(x)
+    f = float(x)
     if math.isnan(f):
         return "—"
     return f"{f:.{digits}f}"
