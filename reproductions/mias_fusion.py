@@ -295,7 +295,8 @@ def main(argv=None) -> int:
         (out / sub).mkdir(parents=True, exist_ok=True)
     rec = RunRecorder(out, profile=cfg.profile, seeds=cfg.seeds, data_dir=cfg.data_dir,
                       argv=["reproductions/mias_fusion.py"] + list(sys.argv[1:] if argv is None else argv))
-    save_config(cfg, out / "config.json")
+    if not cfg.report_only:  # a re-report keeps the training run's config.json
+        save_config(cfg, out / "config.json")
     set_mixed_precision(cfg.mixed_precision)
     strategy = get_strategy(cfg.strategy)
     try:
