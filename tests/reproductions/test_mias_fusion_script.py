@@ -19,8 +19,8 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     comp = json.loads((out / "comparison.json").read_text())
     metrics = {row["metric"]: row for row in comp["rows"]}
-    assert metrics["vgg16:model2 accuracy"]["paper"] == 0.875
-    assert 0 <= metrics["vgg16:model2 accuracy"]["value"] <= 1
+    assert metrics["vgg16:model2 (1 seed) accuracy"]["paper"] == 0.875
+    assert 0 <= metrics["vgg16:model2 (1 seed) accuracy"]["value"] <= 1
     runs = json.loads((out / "runs.json").read_text())["rows"]
     assert runs[0]["tp"] + runs[0]["fn"] + runs[0]["fp"] + runs[0]["tn"] == 64
     assert json.loads((out / "config.json").read_text())["profile"] == "smoke"
