@@ -193,7 +193,8 @@ def audit_records(records: Sequence[Record], root, threshold: int = DEFAULT_THRE
         labels.append(r.label_name)
         splits.append(r.split or "all")
     rep = audit_images(imgs, names, labels, splits, threshold, corrupt, mism, progress)
-    rep["_records"] = [r for r in records if _rel(r.path, root) in set(names)]
+    kept = set(names)
+    rep["_records"] = [r for r in records if _rel(r.path, root) in kept]
     return rep
 
 
