@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import DatasetError, Record, check_readable, image_size, read_image, resolve_root
+from .core import DatasetError, Record, check_readable, image_size, natural_key, read_image, resolve_root
 
 __all__ = ["CLASSES", "busi_records", "load_mask", "find_root"]
 
@@ -56,7 +56,7 @@ def busi_records(root, *, classes=CLASSES, verify: bool = False, skip_bad: bool 
         if orphans:
             raise DatasetError(f"BUSI: mask(s) without an image: {orphans[:5]}"
                                f"{' ...' if len(orphans) > 5 else ''} (expected '<stem>.png' beside each mask)")
-        for img in sorted(images, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]):
+        for img in sorted(images, key=natural_key):
             ms = sorted(masks.get(img.stem, []))
             if not ms:
                 raise DatasetError(f"BUSI: image {img} has no mask (expected {img.stem}_mask.png)")

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 __all__ = ["Record", "DatasetError", "read_image", "image_size", "scan_class_folders", "resolve_root",
-           "IMAGE_SUFFIXES", "report_skipped", "check_readable"]
+           "IMAGE_SUFFIXES", "report_skipped", "check_readable", "natural_key"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm")
 
@@ -41,7 +41,8 @@ class Record:
         return Path(self.path).name
 
 
-def _natural_key(p: Path):
+def natural_key(p: Path):
+    """Sort key that orders ``name (2)`` before ``name (10)``."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
 
 
@@ -147,7 +148,7 @@ def scan_class_folders(
         folder = root / cls / subdir if subdir else root / cls
         if not folder.is_dir():
             raise DatasetError(f"{dataset}: class folder {folder} is missing (expected classes {list(classes)})")
-        files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key)
+        files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=natural_key)
         images = []
         for p in files:
             if p.suffix.lower() in IMAGE_SUFFIXES:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import DatasetError, Record, read_image, resolve_root
+from .core import DatasetError, Record, natural_key, read_image, resolve_root
 
 __all__ = ["CLASSES", "SPLITS", "mias_records", "load_rois", "random_patches", "sliding_windows", "find_root"]
 
@@ -38,7 +38,7 @@ def mias_records(root, splits=SPLITS) -> list[Record]:
         if not folder.is_dir():
             raise DatasetError(f"MIAS ROIs: split folder {folder} is missing (expected {list(SPLITS)})")
         recs = []
-        for p in sorted(folder.iterdir(), key=lambda p: (p.name.split(" ")[0], int(re.sub(r"\D", "", p.name) or 0))):
+        for p in sorted(folder.iterdir(), key=natural_key):
             if not p.is_file() or p.name.startswith("."):
                 continue
             m = _NAME.match(p.name)
