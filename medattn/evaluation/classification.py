@@ -157,7 +157,8 @@ def classification_metrics(
         out["roc_auc"] = _auc(t, prob, positive)
         out["average_precision"] = _average_precision(t, prob, positive)
         out["ece"] = expected_calibration_error(t, prob)
-        out["log_loss"] = float(skm.log_loss(t, np.clip(prob, 1e-12, 1.0), labels=labels))
+        clipped = np.clip(prob.astype("float64"), 1e-12, 1.0)  # float32 softmax rows sum to 1 +- 1e-7
+        out["log_loss"] = float(skm.log_loss(t, clipped / clipped.sum(axis=1, keepdims=True), labels=labels))
     out["confusion_matrix"] = cm.tolist()
     return out
 

@@ -112,7 +112,7 @@ def fit(
             print(f"Epoch {epoch + 1}/{epochs}")
         h = model.fit(ds, validation_data=validation_data, epochs=epoch + 1, initial_epoch=epoch,
                       steps_per_epoch=steps_per_epoch, class_weight=class_weight, callbacks=callbacks,
-                      verbose=verbose)
+                      verbose=verbose, shuffle=False)  # datasets are shuffled per epoch by `data(epoch)`
         logs = {k: float(v[-1]) for k, v in h.history.items()}
         logs = {"epoch": epoch + 1, **logs, "time_s": round(time.time() - t0, 3)}
         history.append(logs)
