@@ -53,6 +53,9 @@ class DcnnimafConfig(ExperimentConfig):
     patience: int = 8
     n_boot: int = 1000
     synthetic: bool = False
+    # BatchNorm moving-average momentum: Keras' 0.99 needs a few hundred steps before inference-mode outputs are
+    # usable; runs with few steps per epoch (the phantoms) use 0.9
+    bn_momentum: float = 0.99
     phantom_counts: tuple[int, ...] = (40, 25, 15)
 
 
@@ -61,36 +64,59 @@ PROFILES = {
                             seg_epochs=1, cls_epochs=1, batch_size=8, seg_lr=1e-3, cls_lr=1e-3,
                             cls_filters=(8, 8, 16, 16, 16), crossfit_folds=2, protocols=("grouped",), n_boot=50,
                             phantom_counts=(8, 6, 6), verbose=0),
-    "synthetic": DcnnimafConfig(profile="custom-synthetic", seg_backbone="vgg16", encoder_width=0.25, seg_size=128,
-                                cls_size=128, seg_epochs=8, cls_epochs=8, batch_size=8, seg_lr=1e-3, cls_lr=1e-3,
-                                cls_filters=(16, 16, 32, 32, 64), crossfit_folds=2, n_boot=200, verbose=2),
-    "cpu": DcnnimafConfig(profile="cpu", seg_backbone="vgg16", encoder_width=0.5, seg_size=192, cls_size=192,
-                          seg_epochs=25, cls_epochs=25, batch_size=8, seg_lr=1e-3, cls_lr=5e-4,
-                          cls_filters=(16, 32, 64, 128, 128), verbose=2),
+    # the no-data default: all three protocols on 150 small phantoms in a few minutes on 2 cores
+    "synthetic": DcnnimafConfig(profile="custom-synthetic", seg_backbone="vgg16", encoder_width=0.125, seg_size=64,
+                                cls_size=64, seg_epochs=12, cls_epochs=12, batch_size=8, seg_lr=3e-3, cls_lr=2e-3,
+                                cls_filters=(8, 16, 16, 32, 32), crossfit_folds=2, n_boot=200, verbose=2,
+                                bn_momentum=0.9, phantom_counts=(70, 50, 30)),
+    # cpu: sized to finish in about an hour on 2 cores (3 protocols x (2 cross-fit + 1 final segmenter + classifier))
+    "cpu": DcnnimafConfig(profile="cpu", seg_backbone="vgg16", encoder_width=0.25, seg_size=128, cls_size=128,
+                          seg_epochs=15, cls_epochs=20, batch_size=8, seg_lr=1e-3, cls_lr=1e-3, crossfit_folds=2,
+                          patience=6, cls_filters=(16, 32, 64, 128, 128), verbose=2),
     "paper": DcnnimafConfig(profile="paper", weights="imagenet", seg_epochs=100, cls_epochs=100, patience=15),
 }
 
 
-def _seg_model(cfg, attention):
+def _adam(lr, epochs, n_images, batch_size):
+    """Adam with cosine decay over the whole run (the schedule's step lives in the optimizer: resumes exactly)."""
     import keras
 
+    steps = max(1, epochs * -(-n_images // batch_size))
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05))
+
+
+def _set_bn_momentum(model, momentum):
+    import keras
+
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []))  # nested models
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    return model
+
+
+def _seg_model(cfg, attention, n_images):
     from medattn.evaluation.keras_metrics import DiceMetric, bce_dice_loss
     from medattn.models.linknet import build_linknet
 
     w = None if cfg.weights == "none" else cfg.weights
     m = build_linknet(cfg.seg_backbone, cfg.seg_size, weights=w, attention=attention,
                       encoder_width=cfg.encoder_width)
-    m.compile(keras.optimizers.Adam(cfg.seg_lr), loss=bce_dice_loss, metrics=[DiceMetric(name="dice")])
+    _set_bn_momentum(m, cfg.bn_momentum)
+    m.compile(_adam(cfg.seg_lr, cfg.seg_epochs, n_images, cfg.batch_size), loss=bce_dice_loss,
+              metrics=[DiceMetric(name="dice")])
     return m
 
 
-def _cls_model(cfg, attention):
-    import keras
-
+def _cls_model(cfg, attention, n_images):
     from medattn.models.dcnnimaf import build_dcnnimaf
 
     m = build_dcnnimaf(cfg.cls_size, filters=cfg.cls_filters, attention=attention)
-    m.compile(keras.optimizers.Adam(cfg.cls_lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _set_bn_momentum(m, cfg.bn_momentum)
+    m.compile(_adam(cfg.cls_lr, cfg.cls_epochs, n_images, cfg.batch_size), loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"])
     return m
 
 
@@ -110,7 +136,7 @@ def _train_seg(cfg, recs, val_recs, attention, ckpt, seed):
     from medattn.training import fit, set_seed
 
     set_seed(seed)
-    model = _seg_model(cfg, attention)
+    model = _seg_model(cfg, attention, len(recs))
     aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
     data = lambda e: image_dataset(recs, cfg.seg_size, cfg.batch_size, with_masks=True, with_labels=False,  # noqa
                                    shuffle=True, seed=seed, epoch=e, augment=aug, preprocess=lambda t: t / 255.0)
@@ -162,7 +188,7 @@ def run_protocol(name, cfg, recs, groups, out, seed):
         return np.concatenate([img, _resize(pred[k], cfg.cls_size)], axis=-1).astype("float32")
 
     set_seed(seed)
-    cls = _cls_model(cfg, attention)
+    cls = _cls_model(cfg, attention, len(xs["train"][2]))
     counts = np.bincount(xs["train"][2], minlength=3)
     cw = {c: len(xs["train"][2]) / (3.0 * max(counts[c], 1)) for c in range(3)}
     xin = cls_input("train")
@@ -181,6 +207,8 @@ def run_protocol(name, cfg, recs, groups, out, seed):
     row.update({k: cm[k] for k in ("accuracy", "weighted_accuracy", "precision_macro", "recall_macro", "f1_macro",
                                    "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "ece")})
     row["dice_lesion_ci"] = bootstrap_ci(np.mean, dice_lesion, n_boot=cfg.n_boot, seed=seed)[1:]
+    iou_lesion = seg_sum["per_image"]["iou"][seg_sum["per_image"]["lesion"]]
+    row["iou_lesion_ci"] = bootstrap_ci(np.mean, iou_lesion, n_boot=cfg.n_boot, seed=seed)[1:]
     row["accuracy_ci"] = bootstrap_ci(lambda t, p: np.mean(t == p.argmax(1)), yt, prob, n_boot=cfg.n_boot,
                                       seed=seed)[1:]
     row["f1_macro_ci"] = bootstrap_ci(
@@ -227,6 +255,7 @@ def main(argv=None) -> int:
     grouped = merge_groups(len(recs), None, audit["_near_group_indices"])
     own = np.arange(len(recs))
     rows, sources = [], {}
+    title = f"Multi-attention LinkNet + DCNNIMAF: paper vs ours ({tag}{', SYNTHETIC DATA' if synthetic else ''})"
     for proto in cfg.protocols:
         for seed in cfg.seeds:
             t0 = time.time()
@@ -253,11 +282,12 @@ def main(argv=None) -> int:
             ci = rs[0].get(f"{k}_ci") if len(rs) == 1 else None
             src[k] = (v, *ci) if ci else (v,)
         sources[f"ours: {proto}{' (SYNTHETIC)' if synthetic else ''}"] = src
-    meta = {**rec.snapshot(), "synthetic": synthetic}
-    title = f"Multi-attention LinkNet + DCNNIMAF: paper vs ours ({tag}{', SYNTHETIC DATA' if synthetic else ''})"
-    write_table(out, "comparison", comparison_rows(PAPER, sources), kind="comparison", title=title, meta=meta)
-    flat = [{k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in r.items()} for r in rows]
-    write_table(out, "runs", flat, title=f"Every run ({tag})", meta=meta)
+        # tables after every protocol, so an interrupted run keeps what it finished
+        meta = {**rec.snapshot(), "synthetic": synthetic, "protocols_done": list(dict.fromkeys(
+            r["protocol"] for r in rows))}
+        write_table(out, "comparison", comparison_rows(PAPER, sources), kind="comparison", title=title, meta=meta)
+        flat = [{k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in r.items()} for r in rows]
+        write_table(out, "runs", flat, title=f"Every run ({tag})", meta=meta)
     rec.finish(n_runs=len(rows))
     print((out / "comparison.md").read_text())
     if synthetic:

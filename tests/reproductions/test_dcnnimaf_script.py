@@ -24,3 +24,36 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     assert 0 <= run["dice_lesion"] <= 1 and run["n_test"] > 0
     assert (out / "plots" / "overlays_grouped.png").exists() and (out / "plots" / "confusion_grouped.png").exists()
     assert json.loads((out / "config.json").read_text())["synthetic"] is True
+
+
+def _script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dcnnimaf_script", REPO / "reproductions" / "dcnnimaf.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bn_momentum_reaches_every_batchnorm_of_both_models():
+    import dataclasses
+
+    import keras
+
+    mod = _script()
+    cfg = dataclasses.replace(mod.PROFILES["smoke"], bn_momentum=0.9)
+    for model in (mod._seg_model(cfg, True, 16), mod._cls_model(cfg, True, 16)):
+        bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+        assert bns and all(la.momentum == 0.9 for la in bns), model.name
+    default = mod._seg_model(mod.PROFILES["smoke"], False, 16)
+    assert all(la.momentum == 0.99 for la in default.layers if isinstance(la, keras.layers.BatchNormalization))
+
+
+def test_profiles_are_runnable_shapes():
+    mod = _script()
+    for name, cfg in mod.PROFILES.items():
+        assert cfg.seg_size % 32 == 0 and cfg.cls_size % 32 == 0, name
+        assert cfg.crossfit_folds >= 2 and set(cfg.protocols) <= {"random", "grouped", "grouped_no_attention"}, name
+    # the no-data default runs every protocol, so a newcomer sees the whole job
+    assert set(mod.PROFILES["synthetic"].protocols) == {"random", "grouped", "grouped_no_attention"}
