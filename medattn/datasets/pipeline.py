@@ -79,6 +79,19 @@ def augmenter(rotation: float = 0.0, zoom: float = 0.0, flip: str | None = "hori
     return fn
 
 
+def _no_autograph(fn):
+    """Call a user ``preprocess`` as plain TensorFlow ops inside ``tf.data`` instead of autograph-converting it.
+
+    Autograph re-reads a function's source file when it first converts it; a script edited while it runs then
+    failed with a NameError from a different line. ``preprocess`` functions are tensor arithmetic and need no
+    Python control flow on tensors."""
+    if fn is None:
+        return None
+    import tensorflow as tf
+
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def _decode(path, channels, size):
     import tensorflow as tf
 
@@ -146,6 +159,8 @@ def image_dataset(
     if shuffle:
         ds = ds.shuffle(len(records), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
 
+    preprocess = _no_autograph(preprocess)
+
     def finish(item):
         img = item["image"]
         if preprocess is not None:
@@ -195,6 +210,7 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuff
         ds = ds.shuffle(len(x), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     geo = augmenter(**augment) if augment else None
+    preprocess = _no_autograph(preprocess)
     base_seed = seed * 1000 + epoch
 
     def fn(i, t):

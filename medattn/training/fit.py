@@ -105,8 +105,9 @@ def fit(
         if verbose:
             print(f"[medattn] resuming from {last_path} after epoch {start_epoch}/{epochs}")
     t0 = time.time()
-    stopped_early = False
-    for epoch in range(start_epoch, epochs):
+    # a checkpoint that had already stopped early is finished: resuming it must not train further
+    stopped_early = resumed_from is not None and patience is not None and wait >= patience
+    for epoch in range(start_epoch, epochs if not stopped_early else start_epoch):
         ds = data(epoch) if callable(data) else data
         if verbose:
             print(f"Epoch {epoch + 1}/{epochs}")

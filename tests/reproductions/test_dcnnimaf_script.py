@@ -57,3 +57,14 @@ def test_profiles_are_runnable_shapes():
         assert cfg.crossfit_folds >= 2 and set(cfg.protocols) <= {"random", "grouped", "grouped_no_attention"}, name
     # the no-data default runs every protocol, so a newcomer sees the whole job
     assert set(mod.PROFILES["synthetic"].protocols) == {"random", "grouped", "grouped_no_attention"}
+
+
+def test_overlay_picks_one_per_class_and_the_worst_lesion():
+    import numpy as np
+
+    mod = _script()
+    y = np.array([0, 0, 1, 1, 2, 0])
+    dice = np.array([0.9, 0.1, 0.8, 0.7, 1.0, 0.5])
+    lesion = np.array([True, True, True, True, False, True])
+    assert mod._overlay_picks(y, dice, lesion) == [0, 2, 4, 1]
+    assert mod._overlay_picks(np.array([2, 2]), np.array([1.0, 1.0]), np.array([False, False])) == [0]

@@ -46,3 +46,22 @@ def test_best_weights_restored_and_early_stop(tmp_path):
     ev = model.evaluate(x, y, verbose=0, return_dict=True)
     assert abs(ev["accuracy"] - best) < 1e-6
     assert (tmp_path / "best.weights.h5").exists()
+
+
+def test_resuming_an_early_stopped_run_trains_nothing(tmp_path):
+    def run(resume):
+        set_seed(0)
+        x, y = toy_data(64)
+        model = toy_model()
+        # val_loss falls, so with mode="max" epoch 1 stays best and patience 1 stops after epoch 2
+        res = fit(model, lambda e: toy_dataset(x, y, 8, 0, e), epochs=6, ckpt_dir=tmp_path, validation_data=(x, y),
+                  monitor="val_loss", mode="max", patience=1, restore_best=False, verbose=0, resume=resume)
+        return model, res
+
+    first, r1 = run(False)
+    assert r1["stopped_early"] and len(r1["history"]) == 2
+    again, r2 = run(True)
+    assert r2["resumed_from"] == 2 and r2["epochs_run"] == 0 and r2["stopped_early"]
+    assert len(r2["history"]) == 2
+    for a, b in zip(first.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
