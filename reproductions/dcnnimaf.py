@@ -77,7 +77,7 @@ PROFILES = {
                                 cls_size=64, seg_epochs=12, cls_epochs=12, batch_size=8, seg_lr=3e-3, cls_lr=2e-3,
                                 cls_filters=(8, 16, 16, 32, 32), crossfit_folds=2, n_boot=200, verbose=2,
                                 bn_momentum=0.9, phantom_counts=(70, 50, 30)),
-    # cpu: sized to finish in about an hour on 2 cores (3 protocols x (2 cross-fit + 1 final segmenter + classifier)).
+    # cpu: about 37 min per protocol on 2 cores, ~2 h for all three (each: 2 cross-fit + 1 final segmenter + classifier).
     # The classifier uses BN momentum 0.9: with 0.99 its inference-mode outputs were constant for the first epochs
     # and early stopping on val_loss kept such an epoch (grouped split: accuracy 0.27, every image "malignant").
     "cpu": DcnnimafConfig(profile="cpu", seg_backbone="vgg16", encoder_width=0.25, seg_size=128, cls_size=128,
@@ -262,6 +262,8 @@ def main(argv=None) -> int:
               "ultrasound-like phantoms. Every number below is SYNTHETIC.", flush=True)
     else:
         data_dir = cfg.data_dir
+    if cfg.verbose == 2 and sys.stdout.isatty():  # a terminal gets Keras progress bars, a log file epoch lines
+        cfg = dataclasses.replace(cfg, verbose=1)
     tag = "synthetic" if synthetic else cfg.profile
     out = Path(cfg.out or f"results/dcnnimaf{'-synthetic' if synthetic else ''}")
     (out / "predictions").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,154 @@
+"""Training step and inference time of our LinkNet against its bare encoder and segmentation_models' Linknet.
+
+    python benchmarks/linknet.py [--batch 4] [--size 256] [--repeats 3] [--sm-python PATH/TO/venv/bin/python]
+
+Rows (one run, same batch and input, float32, random weights):
+  * bare InceptionResNetV2 encoder (same padding) -> GAP -> Dense(1): the cost of the encoder alone;
+  * our LinkNet with scSE after each decoder block (``medattn.models.build_linknet``), and without scSE;
+  * ``segmentation_models.Linknet("inceptionresnetv2", encoder_weights=None)``: only when ``--sm-python`` names
+    the interpreter of a separate environment holding segmentation_models (2019-2020 code that only runs
+    through the ``tf.keras`` alias):
+
+        python -m venv /tmp/smvenv
+        /tmp/smvenv/bin/pip install tensorflow-cpu==2.21.0 segmentation-models==1.0.1
+        python benchmarks/linknet.py --sm-python /tmp/smvenv/bin/python
+
+    It is never imported into this environment; the row is measured in a subprocess with
+    ``SM_FRAMEWORK=tf.keras`` (on TF 2.21 that alias is Keras 3 unless ``TF_USE_LEGACY_KERAS=1`` and tf-keras
+    are set up; the row says which one ran) and printed next to ours.
+Columns: parameters, median ms per training step (Adam, BCE), images/s, ratio to the bare encoder, and median ms
+per image for inference at batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Runs inside the segmentation_models environment; prints one JSON line.
+_SM_SNIPPET = r"""
+import json, os, statistics, sys, time
+os.environ["SM_FRAMEWORK"] = "tf.keras"
+import numpy as np
+import tensorflow as tf
+import segmentation_models as sm
+batch, size, repeats = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+m = sm.Linknet("inceptionresnetv2", encoder_weights=None, input_shape=(size, size, 3), classes=1,
+               activation="sigmoid")
+m.compile(tf.keras.optimizers.Adam(1e-4), "binary_crossentropy")
+rng = np.random.default_rng(0)
+x = rng.normal(size=(batch, size, size, 3)).astype("float32")
+y = (rng.random((batch, size, size, 1)) > 0.5).astype("float32")
+for _ in range(2):
+    m.train_on_batch(x, y)
+ts = []
+for _ in range(repeats):
+    t = time.perf_counter(); m.train_on_batch(x, y); ts.append(time.perf_counter() - t)
+f = tf.function(lambda a: m(a, training=False))
+x1 = x[:1]
+f(x1); f(x1)
+inf = []
+for _ in range(repeats * 3):
+    t = time.perf_counter(); f(x1).numpy(); inf.append(time.perf_counter() - t)
+print(json.dumps({"params": int(m.count_params()), "step": statistics.median(ts), "infer": statistics.median(inf),
+                  "tf": tf.__version__, "sm": sm.__version__, "keras": tf.keras.__name__,
+                  "out": list(m.output_shape)}))
+"""
+
+
+def _time_model(model, x, y, repeats):
+    import keras
+    import tensorflow as tf
+
+    model.compile(keras.optimizers.Adam(1e-4), "binary_crossentropy")
+    for _ in range(2):
+        model.train_on_batch(x, y)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.train_on_batch(x, y)
+        ts.append(time.perf_counter() - t)
+    f = tf.function(lambda a: model(a, training=False))
+    x1 = x[:1]
+    f(x1)
+    f(x1)
+    inf = []
+    for _ in range(repeats * 3):
+        t = time.perf_counter()
+        keras.ops.convert_to_numpy(f(x1))
+        inf.append(time.perf_counter() - t)
+    return statistics.median(ts), statistics.median(inf)
+
+
+def _sm_row(python, batch, size, repeats):
+    env = {**os.environ, "SM_FRAMEWORK": "tf.keras", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    r = subprocess.run([python, "-c", _SM_SNIPPET, str(batch), str(size), str(repeats)], env=env,
+                       capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"segmentation_models benchmark failed in {python}:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sm-python", default=None, help="python of an environment with segmentation_models")
+    args = ap.parse_args(argv)
+
+    import keras
+    import numpy as np
+
+    from medattn.backbones import inception_resnet_v2_same
+    from medattn.models.linknet import build_linknet
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
+    y_mask = (rng.random((args.batch, args.size, args.size, 1)) > 0.5).astype("float32")
+    y_vec = np.ones((args.batch, 1), "float32")
+
+    enc = inception_resnet_v2_same((args.size, args.size, 3), weights=None)
+    bare = keras.Model(enc.input, keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.GlobalAveragePooling2D()(enc.output)), name="bare_irv2")
+    rows = []
+    for name, build, y in (
+        ("bare InceptionResNetV2 encoder (GAP -> Dense 1)", lambda: bare, y_vec),
+        ("medattn LinkNet + scSE (ours)", lambda: build_linknet("inceptionresnetv2", args.size), y_mask),
+        ("medattn LinkNet, no attention", lambda: build_linknet("inceptionresnetv2", args.size, attention=False),
+         y_mask),
+    ):
+        m = build()
+        step, inf = _time_model(m, x, y, args.repeats)
+        rows.append((name, m.count_params(), step, inf))
+        print(f"  measured {name}", file=sys.stderr, flush=True)
+        del m
+        keras.backend.clear_session()
+    if args.sm_python:
+        r = _sm_row(args.sm_python, args.batch, args.size, args.repeats)
+        name = f"segmentation_models {r['sm']} Linknet('inceptionresnetv2') (tf {r['tf']}, tf.keras = {r['keras']})"
+        rows.append((name, r["params"], r["step"], r["infer"]))
+    else:
+        rows.append(("segmentation_models Linknet('inceptionresnetv2')", None, None, None))
+
+    ref = rows[0][2]
+    print(f"# LinkNet training step: batch {args.batch}, {args.size}x{args.size}, float32, {os.cpu_count()} cores, "
+          f"median of {args.repeats} steps; inference at batch 1, median of {args.repeats * 3}\n")
+    print("| model | params | ms/step | images/s | x bare encoder | inference ms/image (batch 1) |")
+    print("|---|---|---|---|---|---|")
+    for name, p, t, inf in rows:
+        if t is None:
+            print(f"| {name} | not measured: pass --sm-python | | | | |")
+            continue
+        print(f"| {name} | {p:,} | {t * 1e3:.0f} | {args.batch / t:.2f} | {t / ref:.2f} | {inf * 1e3:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
