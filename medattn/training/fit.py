@@ -107,7 +107,8 @@ def fit(
     t0 = time.time()
     # a checkpoint that had already stopped early is finished: resuming it must not train further
     stopped_early = resumed_from is not None and patience is not None and wait >= patience
-    for epoch in range(start_epoch, epochs if not stopped_early else start_epoch):
+    end_epoch = start_epoch if stopped_early else epochs
+    for epoch in range(start_epoch, end_epoch):
         ds = data(epoch) if callable(data) else data
         if verbose:
             print(f"Epoch {epoch + 1}/{epochs}")
