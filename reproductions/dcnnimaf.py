@@ -3,6 +3,7 @@
     python reproductions/dcnnimaf.py                      # no data found: a SYNTHETIC phantom run (minutes)
     python reproductions/dcnnimaf.py --data-dir PATH/busi --profile cpu
     python reproductions/dcnnimaf.py --data-dir PATH/busi --profile paper --weights imagenet   # GPU/TPU
+    python reproductions/dcnnimaf.py --profile paper --dry-run   # proves the paper profile runs, on CPU
 
 Stage 1 segments the lesion with LinkNet (InceptionResNetV2 encoder, same padding) and scSE attention after each
 decoder block; stage 2 classifies benign / malignant / normal with DCNNIMAF from the image stacked with the mask
@@ -14,22 +15,27 @@ Two protocols side by side: ``random`` (paper-like stratified random split, dupl
 (the audit's near-duplicate groups kept inside one split: leak-free), plus an ablation without attention on the
 grouped split. Defaults where the paper is silent (shared/PAPERS.md section 1): BCE + Dice, Adam, batch 8, best
 validation Dice; class-weighted cross-entropy; stratified 70/10/20 split.
+
+Two training stages with their own settings: ``seg`` (the segmenters) and ``cls`` (the classifier);
+``--set seg.epochs=5`` changes one, ``--epochs 5`` both. Without data (no ``--data-dir``, no ``MEDATTN_DATA_DIR``)
+the default profile is ``synthetic``: generated phantoms, every output labelled SYNTHETIC; ``smoke`` and dry runs
+use phantoms too when no data is given. Everything else (command line, strategy, checkpoints, resume, records) is
+the shared runner's (:mod:`medattn.training.reproduction`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medattn.training import ExperimentConfig  # noqa: E402
+from medattn.training import ExperimentConfig, Stage  # noqa: E402
+from medattn.training.reproduction import DataSource, Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
+from medattn.training.reproduction import main as run_reproduction  # noqa: E402
 
 PAPER = {"dice_lesion": 0.972, "iou_lesion": 0.969, "pixel_accuracy": 0.981, "accuracy": 0.992,
          "f1_macro": 0.991, "precision_macro": 0.993, "recall_macro": 0.991}
@@ -43,21 +49,25 @@ DESCRIPTION = (
     "own split, ImageNet-pretrained encoder.")
 
 
+def _stages(seg_epochs, cls_epochs, seg_size, cls_size, seg_lr, cls_lr, patience, batch_size=8):
+    """The two stages: Adam with cosine decay to 5 % over the stage, early stopping after ``patience`` epochs."""
+    return (Stage("seg", epochs=seg_epochs, batch_size=batch_size, learning_rate=seg_lr, image_size=seg_size,
+                  cosine_alpha=0.05, patience=patience),
+            Stage("cls", epochs=cls_epochs, batch_size=batch_size, learning_rate=cls_lr, image_size=cls_size,
+                  cosine_alpha=0.05, patience=patience))
+
+
 @dataclasses.dataclass(frozen=True)
 class DcnnimafConfig(ExperimentConfig):
     name: str = "dcnnimaf"
+    stages: tuple[Stage, ...] = _stages(30, 30, 256, 224, 1e-4, 1e-4, 8)
     seg_backbone: str = "inceptionresnetv2"
     encoder_width: float = 1.0  # VGG encoders only
-    seg_size: int = 256
-    cls_size: int = 224
-    seg_epochs: int = 30
-    cls_epochs: int = 30
-    seg_lr: float = 1e-4
-    cls_lr: float = 1e-4
+    seg_attention: str = "scse"  # after each LinkNet decoder block; the no_attention protocol uses none
+    cls_attention: str = "cbam"  # after each DCNNIMAF stage (channel then spatial), plus self-attention
     cls_filters: tuple[int, ...] = (32, 64, 128, 256, 256)
     crossfit_folds: int = 3
     protocols: tuple[str, ...] = ("random", "grouped", "grouped_no_attention")
-    patience: int = 8
     n_boot: int = 1000
     synthetic: bool = False
     # BatchNorm moving-average momentum: Keras' 0.99 needs a few hundred steps before inference-mode outputs are
@@ -68,31 +78,20 @@ class DcnnimafConfig(ExperimentConfig):
 
 
 PROFILES = {
-    "smoke": DcnnimafConfig(profile="smoke", seg_backbone="vgg16", encoder_width=0.125, seg_size=64, cls_size=64,
-                            seg_epochs=1, cls_epochs=1, batch_size=8, seg_lr=1e-3, cls_lr=1e-3,
-                            cls_filters=(8, 8, 16, 16, 16), crossfit_folds=2, protocols=("grouped",), n_boot=50,
-                            phantom_counts=(8, 6, 6), verbose=0),
-    # the no-data default: all three protocols on 150 small phantoms in a few minutes on 2 cores
-    "synthetic": DcnnimafConfig(profile="custom-synthetic", seg_backbone="vgg16", encoder_width=0.125, seg_size=64,
-                                cls_size=64, seg_epochs=12, cls_epochs=12, batch_size=8, seg_lr=3e-3, cls_lr=2e-3,
-                                cls_filters=(8, 16, 16, 32, 32), crossfit_folds=2, n_boot=200, verbose=2,
-                                bn_momentum=0.9, phantom_counts=(70, 50, 30)),
-    # cpu: about 37 min per protocol on 2 cores, ~2 h for all three (each: 2 cross-fit + 1 final segmenter + classifier).
-    # The classifier uses BN momentum 0.9: with 0.99 its inference-mode outputs were constant for the first epochs
-    # and early stopping on val_loss kept such an epoch (grouped split: accuracy 0.27, every image "malignant").
-    "cpu": DcnnimafConfig(profile="cpu", seg_backbone="vgg16", encoder_width=0.25, seg_size=128, cls_size=128,
-                          seg_epochs=15, cls_epochs=20, batch_size=8, seg_lr=1e-3, cls_lr=1e-3, crossfit_folds=2,
-                          patience=6, cls_filters=(16, 32, 64, 128, 128), cls_bn_momentum=0.9, verbose=2),
-    "paper": DcnnimafConfig(profile="paper", weights="imagenet", seg_epochs=100, cls_epochs=100, patience=15),
+    "smoke": DcnnimafConfig(profile="smoke", seg_backbone="vgg16", encoder_width=0.125,
+                            stages=_stages(1, 1, 64, 64, 1e-3, 1e-3, 8), cls_filters=(8, 8, 16, 16, 16),
+                            crossfit_folds=2, protocols=("grouped",), n_boot=50, phantom_counts=(8, 6, 6), verbose=0),
+    # the no-data default: all three protocols on 150 small phantoms on 2 cores
+    "synthetic": DcnnimafConfig(profile="synthetic", seg_backbone="vgg16", encoder_width=0.125,
+                                stages=_stages(12, 12, 64, 64, 3e-3, 2e-3, 8), cls_filters=(8, 16, 16, 32, 32),
+                                crossfit_folds=2, n_boot=200, bn_momentum=0.9, phantom_counts=(70, 50, 30)),
+    # cpu: about 37 min per protocol on 2 cores (each: 2 cross-fit + 1 final segmenter + classifier); the
+    # classifier's BN momentum is 0.9 (with 0.99 its inference outputs stayed constant for the first epochs)
+    "cpu": DcnnimafConfig(profile="cpu", seg_backbone="vgg16", encoder_width=0.25,
+                          stages=_stages(15, 20, 128, 128, 1e-3, 1e-3, 6), crossfit_folds=2,
+                          cls_filters=(16, 32, 64, 128, 128), cls_bn_momentum=0.9),
+    "paper": DcnnimafConfig(profile="paper", weights="imagenet", stages=_stages(100, 100, 256, 224, 1e-4, 1e-4, 15)),
 }
-
-
-def _adam(lr, epochs, n_images, batch_size):
-    """Adam with cosine decay over the whole run (the schedule's step lives in the optimizer: resumes exactly)."""
-    import keras
-
-    steps = max(1, epochs * -(-n_images // batch_size))
-    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05))
 
 
 def _set_bn_momentum(model, momentum):
@@ -107,26 +106,38 @@ def _set_bn_momentum(model, momentum):
     return model
 
 
+def _weights(cfg):
+    return None if cfg.weights == "none" else cfg.weights
+
+
+def _seg_preprocess(cfg):
+    """The encoder's input transform for its weights (ImageNet InceptionResNetV2: [-1, 1]; random: [0, 1])."""
+    from medattn.backbones import preprocess_fn, preprocessing_for
+
+    return preprocess_fn(preprocessing_for(cfg.seg_backbone, _weights(cfg)))
+
+
 def _seg_model(cfg, attention, n_images):
+    """The compiled segmenter (call inside the strategy's scope)."""
     from medattn.evaluation.keras_metrics import DiceMetric, bce_dice_loss
     from medattn.models.linknet import build_linknet
 
-    w = None if cfg.weights == "none" else cfg.weights
-    m = build_linknet(cfg.seg_backbone, cfg.seg_size, weights=w, attention=attention,
-                      encoder_width=cfg.encoder_width)
+    stage = cfg.stage("seg")
+    m = build_linknet(cfg.seg_backbone, stage.image_size, weights=_weights(cfg),
+                      attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width)
     _set_bn_momentum(m, cfg.bn_momentum)
-    m.compile(_adam(cfg.seg_lr, cfg.seg_epochs, n_images, cfg.batch_size), loss=bce_dice_loss,
-              metrics=[DiceMetric(name="dice")])
+    m.compile(stage.make_optimizer(n_images), loss=bce_dice_loss, metrics=[DiceMetric(name="dice")])
     return m
 
 
 def _cls_model(cfg, attention, n_images):
+    """The compiled classifier (call inside the strategy's scope)."""
     from medattn.models.dcnnimaf import build_dcnnimaf
 
-    m = build_dcnnimaf(cfg.cls_size, filters=cfg.cls_filters, attention=attention)
+    stage = cfg.stage("cls")
+    m = build_dcnnimaf(stage.image_size, filters=cfg.cls_filters, attention=cfg.cls_attention if attention else None)
     _set_bn_momentum(m, cfg.bn_momentum if cfg.cls_bn_momentum is None else cfg.cls_bn_momentum)
-    m.compile(_adam(cfg.cls_lr, cfg.cls_epochs, n_images, cfg.batch_size), loss="sparse_categorical_crossentropy",
-              metrics=["accuracy"])
+    m.compile(stage.make_optimizer(n_images), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return m
 
 
@@ -141,24 +152,21 @@ def _images(recs, size):
     return np.concatenate(xs), np.concatenate(ms), np.concatenate(ys)
 
 
-def _train_seg(cfg, recs, val_recs, attention, ckpt, seed):
+def _train_seg(ctx, recs, val_recs, attention, ckpt, seed, label):
     from medattn.datasets.pipeline import image_dataset
-    from medattn.training import fit, set_seed
 
-    set_seed(seed)
-    model = _seg_model(cfg, attention, len(recs))
+    cfg, stage = ctx.cfg, ctx.cfg.stage("seg")
+    ctx.seed(seed)
+    with ctx.scope():
+        model = _seg_model(cfg, attention, len(recs))
+    pre = _seg_preprocess(cfg)
     aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
-    data = lambda e: image_dataset(recs, cfg.seg_size, cfg.batch_size, with_masks=True, with_labels=False,  # noqa
-                                   shuffle=True, seed=seed, epoch=e, augment=aug, preprocess=lambda t: t / 255.0)
-    val = image_dataset(val_recs, cfg.seg_size, cfg.batch_size, with_masks=True, with_labels=False,
-                        preprocess=lambda t: t / 255.0)
-    fit(model, data, epochs=cfg.seg_epochs, ckpt_dir=ckpt, validation_data=val, resume=cfg.resume,
-        monitor="val_dice", mode="max", patience=cfg.patience, verbose=cfg.verbose)
+    data = lambda e: image_dataset(recs, stage.image_size, stage.batch_size, with_masks=True,  # noqa: E731
+                                   with_labels=False, shuffle=True, seed=seed, epoch=e, augment=aug, preprocess=pre)
+    val = image_dataset(val_recs, stage.image_size, stage.batch_size, with_masks=True, with_labels=False,
+                        preprocess=pre)
+    ctx.fit(model, data, stage, ckpt, label=label, validation_data=val, monitor="val_dice", mode="max")
     return model
-
-
-def _predict_masks(model, x):
-    return model.predict(x / 255.0, batch_size=8, verbose=0)
 
 
 def _resize(a, size):
@@ -167,52 +175,61 @@ def _resize(a, size):
     return tf.image.resize(a, (size, size)).numpy()
 
 
-def run_protocol(name, cfg, recs, groups, out, seed):
-    """Train segmenter (with cross-fitting) and classifier on one split; return metrics and predictions."""
+def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
+    """Train segmenter (with cross-fitting) and classifier on one split; metrics, predictions and plots."""
     from medattn.datasets import holdout_split, kfold_split
     from medattn.datasets.pipeline import array_dataset
     from medattn.evaluation import bootstrap_ci, classification_metrics, segmentation_summary
-    from medattn.training import fit, set_seed
+    from medattn.evaluation.plots import plot_confusion_matrix, plot_segmentation_overlays
 
+    cfg, name, seed = ctx.cfg, run.arm, run.seed
+    recs, groups = data["recs"], data["own"] if run.arm == "random" else data["grouped"]
+    seg_stage, cls_stage = cfg.stage("seg"), cfg.stage("cls")
     attention = not name.endswith("no_attention")
     labels = np.array([r.label for r in recs])
     split = holdout_split(labels, groups, (0.7, 0.1, 0.2), seed=seed)
     part = {k: [recs[i] for i in v] for k, v in split.items()}
-    ckroot = Path("runs") / f"{cfg.name}-{cfg.profile}" / name
-    print(f"[dcnnimaf] {name}: train {len(part['train'])}, val {len(part['val'])}, test {len(part['test'])} "
-          f"images; segmenter ({'with' if attention else 'without'} attention)", flush=True)
-    xs = {k: _images(v, cfg.seg_size) for k, v in part.items()}
+    ckroot = ctx.run_dir(run)
+    ctx.log(f"{name}: train {len(part['train'])}, val {len(part['val'])}, test {len(part['test'])} images; "
+            f"segmenter ({'with' if attention else 'without'} attention)")
+    xs = {k: _images(v, seg_stage.image_size) for k, v in part.items()}
+    pre = _seg_preprocess(cfg)
+
+    def predict_masks(model, x):
+        return ctx.predict(model, pre(x), 8)
+
     # out-of-fold masks for the classifier's training images
     oof = np.zeros_like(xs["train"][1])
     tr_labels, tr_groups = labels[split["train"]], np.asarray(groups)[split["train"]]
     for f, fold in enumerate(kfold_split(tr_labels, tr_groups, cfg.crossfit_folds, seed=seed)):
         fit_recs = [part["train"][i] for i in fold["train"]]
-        m = _train_seg(cfg, fit_recs, part["val"], attention, ckroot / f"seg_fold{f}", seed + f)
-        oof[fold["test"]] = _predict_masks(m, xs["train"][0][fold["test"]])
-    seg = _train_seg(cfg, part["train"], part["val"], attention, ckroot / "seg_final", seed)
-    pred = {"train": oof, "val": _predict_masks(seg, xs["val"][0]), "test": _predict_masks(seg, xs["test"][0])}
+        m = _train_seg(ctx, fit_recs, part["val"], attention, ckroot / f"seg_fold{f}", seed + f,
+                       f"{name} s{seed} seg fold {f + 1}/{cfg.crossfit_folds}")
+        oof[fold["test"]] = predict_masks(m, xs["train"][0][fold["test"]])
+    seg = _train_seg(ctx, part["train"], part["val"], attention, ckroot / "seg_final", seed, f"{name} s{seed} seg")
+    pred = {"train": oof, "val": predict_masks(seg, xs["val"][0]), "test": predict_masks(seg, xs["test"][0])}
     seg_sum = segmentation_summary(xs["test"][1], pred["test"])
 
     def cls_input(k):
-        img = _resize(xs[k][0], cfg.cls_size) / 255.0
-        return np.concatenate([img, _resize(pred[k], cfg.cls_size)], axis=-1).astype("float32")
+        img = _resize(xs[k][0], cls_stage.image_size) / 255.0
+        return np.concatenate([img, _resize(pred[k], cls_stage.image_size)], axis=-1).astype("float32")
 
-    set_seed(seed)
-    cls = _cls_model(cfg, attention, len(xs["train"][2]))
+    ctx.seed(seed)
+    with ctx.scope():
+        cls = _cls_model(cfg, attention, len(xs["train"][2]))
     counts = np.bincount(xs["train"][2], minlength=3)
     cw = {c: len(xs["train"][2]) / (3.0 * max(counts[c], 1)) for c in range(3)}
     xin = cls_input("train")
     aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal"}
-    fit(cls, lambda e: array_dataset(xin, xs["train"][2], cfg.batch_size, shuffle=True, seed=seed, epoch=e,
-                                     augment=aug),
-        epochs=cfg.cls_epochs, ckpt_dir=ckroot / "classifier", validation_data=(cls_input("val"), xs["val"][2]),
-        class_weight=cw, resume=cfg.resume, monitor="val_loss", mode="min", patience=cfg.patience,
-        verbose=cfg.verbose)
-    prob = cls.predict(cls_input("test"), verbose=0)
+    ctx.fit(cls, lambda e: array_dataset(xin, xs["train"][2], cls_stage.batch_size, shuffle=True, seed=seed, epoch=e,
+                                         augment=aug),
+            cls_stage, ckroot / "classifier", label=f"{name} s{seed} cls",
+            validation_data=(cls_input("val"), xs["val"][2]), class_weight=cw, monitor="val_loss", mode="min")
+    prob = ctx.predict(cls, cls_input("test"), 32)
     yt = xs["test"][2]
     cm = classification_metrics(yt, prob, class_names=CLASSES)
     dice_lesion = seg_sum["per_image"]["dice"][seg_sum["per_image"]["lesion"]]
-    row = {"protocol": name, "seed": seed, "n_test": int(len(yt)), **{k: seg_sum[k] for k in (
+    row = {"protocol": name, "n_test": int(len(yt)), **{k: seg_sum[k] for k in (
         "dice_lesion", "iou_lesion", "dice_all", "iou_all", "pixel_accuracy", "false_positive_rate_empty")}}
     row.update({k: cm[k] for k in ("accuracy", "weighted_accuracy", "precision_macro", "recall_macro", "f1_macro",
                                    "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "ece")})
@@ -225,10 +242,19 @@ def run_protocol(name, cfg, recs, groups, out, seed):
         lambda t, p: classification_metrics(t, p, n_classes=3)["f1_macro"], yt, prob, n_boot=cfg.n_boot,
         seed=seed)[1:]
     row["confusion_matrix"] = cm["confusion_matrix"]
-    np.savez(out / "predictions" / f"{name}_s{seed}.npz", y_true=yt, prob=prob,
+    names = [part["test"][i].name for i in range(len(yt))]
+    np.savez(ctx.out / "predictions" / f"{name}_s{seed}.npz", y_true=yt, prob=prob, names=np.array(names),
              dice=seg_sum["per_image"]["dice"], lesion=seg_sum["per_image"]["lesion"])
-    return row, (xs["test"][0], xs["test"][1], pred["test"], [part["test"][i].name for i in range(len(yt))],
-                 _overlay_picks(yt, seg_sum["per_image"]["dice"], seg_sum["per_image"]["lesion"]))
+    ctx.log(f"{name} seed {seed}{ctx.mark}: Dice(lesion) {row['dice_lesion']:.4f} accuracy {row['accuracy']:.4f} "
+            f"F1 {row['f1_macro']:.4f}")
+    if seed == cfg.seeds[0]:
+        plot_confusion_matrix(np.array(row["confusion_matrix"]), CLASSES, ctx.out / "plots" / f"confusion_{name}.png",
+                              title=f"{name}{ctx.mark}")
+        pick = _overlay_picks(yt, seg_sum["per_image"]["dice"], seg_sum["per_image"]["lesion"])
+        plot_segmentation_overlays(xs["test"][0][pick, ..., 0], xs["test"][1][pick], pred["test"][pick],
+                                   ctx.out / "plots" / f"overlays_{name}.png",
+                                   titles=[f"{names[i]}{ctx.mark}" for i in pick])
+    return row
 
 
 def _overlay_picks(y, dice, lesion, n=4):
@@ -242,61 +268,33 @@ def _overlay_picks(y, dice, lesion, n=4):
     return picks[:n]
 
 
-def main(argv=None) -> int:
+def load_data(ctx) -> dict:
+    """BUSI records after the audit (unreadable files named and listed in the tables), with the audit's
+    near-duplicate groups; a dry run takes four images per class."""
     from medattn.datasets import busi_records, merge_groups
     from medattn.datasets.audit import audit_records
-    from medattn.datasets.phantom import make_phantom_busi
-    from medattn.evaluation import comparison_rows, write_table
-    from medattn.evaluation.plots import plot_confusion_matrix, plot_segmentation_overlays
-    from medattn.training import RunRecorder, parse_config, save_config, set_mixed_precision
 
-    cfg, _ = parse_config(PROFILES, argv, description=__doc__, dataset="busi")
-    synthetic = cfg.data_dir is None or cfg.synthetic
-    tmp = None
-    if synthetic:
-        if cfg.profile not in ("smoke",):
-            cfg = dataclasses.replace(PROFILES["synthetic"], resume=cfg.resume, out=cfg.out)
-        tmp = tempfile.TemporaryDirectory(prefix="medattn_phantom_")
-        data_dir = make_phantom_busi(tmp.name, counts=cfg.phantom_counts, seed=0)
-        print("[dcnnimaf] SYNTHETIC: no BUSI data found (--data-dir or MEDATTN_DATA_DIR); running on generated "
-              "ultrasound-like phantoms. Every number below is SYNTHETIC.", flush=True)
-    else:
-        data_dir = cfg.data_dir
-    if cfg.verbose == 2 and sys.stdout.isatty():  # a terminal gets Keras progress bars, a log file epoch lines
-        cfg = dataclasses.replace(cfg, verbose=1)
-    tag = "synthetic" if synthetic else cfg.profile
-    out = Path(cfg.out or f"results/dcnnimaf{'-synthetic' if synthetic else ''}")
-    (out / "predictions").mkdir(parents=True, exist_ok=True)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
-    rec = RunRecorder(out, profile=cfg.profile, seeds=cfg.seeds, data_dir=None if synthetic else data_dir,
-                      argv=["reproductions/dcnnimaf.py"] + list(sys.argv[1:] if argv is None else argv),
-                      extra={"synthetic": synthetic})
-    save_config(dataclasses.replace(cfg, data_dir=str(data_dir), synthetic=synthetic), out / "config.json")
-    set_mixed_precision(cfg.mixed_precision)
-    recs = busi_records(data_dir)
-    audit = audit_records(recs, Path(data_dir))
+    recs = busi_records(ctx.data.path)
+    if ctx.dry_run:
+        recs = [r for c in range(3) for r in [r for r in recs if r.label == c][:4]]
+    audit = audit_records(recs, Path(ctx.data.path))
+    if audit.get("corrupt"):
+        ctx.skipped.extend(audit["corrupt"])
+        ctx.log(f"! skipped {len(audit['corrupt'])} unreadable file(s): " + "; ".join(audit["corrupt"]))
     recs = audit["_records"]
-    grouped = merge_groups(len(recs), None, audit["_near_group_indices"])
-    own = np.arange(len(recs))
-    rows, sources = [], {}
-    title = f"Multi-attention LinkNet + DCNNIMAF: paper vs ours ({tag}{', SYNTHETIC DATA' if synthetic else ''})"
-    for proto in cfg.protocols:
-        for seed in cfg.seeds:
-            t0 = time.time()
-            row, show = run_protocol(proto, cfg, recs, own if proto == "random" else grouped, out, seed)
-            row["wall_time_s"] = round(time.time() - t0, 1)
-            row["synthetic"] = synthetic
-            rows.append(row)
-            print(f"[dcnnimaf] {proto} seed {seed}{' SYNTHETIC' if synthetic else ''}: Dice(lesion) "
-                  f"{row['dice_lesion']:.4f} accuracy {row['accuracy']:.4f} F1 {row['f1_macro']:.4f}", flush=True)
-            if seed == cfg.seeds[0]:
-                plot_confusion_matrix(np.array(row["confusion_matrix"]), CLASSES,
-                                      out / "plots" / f"confusion_{proto}.png",
-                                      title=f"{proto}{' (SYNTHETIC)' if synthetic else ''}")
-                imgs, truth, pred, names, pick = show
-                plot_segmentation_overlays(imgs[pick, ..., 0], truth[pick], pred[pick],
-                                           out / "plots" / f"overlays_{proto}.png",
-                                           titles=[f"{names[i]}{' SYNTHETIC' if synthetic else ''}" for i in pick])
+    return {"recs": recs, "grouped": merge_groups(len(recs), None, audit["_near_group_indices"]),
+            "own": np.arange(len(recs))}
+
+
+def plan(cfg) -> list[RunSpec]:
+    return [RunSpec(proto, seed) for proto in cfg.protocols for seed in cfg.seeds]
+
+
+def report(ctx, rows, final: bool) -> None:
+    from medattn.evaluation import comparison_rows, write_table
+
+    sources = {}
+    for proto in dict.fromkeys(r["protocol"] for r in rows):
         rs = [r for r in rows if r["protocol"] == proto]
         src = {}
         for k in ("dice_lesion", "iou_lesion", "pixel_accuracy", "accuracy", "f1_macro", "precision_macro",
@@ -304,21 +302,54 @@ def main(argv=None) -> int:
             v = float(np.mean([r[k] for r in rs]))
             ci = rs[0].get(f"{k}_ci") if len(rs) == 1 else None
             src[k] = (v, *ci) if ci else (v,)
-        sources[f"ours: {proto}{' (SYNTHETIC)' if synthetic else ''}"] = src
-        # tables after every protocol, so an interrupted run keeps what it finished
-        meta = {**rec.snapshot(), "synthetic": synthetic, "protocols_done": list(dict.fromkeys(
-            r["protocol"] for r in rows))}
-        write_table(out, "comparison", comparison_rows(PAPER, sources), kind="comparison", title=title, meta=meta,
-                    description=DESCRIPTION)
-        flat = [{k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in r.items()} for r in rows]
-        write_table(out, "runs", flat, title=f"Every run ({tag})", meta=meta)
-    rec.finish(n_runs=len(rows))
-    print((out / "comparison.md").read_text())
-    if synthetic:
-        print("[dcnnimaf] These results are SYNTHETIC. To run on BUSI: download Dataset_BUSI_with_GT (Al-Dhabyani "
-              "et al., Data in Brief 2020), then: python reproductions/dcnnimaf.py --data-dir PATH/busi --profile cpu")
-        tmp.cleanup()
-    return 0
+        sources[f"ours: {proto}{ctx.mark}"] = src
+    meta = {**ctx.meta, "protocols_done": list(dict.fromkeys(r["protocol"] for r in rows)), "complete": final}
+    tag = "synthetic" if ctx.synthetic else ctx.cfg.profile
+    title = f"Multi-attention LinkNet + DCNNIMAF: paper vs ours ({tag}{ctx.mark.replace(' (', ', ').replace(')', '')})"
+    description = DESCRIPTION + (f" Skipped unreadable files: {'; '.join(ctx.skipped)}." if ctx.skipped else "")
+    write_table(ctx.out, "comparison", comparison_rows(PAPER, sources), kind="comparison", title=title, meta=meta,
+                description=description)
+    write_table(ctx.out, "runs", flat_rows(rows), title=f"Every run ({tag}){ctx.mark}", meta=meta)
+    if final:
+        print((ctx.out / "comparison.md").read_text())
+        if ctx.synthetic:
+            print("[dcnnimaf] These results are SYNTHETIC. To run on BUSI: download Dataset_BUSI_with_GT "
+                  "(Al-Dhabyani et al., Data in Brief 2020), then: python reproductions/dcnnimaf.py --data-dir "
+                  "PATH/busi --profile cpu")
+
+
+NO_DATA = ("no BUSI data found (--data-dir or MEDATTN_DATA_DIR). Download Dataset_BUSI_with_GT (Al-Dhabyani et al., "
+           "Data in Brief 2020) and pass --data-dir PATH/busi, or run without --profile for the SYNTHETIC phantom demo")
+
+
+def resolve_data(cfg):
+    """BUSI from --data-dir; without it, generated phantoms for the synthetic and smoke profiles and dry runs."""
+    if cfg.data_dir is not None and not cfg.synthetic:
+        return cfg, DataSource(cfg.data_dir)
+    if cfg.profile not in ("synthetic", "smoke") and not cfg.dry_run and not cfg.synthetic:
+        raise UserError(NO_DATA)
+    import tempfile
+
+    from medattn.datasets.phantom import make_phantom_busi
+
+    tmp = tempfile.TemporaryDirectory(prefix="medattn_phantom_")
+    counts = (6, 6, 6) if cfg.dry_run else cfg.phantom_counts
+    path = make_phantom_busi(tmp.name, counts=counts, seed=0)
+    print("[dcnnimaf] SYNTHETIC: no BUSI data found (--data-dir or MEDATTN_DATA_DIR); running on generated "
+          "ultrasound-like phantoms. Every number below is SYNTHETIC.", flush=True)
+    return dataclasses.replace(cfg, synthetic=True, data_dir=None), DataSource(str(path), True, tmp.cleanup)
+
+
+REPRODUCTION = Reproduction(
+    name="dcnnimaf", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="busi",
+    load_data=load_data, plan=plan, run_one=run_protocol, report=report, resolve_data=resolve_data,
+    profile_without_data="synthetic", no_data=NO_DATA,
+    backbones=lambda cfg: [cfg.seg_backbone], dry_run_overrides=lambda cfg: {"n_boot": 20},
+)
+
+
+def main(argv=None) -> int:
+    return run_reproduction(REPRODUCTION, argv)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python reproductions/mias_fusion.py --profile cpu            # our committed results (~1 h on 2 CPU cores)
     python reproductions/mias_fusion.py --profile smoke          # seconds: end-to-end check
     python reproductions/mias_fusion.py --profile paper --weights imagenet   # the authors' protocol (GPU, online)
+    python reproductions/mias_fusion.py --profile paper --dry-run            # proves the paper profile runs (CPU)
 
 Data: ``--data-dir`` (the ``mias_rois`` folder or ``MIAS_ROIs`` inside it), default ``$MEDATTN_DATA_DIR/mias_rois``.
 The authors released the exact ROIs: train 197, val 65, test 64; we use their split unchanged (the audit finds no
@@ -25,12 +26,14 @@ Profiles:
   trains at ~10 patches/s on 2 cores, bf16 at 0.6/s), Adam 1e-3 with cosine decay, fewer patches. Our default where
   the paper is silent.
 * ``smoke``: two tiny runs on a few patches; for tests.
+
+Everything else (command line, strategy, checkpoints, resume, records, dry run) is the shared runner's
+(:mod:`medattn.training.reproduction`); this file holds only what is particular to the paper.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,7 +42,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medattn.training import ExperimentConfig  # noqa: E402
+from medattn.training import ExperimentConfig, Stage  # noqa: E402
+from medattn.training.reproduction import Reproduction, RunSpec, flat_rows  # noqa: E402
+from medattn.training.reproduction import main as run_reproduction  # noqa: E402
 
 PAPER = {  # Table values of the paper (test set, 64 ROIs, majority vote); tumour is the positive class
     "vgg16:model1": {"accuracy": 0.8906, "recall_tumour": 0.913, "precision_tumour": 0.8077},
@@ -53,39 +58,41 @@ CLASS_NAMES = ["normal", "tumour"]
 @dataclasses.dataclass(frozen=True)
 class MiasConfig(ExperimentConfig):
     name: str = "mias_fusion"
+    # one stage; image_size is the patch size (the ROIs are 120x120)
+    stages: tuple[Stage, ...] = (Stage("train", epochs=4, batch_size=32, learning_rate=1e-3, image_size=72),)
     # "<backbone>:<variant>" entries; the first `multi_seed_models` get every seed, the others only the first
     models: tuple[str, ...] = ("vgg16:model1", "vgg16:model2")
     multi_seed_models: tuple[str, ...] = ("vgg16:model1", "vgg16:model2")
-    image_size: int = 72
     patches_tumour: int = 1000  # random patches per tumour ROI per epoch
     patches_normal: int = 250
     width: float = 1.0
     batch_norm: bool = False
     freeze_backbone: bool = False
-    optimizer: str = "adam"  # adam | sgd
-    cosine_decay: bool = True
     units: int = 1024
     rotation: float = 0.5  # fraction of a turn: 0.5 = +-180 degrees
     zoom: float = 0.2
     stride: int = 12
     n_boot: int = 2000
-    report_only: bool = False  # rebuild tables and plots from runs.jsonl without training
     balance_classes: bool = False  # class weights so tumour and normal patches weigh the same in the loss
 
 
 PROFILES = {
     "smoke": MiasConfig(profile="smoke", models=("vgg16:model1", "vgg16:model2"), multi_seed_models=(),
-                        epochs=1, batch_size=8, patches_tumour=2, patches_normal=1, width=0.125, batch_norm=True,
-                        units=32, learning_rate=1e-3, n_boot=100, verbose=0),
+                        stages=(Stage("train", epochs=1, batch_size=8, learning_rate=1e-3, image_size=72),),
+                        patches_tumour=2, patches_normal=1, width=0.125, batch_norm=True, units=32, n_boot=100,
+                        verbose=0),
     "cpu": MiasConfig(profile="cpu", seeds=(0, 1, 2),
                       models=("vgg16:model1", "vgg16:model2", "vgg16:baseline", "vgg19:model1", "vgg19:model2",
                               "vgg19:baseline", "mobilenet:baseline", "resnet50:baseline", "densenet121:baseline"),
-                      epochs=4, batch_size=32, patches_tumour=30, patches_normal=8, width=0.25, batch_norm=True,
-                      learning_rate=1e-3, units=256, balance_classes=True, verbose=2),
-    "paper": MiasConfig(profile="paper", seeds=(0,), epochs=5, batch_size=32, weights="imagenet",
+                      stages=(Stage("train", epochs=4, batch_size=32, learning_rate=1e-3, image_size=72),),
+                      patches_tumour=30, patches_normal=8, width=0.25, batch_norm=True, units=256,
+                      balance_classes=True),
+    "paper": MiasConfig(profile="paper", seeds=(0,), weights="imagenet",
+                        stages=(Stage("train", epochs=5, batch_size=32, learning_rate=1e-4, image_size=72,
+                                      optimizer="sgd", schedule="constant", momentum=0.9),),
                         models=("vgg16:baseline", "vgg16:model1", "vgg16:model2", "vgg19:baseline", "vgg19:model1",
                                 "vgg19:model2", "densenet121:baseline", "resnet50:baseline", "mobilenet:baseline"),
-                        freeze_backbone=True, optimizer="sgd", cosine_decay=False, learning_rate=1e-4),
+                        freeze_backbone=True),
 }
 
 
@@ -97,26 +104,14 @@ def samplewise_centre(batch):
     return x - ops.mean(x, axis=(1, 2, 3), keepdims=True)
 
 
-def _optimizer(cfg: MiasConfig, steps: int):
-    import keras
-
-    lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, max(steps, 1)) if cfg.cosine_decay \
-        else cfg.learning_rate
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9)
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
-    raise ValueError(f"optimizer must be adam or sgd, got {cfg.optimizer!r}")
-
-
-def _roi_scores(model, rois, cfg, threshold: float = 0.5):
+def _roi_scores(ctx, model, rois, threshold: float = 0.5):
     """Patch probabilities of every sliding window and the per-ROI vote (patch P(tumour) > threshold, majority of
     the 25) and mean probability."""
     from medattn.datasets import sliding_windows
     from medattn.datasets.pipeline import array_dataset
 
-    win, roi_idx = sliding_windows(rois, cfg.image_size, cfg.stride)
-    prob = model.predict(array_dataset(win, None, 128, preprocess=samplewise_centre), verbose=0)[:, 1]
+    win, roi_idx = sliding_windows(rois, ctx.cfg.stage("train").image_size, ctx.cfg.stride)
+    prob = ctx.predict(model, array_dataset(win, None, 128, preprocess=samplewise_centre), 128)[:, 1]
     return prob, roi_idx, vote(prob, roi_idx, threshold), prob.reshape(-1, np.bincount(roi_idx)[0]).mean(1)
 
 
@@ -134,49 +129,42 @@ def select_threshold(prob, roi_idx, y_roi) -> float:
     return float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]])
 
 
-def train_and_evaluate(spec: str, seed: int, cfg: MiasConfig, data: dict, out: Path, strategy) -> dict:
-
-    from medattn.datasets import random_patches
+def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
+    from medattn.datasets import random_patches, sliding_windows
     from medattn.datasets.pipeline import array_dataset
     from medattn.evaluation import bootstrap_ci, classification_metrics, wilson_interval
     from medattn.models.mias_fusion import build_mias_model
-    from medattn.training import fit, set_seed
 
+    cfg, stage, spec, seed = ctx.cfg, ctx.cfg.stage("train"), run.arm, run.seed
     backbone, variant = spec.split(":")
-    set_seed(seed, cfg.deterministic)
+    ctx.seed(seed)
     (xtr, ytr), (xva, yva), (xte, yte) = data["train"], data["val"], data["test"]
     per_class = {0: cfg.patches_normal, 1: cfg.patches_tumour}
     n_epoch = int(sum(per_class[int(c)] for c in ytr))
-    steps = cfg.epochs * -(-n_epoch // cfg.batch_size)
-    with strategy.scope():
-        model = build_mias_model(variant, backbone, cfg.image_size, weights=None if cfg.weights == "none" else
-                                 cfg.weights, width=cfg.width, batch_norm=cfg.batch_norm,
-                                 freeze_backbone=cfg.freeze_backbone, units=cfg.units)
-        model.compile(optimizer=_optimizer(cfg, steps), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+    model = ctx.build(lambda: build_mias_model(
+        variant, backbone, stage.image_size, weights=None if cfg.weights == "none" else cfg.weights, width=cfg.width,
+        batch_norm=cfg.batch_norm, freeze_backbone=cfg.freeze_backbone, units=cfg.units),
+        stage, n_epoch, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     aug = {"rotation": cfg.rotation, "zoom": cfg.zoom, "flip": "horizontal", "fill_mode": "nearest"}
 
     def train_data(epoch):
-        p, y, _ = random_patches(xtr, ytr, per_class, cfg.image_size, seed=seed * 1000 + epoch)
-        return array_dataset(p, y, cfg.batch_size, shuffle=True, seed=seed, epoch=epoch, augment=aug,
+        p, y, _ = random_patches(xtr, ytr, per_class, stage.image_size, seed=seed * 1000 + epoch)
+        return array_dataset(p, y, stage.batch_size, shuffle=True, seed=seed, epoch=epoch, augment=aug,
                              preprocess=samplewise_centre)
 
-    from medattn.datasets import sliding_windows
-
-    vwin, vidx = sliding_windows(xva, cfg.image_size, cfg.stride)
+    vwin, vidx = sliding_windows(xva, stage.image_size, cfg.stride)
     val = array_dataset(vwin, yva[vidx], 128, preprocess=samplewise_centre)
     t0 = time.time()
-    ckpt = Path("runs") / f"{cfg.name}-{cfg.profile}" / "checkpoints" / f"{spec.replace(':', '_')}_s{seed}"
     class_weight = None
     if cfg.balance_classes:
         counts = {c: per_class[c] * int(np.sum(ytr == c)) for c in (0, 1)}
         class_weight = {c: sum(counts.values()) / (2.0 * counts[c]) for c in (0, 1)}
-    res = fit(model, train_data, epochs=cfg.epochs, ckpt_dir=ckpt, class_weight=class_weight,
-              validation_data=val, resume=cfg.resume, monitor="val_loss", mode="min", verbose=cfg.verbose)
+    res = ctx.fit(model, train_data, stage, ctx.run_dir(run) / "train", label=f"{spec} s{seed}",
+                  class_weight=class_weight, validation_data=val, monitor="val_loss", mode="min")
     train_s = time.time() - t0
-    vprob, vidx2, _, _ = _roi_scores(model, xva, cfg)
+    vprob, vidx2, _, _ = _roi_scores(ctx, model, xva)
     threshold = select_threshold(vprob, vidx2, yva)
-    prob, roi_idx, roi_pred, roi_score = _roi_scores(model, xte, cfg)
+    prob, roi_idx, roi_pred, roi_score = _roi_scores(ctx, model, xte)
     tuned = classification_metrics(yte, y_pred=vote(prob, roi_idx, threshold), n_classes=2, class_names=CLASS_NAMES)
     m = classification_metrics(yte, y_pred=roi_pred, n_classes=2, class_names=CLASS_NAMES)
     ms = classification_metrics(yte, roi_score, class_names=CLASS_NAMES)
@@ -193,8 +181,8 @@ def train_and_evaluate(spec: str, seed: int, cfg: MiasConfig, data: dict, out: P
         "accuracy_val_threshold": tuned["accuracy"], "recall_tumour_val_threshold": tuned["recall_tumour"],
         "precision_tumour_val_threshold": tuned["precision_tumour"],
         "val_roi_accuracy": float(np.mean(vote(vprob, vidx2, 0.5) == yva)), "patch_accuracy": patch["accuracy"], "patch_roc_auc": patch["roc_auc"],
-        "best_epoch": res["best_epoch"], "best_val_loss": res["best_value"], "epochs": cfg.epochs,
-        "train_patches": n_epoch * cfg.epochs, "train_time_s": round(train_s, 1),
+        "best_epoch": res["best_epoch"], "best_val_loss": res["best_value"], "epochs": len(res["history"]),
+        "train_patches": n_epoch * len(res["history"]), "train_time_s": round(train_s, 1),
         "train_patches_per_s": round(n_epoch * res["epochs_run"] / max(train_s, 1e-9), 1),
         "resumed_from_epoch": res["resumed_from"],
         "params": int(model.count_params()),
@@ -209,12 +197,22 @@ def train_and_evaluate(spec: str, seed: int, cfg: MiasConfig, data: dict, out: P
     _, row["roc_auc_boot_low"], row["roc_auc_boot_high"] = bootstrap_ci(
         lambda t, s: roc_auc_score(t, s) if len(set(t)) > 1 else float("nan"), yte, roi_score, n_boot=cfg.n_boot,
         seed=seed)
-    np.savez(out / "predictions" / f"{spec.replace(':', '_')}_s{seed}.npz", y_true=yte, roi_pred=roi_pred,
+    np.savez(ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{seed}.npz", y_true=yte, roi_pred=roi_pred,
              roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx)
     return row
 
 
-def summarise(rows: list[dict], cfg: MiasConfig) -> tuple[list[dict], list[dict]]:
+def _seed_interval(values) -> tuple[float, float, float]:
+    """Mean over seeds and mean +- t(0.975, n-1) standard errors, clipped to [0, 1]."""
+    from scipy.stats import t as student_t
+
+    v = np.array(values, dtype=float)
+    half = student_t.ppf(0.975, len(v) - 1) * np.nanstd(v, ddof=1) / np.sqrt(len(v))
+    m = float(np.nanmean(v))
+    return m, max(0.0, m - half), min(1.0, m + half)
+
+
+def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "") -> tuple[list[dict], list[dict]]:
     """Mean +- std over seeds per model, and the paper comparison rows."""
     from medattn.evaluation import comparison_rows
 
@@ -229,9 +227,13 @@ def summarise(rows: list[dict], cfg: MiasConfig) -> tuple[list[dict], list[dict]
             v = np.array([r[k] for r in rs], dtype=float)
             s[f"{k}_mean"] = float(np.nanmean(v))
             s[f"{k}_std"] = float(np.nanstd(v, ddof=1)) if len(v) > 1 else float("nan")
-        # pooled 95 % interval: over seeds when there are several, else the single run's Wilson interval
-        s["accuracy_ci_low"] = min(r["accuracy_wilson_low"] for r in rs)
-        s["accuracy_ci_high"] = max(r["accuracy_wilson_high"] for r in rs)
+        # 95 % interval: over seeds (mean +- t standard errors) when there are several, else the run's Wilson one
+        if len(rs) > 1:
+            s["accuracy_ci_low"], s["accuracy_ci_high"] = _seed_interval([r["accuracy"] for r in rs])[1:]
+            s["accuracy_ci_kind"] = "t over seeds"
+        else:
+            s["accuracy_ci_low"], s["accuracy_ci_high"] = rs[0]["accuracy_wilson_low"], rs[0]["accuracy_wilson_high"]
+            s["accuracy_ci_kind"] = "Wilson (one seed)"
         summary.append(s)
     comp = []
     for s in summary:
@@ -241,26 +243,18 @@ def summarise(rows: list[dict], cfg: MiasConfig) -> tuple[list[dict], list[dict]
         for k, lo, hi in (("accuracy", "accuracy_wilson_low", "accuracy_wilson_high"),
                           ("recall_tumour", "recall_wilson_low", "recall_wilson_high"),
                           ("precision_tumour", "precision_wilson_low", "precision_wilson_high")):
-            if len(rs) == 1:
-                ours[k] = (rs[0][k], rs[0][lo], rs[0][hi])
-            else:  # mean over seeds +- t(0.975, n-1) standard errors, clipped to [0, 1]
-                from scipy.stats import t as student_t
-
-                v = np.array([r[k] for r in rs], dtype=float)
-                half = student_t.ppf(0.975, len(v) - 1) * np.nanstd(v, ddof=1) / np.sqrt(len(v))
-                m = float(np.nanmean(v))
-                ours[k] = (m, max(0.0, m - half), min(1.0, m + half))
+            ours[k] = (rs[0][k], rs[0][lo], rs[0][hi]) if len(rs) == 1 else _seed_interval([r[k] for r in rs])
         ours["roc_auc"] = (s["roc_auc_mean"],)
         tuned = {k: (s[f"{k}_val_threshold_mean"],) for k in ("accuracy", "recall_tumour", "precision_tumour")}
-        comp += comparison_rows(paper, {f"ours ({cfg.profile}), vote at 0.5": ours,
-                                        f"ours ({cfg.profile}), vote at val-selected threshold": tuned},
+        comp += comparison_rows(paper, {f"ours ({cfg.profile}{mark}), vote at 0.5": ours,
+                                        f"ours ({cfg.profile}{mark}), vote at val-selected threshold": tuned},
                                 extra={"model": f"{s['model']} ({len(rs)} seed{'s' * (len(rs) > 1)})"})
     for r in comp:
         r["metric"] = f"{r.pop('model')} {r['metric']}"
     return summary, comp
 
 
-def plots(rows, out: Path):
+def plots(rows, out: Path, mark: str = ""):
     from medattn.evaluation.plots import plot_confusion_matrix, plot_roc_pr
 
     for spec in dict.fromkeys(r["model"] for r in rows):
@@ -269,98 +263,39 @@ def plots(rows, out: Path):
         cm = [[r0["tn"], r0["fp"]], [r0["fn"], r0["tp"]]]
         tag = spec.replace(":", "_")
         plot_confusion_matrix(cm, CLASS_NAMES, out / "plots" / f"confusion_{tag}.png",
-                              title=f"{spec} seed {r0['seed']}: 64 test ROIs (majority vote)")
+                              title=f"{spec} seed {r0['seed']}: {len(p['y_true'])} test ROIs (majority vote){mark}")
         plot_roc_pr(p["y_true"], p["roi_score"], CLASS_NAMES, out / "plots" / f"roc_pr_{tag}.png",
-                    title=f"{spec} (ROI mean P(tumour))")
+                    title=f"{spec} (ROI mean P(tumour)){mark}")
 
 
-def load_data(data_dir):
+def load_data(ctx) -> dict:
+    """The authors' train/val/test ROIs; a dry run takes two ROIs per class of each split."""
     from medattn.datasets import load_rois, mias_records
 
-    recs = mias_records(data_dir)
+    recs = mias_records(ctx.data.path)
+    if ctx.dry_run:
+        recs = [r for s in ("train", "val", "test") for c in (0, 1)
+                for r in [r for r in recs if r.split == s and r.label == c][:2]]
     return {s: load_rois([r for r in recs if r.split == s]) for s in ("train", "val", "test")}
 
 
-def main(argv=None) -> int:
-    from medattn.datasets.core import DatasetError
-    from medattn.training import RunRecorder, get_strategy, parse_config, save_config, set_mixed_precision
-
-    cfg, _ = parse_config(PROFILES, argv, description=__doc__, dataset="mias_rois")
-    if cfg.data_dir is None:
-        print("mias_fusion: no data. Download the MIAS ROIs released with the paper's code (MIAS_ROIs.zip, see "
-              "README 'Data'), then run with --data-dir PATH/mias_rois or set MEDATTN_DATA_DIR.", file=sys.stderr)
-        return 2
-    out = Path(cfg.out or ("results/mias_fusion" if cfg.profile != "smoke" else "runs/mias_fusion-smoke"))
-    for sub in ("predictions", "plots"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    rec = RunRecorder(out, profile=cfg.profile, seeds=cfg.seeds, data_dir=cfg.data_dir,
-                      argv=["reproductions/mias_fusion.py"] + list(sys.argv[1:] if argv is None else argv))
-    if not cfg.report_only:  # a re-report keeps the training run's config.json
-        save_config(cfg, out / "config.json")
-    set_mixed_precision(cfg.mixed_precision)
-    strategy = get_strategy(cfg.strategy)
-    try:
-        data = load_data(cfg.data_dir)
-    except DatasetError as e:
-        print(f"mias_fusion: {e}", file=sys.stderr)
-        return 2
-    rows_path = out / "runs.jsonl"
-    done = {}
-    if (cfg.resume or cfg.report_only) and rows_path.exists():
-        for line in rows_path.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["model"], r["seed"])] = r
-    elif rows_path.exists() and not cfg.report_only:
-        rows_path.unlink()
-    if cfg.report_only:
-        if not rows_path.exists():
-            print(f"mias_fusion: report_only needs {rows_path}", file=sys.stderr)
-            return 2
-        rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
-        prev = out / "run.json" if (out / "run.json").exists() else None
-        if prev is None and (out / "comparison.json").exists():
-            prev_meta = json.loads((out / "comparison.json").read_text()).get("meta", {})
-        else:
-            prev_meta = json.loads(prev.read_text()) if prev else {}
-        # provenance stays that of the training run; the report command is added beside it
-        rec.meta = {**rec.meta, **{k: v for k, v in prev_meta.items() if k != "wall_time_s"},
-                    "report_command": rec.meta["command"]}
-        rec.wall_time_override = prev_meta.get("wall_time_s")
-        write_results(rows, cfg, rec, out, final=True)
-        print((out / "comparison.md").read_text())
-        return 0
-    plan = [(spec, seed) for spec in cfg.models
+def plan(cfg: MiasConfig) -> list[RunSpec]:
+    return [RunSpec(spec, seed) for spec in cfg.models
             for seed in (cfg.seeds if spec in cfg.multi_seed_models else cfg.seeds[:1])]
-    rows = []
-    for i, (spec, seed) in enumerate(plan, 1):
-        if (spec, seed) in done:
-            rows.append(done[(spec, seed)])
-            continue
-        print(f"[mias_fusion] run {i}/{len(plan)}: {spec} seed {seed} ({cfg.profile} profile)", flush=True)
-        row = train_and_evaluate(spec, seed, cfg, data, out, strategy)
-        rows.append(row)
-        with open(rows_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(f"[mias_fusion] {spec} seed {seed}: accuracy {row['accuracy']:.4f} recall {row['recall_tumour']:.4f} "
-              f"precision {row['precision_tumour']:.4f} AUC {row['roc_auc']:.4f} ({row['train_time_s']} s)", flush=True)
-        write_results(rows, cfg, rec, out, final=False)  # partial tables after every run
-    write_results(rows, cfg, rec, out, final=True)
-    print(f"[mias_fusion] wrote {out}/comparison.md, summary.md, runs.md, plots/ ({rec.wall_time_s} s)")
-    print((out / "comparison.md").read_text())
-    return 0
 
 
-def write_results(rows, cfg, rec, out, final: bool):
+def write_results(ctx, rows, final: bool):
     from medattn.evaluation import write_table
 
-    if not rows:
-        return
-    summary, comp = summarise(rows, cfg)
-    meta = {**rec.snapshot(), "complete": final}
-    write_table(out, "runs", rows, title="MIAS deep fusion: every run (64 test ROIs)", meta=meta)
-    write_table(out, "summary", summary, title="MIAS deep fusion: mean and std over seeds", meta=meta)
+    cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
+    summary, comp = summarise(rows, cfg, mark)
+    meta = {**ctx.meta, "complete": final}
+    n_test = rows[0]["tp"] + rows[0]["fn"] + rows[0]["fp"] + rows[0]["tn"]
+    write_table(out, "runs", flat_rows(rows), title=f"MIAS deep fusion: every run ({n_test} test ROIs){mark}",
+                meta=meta)
+    write_table(out, "summary", summary, title=f"MIAS deep fusion: mean and std over seeds{mark}", meta=meta)
     write_table(out, "comparison", comp, kind="comparison", meta=meta,
-                title=f"MIAS deep fusion: paper vs ours ({cfg.profile} profile)",
+                title=f"MIAS deep fusion: paper vs ours ({cfg.profile} profile){mark}",
                 description="Test set: the authors' 64 ROIs, ROI label by majority vote of 25 patches; tumour "
                             "positive. Paper numbers are from the abstract (ImageNet-pretrained frozen VGG); ours "
                             "are trained from scratch unless the profile says otherwise. Brackets: Wilson 95 % "
@@ -368,9 +303,31 @@ def write_results(rows, cfg, rec, out, final: bool):
                             "(seed-to-seed spread only, clipped to [0, 1]). The second column votes with the "
                             "patch threshold that maximised ROI accuracy on the 65 validation ROIs (never the test "
                             "set).")
-    plots(rows, out)
+    plots(rows, out, mark)
+    last = rows[-1]
+    if not final and cfg.verbose:
+        print(f"[mias_fusion] {last['model']} seed {last['seed']}: accuracy {last['accuracy']:.4f} recall "
+              f"{last['recall_tumour']:.4f} precision {last['precision_tumour']:.4f} AUC {last['roc_auc']:.4f} "
+              f"({last['train_time_s']} s)", flush=True)
     if final:
-        rec.finish(n_runs=len(rows))
+        print((out / "comparison.md").read_text())
+
+
+def _backbones(cfg: MiasConfig) -> list[str]:
+    return [m.split(":")[0] for m in cfg.models]
+
+
+REPRODUCTION = Reproduction(
+    name="mias_fusion", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="mias_rois",
+    load_data=load_data, plan=plan, run_one=train_and_evaluate, report=write_results, backbones=_backbones,
+    no_data="no data. Download the MIAS ROIs released with the paper's code (MIAS_ROIs.zip, see README 'Data'), "
+            "then run with --data-dir PATH/mias_rois or set MEDATTN_DATA_DIR.",
+    dry_run_overrides=lambda cfg: {"n_boot": 20},
+)
+
+
+def main(argv=None) -> int:
+    return run_reproduction(REPRODUCTION, argv)
 
 
 if __name__ == "__main__":

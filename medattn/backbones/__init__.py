@@ -1,16 +1,27 @@
-"""Backbones and their feature taps (layer names, never indices).
+"""Backbones, their feature taps (layer names, never indices) and their preprocessing: one registry.
 
-``FEATURE_TAPS[backbone]`` maps pyramid levels ``P1``..``P5`` (stride 2..32) to layer names; the tests check
-the spatial size at every level.
+:func:`get_backbone` builds any backbone the five papers use by name and returns the model, its taps
+``P1``..``P5`` (stride 2..32; layer, channels, stride) and the preprocessing that belongs to its weights.
+``FEATURE_TAPS[backbone]`` is the tap table alone; the tests check the spatial size at every level.
 """
 
 from .inception_resnet_v2 import IRV2_TAPS, inception_resnet_v2_same
+from .registry import (
+                       BACKBONES,
+                       PREPROCESSING,
+                       Backbone,
+                       FeatureTap,
+                       get_backbone,
+                       imagenet_file,
+                       imagenet_weights_status,
+                       preprocess_fn,
+                       preprocessing_for,
+)
+from .resnet34 import RESNET34_TAPS, resnet34
 from .vgg import VGG_TAPS, vgg
 
-FEATURE_TAPS = {
-    "vgg16": VGG_TAPS,
-    "vgg19": VGG_TAPS,
-    "inceptionresnetv2": IRV2_TAPS,
-}
+FEATURE_TAPS = {name: dict(entry.taps) for name, entry in BACKBONES.items()}
 
-__all__ = ["FEATURE_TAPS", "IRV2_TAPS", "VGG_TAPS", "inception_resnet_v2_same", "vgg"]
+__all__ = ["BACKBONES", "Backbone", "FEATURE_TAPS", "FeatureTap", "IRV2_TAPS", "PREPROCESSING", "RESNET34_TAPS",
+           "VGG_TAPS", "get_backbone", "imagenet_file", "imagenet_weights_status", "inception_resnet_v2_same",
+           "preprocess_fn", "preprocessing_for", "resnet34", "vgg"]

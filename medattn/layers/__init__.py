@@ -10,6 +10,7 @@
 | :class:`MCDropout` | Gal & Ghahramani, ICML 2016 |
 """
 
+from .attention_block import ATTENTION_KINDS, attention_block
 from .bidirectional_cross_attention import BidirectionalCrossAttention
 from .cbam import CBAM
 from .channel_attention import ChannelAttention
@@ -21,6 +22,7 @@ from .spatial_attention import SpatialAttention
 from .spatial_channel_attention import SpatialChannelAttention
 
 __all__ = [
+    "ATTENTION_KINDS",
     "BidirectionalCrossAttention",
     "CBAM",
     "ChannelAttention",
@@ -30,4 +32,5 @@ __all__ = [
     "SelfAttention2D",
     "SpatialAttention",
     "SpatialChannelAttention",
+    "attention_block",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..layers import ChannelAttention, SelfAttention2D, SpatialAttention
+from ..layers import SelfAttention2D, attention_block
 
 __all__ = ["build_dcnnimaf"]
 
@@ -25,16 +25,17 @@ def _stage(x, filters, i, attention):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"stage{i}_conv{j}")(x)
         x = layers.BatchNormalization(name=f"stage{i}_bn{j}")(x)
         x = layers.Activation("relu", name=f"stage{i}_relu{j}")(x)
-    if attention:
-        x = ChannelAttention(reduction=8, name=f"stage{i}_channel_attention")(x)
-        x = SpatialAttention(7, name=f"stage{i}_spatial_attention")(x)
+    x = attention_block(x, attention, f"stage{i}", reduction=8, kernel_size=7)
     return layers.MaxPooling2D(2, name=f"stage{i}_pool")(x)
 
 
 def build_dcnnimaf(input_size: int = 224, n_classes: int = 3, filters=(32, 64, 128, 256, 256),
-                   mask_mode: str = "stack", attention: bool = True, self_attention_heads: int = 4,
+                   mask_mode: str = "stack", attention: str | None = "cbam", self_attention_heads: int = 4,
                    dropout: float = 0.3) -> keras.Model:
-    """The classifier; ``attention=False`` removes every attention module (the ablation)."""
+    """The classifier. ``attention``: the block after each stage by name (``"cbam"``: channel then spatial
+    attention, ``"scse"``, ``"se"``), None removes every attention module, self-attention included (the
+    ablation); ``True``/``False`` mean ``"cbam"``/None."""
+    attention = {True: "cbam", False: None}.get(attention, attention) if isinstance(attention, bool) else attention
     if mask_mode not in ("stack", "multiply"):
         raise ValueError(f"mask_mode must be 'stack' or 'multiply', got {mask_mode!r}")
     channels = 4 if mask_mode == "stack" else 3
@@ -42,9 +43,9 @@ def build_dcnnimaf(input_size: int = 224, n_classes: int = 3, filters=(32, 64, 1
     x = inp
     for i, f in enumerate(filters, 1):
         x = _stage(x, f, i, attention)
-    if attention and self_attention_heads:
+    if attention is not None and self_attention_heads:
         x = SelfAttention2D(num_heads=self_attention_heads, name="self_attention")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     out = layers.Dense(n_classes, activation="softmax", dtype="float32", name="classes")(x)
-    return keras.Model(inp, out, name="dcnnimaf" if attention else "dcnnimaf_no_attention")
+    return keras.Model(inp, out, name="dcnnimaf" if attention is not None else "dcnnimaf_no_attention")

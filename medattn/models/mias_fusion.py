@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..backbones import VGG_TAPS, vgg
+from ..backbones import VGG_TAPS, get_backbone
 from ..layers import CrossChannelFusion, GlobalPoolFusion
 
 __all__ = ["build_mias_model", "fusion_head", "VARIANTS", "BACKBONES"]
@@ -57,21 +57,11 @@ def _wire(backbone: keras.Model, variant: str, units: int, dropout: float, pool_
 
 
 def _backbone(name: str, input_shape, weights, width: float, batch_norm: bool) -> keras.Model:
-    if name in ("vgg16", "vgg19"):
-        return vgg(int(name[3:]), input_shape, weights=weights, width=width, batch_norm=batch_norm, name=name)
-    w = "imagenet" if weights == "imagenet" else None
-    if name == "densenet121":
-        m = keras.applications.DenseNet121(include_top=False, weights=w, input_shape=input_shape)
-    elif name == "resnet50":
-        m = keras.applications.ResNet50(include_top=False, weights=w, input_shape=input_shape)
-    elif name == "mobilenet":
-        m = keras.applications.MobileNet(include_top=False, weights=w, input_shape=input_shape,
-                                         alpha=1.0 if w else width if width in (0.25, 0.5, 0.75, 1.0) else 1.0)
-    else:
+    if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
-    if weights not in (None, "none", "imagenet"):
-        m.load_weights(weights)
-    return m
+    opts = {"vgg16": {"width": width, "batch_norm": batch_norm}, "vgg19": {"width": width, "batch_norm": batch_norm},
+            "mobilenet": {"width": width}}.get(name, {})
+    return get_backbone(name, input_shape, weights=weights, **opts).model
 
 
 def build_mias_model(variant: str = "model2", backbone: str = "vgg16", input_size: int = 72, weights=None,

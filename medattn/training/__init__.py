@@ -1,7 +1,8 @@
-"""Experiment configs and profiles, the shared CLI, tf.distribute strategy choice, seeds, fit loop, records."""
+"""Experiment configs and profiles, the shared CLI, tf.distribute strategy choice, seeds, fit loop, records, and
+the reproduction runner every script stands on (:mod:`medattn.training.reproduction`)."""
 
-from .cli import build_parser, default_data_dir, parse_config
-from .config import ExperimentConfig, load_config, override, save_config
+from .cli import SHARED_FLAGS, build_parser, default_data_dir, parse_config
+from .config import ExperimentConfig, Stage, config_hash, load_config, override, save_config
 from .fit import FitResult, fit
 from .records import RunRecorder, dataset_fingerprint, run_metadata
 from .seed import set_seed
@@ -11,7 +12,10 @@ __all__ = [
     "ExperimentConfig",
     "FitResult",
     "RunRecorder",
+    "SHARED_FLAGS",
+    "Stage",
     "build_parser",
+    "config_hash",
     "dataset_fingerprint",
     "default_data_dir",
     "fit",

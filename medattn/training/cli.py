@@ -1,9 +1,10 @@
 """The one argument parser every reproduction uses.
 
-Common flags: ``--data-dir`` (default: ``$MEDATTN_DATA_DIR/<dataset>``), ``--profile {smoke,cpu,paper}``,
-``--out``, ``--seed`` / ``--seeds``, ``--epochs``, ``--batch-size``, ``--lr``, ``--weights {none,imagenet,PATH}``,
-``--strategy {auto,default,mirrored,multiworker,tpu}``, ``--mixed-precision {off,bf16,fp16}``, ``--resume``,
-``--deterministic``, ``--quiet``; any other config field with ``--set FIELD=VALUE`` (repeatable).
+Shared flags (:data:`SHARED_FLAGS`): ``--data-dir`` (default: ``$MEDATTN_DATA_DIR/<dataset>``), ``--profile``,
+``--out``, ``--runs-dir``, ``--seed`` / ``--seeds``, ``--epochs``, ``--batch-size``, ``--lr``, ``--image-size`` (all
+four set every training stage), ``--weights {none,imagenet,PATH}``, ``--strategy``, ``--mixed-precision``,
+``--resume``, ``--deterministic``, ``--dry-run``, ``--report-only``, ``--no-tensorboard``, ``--quiet``; any other
+config field with ``--set FIELD=VALUE``, one stage's with ``--set STAGE.FIELD=VALUE`` (repeatable).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Mapping, Sequence
 
 from .config import ExperimentConfig, override
 
-__all__ = ["build_parser", "parse_config", "default_data_dir", "DATA_ENV"]
+__all__ = ["build_parser", "parse_config", "default_data_dir", "DATA_ENV", "SHARED_FLAGS"]
 
 DATA_ENV = "MEDATTN_DATA_DIR"
 
@@ -30,34 +31,67 @@ def default_data_dir(dataset: str, env: Mapping[str, str] | None = None) -> str 
     return str(cand) if cand.exists() else None
 
 
+SHARED_FLAGS = ("--data-dir", "--profile", "--out", "--runs-dir", "--seed", "--seeds", "--epochs", "--batch-size",
+                "--lr", "--image-size", "--weights", "--strategy", "--mixed-precision", "--resume", "--deterministic",
+                "--dry-run", "--report-only", "--no-tensorboard", "--quiet", "--set")
+
+
 def build_parser(description: str, profiles: Sequence[str] = ("smoke", "cpu", "paper"),
-                 default_profile: str = "cpu") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+                 default_profile: str = "cpu", prog: str | None = None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", help=f"this dataset's folder (default: ${DATA_ENV}/<dataset>)")
     ap.add_argument("--profile", choices=list(profiles), default=default_profile,
                     help=f"experiment profile (default {default_profile})")
-    ap.add_argument("--out", help="results folder (default results/<paper>, or runs/<paper>-<profile> for smoke)")
+    ap.add_argument("--out", help="results folder (default: results/<paper> for the profile whose results are "
+                                  "committed, else runs/<paper>-<profile>/results)")
+    ap.add_argument("--runs-dir", help="checkpoints and logs (default: runs/ beside the repository's results/)")
     ap.add_argument("--seed", type=int, help="one seed (shorthand for --seeds N)")
     ap.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--batch-size", type=int, help="global batch size (split across replicas)")
-    ap.add_argument("--lr", type=float, dest="learning_rate")
-    ap.add_argument("--weights", help="none | imagenet (needs internet) | path to a weights file")
+    ap.add_argument("--epochs", type=int, help="epochs of every training stage (one stage: --set STAGE.epochs=N)")
+    ap.add_argument("--batch-size", type=int, help="global batch size of every stage (split across replicas)")
+    ap.add_argument("--lr", type=float, dest="learning_rate", help="learning rate of every stage")
+    ap.add_argument("--image-size", type=int, help="input size of every stage")
+    ap.add_argument("--weights", help="none | imagenet (needs internet or keras' cache) | path to a weights file")
     ap.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker", "tpu"])
     ap.add_argument("--mixed-precision", choices=["off", "bf16", "fp16"])
-    ap.add_argument("--resume", action="store_true", default=None, help="continue from checkpoints in --out")
+    ap.add_argument("--resume", action="store_true", default=None,
+                    help="continue from the checkpoints and finished runs of the same identity")
     ap.add_argument("--deterministic", action="store_true", default=None, help="enable TF op determinism")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--dry-run", action="store_true", default=None,
+                    help="the whole pipeline at the profile's model sizes on a handful of images, two steps per "
+                         "stage; tables marked DRY RUN")
+    ap.add_argument("--report-only", action="store_true", default=None,
+                    help="rebuild tables and plots from finished runs without training")
+    ap.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard logs in the run folders")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override any config field (repeatable)")
+                    help="override any config field, or one stage's with STAGE.FIELD=VALUE (repeatable)")
     return ap
 
 
+_FLAG_FIELDS = {"epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--lr",
+                "image_size": "--image-size", "weights": "--weights", "strategy": "--strategy",
+                "mixed_precision": "--mixed-precision", "resume": "--resume", "deterministic": "--deterministic",
+                "out": "--out", "runs_dir": "--runs-dir", "dry_run": "--dry-run", "report_only": "--report-only"}
+
+
 def parse_config(profiles: Mapping[str, ExperimentConfig], argv=None, *, description: str = "",
-                 dataset: str | None = None, parser: argparse.ArgumentParser | None = None):
-    """Parse ``argv`` and return ``(config, args)``: the chosen profile with every flag applied."""
-    ap = parser or build_parser(description, tuple(profiles))
+                 dataset: str | None = None, parser: argparse.ArgumentParser | None = None,
+                 refused: Mapping[str, str] | None = None, prog: str | None = None):
+    """Parse ``argv`` and return ``(config, args)``: the chosen profile with every flag applied.
+
+    ``refused`` maps a shared flag (``"--image-size"``) to the reason this script cannot honour it: giving that
+    flag exits with code 2 and a message naming the flag, the script and the reason. Bad values exit with code 2
+    and one line too (argparse's ``error``)."""
+    ap = parser or build_parser(description, tuple(profiles), prog=prog)
     args = ap.parse_args(argv)
+    for flag, why in (refused or {}).items():
+        dest = flag.lstrip("-").replace("-", "_")
+        dest = "learning_rate" if dest == "lr" else dest
+        val = getattr(args, dest, None)
+        if val not in (None, False, []):
+            ap.error(f"{flag} is not supported by {ap.prog}: {why}")
     cfg = profiles[args.profile]
     changes: dict[str, object] = {}
     for item in args.set:
@@ -68,8 +102,7 @@ def parse_config(profiles: Mapping[str, ExperimentConfig], argv=None, *, descrip
     if args.seed is not None and args.seeds is not None:
         ap.error("give --seed or --seeds, not both")
     seeds = str(args.seed) if args.seed is not None else args.seeds
-    for field in ("epochs", "batch_size", "learning_rate", "weights", "strategy", "mixed_precision", "resume",
-                  "deterministic", "out"):
+    for field in _FLAG_FIELDS:
         val = getattr(args, field, None)
         if val is not None:
             changes[field] = val
@@ -80,8 +113,10 @@ def parse_config(profiles: Mapping[str, ExperimentConfig], argv=None, *, descrip
         changes["data_dir"] = data_dir
     if args.quiet:
         changes["verbose"] = 0
+    if args.no_tensorboard:
+        changes["tensorboard"] = False
     try:
         cfg = override(cfg, changes)
-    except (ValueError, TypeError) as e:
-        ap.error(str(e))
+    except (ValueError, TypeError, KeyError) as e:
+        ap.error(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     return cfg, args

@@ -1,25 +1,89 @@
-"""Experiment configuration: one frozen dataclass per paper, three named profiles, overrides, ``config.json``.
+"""Experiment configuration: one frozen dataclass per paper, named profiles, per-stage settings, ``config.json``.
 
 Each reproduction defines a subclass of :class:`ExperimentConfig` with its own fields, and a ``PROFILES``
 mapping ``{"smoke": cfg, "cpu": cfg, "paper": cfg}``:
 
 * ``smoke`` — seconds; what the tests run.
-* ``cpu`` — the real data, about an hour on a 2-core CPU; what our committed results come from.
+* ``cpu`` — the real data on a 2-core CPU without pretrained weights; what our committed results come from.
 * ``paper`` — the paper's protocol (sizes, epochs, ImageNet weights), meant for GPU/TPU with tf.distribute.
 
-Command-line flags override fields (:func:`medattn.training.cli.parse_config`); the final config is written
-beside the results as ``config.json``.
+Training settings live in :class:`Stage` entries (``cfg.stages``): a one-stage paper has one (``train``), a
+two-stage paper one per stage (``seg``, ``cls``), each with its own epochs, batch, learning rate, input size,
+optimizer and schedule. The shared flags ``--epochs``, ``--batch-size``, ``--lr`` and ``--image-size`` set that
+field in every stage; ``--set seg.epochs=5`` sets one stage's. ``config.json`` holds the stages, not a
+top-level ``epochs`` that nothing reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["ExperimentConfig", "override", "save_config", "load_config", "coerce_field"]
+__all__ = ["ExperimentConfig", "Stage", "override", "save_config", "load_config", "coerce_field", "STAGE_FIELDS",
+           "config_hash", "RUN_ONLY_FIELDS"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training stage: what ``fit`` and the optimizer of that stage use."""
+
+    name: str = "train"
+    epochs: int = 1
+    batch_size: int = 8  # global batch, split across replicas
+    learning_rate: float = 1e-3
+    image_size: int = 64
+    optimizer: str = "adam"  # adam | sgd
+    schedule: str = "cosine"  # cosine (decayed over the whole stage) | constant
+    cosine_alpha: float = 0.0  # final learning rate as a fraction of the first (cosine only)
+    momentum: float = 0.9  # sgd only
+    patience: int | None = None  # early stopping on the stage's monitored validation metric; None: never
+
+    def __post_init__(self):
+        if self.epochs < 0:
+            raise ValueError(f"stage {self.name!r}: epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"stage {self.name!r}: batch_size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"stage {self.name!r}: learning_rate must be > 0, got {self.learning_rate}")
+        if self.image_size < 8:
+            raise ValueError(f"stage {self.name!r}: image_size must be >= 8, got {self.image_size}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"stage {self.name!r}: optimizer must be adam or sgd, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"stage {self.name!r}: schedule must be cosine or constant, got {self.schedule!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"stage {self.name!r}: patience must be >= 1 or none, got {self.patience}")
+
+    def make_optimizer(self, n_examples: int):
+        """The stage's optimizer; a cosine schedule decays over ``epochs * ceil(n_examples / batch_size)`` steps
+        (the schedule's step lives in the optimizer, so a resumed run continues it exactly)."""
+        import keras
+
+        steps = max(1, self.epochs * -(-int(n_examples) // self.batch_size))
+        lr = (keras.optimizers.schedules.CosineDecay(self.learning_rate, steps, alpha=self.cosine_alpha)
+              if self.schedule == "cosine" else self.learning_rate)
+        if self.optimizer == "sgd":
+            return keras.optimizers.SGD(lr, momentum=self.momentum)
+        return keras.optimizers.Adam(lr)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that take effect (``momentum`` only for SGD, ``cosine_alpha`` only for cosine)."""
+        d = dataclasses.asdict(self)
+        if self.optimizer != "sgd":
+            d.pop("momentum")
+        if self.schedule != "cosine":
+            d.pop("cosine_alpha")
+        return d
+
+
+STAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Stage) if f.name != "name")
+# fields that say how to run, not what is computed: they do not enter a run's identity
+RUN_ONLY_FIELDS = ("data_dir", "out", "runs_dir", "resume", "verbose", "report_only", "strategy", "tensorboard",
+                   "dry_run")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,44 +93,62 @@ class ExperimentConfig:
     name: str = "experiment"
     profile: str = "smoke"
     seeds: tuple[int, ...] = (0,)
-    epochs: int = 1
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    image_size: int = 64
+    stages: tuple[Stage, ...] = (Stage(),)
     weights: str = "none"  # none | imagenet | path to a weights file
     strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu
     mixed_precision: str = "off"  # off | bf16 | fp16
     deterministic: bool = False
     data_dir: str | None = None
     out: str | None = None
+    runs_dir: str | None = None
     resume: bool = False
-    verbose: int = 1
+    dry_run: bool = False
+    report_only: bool = False
+    tensorboard: bool = True
+    verbose: int = 2
 
     def __post_init__(self):
-        if self.profile not in ("smoke", "cpu", "paper") and not self.profile.startswith("custom"):
-            raise ValueError(f"profile must be smoke, cpu or paper, got {self.profile!r}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.profile or not self.profile.replace("-", "_").isidentifier():
+            raise ValueError(f"profile must be a name such as smoke, cpu or paper, got {self.profile!r}")
         if self.mixed_precision not in ("off", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be off, bf16 or fp16, got {self.mixed_precision!r}")
         if self.strategy not in ("auto", "default", "mirrored", "multiworker", "tpu"):
             raise ValueError(f"strategy must be auto, default, mirrored, multiworker or tpu, got {self.strategy!r}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        bad = [s for s in self.seeds if not isinstance(s, int) or s < 0]
+        if bad:
+            raise ValueError(f"seeds must be non-negative integers, got {bad[0]!r}")
+        if not self.stages or not all(isinstance(s, Stage) for s in self.stages):
+            raise ValueError(f"stages must be a non-empty tuple of Stage, got {self.stages!r}")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        if self.verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose!r}")
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"{type(self).__name__} has no stage {name!r}; stages are {[s.name for s in self.stages]}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["stages"] = {s.name: {k: v for k, v in s.to_dict().items() if k != "name"} for s in self.stages}
+        d["seeds"] = list(self.seeds)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _field_types(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def config_hash(cfg: ExperimentConfig, exclude=RUN_ONLY_FIELDS) -> str:
+    """SHA-256 (16 hex digits) of everything in ``cfg`` that changes a result."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def coerce_field(cls, name: str, value: Any) -> Any:
     """Convert ``value`` (often a string from the command line) to the declared type of field ``name``."""
-    types = _field_types(cls)
+    types = typing.get_type_hints(cls)
     if name not in types:
         known = ", ".join(sorted(types))
         raise ValueError(f"{cls.__name__} has no field {name!r}; fields are: {known}")
@@ -98,6 +180,10 @@ def _scalar(tp, value, name):
         if s in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"field {name!r} expects true/false, got {value!r}")
+    if tp is Stage:
+        if isinstance(value, Stage):
+            return value
+        raise ValueError(f"field {name!r} expects Stage objects; set one stage's field with --set STAGE.FIELD=VALUE")
     try:
         return tp(value) if tp in (int, float, str) else value
     except (TypeError, ValueError) as e:
@@ -105,20 +191,59 @@ def _scalar(tp, value, name):
 
 
 def override(cfg: ExperimentConfig, changes: Mapping[str, Any]) -> ExperimentConfig:
-    """A copy of ``cfg`` with ``changes`` applied (values coerced to the field types; None values ignored)."""
+    """A copy of ``cfg`` with ``changes`` applied, values coerced to the field types (None values ignored).
+
+    A key that names a :class:`Stage` field (``epochs``) sets it in every stage; ``STAGE.FIELD`` (``seg.epochs``)
+    sets one stage's. Stage fields are never top-level fields, so there is no ambiguity."""
     cls = type(cfg)
-    clean = {k: coerce_field(cls, k, v) for k, v in changes.items() if v is not None}
-    return dataclasses.replace(cfg, **clean)
+    top, per_stage = {}, {}
+    stage_names = [s.name for s in cfg.stages]
+    for k, v in changes.items():
+        if v is None:
+            continue
+        if "." in k:
+            st, field = k.split(".", 1)
+            if st not in stage_names:
+                raise ValueError(f"{cls.__name__} has no stage {st!r} (in {k!r}); stages are {stage_names}")
+            if field not in STAGE_FIELDS:
+                raise ValueError(f"stage field {field!r} (in {k!r}) does not exist; stage fields are: "
+                                 f"{', '.join(STAGE_FIELDS)}")
+            per_stage.setdefault(st, {})[field] = coerce_field(Stage, field, v)
+        elif k in STAGE_FIELDS and k not in typing.get_type_hints(cls):
+            for st in stage_names:  # STAGE.FIELD, given before or after, wins over the all-stage value
+                per_stage.setdefault(st, {}).setdefault(k, coerce_field(Stage, k, v))
+        elif k == "stages" and not isinstance(v, (tuple, list)):
+            raise ValueError("stages cannot be set from the command line; set one field with --set STAGE.FIELD=VALUE")
+        else:
+            top[k] = coerce_field(cls, k, v) if k != "stages" else tuple(v)
+    stages = top.pop("stages", cfg.stages)
+    if per_stage:
+        stages = tuple(dataclasses.replace(s, **per_stage.get(s.name, {})) for s in stages)
+    return dataclasses.replace(cfg, stages=stages, **top)
 
 
-def save_config(cfg: ExperimentConfig, path) -> Path:
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def save_config(cfg: ExperimentConfig, path, extra: Mapping[str, Any] | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"config_class": type(cfg).__name__, **cfg.to_dict()}, indent=2) + "\n")
+    _atomic_write_text(path, json.dumps({"config_class": type(cfg).__name__, **cfg.to_dict(), **(extra or {})},
+                                        indent=2) + "\n")
     return path
 
 
 def load_config(cls, path) -> ExperimentConfig:
+    """Read ``config.json`` back into ``cls`` (stages included)."""
     data = json.loads(Path(path).read_text())
     data.pop("config_class", None)
-    return override(cls(), {k: v for k, v in data.items()})
+    names = {f.name for f in dataclasses.fields(cls)}
+    data = {k: v for k, v in data.items() if k in names}
+    stages = data.pop("stages", None)
+    cfg = override(cls(), {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in data.items()})
+    if stages is not None:
+        cfg = dataclasses.replace(cfg, stages=tuple(Stage(name=n, **s) for n, s in stages.items()))
+    return cfg

@@ -1,40 +1,89 @@
-"""A minimal distributed training loop for the strategies Keras 3's ``model.fit`` cannot drive.
+"""The training loop for the strategies Keras 3's ``model.fit`` cannot drive (multi-worker).
 
 Keras 3's ``fit`` works with the default strategy and ``MirroredStrategy`` but fails under
 ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585, tensorflow/tensorflow#72388: "Attempt to convert a value
-(PerReplica...)"). :func:`distributed_fit` runs the same model, loss and optimizer with
-``strategy.experimental_distribute_dataset`` and ``strategy.run``; gradients are all-reduced by the Keras
-optimizer's tf.distribute support, so every worker ends with the same weights.
+(PerReplica...)"). :func:`medattn.training.fit` calls :func:`custom_epoch` and :func:`custom_evaluate` there
+instead: the same model, compiled loss (Keras scales it by 1/replicas), compiled metrics, optimizer and class
+weights, with ``strategy.run``; gradients are all-reduced by the Keras optimizer's tf.distribute support, so every
+worker ends with the same weights.
+
+Data: every worker builds the same global batches (same seed), and worker ``i`` takes its slice of each, so all
+workers run the same number of steps; a final partial global batch is dropped (it could not be split evenly).
+Validation and :func:`predict` run the whole set on every worker (cross-replica reads of the mirrored weights).
 """
 
 from __future__ import annotations
 
-__all__ = ["distributed_fit", "needs_custom_loop"]
+import numpy as np
+
+__all__ = ["custom_epoch", "custom_evaluate", "needs_custom_loop", "predict", "worker_index"]
 
 
 def needs_custom_loop(strategy) -> bool:
     """True for strategies whose ``model.fit`` is broken in Keras 3 (multi-worker)."""
-    return type(strategy).__name__.startswith("MultiWorkerMirroredStrategy") or type(strategy).__name__.startswith(
-        "CollectiveAllReduceStrategy")
+    name = type(strategy).__name__
+    return name.startswith("MultiWorkerMirroredStrategy") or name.startswith("CollectiveAllReduceStrategy")
 
 
-def distributed_fit(model, dataset, *, epochs: int, strategy, loss_fn, verbose: int = 1) -> dict[str, list[float]]:
-    """Train a built model whose optimizer was created in ``strategy.scope()``; ``dataset`` yields global
-    batches ``(x, y)``. ``loss_fn(y, y_pred)`` returns per-example losses. Returns ``{"loss": [per epoch]}``."""
+def worker_index(strategy) -> int:
+    """0 for the chief (or a single process), else this worker's index in ``TF_CONFIG``."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not needs_custom_loop(strategy):
+        return 0
+    task_type, task_id = resolver.task_type, resolver.task_id or 0
+    if task_type in (None, "chief"):
+        return 0
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return task_id + 1 if has_chief else task_id
+
+
+def _per_worker_dataset(ds, strategy, batch_size: int, steps: int | None):
     import tensorflow as tf
 
-    dist_ds = strategy.experimental_distribute_dataset(dataset)
-    optimizer = model.optimizer
+    n = strategy.num_replicas_in_sync
+    if batch_size % n:
+        raise ValueError(f"the global batch size ({batch_size}) must be a multiple of the number of replicas ({n})")
+
+    def fn(ctx):
+        per_worker = batch_size // ctx.num_input_pipelines
+        i = ctx.input_pipeline_id
+
+        def take_slice(*t):
+            t = t if len(t) > 1 else t[0]
+            return tf.nest.map_structure(lambda a: a[i * per_worker:(i + 1) * per_worker], t)
+
+        d = ds.unbatch().batch(batch_size, drop_remainder=True).map(take_slice)
+        d = d.unbatch().batch(ctx.get_per_replica_batch_size(batch_size), drop_remainder=True)
+        if steps is not None:
+            d = d.take(steps)
+        opts = tf.data.Options()
+        opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return d.with_options(opts)
+
+    return strategy.distribute_datasets_from_function(fn)
+
+
+def _train_step(model, strategy, class_weight):
+    import tensorflow as tf
+
+    key = (id(strategy), tuple(sorted((class_weight or {}).items())))
+    cache = model.__dict__.setdefault("_medattn_steps", {})
+    if key in cache:
+        return cache[key]
+    table = None
+    if class_weight:
+        k = max(class_weight) + 1
+        table = tf.constant([float(class_weight.get(c, 1.0)) for c in range(k)], tf.float32)
 
     def step(x, y):
+        sw = None
+        if table is not None:
+            sw = tf.gather(table, tf.cast(tf.reshape(y, [-1]), tf.int32))
         with tf.GradientTape() as tape:
             pred = model(x, training=True)
-            per_example = loss_fn(y, pred)
-            loss = tf.nn.compute_average_loss(per_example)
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            loss = model.compute_loss(x=x, y=y, y_pred=pred, sample_weight=sw, training=True)
         grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
     @tf.function
@@ -42,13 +91,90 @@ def distributed_fit(model, dataset, *, epochs: int, strategy, loss_fn, verbose: 
         per_replica = strategy.run(step, args=(x, y))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    history = {"loss": []}
-    for epoch in range(epochs):
-        total, n = 0.0, 0
-        for x, y in dist_ds:
-            total += float(train_step(x, y))
-            n += 1
-        history["loss"].append(total / max(n, 1))
-        if verbose:
-            print(f"epoch {epoch + 1}/{epochs} loss {history['loss'][-1]:.4f}")
-    return history
+    cache[key] = train_step
+    return train_step
+
+
+def custom_epoch(model, dataset, *, strategy, batch_size: int, class_weight=None, steps=None,
+                 on_batch=None) -> dict[str, float]:
+    """One epoch over ``dataset`` (global batches ``(x, y)``); returns ``{"loss": mean over steps}``."""
+    dist = _per_worker_dataset(dataset, strategy, batch_size, steps)
+    train_step = _train_step(model, strategy, class_weight)
+    total, n = 0.0, 0
+    for x, y in dist:
+        loss = float(train_step(x, y))
+        total += loss
+        n += 1
+        if on_batch is not None:
+            on_batch({"loss": total / n})
+    return {"loss": total / max(n, 1)}
+
+
+def _batches(data, batch_size: int = 32):
+    import tensorflow as tf
+
+    if isinstance(data, (tuple, list)):
+        return tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
+    return data
+
+
+def _forward(model):
+    import tensorflow as tf
+
+    fn = model.__dict__.get("_medattn_forward")
+    if fn is None:
+        fn = tf.function(lambda x: model(x, training=False))
+        model.__dict__["_medattn_forward"] = fn
+    return fn
+
+
+def predict(model, x, batch_size: int = 32) -> np.ndarray:
+    """``model.predict`` that also works under a multi-worker strategy (every worker predicts all of ``x``)."""
+    import tensorflow as tf
+
+    if not needs_custom_loop(tf.distribute.get_strategy()) and not _built_under_multiworker(model):
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    fwd = _forward(model)
+    ds = _batches(x if not isinstance(x, np.ndarray) else (x,), batch_size)
+    out = [np.asarray(fwd(b[0] if isinstance(b, tuple) else b)) for b in ds]
+    return np.concatenate(out)
+
+
+def _built_under_multiworker(model) -> bool:
+    v = model.trainable_variables[:1]
+    if not v:
+        return False
+    strat = getattr(getattr(v[0], "value", v[0]), "_distribute_strategy", None)
+    return strat is not None and needs_custom_loop(strat)
+
+
+def _fresh_metric(m, y, pred):
+    import keras
+
+    if isinstance(m, keras.metrics.Metric):
+        return type(m).from_config(m.get_config())
+    if m in ("accuracy", "acc"):
+        if len(y.shape) < len(pred.shape):
+            return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        return keras.metrics.BinaryAccuracy(name="accuracy") if pred.shape[-1] == 1 else \
+            keras.metrics.CategoricalAccuracy(name="accuracy")
+    return keras.metrics.get(m)
+
+
+def custom_evaluate(model, validation_data, batch_size: int = 32) -> dict[str, float]:
+    """Loss and compiled metrics on the whole validation set (names without the ``val_`` prefix)."""
+    import keras
+
+    fwd = _forward(model)
+    ys, preds = [], []
+    for x, y in _batches(validation_data, batch_size):
+        preds.append(np.asarray(fwd(x)))
+        ys.append(np.asarray(y))
+    y, pred = np.concatenate(ys), np.concatenate(preds)
+    logs = {"loss": float(model.compute_loss(y=y, y_pred=pred, training=False))}
+    compiled = getattr(getattr(model, "_compile_metrics", None), "_user_metrics", None) or []
+    for m in compiled if isinstance(compiled, (list, tuple)) else [compiled]:
+        metric = _fresh_metric(m, y, pred)
+        metric.update_state(y, pred)
+        logs[metric.name] = float(keras.ops.convert_to_numpy(metric.result()))
+    return logs

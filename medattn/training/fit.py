@@ -1,16 +1,24 @@
-"""Fit-loop glue: epoch-wise training with checkpoints that resume exactly, logs, best-model selection.
+"""Fit-loop glue: epoch-wise training with checkpoints that resume exactly, logs, best-model selection, any
+tf.distribute strategy.
 
-:func:`fit` runs ``model.fit`` one epoch at a time so that it can
+:func:`fit` trains one epoch at a time so that it can
 
 * take the training data as a function of the epoch (``data(epoch)``), so shuffling and augmentation are
   seeded by epoch and a resumed run sees the same batches as an uninterrupted one;
-* after every epoch save ``last.keras`` (weights, optimizer state and RNG state) and ``state.json`` (epochs
-  done, history, best value), so ``resume=True`` continues where a killed run stopped and ends with the same
-  weights as an uninterrupted run with the same seed;
+* after every epoch save ``last.keras`` (weights, optimizer state) and ``state.json`` (epochs done, history, best
+  value, RNG states), each written to a temporary file and renamed, so a kill mid-write never leaves a broken
+  checkpoint; ``resume=True`` continues where a killed run stopped and ends with the same weights as an
+  uninterrupted run with the same seed; an unreadable checkpoint is reported with its path and the stage starts
+  over;
 * keep the best weights by a monitored validation metric (``best.weights.h5``) and stop early;
-* append every epoch to ``log.csv`` and ``log.json``.
+* append every epoch to ``log.csv`` / ``log.json`` and, with ``tensorboard=True``, TensorBoard scalars in
+  ``ckpt_dir/tensorboard``;
+* print one line per epoch (``verbose=2``), with a progress bar over the batches on a terminal (``verbose=1``).
 
-Keras' own progress bar shows each epoch; a one-line summary with the epoch number follows it.
+Under the default strategy and ``MirroredStrategy`` each epoch is Keras' ``model.fit``; under
+``MultiWorkerMirroredStrategy``, where Keras 3's ``fit`` fails (keras-team/keras#20585), the same model, compiled
+loss, metrics, optimizer and class weights run in :mod:`medattn.training.custom_loop`. Every worker writes its
+checkpoints to its own folder (the chief to ``ckpt_dir``, worker ``i`` to ``ckpt_dir/worker{i}``).
 """
 
 from __future__ import annotations
@@ -18,32 +26,129 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["fit", "FitResult"]
+__all__ = ["fit", "FitResult", "atomic_write_text"]
 
 
 class FitResult(dict):
     """``history`` (list of per-epoch dicts), ``best_epoch``, ``best_value``, ``epochs_run``, ``resumed_from``,
-    ``wall_time_s``, ``stopped_early``."""
+    ``wall_time_s``, ``stopped_early``, ``restarted`` (the checkpoint was unreadable)."""
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _write_logs(ckpt_dir: Path, history: list[dict]) -> None:
-    (ckpt_dir / "log.json").write_text(json.dumps(history, indent=1) + "\n")
+    atomic_write_text(ckpt_dir / "log.json", json.dumps(history, indent=1) + "\n")
     cols = list(dict.fromkeys(k for h in history for k in h))
-    with open(ckpt_dir / "log.csv", "w", newline="") as f:
+    tmp = ckpt_dir / ".log.csv.tmp"
+    with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(history)
+    os.replace(tmp, ckpt_dir / "log.csv")
 
 
 def _rng_states(model) -> list:
     """States of the model's Keras SeedGenerators (dropout, noise, augmentation); ``.keras`` files omit them."""
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _worker_dir(ckpt_dir: Path, strategy) -> Path:
+    from .custom_loop import worker_index
+
+    i = worker_index(strategy)
+    return ckpt_dir if i == 0 else ckpt_dir / f"worker{i}"
+
+
+def _save_atomic(model, path: Path, weights_only: bool = False) -> None:
+    suffix = ".weights.h5" if weights_only else ".keras"
+    tmp = path.with_name(f".tmp-{path.name[:-len(suffix)]}{suffix}")
+    (model.save_weights if weights_only else model.save)(tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(model, ckpt_dir: Path, verbose: int):
+    """The saved state after loading ``last.keras`` into ``model``; None (stage starts over) if there is none or
+    it is unreadable, which is said with the path."""
+    state_path, last_path = ckpt_dir / "state.json", ckpt_dir / "last.keras"
+    if not (state_path.exists() and last_path.exists()):
+        return None, False
+    try:
+        state = json.loads(state_path.read_text())
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(last_path)
+        rng_vars = _rng_states(model)
+        if len(rng_vars) != len(state.get("rng_states", [])):
+            raise ValueError(f"checkpoint has {len(state.get('rng_states', []))} RNG states but the model has "
+                             f"{len(rng_vars)}; was it made by a different model?")
+        for v, val in zip(rng_vars, state["rng_states"]):
+            v.assign(np.asarray(val, dtype=v.dtype))
+        return state, False
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint means: start this stage over
+        print(f"[medattn] checkpoint {last_path} is unreadable ({type(e).__name__}: {e}); starting this stage "
+              f"over", file=sys.stderr, flush=True)
+        return None, True
+
+
+class _Bar:
+    """A tqdm bar over one epoch's batches (a terminal only)."""
+
+    def __init__(self, label: str, total):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=label, leave=False, unit="batch", dynamic_ncols=True)
+
+    def update(self, logs=None):
+        self.bar.update(1)
+        if logs:
+            self.bar.set_postfix({k: f"{float(v):.4g}" for k, v in logs.items() if k in ("loss", "accuracy", "dice")},
+                                 refresh=False)
+
+    def close(self):
+        self.bar.close()
+
+
+def _bar_callback(bar):
+    import keras
+
+    class BarCallback(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            bar.update(logs)
+
+    return BarCallback()
+
+
+def _tensorboard_scalars(writer, logs: dict, step: int) -> None:
+    """Scalars in TensorBoard's format through core ``tf.summary.write`` (``tf.summary.scalar`` needs the
+    ``tensorboard`` package, which tensorflow-cpu does not install; viewing the logs does)."""
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = "scalars"
+    with writer.as_default():
+        for k, v in logs.items():
+            if k not in ("epoch", "time_s") and isinstance(v, (int, float)):
+                tf.summary.write(k, tf.constant(float(v), tf.float32), step=step, metadata=meta)
+    writer.flush()
+
+
+def _fmt(v):
+    return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def fit(
@@ -63,11 +168,16 @@ def fit(
     class_weight: dict | None = None,
     verbose: int = 1,
     stop_after: int | None = None,
+    strategy=None,
+    batch_size: int | None = None,
+    tensorboard: bool = False,
+    label: str = "fit",
 ) -> FitResult:
     """Train ``model`` (already compiled, built inside the strategy scope) for ``epochs`` epochs.
 
     Args:
-        data: a dataset, or a function ``epoch -> dataset`` (preferred: seed shuffles with the epoch).
+        data: a dataset, or a function ``epoch -> dataset`` (preferred: seed shuffles with the epoch). Batches are
+            global batches; the strategy splits them across replicas.
         ckpt_dir: folder for ``last.keras``, ``state.json``, ``best.weights.h5``, ``log.csv``, ``log.json``.
         resume: continue from ``ckpt_dir`` if it holds a checkpoint (else start fresh).
         monitor, mode: metric for best-model selection and early stopping (``min`` or ``max``); when the
@@ -75,10 +185,22 @@ def fit(
         patience: stop after this many epochs without improvement (None: never).
         restore_best: load the best weights at the end.
         stop_after: end after this epoch index (for tests that simulate an interruption).
+        strategy: the strategy the model was built under (None: the current one); multi-worker strategies train
+            with the custom loop, which needs ``batch_size`` (the global batch).
+        label: the prefix of the progress lines (e.g. ``dcnnimaf grouped s0 seg``).
     """
+    from .custom_loop import custom_epoch, custom_evaluate, needs_custom_loop
+
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-    ckpt_dir = Path(ckpt_dir)
+    if strategy is None:
+        import tensorflow as tf
+
+        strategy = tf.distribute.get_strategy()
+    custom = needs_custom_loop(strategy)
+    if custom and batch_size is None:
+        raise ValueError("fit under a multi-worker strategy needs batch_size (the global batch)")
+    ckpt_dir = _worker_dir(Path(ckpt_dir), strategy)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     state_path, last_path, best_path = ckpt_dir / "state.json", ckpt_dir / "last.keras", ckpt_dir / "best.weights.h5"
     history: list[dict] = []
@@ -87,35 +209,43 @@ def fit(
     best_epoch = -1
     wait = 0
     resumed_from = None
-    if resume and state_path.exists() and last_path.exists():
-        state = json.loads(state_path.read_text())
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        model.load_weights(last_path)
-        rng_vars = _rng_states(model)
-        if len(rng_vars) != len(state.get("rng_states", [])):
-            raise ValueError(f"{state_path}: checkpoint has {len(state.get('rng_states', []))} RNG states but the "
-                             f"model has {len(rng_vars)}; was it made by a different model?")
-        for v, val in zip(rng_vars, state["rng_states"]):
-            v.assign(np.asarray(val, dtype=v.dtype))
-        history = state["history"]
-        start_epoch = state["epochs_done"]
-        best_value, best_epoch, wait = state["best_value"], state["best_epoch"], state["wait"]
-        resumed_from = start_epoch
-        if verbose:
-            print(f"[medattn] resuming from {last_path} after epoch {start_epoch}/{epochs}")
+    restarted = False
+    if resume:
+        state, restarted = _load_state(model, ckpt_dir, verbose)
+        if state is not None:
+            history = state["history"]
+            start_epoch = state["epochs_done"]
+            best_value, best_epoch, wait = state["best_value"], state["best_epoch"], state["wait"]
+            resumed_from = start_epoch
+            if verbose:
+                print(f"[{label}] resuming from {last_path} after epoch {start_epoch}/{epochs}", flush=True)
+    writer = None
+    if tensorboard:
+        import tensorflow as tf
+
+        writer = tf.summary.create_file_writer(str(ckpt_dir / "tensorboard"))
     t0 = time.time()
     # a checkpoint that had already stopped early is finished: resuming it must not train further
     stopped_early = resumed_from is not None and patience is not None and wait >= patience
     end_epoch = start_epoch if stopped_early else epochs
+    bar_wanted = verbose == 1 and sys.stdout.isatty()
     for epoch in range(start_epoch, end_epoch):
+        te = time.time()
         ds = data(epoch) if callable(data) else data
-        if verbose:
-            print(f"Epoch {epoch + 1}/{epochs}")
-        h = model.fit(ds, validation_data=validation_data, epochs=epoch + 1, initial_epoch=epoch,
-                      steps_per_epoch=steps_per_epoch, class_weight=class_weight, callbacks=callbacks,
-                      verbose=verbose, shuffle=False)  # datasets are shuffled per epoch by `data(epoch)`
-        logs = {k: float(v[-1]) for k, v in h.history.items()}
+        bar = _Bar(f"{label} epoch {epoch + 1}/{epochs}", steps_per_epoch) if bar_wanted else None
+        if custom:
+            logs = custom_epoch(model, ds, strategy=strategy, batch_size=batch_size, class_weight=class_weight,
+                                steps=steps_per_epoch, on_batch=bar.update if bar else None)
+            if validation_data is not None:
+                logs.update({f"val_{k}": v for k, v in custom_evaluate(model, validation_data).items()})
+        else:
+            cbs = list(callbacks or []) + ([_bar_callback(bar)] if bar else [])
+            h = model.fit(ds, validation_data=validation_data, epochs=epoch + 1, initial_epoch=epoch,
+                          steps_per_epoch=steps_per_epoch, class_weight=class_weight, callbacks=cbs,
+                          verbose=0, shuffle=False)  # datasets are shuffled per epoch by `data(epoch)`
+            logs = {k: float(v[-1]) for k, v in h.history.items()}
+        if bar:
+            bar.close()
         logs = {"epoch": epoch + 1, **logs, "time_s": round(time.time() - t0, 3)}
         history.append(logs)
         value = logs.get(monitor, None)
@@ -126,22 +256,25 @@ def fit(
             best_value = value if value is not None else best_value
             best_epoch = epoch + 1
             wait = 0
-            model.save_weights(best_path)
+            _save_atomic(model, best_path, weights_only=True)
         else:
             wait += 1
-        model.save(last_path)
+        _save_atomic(model, last_path)
         state = {"epochs_done": epoch + 1, "history": history, "best_value": best_value, "best_epoch": best_epoch,
                  "wait": wait, "monitor": monitor, "mode": mode,
                  "rng_states": [np.asarray(v).tolist() for v in _rng_states(model)]}
-        state_path.write_text(json.dumps(state, indent=1) + "\n")
+        atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
         _write_logs(ckpt_dir, history)
+        if writer is not None:
+            _tensorboard_scalars(writer, logs, epoch + 1)
         if verbose:
-            print(f"[medattn] epoch {epoch + 1}: {monitor}={value if value is not None else 'n/a'} "
-                  f"best={best_value} (epoch {best_epoch})")
+            shown = "  ".join(f"{k} {_fmt(v)}" for k, v in logs.items() if k not in ("epoch", "time_s"))
+            print(f"[{label}] epoch {epoch + 1}/{epochs}  {shown}  best {monitor} {_fmt(best_value)} (epoch "
+                  f"{best_epoch})  {time.time() - te:.0f} s", flush=True)
         if patience is not None and wait >= patience:
             stopped_early = True
             if verbose:
-                print(f"[medattn] early stop: no improvement of {monitor} for {wait} epochs")
+                print(f"[{label}] early stop: no improvement of {monitor} for {wait} epochs", flush=True)
             break
         if stop_after is not None and epoch + 1 >= stop_after:
             break
@@ -149,4 +282,4 @@ def fit(
         model.load_weights(best_path)
     return FitResult(history=history, best_epoch=best_epoch, best_value=best_value,
                      epochs_run=len(history) - (resumed_from or 0), resumed_from=resumed_from,
-                     wall_time_s=time.time() - t0, stopped_early=stopped_early)
+                     wall_time_s=time.time() - t0, stopped_early=stopped_early, restarted=restarted)

@@ -106,25 +106,36 @@ def run_metadata(*, profile=None, seeds=None, data_dir=None, argv=None, extra=No
 
 
 class RunRecorder:
-    """Collects :func:`run_metadata` at the start; :meth:`finish` adds wall time and writes ``run.json``."""
+    """Collects :func:`run_metadata` at the start; :meth:`finish` adds wall time and writes ``run.json``.
 
-    def __init__(self, out_dir, **kwargs):
+    ``previous`` lists the processes of earlier, resumed attempts of the same run (each with its command, commit,
+    start and wall time): the snapshot's ``wall_time_s`` is the sum over all of them and this one, and
+    ``processes`` names every commit that contributed."""
+
+    def __init__(self, out_dir, previous: list[dict] | None = None, **kwargs):
         self.out_dir = Path(out_dir)
         self.t0 = time.time()
         self.meta = run_metadata(**kwargs)
+        self.previous = list(previous or [])
         self.wall_time_override: float | None = None  # set when re-reporting an earlier run
 
     @property
     def wall_time_s(self) -> float:
         if self.wall_time_override is not None:
             return self.wall_time_override
-        return round(time.time() - self.t0, 1)
+        return round(time.time() - self.t0 + sum(p.get("wall_time_s", 0.0) for p in self.previous), 1)
+
+    def process(self) -> dict:
+        return {k: self.meta.get(k) for k in ("command", "git_commit", "started")} | {
+            "wall_time_s": round(time.time() - self.t0, 1)}
 
     def snapshot(self) -> dict:
-        return {**self.meta, "wall_time_s": self.wall_time_s}
+        return {**self.meta, "wall_time_s": self.wall_time_s, "processes": self.previous + [self.process()]}
 
     def finish(self, **extra) -> dict:
         meta = {**self.snapshot(), **extra}
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        from .fit import atomic_write_text
+
+        atomic_write_text(self.out_dir / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
         return meta

@@ -5,6 +5,9 @@
 one worker, MirroredStrategy when more than one GPU is visible, else the default (one-device) strategy.
 Build models, optimizers and metrics inside ``strategy.scope()``; the batch size in configs is the *global*
 batch, which tf.distribute splits across replicas.
+
+On a machine without GPUs, ``MEDATTN_CPU_REPLICAS=N`` splits the CPU into N logical devices before TensorFlow
+starts and ``mirrored`` mirrors over them: the same code path as N GPUs, for tests and dry runs on a laptop.
 """
 
 from __future__ import annotations
@@ -61,6 +64,15 @@ def get_strategy(name: str = "auto", tpu: str | None = None):
     if resolved == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if resolved == "mirrored":
+        n_cpu = int(os.environ.get("MEDATTN_CPU_REPLICAS", "0") or 0)
+        if n_gpus == 0 and n_cpu > 1:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            try:
+                tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n_cpu)
+            except RuntimeError as e:
+                raise RuntimeError(f"MEDATTN_CPU_REPLICAS={n_cpu}: TensorFlow was initialised before the strategy "
+                                   f"was chosen ({e})") from e
+            return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n_cpu)])
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 

@@ -53,7 +53,7 @@ def test_bn_momentum_reaches_every_batchnorm_of_both_models():
 def test_profiles_are_runnable_shapes():
     mod = _script()
     for name, cfg in mod.PROFILES.items():
-        assert cfg.seg_size % 32 == 0 and cfg.cls_size % 32 == 0, name
+        assert cfg.stage("seg").image_size % 32 == 0 and cfg.stage("cls").image_size % 32 == 0, name
         assert cfg.crossfit_folds >= 2 and set(cfg.protocols) <= {"random", "grouped", "grouped_no_attention"}, name
     # the no-data default runs every protocol, so a newcomer sees the whole job
     assert set(mod.PROFILES["synthetic"].protocols) == {"random", "grouped", "grouped_no_attention"}

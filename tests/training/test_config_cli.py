@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from medattn.training import ExperimentConfig, load_config, parse_config, save_config
+from medattn.training import ExperimentConfig, Stage, load_config, parse_config, save_config
 from medattn.training.cli import default_data_dir
 
 
@@ -15,27 +15,66 @@ class DemoConfig(ExperimentConfig):
 
 
 PROFILES = {
-    "smoke": DemoConfig(profile="smoke", epochs=1),
-    "cpu": DemoConfig(profile="cpu", epochs=10, batch_size=32),
-    "paper": DemoConfig(profile="paper", epochs=50, weights="imagenet"),
+    "smoke": DemoConfig(profile="smoke", stages=(Stage("train", epochs=1),)),
+    "cpu": DemoConfig(profile="cpu", stages=(Stage("train", epochs=10, batch_size=32),)),
+    "paper": DemoConfig(profile="paper", stages=(Stage("train", epochs=50),), weights="imagenet"),
 }
+TWO = DemoConfig(profile="cpu", stages=(Stage("seg", epochs=5, image_size=128), Stage("cls", epochs=7)))
 
 
 def test_profile_and_flags_override(tmp_path):
     cfg, _ = parse_config(PROFILES, ["--profile", "smoke", "--epochs", "3", "--seeds", "0,1,2",
                                      "--set", "n_patches=25", "--set", "backbones=vgg16,vgg19",
                                      "--mixed-precision", "bf16", "--resume"])
-    assert cfg.profile == "smoke" and cfg.epochs == 3 and cfg.seeds == (0, 1, 2)
+    assert cfg.profile == "smoke" and cfg.stage("train").epochs == 3 and cfg.seeds == (0, 1, 2)
     assert cfg.n_patches == 25 and cfg.backbones == ("vgg16", "vgg19")
     assert cfg.mixed_precision == "bf16" and cfg.resume is True
     path = save_config(cfg, tmp_path / "config.json")
-    assert json.loads(path.read_text())["n_patches"] == 25
+    saved = json.loads(path.read_text())
+    assert saved["n_patches"] == 25 and saved["stages"]["train"]["epochs"] == 3
+    assert "epochs" not in saved and "learning_rate" not in saved  # only the stages' fields, which run
     assert load_config(DemoConfig, path) == cfg
+
+
+def test_shared_flags_set_every_stage_and_stage_fields_one():
+    profiles = {"cpu": TWO}
+    cfg, _ = parse_config(profiles, ["--epochs", "2", "--lr", "0.01", "--image-size", "96", "--set", "cls.epochs=9",
+                                     "--batch-size", "4"])
+    seg, cls = cfg.stage("seg"), cfg.stage("cls")
+    assert (seg.epochs, cls.epochs) == (2, 9)
+    assert seg.learning_rate == cls.learning_rate == 0.01 and seg.image_size == cls.image_size == 96
+    assert seg.batch_size == cls.batch_size == 4
+    # a per-stage value wins whichever order it comes in
+    cfg2, _ = parse_config(profiles, ["--set", "cls.epochs=9", "--epochs", "2"])
+    assert cfg2.stage("cls").epochs == 9 and cfg2.stage("seg").epochs == 2
+
+
+def test_stage_config_json_records_only_what_takes_effect(tmp_path):
+    sgd = DemoConfig(stages=(Stage("train", optimizer="sgd", schedule="constant"),))
+    d = sgd.to_dict()["stages"]["train"]
+    assert "momentum" in d and "cosine_alpha" not in d
+    d = DemoConfig().to_dict()["stages"]["train"]
+    assert "momentum" not in d and "cosine_alpha" in d
+
+
+def test_refused_flag_exits_2_naming_flag_and_script(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_config(PROFILES, ["--image-size", "96"], refused={"--image-size": "the ROIs fix the size"},
+                     prog="demo.py")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--image-size is not supported by demo.py: the ROIs fix the size" in err
+    with pytest.raises(SystemExit):
+        parse_config({"cpu": TWO}, ["--set", "nope.epochs=1"])
+    assert "no stage 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(PROFILES, ["--seeds", "-1"])
+    assert "non-negative" in capsys.readouterr().err
 
 
 def test_default_profile_is_cpu():
     cfg, _ = parse_config(PROFILES, [])
-    assert cfg.profile == "cpu" and cfg.batch_size == 32
+    assert cfg.profile == "cpu" and cfg.stage("train").batch_size == 32
 
 
 def test_bad_field_and_value_exit_with_message(capsys):
@@ -51,7 +90,9 @@ def test_config_validates():
     with pytest.raises(ValueError, match="mixed_precision"):
         DemoConfig(mixed_precision="fp8")
     with pytest.raises(ValueError, match="batch_size"):
-        DemoConfig(batch_size=0)
+        Stage(batch_size=0)
+    with pytest.raises(ValueError, match="unique"):
+        DemoConfig(stages=(Stage("a"), Stage("a")))
 
 
 def test_data_dir_from_environment(tmp_path):

@@ -1,0 +1,367 @@
+"""The one runner every reproduction script stands on.
+
+A script declares what is particular to its paper in a :class:`Reproduction`: its profiles, the paper's numbers,
+how to find and load its data, the list of runs (arm x seed), how to run one and how to report. :func:`main` owns
+everything else, the same way for every paper:
+
+* the shared command line and profile (:mod:`medattn.training.cli`); a flag the script cannot honour is refused
+  with exit code 2 and the reason (``Reproduction.refused``);
+* mixed precision, the tf.distribute strategy (models are built and compiled in ``ctx.scope()``; ``ctx.fit``
+  uses Keras' ``fit`` or the multi-worker loop), seeds (``--deterministic`` honoured);
+* run identity (script, profile, arm, seed, data manifest hash, configuration hash): checkpoints live under
+  ``<runs-dir>/<paper>-<profile>/<arm>_s<seed>/<stage>`` with an ``identity.json``; ``--resume`` continues only a
+  run of the same identity and refuses (exit 2, naming the field) otherwise; finished runs are rows of
+  ``runs.jsonl`` in the results folder, reused by ``--resume`` and by ``--report-only``;
+* results folders: ``results/<paper>/`` only for the profile whose results are committed
+  (``Reproduction.committed_profile``), ``<runs-dir>/<paper>-<profile>/results`` for the others; ``config.json``
+  written when training starts, tables after every run, ``run.json`` with the wall time summed over resumed
+  processes and the commit of each;
+* ``--dry-run``: the whole pipeline at the profile's model sizes on a handful of images (the script's
+  ``load_data`` takes ``ctx.dry_run``), one seed, one epoch of two steps per stage, tables marked DRY RUN;
+  ``--weights imagenet`` is checked before anything trains (Keras' cache or the network) and stops with what to
+  do, or, in a dry run, says so and builds with random weights;
+* user errors (missing data, bad flags, resume mismatch) exit 2 with one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .config import ExperimentConfig, Stage, config_hash, save_config
+from .fit import atomic_write_text
+
+__all__ = ["Reproduction", "RunSpec", "Context", "main", "UserError", "DataSource", "flat_rows"]
+
+
+class UserError(Exception):
+    """A problem the user can fix (data, flags, resume): reported as one line with exit code 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run of a reproduction: an arm (model, protocol, ...) and a seed."""
+
+    arm: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.arm)
+        return f"{safe}_s{self.seed}"
+
+
+@dataclasses.dataclass
+class DataSource:
+    """Where the data comes from: a folder, or generated (``synthetic``) data in a temporary folder."""
+
+    path: str | None
+    synthetic: bool = False
+    cleanup: Callable[[], None] | None = None
+
+
+@dataclasses.dataclass
+class Reproduction:
+    name: str
+    script: str  # the script's __file__: the repository root is its parent's parent
+    description: str
+    profiles: Mapping[str, ExperimentConfig]
+    paper: Mapping[str, Any]
+    load_data: Callable[["Context"], Any]
+    plan: Callable[[ExperimentConfig], list[RunSpec]]
+    run_one: Callable[["Context", RunSpec, Any], dict]
+    report: Callable[["Context", list[dict], bool], None]
+    dataset: str | None = None  # sub-folder of $MEDATTN_DATA_DIR
+    committed_profile: str = "cpu"
+    default_profile: str = "cpu"
+    profile_without_data: str | None = None  # the default profile when no data is given (e.g. a synthetic demo)
+    refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    backbones: Callable[[ExperimentConfig], list[str]] = lambda cfg: []  # what --weights imagenet must find
+    no_data: str = "no data: pass --data-dir or set MEDATTN_DATA_DIR"
+    # (cfg) -> (cfg, DataSource): where the data is when none was given (e.g. generated phantoms); None: refuse
+    resolve_data: Callable[[ExperimentConfig], tuple[ExperimentConfig, DataSource]] | None = None
+    dry_run_overrides: Callable[[ExperimentConfig], Mapping[str, Any]] | None = None
+
+
+class Context:
+    """What a script's ``load_data``, ``run_one`` and ``report`` get: the config and the runner's services."""
+
+    def __init__(self, repro: Reproduction, cfg: ExperimentConfig, *, out: Path, root: Path, strategy, recorder,
+                 data: DataSource, data_sha: str | None):
+        self.repro, self.cfg, self.out, self.root = repro, cfg, out, root
+        self.strategy, self.recorder, self.data = strategy, recorder, data
+        self.data_sha = data_sha
+        self.dry_run = cfg.dry_run
+        self.synthetic = data.synthetic
+        self.skipped: list[str] = []  # files a loader skipped, named in the tables' footnotes
+
+    # labels ---------------------------------------------------------------------------------------------------
+    @property
+    def mark(self) -> str:
+        """`` (SYNTHETIC)`` / `` (DRY RUN)`` to append to every title and source name."""
+        return "".join(f" ({m})" for m, on in (("SYNTHETIC", self.synthetic), ("DRY RUN", self.dry_run)) if on)
+
+    def log(self, msg: str) -> None:
+        if self.cfg.verbose or msg.startswith("!"):
+            print(f"[{self.repro.name}] {msg}", flush=True)
+
+    # seeds, strategy, models ----------------------------------------------------------------------------------
+    def seed(self, seed: int) -> None:
+        from .seed import set_seed
+
+        set_seed(seed, self.cfg.deterministic)
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def build(self, builder: Callable[[], Any], stage: Stage, n_examples: int, loss, metrics=()):
+        """``builder()`` and compile with the stage's optimizer, inside the strategy's scope."""
+        with self.scope():
+            model = builder()
+            model.compile(optimizer=stage.make_optimizer(n_examples), loss=loss, metrics=list(metrics))
+        return model
+
+    # checkpoints and fit --------------------------------------------------------------------------------------
+    def identity(self, spec: RunSpec) -> dict:
+        return {"script": self.repro.name, "profile": self.cfg.profile, "arm": spec.arm, "seed": spec.seed,
+                "data_sha256": self.data_sha, "config_sha256": config_hash(self.cfg)}
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.root / spec.key
+
+    def prepare_run_dir(self, spec: RunSpec) -> Path:
+        """The run's checkpoint folder, checked against (or stamped with) the run's identity."""
+        d = self.run_dir(spec)
+        ident = self.identity(spec)
+        path = d / "identity.json"
+        if d.exists() and self.cfg.resume and path.exists():
+            stored = json.loads(path.read_text())
+            diff = [k for k in ident if stored.get(k) != ident[k]]
+            if diff:
+                raise UserError(f"--resume: the checkpoints in {d} belong to another run ({diff[0]}: "
+                                f"{stored.get(diff[0])!r} there, {ident[diff[0]]!r} now); drop --resume to start "
+                                f"over or pass --runs-dir to keep both")
+        elif d.exists() and not self.cfg.resume:
+            shutil.rmtree(d)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(ident, indent=1) + "\n")
+        return d
+
+    def fit(self, model, data, stage: Stage, ckpt: Path, *, label: str, **kwargs):
+        """:func:`medattn.training.fit` with the stage's epochs, batch and patience, the strategy, resume,
+        TensorBoard and progress settings; a dry run trains one epoch of two steps."""
+        from .fit import fit
+
+        epochs = 1 if self.dry_run else stage.epochs
+        steps = 2 if self.dry_run else kwargs.pop("steps_per_epoch", None)
+        kwargs.pop("steps_per_epoch", None)
+        return fit(model, data, epochs=epochs, ckpt_dir=ckpt, resume=self.cfg.resume, patience=stage.patience,
+                   verbose=self.cfg.verbose, strategy=self.strategy, batch_size=stage.batch_size,
+                   tensorboard=self.cfg.tensorboard, label=f"{self.repro.name} {label}", steps_per_epoch=steps,
+                   **kwargs)
+
+    def predict(self, model, x, batch_size: int = 32):
+        from .custom_loop import predict
+
+        return predict(model, x, batch_size)
+
+    @property
+    def meta(self) -> dict:
+        """Provenance for every table: the recorder's snapshot plus what marks these numbers."""
+        m = {**self.recorder.snapshot(), "synthetic": self.synthetic, "dry_run": self.dry_run}
+        if self.skipped:
+            m["skipped_files"] = list(self.skipped)
+        return m
+
+
+def _repo_root(script: str) -> Path:
+    return Path(script).resolve().parents[1]
+
+
+def _rows(path: Path) -> list[dict]:
+    """Finished runs; rows written before runs had an ``arm`` name it from their ``model`` / ``protocol``."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r if "arm" in r else {"arm": r.get("model", r.get("protocol")), **r} for r in rows]
+
+
+def flat_rows(rows: list[dict]) -> list[dict]:
+    """Rows for a CSV table: lists as JSON text, the identity dict left out (it is in ``runs.jsonl``)."""
+    return [{k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in r.items() if k != "identity"}
+            for r in rows]
+
+
+def _append_row(path: Path, row: dict) -> None:
+    """Append one JSON line atomically (the whole file is rewritten through a temporary file)."""
+    text = path.read_text() if path.exists() else ""
+    atomic_write_text(path, text + json.dumps(row, allow_nan=False, default=str) + "\n")
+
+
+def _strict(row: dict) -> dict:
+    """NaN and infinities become None, so every JSON file we write is strict JSON."""
+    import math
+
+    def fix(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [fix(x) for x in v]
+        return v
+
+    return fix(row)
+
+
+def main(repro: Reproduction, argv=None) -> int:
+    """Run ``repro`` from the command line ``argv``; returns the exit code."""
+    try:
+        return _main(repro, argv)
+    except UserError as e:
+        print(f"{Path(repro.script).name}: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(repro: Reproduction, argv) -> int:
+    from ..datasets.core import DatasetError
+    from .cli import build_parser, default_data_dir, parse_config
+    from .records import RunRecorder, dataset_fingerprint
+    from .strategy import get_strategy, set_mixed_precision
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = Path(repro.script).name
+    has_data = any(a == "--data-dir" or a.startswith("--data-dir=") for a in argv) or bool(
+        repro.dataset and default_data_dir(repro.dataset))
+    default = repro.default_profile if has_data or not repro.profile_without_data else repro.profile_without_data
+    parser = build_parser(repro.description, tuple(repro.profiles), default_profile=default, prog=prog)
+    cfg, _ = parse_config(repro.profiles, argv, dataset=repro.dataset, refused=repro.refused, parser=parser)
+    # where the data is
+    if cfg.data_dir is None and repro.resolve_data is None:
+        raise UserError(repro.no_data)
+    if repro.resolve_data is not None:
+        cfg, source = repro.resolve_data(cfg)
+    else:
+        source = DataSource(cfg.data_dir)
+    if source.path is not None and not Path(source.path).exists():
+        raise UserError(f"--data-dir {source.path}: no such folder")
+    if cfg.dry_run:
+        cfg = dataclasses.replace(cfg, resume=False, seeds=cfg.seeds[:1],
+                                  **dict(repro.dry_run_overrides(cfg) if repro.dry_run_overrides else {}))
+    # weights
+    weights_note = None
+    if cfg.weights == "imagenet":
+        from ..backbones import imagenet_weights_status
+
+        problems = imagenet_weights_status(repro.backbones(cfg))
+        if problems and not cfg.dry_run:
+            raise UserError("--weights imagenet cannot be loaded here: " + "; ".join(problems))
+        if problems:
+            weights_note = problems
+            print(f"[{repro.name}] DRY RUN: --weights imagenet would stop a real run here: " + "; ".join(problems)
+                  + ". The dry run goes on with random weights.", flush=True)
+            cfg = dataclasses.replace(cfg, weights="none")
+    elif cfg.weights not in ("none", "imagenet") and not Path(cfg.weights).is_file():
+        raise UserError(f"--weights {cfg.weights}: no such file (give none, imagenet or a weights file)")
+    # folders
+    repo = _repo_root(repro.script)
+    runs_dir = Path(cfg.runs_dir).resolve() if cfg.runs_dir else repo / "runs"
+    tag = f"{repro.name}-{'synthetic' if source.synthetic and cfg.profile != 'smoke' else cfg.profile}" + \
+        ("-dryrun" if cfg.dry_run else "")
+    root = runs_dir / tag
+    committed = cfg.profile == repro.committed_profile and not cfg.dry_run and not source.synthetic
+    out = Path(cfg.out).resolve() if cfg.out else (repo / "results" / repro.name if committed else root / "results")
+    # the strategy comes first: splitting the CPU into logical devices must happen before TensorFlow starts
+    strategy = get_strategy(cfg.strategy)
+    from .custom_loop import worker_index
+
+    chief = worker_index(strategy) == 0
+    if not chief:  # other workers compute the same thing; only the chief writes results
+        out = Path(tempfile.mkdtemp(prefix=f"{repro.name}-worker-"))
+    set_mixed_precision(cfg.mixed_precision)
+    fp = dataset_fingerprint(source.path) if not source.synthetic else None
+    data_sha = fp["sha256"] if fp else ("synthetic" if source.synthetic else None)
+    rows_path = out / "runs.jsonl"
+    previous = []
+    if (cfg.resume or cfg.report_only) and (out / "run.json").exists():
+        prev = json.loads((out / "run.json").read_text())
+        previous = prev.get("processes") or [{k: prev.get(k) for k in ("command", "git_commit", "started",
+                                                                        "wall_time_s")}]
+    recorder = RunRecorder(out, previous=previous, profile=cfg.profile, seeds=cfg.seeds,
+                           data_dir=None if source.synthetic else source.path, argv=[f"reproductions/{prog}"] + argv,
+                           extra={"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync})
+    ctx = Context(repro, cfg, out=out, root=root, strategy=strategy, recorder=recorder, data=source,
+                  data_sha=data_sha)
+    try:
+        return _run(repro, cfg, ctx, rows_path, weights_note, DatasetError)
+    finally:
+        if source.cleanup:
+            source.cleanup()
+
+
+def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) -> int:
+    out = ctx.out
+    if cfg.report_only:
+        rows = _rows(rows_path)
+        if not rows:
+            raise UserError(f"--report-only needs finished runs in {rows_path}")
+        ctx.recorder.meta["report_command"] = ctx.recorder.meta["command"]
+        prev = ctx.recorder.previous
+        if prev:  # provenance stays that of the training processes
+            ctx.recorder.meta.update({k: prev[-1].get(k) for k in ("command", "git_commit", "started")})
+            ctx.recorder.wall_time_override = round(sum(p.get("wall_time_s") or 0 for p in prev), 1)
+            ctx.recorder.process = lambda: None  # this process trained nothing
+            ctx.recorder.snapshot = lambda: {**ctx.recorder.meta, "wall_time_s": ctx.recorder.wall_time_s,
+                                             "processes": prev}
+        repro.report(ctx, rows, True)
+        ctx.recorder.finish(n_runs=len(rows))
+        return 0
+    try:
+        data = repro.load_data(ctx)
+    except DatasetError as e:
+        raise UserError(str(e)) from None
+    plan = repro.plan(cfg)
+    done = {}
+    if cfg.resume:
+        for r in _rows(rows_path):
+            done[(r["arm"], r["seed"])] = r
+    elif rows_path.exists():
+        rows_path.unlink()
+    for sub in ("predictions", "plots"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.json", extra={"synthetic": ctx.synthetic, "data_dir": ctx.data.path if not
+                                                 ctx.synthetic else None,
+                                                 **({"weights_unavailable": weights_note} if weights_note else {})})
+    rows = []
+    for i, spec in enumerate(plan, 1):
+        ident = ctx.identity(spec)
+        prev = done.get((spec.arm, spec.seed))
+        if prev is not None:
+            diff = [k for k in ident if prev.get("identity", {}).get(k) != ident[k]]
+            if diff:
+                raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from another run "
+                                f"({diff[0]}: {prev.get('identity', {}).get(diff[0])!r} there, {ident[diff[0]]!r} "
+                                f"now); drop --resume to start over or pass --out to keep both")
+            rows.append(prev)
+            continue
+        ctx.log(f"run {i}/{len(plan)}: {spec.arm} seed {spec.seed} ({cfg.profile} profile{ctx.mark})")
+        ctx.prepare_run_dir(spec)
+        t0 = time.time()
+        row = repro.run_one(ctx, spec, data)
+        row = _strict({"arm": spec.arm, "seed": spec.seed, **row, "profile": cfg.profile,
+                       "wall_time_s": round(time.time() - t0, 1), "git_commit": ctx.recorder.meta["git_commit"],
+                       "synthetic": ctx.synthetic, "dry_run": ctx.dry_run, "identity": ident})
+        rows.append(row)
+        _append_row(rows_path, row)
+        repro.report(ctx, rows, False)  # tables after every run: an interrupted run keeps what it finished
+    repro.report(ctx, rows, True)
+    ctx.recorder.finish(n_runs=len(rows), synthetic=ctx.synthetic, dry_run=ctx.dry_run)
+    ctx.log(f"wrote {out} ({ctx.recorder.wall_time_s} s)")
+    return 0
+
