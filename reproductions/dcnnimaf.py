@@ -270,13 +270,13 @@ def _overlay_picks(y, dice, lesion, n=4):
 
 def load_data(ctx) -> dict:
     """BUSI records after the audit (unreadable files named and listed in the tables), with the audit's
-    near-duplicate groups; a dry run takes four images per class."""
+    near-duplicate groups; a dry run takes six images per class."""
     from medattn.datasets import busi_records, merge_groups
     from medattn.datasets.audit import audit_records
 
     recs = busi_records(ctx.data.path)
     if ctx.dry_run:
-        recs = [r for c in range(3) for r in [r for r in recs if r.label == c][:4]]
+        recs = [r for c in range(3) for r in [r for r in recs if r.label == c][:6]]
     audit = audit_records(recs, Path(ctx.data.path))
     if audit.get("corrupt"):
         ctx.skipped.extend(audit["corrupt"])
@@ -344,7 +344,9 @@ REPRODUCTION = Reproduction(
     name="dcnnimaf", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="busi",
     load_data=load_data, plan=plan, run_one=run_protocol, report=report, resolve_data=resolve_data,
     profile_without_data="synthetic", no_data=NO_DATA,
-    backbones=lambda cfg: [cfg.seg_backbone], dry_run_overrides=lambda cfg: {"n_boot": 20},
+    backbones=lambda cfg: [cfg.seg_backbone],
+    # a dry run trains two cross-fit folds (a third repeats the same code) on a handful of images
+    dry_run_overrides=lambda cfg: {"n_boot": 20, "crossfit_folds": 2},
 )
 
 

@@ -22,7 +22,8 @@ __all__ = ["comparison_rows", "write_table", "render_markdown", "to_jsonable", "
 
 
 def to_jsonable(x):
-    """NumPy scalars/arrays and Paths to plain JSON types; NaN stays NaN (JSON ``NaN``, Python reads it back)."""
+    """NumPy scalars/arrays and Paths to plain JSON types; NaN and infinities become None (JSON ``null``), so every
+    file we write is strict JSON that any parser reads."""
     if isinstance(x, dict):
         return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -30,7 +31,9 @@ def to_jsonable(x):
     if isinstance(x, np.ndarray):
         return to_jsonable(x.tolist())
     if isinstance(x, np.generic):
-        return x.item()
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
     if isinstance(x, Path):
         return str(x)
     return x
@@ -100,6 +103,10 @@ def _markdown_plain(rows: Sequence[Mapping], columns: Sequence[str] | None = Non
     return "\n".join(lines) + "\n"
 
 
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, (float, np.floating)) and math.isnan(x))
+
+
 def _markdown_comparison(rows: Sequence[Mapping]) -> str:
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     sources = list(dict.fromkeys(r["source"] for r in rows))
@@ -114,9 +121,9 @@ def _markdown_comparison(rows: Sequence[Mapping]) -> str:
                 cells.append("—")
                 continue
             txt = fmt(r["value"])
-            if not (math.isnan(r["ci_low"]) or math.isnan(r["ci_high"])):
+            if not (_missing(r["ci_low"]) or _missing(r["ci_high"])):
                 txt += f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
-            if not math.isnan(r["delta"]):
+            if not _missing(r["delta"]):
                 txt += f" (Δ {r['delta']:+.4f})"
             cells.append(txt)
         lines.append(f"| {m} | {fmt(paper[m])} | " + " | ".join(cells) + " |")
@@ -139,7 +146,7 @@ def render_markdown(table: Mapping) -> str:
     if meta:
         out.append("\n<details><summary>How this table was made</summary>\n")
         for k in ("command", "git_commit", "profile", "seeds", "data_dir", "data_manifest_sha256", "machine",
-                  "wall_time_s", "started", "synthetic"):
+                  "wall_time_s", "started", "synthetic", "dry_run", "strategy", "replicas"):
             if k in meta:
                 out.append(f"- {k}: `{meta[k]}`")
         out.append("\n</details>\n")
@@ -165,13 +172,16 @@ def write_table(
     rows = [to_jsonable(dict(r)) for r in rows]
     cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
     paths = {"csv": out / f"{name}.csv", "json": out / f"{name}.json", "md": out / f"{name}.md"}
-    with open(paths["csv"], "w", newline="") as f:
+    tmp = {k: p.with_name(f".{p.name}.tmp") for k, p in paths.items()}  # written whole, then renamed
+    with open(tmp["csv"], "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({c: (json.dumps(r[c]) if isinstance(r.get(c), (list, dict)) else r.get(c)) for c in cols})
     table = {"name": name, "title": title or name, "kind": kind, "columns": cols, "rows": rows,
              "meta": to_jsonable(dict(meta or {})), "description": description}
-    paths["json"].write_text(json.dumps(table, indent=2, allow_nan=True) + "\n")
-    paths["md"].write_text(render_markdown(table))
+    tmp["json"].write_text(json.dumps(table, indent=2, allow_nan=False) + "\n")
+    tmp["md"].write_text(render_markdown(table))
+    for k, p in paths.items():
+        tmp[k].replace(p)
     return paths

@@ -132,6 +132,8 @@ def predict(model, x, batch_size: int = 32) -> np.ndarray:
     """``model.predict`` that also works under a multi-worker strategy (every worker predicts all of ``x``)."""
     import tensorflow as tf
 
+    if hasattr(x, "shape") and x.shape[0] == 0:  # Keras' predict fails on an empty array
+        return np.zeros((0, *model.output_shape[1:]), dtype="float32")
     if not needs_custom_loop(tf.distribute.get_strategy()) and not _built_under_multiworker(model):
         return model.predict(x, batch_size=batch_size, verbose=0)
     fwd = _forward(model)

@@ -189,6 +189,8 @@ def _rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # strict JSON stores NaN as null; the tables' code computes with NaN
+    rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in rows]
     return [r if "arm" in r else {"arm": r.get("model", r.get("protocol")), **r} for r in rows]
 
 
@@ -200,24 +202,10 @@ def flat_rows(rows: list[dict]) -> list[dict]:
 
 def _append_row(path: Path, row: dict) -> None:
     """Append one JSON line atomically (the whole file is rewritten through a temporary file)."""
+    from ..evaluation.tables import to_jsonable
+
     text = path.read_text() if path.exists() else ""
-    atomic_write_text(path, text + json.dumps(row, allow_nan=False, default=str) + "\n")
-
-
-def _strict(row: dict) -> dict:
-    """NaN and infinities become None, so every JSON file we write is strict JSON."""
-    import math
-
-    def fix(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: fix(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [fix(x) for x in v]
-        return v
-
-    return fix(row)
+    atomic_write_text(path, text + json.dumps(to_jsonable(row), allow_nan=False) + "\n")
 
 
 def main(repro: Reproduction, argv=None) -> int:
@@ -354,9 +342,9 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         ctx.prepare_run_dir(spec)
         t0 = time.time()
         row = repro.run_one(ctx, spec, data)
-        row = _strict({"arm": spec.arm, "seed": spec.seed, **row, "profile": cfg.profile,
-                       "wall_time_s": round(time.time() - t0, 1), "git_commit": ctx.recorder.meta["git_commit"],
-                       "synthetic": ctx.synthetic, "dry_run": ctx.dry_run, "identity": ident})
+        row = {"arm": spec.arm, "seed": spec.seed, **row, "profile": cfg.profile,
+               "wall_time_s": round(time.time() - t0, 1), "git_commit": ctx.recorder.meta["git_commit"],
+               "synthetic": ctx.synthetic, "dry_run": ctx.dry_run, "identity": ident}
         rows.append(row)
         _append_row(rows_path, row)
         repro.report(ctx, rows, False)  # tables after every run: an interrupted run keeps what it finished

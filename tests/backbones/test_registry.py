@@ -1,0 +1,77 @@
+"""The backbone registry: every backbone by name, its taps (sizes checked), its preprocessing, ResNet-34."""
+
+import numpy as np
+import pytest
+
+from medattn.backbones import (BACKBONES, get_backbone, imagenet_weights_status, preprocess_fn, preprocessing_for,
+                               resnet34)
+
+SIZE = 128
+VALID_PADDING = {"xception", "inceptionv3"}  # keras.applications' valid padding: a few pixels short
+
+
+@pytest.mark.parametrize("name", [n for n in BACKBONES if n not in ("efficientnetb1", "efficientnetb2",
+                                                                     "efficientnetb3")])
+def test_taps_have_the_size_and_channels_of_their_stride(name):
+    bb = get_backbone(name, (SIZE, SIZE, 3))
+    assert bb.taps and set(bb.taps) <= {"P1", "P2", "P3", "P4", "P5"}
+    for level, tap in bb.taps.items():
+        out = bb.feature(level)
+        assert tap.channels == out.shape[-1]
+        expected = SIZE // tap.stride
+        if name in VALID_PADDING or (name == "inceptionv3"):
+            assert expected - 4 <= out.shape[1] <= expected, (name, level, out.shape)
+        else:
+            assert out.shape[1] == expected, (name, level, out.shape)
+    assert bb.preprocessing == preprocessing_for(name, None)
+
+
+def test_preprocessing_follows_the_weights():
+    assert preprocessing_for("inceptionresnetv2", None) == "unit"
+    assert preprocessing_for("inceptionresnetv2", "imagenet") == "tf"  # [-1, 1], not [0, 1]
+    assert preprocessing_for("vgg16", "/some/copy/of/imagenet.h5") == "caffe"
+    assert preprocessing_for("densenet121", "imagenet") == "torch"
+    assert preprocessing_for("efficientnetb4", None) == "raw"  # it rescales inside the model
+    x = np.full((1, 2, 2, 3), 255.0, dtype="float32")
+    np.testing.assert_allclose(np.asarray(preprocess_fn("tf")(x)), 1.0)
+    np.testing.assert_allclose(np.asarray(preprocess_fn("unit")(x)), 1.0)
+    rgb = np.array([[[[10.0, 20.0, 30.0]]]], dtype="float32")
+    np.testing.assert_allclose(np.asarray(preprocess_fn("caffe")(rgb))[0, 0, 0],
+                               [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-5)
+    with pytest.raises(ValueError, match="'nope'"):
+        preprocess_fn("nope")
+
+
+def test_resnet34_counts_as_torchvision_and_loads_its_own_weights(tmp_path):
+    m = resnet34((224, 224, 3))
+    trainable = int(sum(np.prod(v.shape) for v in m.trainable_weights))
+    assert trainable == 21_284_672
+    assert m.output.shape[1:] == (7, 7, 512)
+    path = tmp_path / "r34.weights.h5"
+    m.save_weights(path)
+    bb = get_backbone("resnet34", (224, 224, 3), weights=str(path))
+    for a, b in zip(m.get_weights(), bb.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        get_backbone("resnet34", (224, 224, 3), weights="imagenet")
+
+
+def test_bad_names_options_and_paths():
+    with pytest.raises(ValueError, match="'resnet18'"):
+        get_backbone("resnet18")
+    with pytest.raises(ValueError, match="width"):
+        get_backbone("resnet50", (64, 64, 3), width=0.5)
+    with pytest.raises(ValueError, match="does not exist"):
+        get_backbone("vgg16", (64, 64, 3), weights="/no/such/file.h5")
+
+
+def test_imagenet_status_names_the_file_and_the_remedy(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    problems = imagenet_weights_status(["inceptionresnetv2", "resnet34"], probe_network=lambda: False)
+    text = " ".join(problems)
+    assert "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5" in text and "--weights PATH" in text
+    assert "resnet34: Keras has no ImageNet weights" in text
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"x")
+    assert imagenet_weights_status(["inceptionresnetv2"], probe_network=lambda: False) == []
+    assert imagenet_weights_status(["vgg16"], probe_network=lambda: True) == []  # downloadable

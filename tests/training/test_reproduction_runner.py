@@ -1,0 +1,186 @@
+"""The shared reproduction runner, on a toy paper: folders, identity, resume, report-only, dry run, refusals."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medattn.training import ExperimentConfig, Stage
+from medattn.training.reproduction import Reproduction, RunSpec, flat_rows
+from medattn.training.reproduction import main as run_main
+from tests.training._toy import toy_data, toy_dataset, toy_model
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig(ExperimentConfig):
+    name: str = "toy"
+    arms: tuple[str, ...] = ("a", "b")
+    dropout: float = 0.2
+
+
+PROFILES = {
+    "smoke": ToyConfig(profile="smoke", stages=(Stage("train", epochs=2, batch_size=8),), verbose=0),
+    "cpu": ToyConfig(profile="cpu", seeds=(0, 1), stages=(Stage("train", epochs=3, batch_size=8),), verbose=0),
+}
+CALLS = []
+
+
+def _load(ctx):
+    n = int((Path(ctx.data.path) / "n.txt").read_text())
+    return {"train": toy_data(n if not ctx.dry_run else 16), "val": toy_data(16, seed=1)}
+
+
+def _run_one(ctx, run, data):
+    stage = ctx.cfg.stage("train")
+    CALLS.append((run.arm, run.seed, ctx.dry_run))
+    ctx.seed(run.seed)
+    model = ctx.build(lambda: toy_model(ctx.cfg.dropout), stage, len(data["train"][0]),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = data["train"]
+    res = ctx.fit(model, lambda e: toy_dataset(x, y, stage.batch_size, run.seed, e), stage,
+                  ctx.run_dir(run) / "train", label=f"{run.arm} s{run.seed}", validation_data=data["val"],
+                  steps_per_epoch=None)
+    prob = ctx.predict(model, data["val"][0])
+    acc = float(np.mean(prob.argmax(1) == data["val"][1]))
+    return {"accuracy": acc, "epochs_trained": len(res["history"]), "nan_metric": float("nan")}
+
+
+def _report(ctx, rows, final):
+    from medattn.evaluation import write_table
+
+    write_table(ctx.out, "runs", flat_rows(rows), title=f"toy{ctx.mark}", meta=ctx.meta)
+
+
+def _repro(tmp_path, **kw):
+    script = tmp_path / "repo" / "reproductions" / "toy.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text("# toy\n")
+    (tmp_path / "repo" / "results").mkdir(exist_ok=True)
+    return Reproduction(name="toy", script=str(script), description="toy", profiles=PROFILES, paper={},
+                        load_data=_load, plan=lambda cfg: [RunSpec(a, s) for a in cfg.arms for s in cfg.seeds],
+                        run_one=_run_one, report=_report, backbones=lambda cfg: ["vgg16"], **kw)
+
+
+@pytest.fixture()
+def data(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "n.txt").write_text("32")
+    return d
+
+
+def test_folders_config_and_resume_reuse(tmp_path, data):
+    repro = _repro(tmp_path)
+    runs = tmp_path / "runs"
+    CALLS.clear()
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs)]) == 0
+    out = runs / "toy-smoke" / "results"  # not the committed results/ folder
+    assert not any((tmp_path / "repo" / "results").iterdir())
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["stages"]["train"]["epochs"] == 2 and "epochs" not in cfg
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert [r["arm"] for r in rows] == ["a", "b"] and rows[0]["epochs_trained"] == 2
+    assert rows[0]["nan_metric"] is None  # strict JSON, no bare NaN
+    json.loads((out / "runs.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    ident = json.loads((runs / "toy-smoke" / "a_s0" / "identity.json").read_text())
+    assert ident["arm"] == "a" and ident["seed"] == 0 and ident["data_sha256"]
+    assert (runs / "toy-smoke" / "a_s0" / "train" / "tensorboard").is_dir()
+    # --resume: finished runs are reused, nothing trains; wall time is summed over both processes
+    CALLS.clear()
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs),
+                            "--resume"]) == 0
+    assert CALLS == []
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["processes"]) == 2
+    assert run["wall_time_s"] == pytest.approx(sum(p["wall_time_s"] for p in run["processes"]), abs=0.2)
+    # the committed profile writes into results/<name>/
+    assert run_main(repro, ["--profile", "cpu", "--data-dir", str(data), "--runs-dir", str(runs),
+                            "--set", "arms=a", "--seeds", "0"]) == 0
+    assert (tmp_path / "repo" / "results" / "toy" / "runs.json").exists()
+
+
+def test_resume_refuses_another_identity(tmp_path, data, capsys):
+    repro = _repro(tmp_path)
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--set", "arms=a"]
+    assert run_main(repro, base) == 0
+    capsys.readouterr()
+    # other configuration
+    assert run_main(repro, base + ["--resume", "--set", "dropout=0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "config_sha256" in err and "another run" in err and "Traceback" not in err
+    # other data
+    (data / "n.txt").write_text("400")  # the fingerprint hashes names and sizes
+    assert run_main(repro, base + ["--resume"]) == 2
+    assert "data_sha256" in capsys.readouterr().err
+    # without --resume it starts over
+    CALLS.clear()
+    assert run_main(repro, base) == 0 and CALLS == [("a", 0, False)]
+
+
+def test_checkpoints_resume_by_identity_not_by_arm(tmp_path, data):
+    """A killed multi-seed run resumed: each seed continues its own checkpoint, never seed 0's."""
+    repro = _repro(tmp_path)
+    runs = tmp_path / "runs"
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set",
+                            "arms=a", "--seeds", "0,1"]) == 0
+    s0 = json.loads((runs / "toy-smoke" / "a_s0" / "train" / "log.json").read_text())
+    s1 = json.loads((runs / "toy-smoke" / "a_s1" / "train" / "log.json").read_text())
+    assert s0[-1]["val_loss"] != s1[-1]["val_loss"]
+
+
+def test_report_only_keeps_training_provenance(tmp_path, data):
+    repro = _repro(tmp_path)
+    runs = tmp_path / "runs"
+    args = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set", "arms=a"]
+    assert run_main(repro, args) == 0
+    out = runs / "toy-smoke" / "results"
+    before = json.loads((out / "run.json").read_text())
+    CALLS.clear()
+    assert run_main(repro, args + ["--report-only"]) == 0
+    assert CALLS == []
+    after = json.loads((out / "run.json").read_text())
+    assert after["command"] == before["command"] and "--report-only" in after["report_command"]
+    assert after["wall_time_s"] == before["wall_time_s"]
+
+
+def test_dry_run_marks_everything_and_trains_two_steps(tmp_path, data, monkeypatch, capsys):
+    import medattn.backbones.registry as registry
+
+    monkeypatch.setattr(registry, "_network_reachable", lambda: False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    repro = _repro(tmp_path)
+    runs = tmp_path / "runs"
+    CALLS.clear()
+    assert run_main(repro, ["--profile", "cpu", "--dry-run", "--weights", "imagenet", "--data-dir", str(data),
+                            "--runs-dir", str(runs)]) == 0
+    assert CALLS == [("a", 0, True), ("b", 0, True)]  # one seed
+    assert "would stop a real run" in capsys.readouterr().out
+    out = runs / "toy-cpu-dryrun" / "results"
+    table = json.loads((out / "runs.json").read_text())
+    assert "DRY RUN" in table["title"] and table["meta"]["dry_run"] is True
+    log = json.loads((runs / "toy-cpu-dryrun" / "a_s0" / "train" / "log.json").read_text())
+    assert len(log) == 1  # one epoch of two steps
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["dry_run"] is True and cfg["weights"] == "none" and cfg["weights_unavailable"]
+    # a real run with unavailable ImageNet weights stops before training, in one line
+    CALLS.clear()
+    assert run_main(repro, ["--profile", "smoke", "--weights", "imagenet", "--data-dir", str(data),
+                            "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert CALLS == [] and "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in err and "--weights PATH" in err
+
+
+def test_user_errors_exit_2_in_one_line(tmp_path, data, capsys):
+    repro = _repro(tmp_path, refused={"--image-size": "toy inputs have no size"})
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--image-size", "32"])
+    assert e.value.code == 2
+    assert "--image-size is not supported by toy.py: toy inputs have no size" in capsys.readouterr().err
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--weights", str(tmp_path / "w.h5")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert run_main(repro, ["--profile", "smoke", "--runs-dir", str(tmp_path / "r")]) == 2
+    assert "no data" in capsys.readouterr().err
