@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from medattn.backbones import (BACKBONES, get_backbone, imagenet_weights_status, preprocess_fn, preprocessing_for,
-                               resnet34)
+from medattn.backbones import (
+    BACKBONES,
+    get_backbone,
+    imagenet_weights_status,
+    preprocess_fn,
+    preprocessing_for,
+    resnet34,
+)
 
 SIZE = 128
 VALID_PADDING = {"xception", "inceptionv3"}  # keras.applications' valid padding: a few pixels short
