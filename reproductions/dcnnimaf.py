@@ -322,6 +322,18 @@ NO_DATA = ("no BUSI data found (--data-dir or MEDATTN_DATA_DIR). Download Datase
            "Data in Brief 2020) and pass --data-dir PATH/busi, or run without --profile for the SYNTHETIC phantom demo")
 
 
+def _check(cfg) -> None:
+    seg = cfg.stage("seg").image_size
+    if seg % 32:
+        raise UserError(f"seg.image_size {seg}: the LinkNet encoder halves the size five times, so it must be a "
+                        f"multiple of 32")
+    bad = [p for p in cfg.protocols if p not in ("random", "grouped", "grouped_no_attention")]
+    if bad:
+        raise UserError(f"protocols must be random, grouped or grouped_no_attention, got {bad[0]!r}")
+    if cfg.crossfit_folds < 2:
+        raise UserError(f"crossfit_folds must be >= 2, got {cfg.crossfit_folds}")
+
+
 def resolve_data(cfg):
     """BUSI from --data-dir; without it, generated phantoms for the synthetic and smoke profiles and dry runs."""
     if cfg.data_dir is not None and not cfg.synthetic:
@@ -343,7 +355,7 @@ def resolve_data(cfg):
 REPRODUCTION = Reproduction(
     name="dcnnimaf", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="busi",
     load_data=load_data, plan=plan, run_one=run_protocol, report=report, resolve_data=resolve_data,
-    profile_without_data="synthetic", no_data=NO_DATA,
+    profile_without_data="synthetic", no_data=NO_DATA, check=_check,
     backbones=lambda cfg: [cfg.seg_backbone],
     # a dry run trains two cross-fit folds (a third repeats the same code) on a handful of images
     dry_run_overrides=lambda cfg: {"n_boot": 20, "crossfit_folds": 2},

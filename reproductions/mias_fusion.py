@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medattn.training import ExperimentConfig, Stage  # noqa: E402
-from medattn.training.reproduction import Reproduction, RunSpec, flat_rows  # noqa: E402
+from medattn.training.reproduction import Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
 from medattn.training.reproduction import main as run_reproduction  # noqa: E402
 
 PAPER = {  # Table values of the paper (test set, 64 ROIs, majority vote); tumour is the positive class
@@ -198,7 +198,7 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
         lambda t, s: roc_auc_score(t, s) if len(set(t)) > 1 else float("nan"), yte, roi_score, n_boot=cfg.n_boot,
         seed=seed)
     np.savez(ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{seed}.npz", y_true=yte, roi_pred=roi_pred,
-             roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx)
+             roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx, names=np.array(data["test_names"]))
     return row
 
 
@@ -276,7 +276,9 @@ def load_data(ctx) -> dict:
     if ctx.dry_run:
         recs = [r for s in ("train", "val", "test") for c in (0, 1)
                 for r in [r for r in recs if r.split == s and r.label == c][:2]]
-    return {s: load_rois([r for r in recs if r.split == s]) for s in ("train", "val", "test")}
+    data = {s: load_rois([r for r in recs if r.split == s]) for s in ("train", "val", "test")}
+    data["test_names"] = [r.name for r in recs if r.split == "test"]
+    return data
 
 
 def plan(cfg: MiasConfig) -> list[RunSpec]:
@@ -313,6 +315,15 @@ def write_results(ctx, rows, final: bool):
         print((out / "comparison.md").read_text())
 
 
+def _check(cfg: MiasConfig) -> None:
+    size = cfg.stage("train").image_size
+    if not 32 <= size <= 120:
+        raise UserError(f"--image-size {size}: the patch size must lie between 32 and the ROIs' 120 pixels")
+    bad = [m for m in cfg.models if m.count(":") != 1]
+    if bad:
+        raise UserError(f"models must be BACKBONE:VARIANT entries, got {bad[0]!r}")
+
+
 def _backbones(cfg: MiasConfig) -> list[str]:
     return [m.split(":")[0] for m in cfg.models]
 
@@ -322,7 +333,7 @@ REPRODUCTION = Reproduction(
     load_data=load_data, plan=plan, run_one=train_and_evaluate, report=write_results, backbones=_backbones,
     no_data="no data. Download the MIAS ROIs released with the paper's code (MIAS_ROIs.zip, see README 'Data'), "
             "then run with --data-dir PATH/mias_rois or set MEDATTN_DATA_DIR.",
-    dry_run_overrides=lambda cfg: {"n_boot": 20},
+    dry_run_overrides=lambda cfg: {"n_boot": 20}, check=_check,
 )
 
 

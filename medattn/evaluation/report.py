@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from .tables import render_markdown
+from .tables import render_markdown, to_jsonable
 
 
 def regenerate(root) -> list[Path]:
@@ -24,6 +24,10 @@ def regenerate(root) -> list[Path]:
             raise ValueError(f"{path}: not valid JSON ({e})") from e
         if not isinstance(table, dict) or "rows" not in table or "kind" not in table:
             continue
+        strict = to_jsonable(table)
+        if strict != table or "NaN" in path.read_text():  # older files held bare NaN: rewrite as strict JSON
+            path.write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
+            table = strict
         md = path.with_suffix(".md")
         md.write_text(render_markdown(table))
         written.append(md)

@@ -23,7 +23,16 @@ def unit_interval(name: str, value, closed_right: bool = False) -> float:
 
 
 def feature_map_shape(layer_name: str, shape, need_spatial: bool = False) -> tuple:
-    """A rank-4 channels-last shape with a known channel count (and known H, W if ``need_spatial``)."""
+    """A rank-4 channels-last shape with a known channel count (and known H, W if ``need_spatial``).
+
+    The layers compute on channels-last maps; under ``keras.config.image_data_format() == "channels_first"`` they
+    would gate the wrong axis, so they refuse to build instead."""
+    import keras
+
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(f"{layer_name} supports channels_last feature maps only, but keras.config."
+                         f"image_data_format() is {keras.config.image_data_format()!r}; transpose the map or set "
+                         f"keras.config.set_image_data_format('channels_last')")
     shape = tuple(shape)
     if len(shape) != 4:
         raise ValueError(f"{layer_name} expects a 4-D feature map (batch, height, width, channels), got shape {shape}")

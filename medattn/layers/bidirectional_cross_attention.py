@@ -25,7 +25,9 @@ class BidirectionalCrossAttention(layers.Layer):
             GAP(B'))`` of shape ``(batch, 2d)`` (works for any sizes).
         epsilon: LayerNorm epsilon (default 1e-6).
 
-    Inputs: a list ``[a (batch, Ha, Wa, Ca), b (batch, Hb, Wb, Cb)]`` with known sizes.
+    Inputs: a list ``[a (batch, Ha, Wa, Ca), b (batch, Hb, Wb, Cb)]``. Nothing depends on the token counts (no
+    positional weights), so the layer runs on any spatial sizes, including ``None`` ones, and sizes at call time may
+    differ from those at build time; ``"concat"`` needs equal sizes of the two maps.
 
     Example:
         >>> a, b = keras.Input((7, 7, 1792)), keras.Input((7, 7, 512))
@@ -58,27 +60,30 @@ class BidirectionalCrossAttention(layers.Layer):
                 input_shape[0], (list, tuple)):
             raise ValueError(f"{self.__class__.__name__} expects a list of two feature maps, got {input_shape}")
         name = self.__class__.__name__
-        return (feature_map_shape(name, input_shape[0], need_spatial=True),
-                feature_map_shape(name, input_shape[1], need_spatial=True))
+        return feature_map_shape(name, input_shape[0]), feature_map_shape(name, input_shape[1])
 
     def build(self, input_shape):
         sa, sb = self._shapes(input_shape)
-        if self.output_mode == "concat" and sa[1:3] != sb[1:3]:
-            raise ValueError(f"output_mode='concat' needs equal spatial sizes, got {sa[1:3]} and {sb[1:3]}; "
-                             "use output_mode='both' or 'pooled'")
-        self._ha, self._hb = sa[1:3], sb[1:3]
+        self._check_concat(sa, sb)
         self.proj_a.build(sa)
         self.proj_b.build(sb)
-        na, nb = sa[1] * sa[2], sb[1] * sb[2]
+        na = sa[1] * sa[2] if None not in sa[1:3] else None
+        nb = sb[1] * sb[2] if None not in sb[1:3] else None
         self.attn_ab.build((None, na, self.dim), (None, nb, self.dim))
         self.attn_ba.build((None, nb, self.dim), (None, na, self.dim))
         self.norm_a.build((None, na, self.dim))
         self.norm_b.build((None, nb, self.dim))
         super().build(input_shape)
 
+    def _check_concat(self, sa, sb):
+        if self.output_mode == "concat" and None not in (*sa[1:3], *sb[1:3]) and tuple(sa[1:3]) != tuple(sb[1:3]):
+            raise ValueError(f"output_mode='concat' needs equal spatial sizes, got {tuple(sa[1:3])} and "
+                             f"{tuple(sb[1:3])}; use output_mode='both' or 'pooled'")
+
     def call(self, inputs, training=None):
         a, b = inputs
-        (ha, wa), (hb, wb) = self._ha, self._hb
+        self._check_concat(tuple(a.shape), tuple(b.shape))
+        (ha, wa), (hb, wb) = ops.shape(a)[1:3], ops.shape(b)[1:3]
         ta = ops.reshape(self.proj_a(a), (-1, ha * wa, self.dim))
         tb = ops.reshape(self.proj_b(b), (-1, hb * wb, self.dim))
         ra = self.norm_a(ta + self.attn_ab(ta, tb, tb, training=training))

@@ -105,7 +105,7 @@ class ExperimentConfig:
     dry_run: bool = False
     report_only: bool = False
     tensorboard: bool = True
-    verbose: int = 2
+    verbose: int = 1  # 0 quiet, 1 a line per epoch (and a bar on a terminal), 2 lines only
 
     def __post_init__(self):
         if not self.profile or not self.profile.replace("-", "_").isidentifier():

@@ -87,6 +87,7 @@ class Reproduction:
     # (cfg) -> (cfg, DataSource): where the data is when none was given (e.g. generated phantoms); None: refuse
     resolve_data: Callable[[ExperimentConfig], tuple[ExperimentConfig, DataSource]] | None = None
     dry_run_overrides: Callable[[ExperimentConfig], Mapping[str, Any]] | None = None
+    check: Callable[[ExperimentConfig], None] | None = None  # raises UserError for values the paper cannot run
 
 
 class Context:
@@ -242,6 +243,8 @@ def _main(repro: Reproduction, argv) -> int:
     if cfg.dry_run:
         cfg = dataclasses.replace(cfg, resume=False, seeds=cfg.seeds[:1],
                                   **dict(repro.dry_run_overrides(cfg) if repro.dry_run_overrides else {}))
+    if repro.check is not None:
+        repro.check(cfg)
     # weights
     weights_note = None
     if cfg.weights == "imagenet":

@@ -1,5 +1,6 @@
 """Every layer through the shared contract test, plus argument and shape errors."""
 
+import numpy as np
 import pytest
 
 from medattn import layers as L
@@ -74,9 +75,70 @@ def test_bad_input_shapes_raise():
         L.SelfAttention2D()(keras.Input((None, None, 8)))
     with pytest.raises(ValueError, match="equal spatial sizes"):
         L.BidirectionalCrossAttention(dim=8, num_heads=2)([keras.Input((4, 4, 8)), keras.Input((2, 2, 8))])
+    layer = L.BidirectionalCrossAttention(dim=8, num_heads=2)
+    layer([np.zeros((1, 4, 4, 8), "float32"), np.zeros((1, 4, 4, 8), "float32")])
+    with pytest.raises(ValueError, match="equal spatial sizes"):  # checked at call time too
+        layer([np.zeros((1, 4, 4, 8), "float32"), np.zeros((1, 2, 2, 8), "float32")])
     with pytest.raises(ValueError, match="list of two feature maps"):
         L.BidirectionalCrossAttention(dim=8, num_heads=2)(keras.Input((4, 4, 8)))
     with pytest.raises(ValueError, match="got 2 inputs but filters has 5"):
         L.CrossChannelFusion()([keras.Input((4, 4, 8)), keras.Input((2, 2, 8))])
     with pytest.raises(ValueError, match="smaller than its pool size"):
         L.CrossChannelFusion(filters=(4,), pool_sizes=(8,))([keras.Input((4, 4, 8))])
+
+
+def test_cross_attention_any_size_after_build_and_none_dims():
+    """Built on 4x4 maps and called on 8x8: tokens stay in the token axis (they used to spill into the batch)."""
+    import keras
+
+    for mode, shape in (("concat", (2, 8, 8, 16)), ("both", None), ("pooled", (2, 16))):
+        layer = L.BidirectionalCrossAttention(dim=8, num_heads=2, output_mode=mode)
+        layer([np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype("float32")] * 2)
+        out = layer([np.random.default_rng(1).normal(size=(2, 8, 8, 8)).astype("float32"),
+                     np.random.default_rng(2).normal(size=(2, 8, 8, 8)).astype("float32")])
+        if mode == "both":
+            assert out[0].shape == (2, 8, 8, 8) and out[1].shape == (2, 8, 8, 8)
+        else:
+            assert tuple(out.shape) == shape
+    a, b = keras.Input((None, None, 8)), keras.Input((None, None, 6))
+    pooled = L.BidirectionalCrossAttention(dim=8, num_heads=2, output_mode="pooled")([a, b])
+    model = keras.Model([a, b], pooled)
+    out = model([np.zeros((3, 5, 7, 8), "float32"), np.zeros((3, 2, 3, 6), "float32")])
+    assert tuple(out.shape) == (3, 16)
+
+
+def test_layers_refuse_channels_first():
+    import keras
+
+    old = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        for layer in (L.CBAM(reduction=2), L.SpatialChannelAttention(), L.ChannelAttention(reduction=2)):
+            with pytest.raises(ValueError, match="channels_last feature maps only"):
+                layer(np.zeros((1, 8, 4, 4), "float32"))
+    finally:
+        keras.config.set_image_data_format(old)
+
+
+def test_load_model_names_the_module_to_import(tmp_path):
+    import subprocess
+    import sys
+
+    import keras
+
+    import medattn
+
+    inp = keras.Input((8, 8, 16))
+    model = keras.Model(inp, L.CBAM(reduction=4)(inp))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    x = np.random.default_rng(0).normal(size=(1, 8, 8, 16)).astype("float32")
+    np.testing.assert_allclose(np.asarray(medattn.load_model(path)(x)), np.asarray(model(x)), rtol=1e-6)
+    from medattn.saving import required_modules
+
+    assert required_modules(path) == {"CBAM": "medattn.layers.cbam"}
+    # plain Keras in a fresh process fails with its generic error; medattn.saving would name the module
+    code = ("import keras, sys\ntry:\n    keras.saving.load_model(sys.argv[1])\nexcept Exception as e:\n"
+            "    print('failed', 'CBAM' in str(e))")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert "failed True" in r.stdout

@@ -1,0 +1,62 @@
+"""Load a saved ``.keras`` model that uses medattn's classes, with an error that says what is missing.
+
+``keras.saving.load_model`` knows a custom class only once the module that registers it has been imported; without
+that it fails with "Could not locate class ...". :func:`load_model` imports every medattn module that registers
+classes first, and when loading still fails it names the class and module the file asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+__all__ = ["load_model", "required_modules"]
+
+_REGISTERING = ("medattn.layers", "medattn.backbones", "medattn.evaluation.keras_metrics")
+
+
+def required_modules(path) -> dict[str, str]:
+    """``{class_name: module}`` of every non-Keras class that the saved model's config names."""
+    with zipfile.ZipFile(path) as z:
+        config = json.loads(z.read("config.json"))
+    found = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            module, cls = node.get("module"), node.get("class_name")
+            if isinstance(module, str) and isinstance(cls, str) and not module.startswith("keras"):
+                found[cls] = module
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(config)
+    return found
+
+
+def load_model(path, compile: bool = True, **kwargs):  # noqa: A002 - Keras' own argument name
+    """``keras.saving.load_model`` after importing medattn's registering modules; a clear error otherwise."""
+    import importlib
+
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    for mod in _REGISTERING:
+        importlib.import_module(mod)
+    try:
+        return keras.saving.load_model(path, compile=compile, **kwargs)
+    except (TypeError, ValueError) as e:
+        try:
+            needed = required_modules(path)
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError):
+            raise ValueError(f"{path}: not a readable .keras file ({e})") from e
+        missing = {c: m for c, m in needed.items() if f"'{c}'" in str(e)}
+        if missing:
+            lines = ", ".join(f"{c} (import {m})" for c, m in missing.items())
+            raise ValueError(f"{path}: cannot rebuild {lines}; import those modules before loading") from e
+        raise
