@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import DatasetError, Record, image_size, read_image
+from .core import DatasetError, Record, read_image
 
 __all__ = ["phash", "exact_hash", "hamming_pairs", "group_pairs", "audit_images", "audit_records", "main",
            "DEFAULT_THRESHOLD"]
@@ -172,7 +172,8 @@ def _progress(it, on, desc):
 
 
 def audit_records(records: Sequence[Record], root, threshold: int = DEFAULT_THRESHOLD, progress=False) -> dict:
-    """Decode records (corrupt files are reported, not raised) and audit them."""
+    """Decode every image and mask (corrupt files are reported, not raised: the audit reads on to the end) and
+    audit them. ``_records`` keeps the records whose image and masks all decode."""
     root = Path(root)
     imgs, names, labels, splits, corrupt, mism = [], [], [], [], [], []
     for r in _progress(records, progress, "decoding"):
@@ -182,12 +183,17 @@ def audit_records(records: Sequence[Record], root, threshold: int = DEFAULT_THRE
         except DatasetError as e:
             corrupt.append(f"{rel}: {e}")
             continue
-        for m in r.mask_paths:
+        mask_ok = True
+        for m in r.mask_paths:  # decoded in full: a truncated mask has a valid header
             try:
-                if image_size(m) != (im.shape[1], im.shape[0]):
-                    mism.append(f"{_rel(m, root)}: {image_size(m)} vs image {(im.shape[1], im.shape[0])}")
+                mshape = read_image(m).shape
+                if mshape[:2] != im.shape[:2]:
+                    mism.append(f"{_rel(m, root)}: {(mshape[1], mshape[0])} vs image {(im.shape[1], im.shape[0])}")
             except DatasetError as e:
                 corrupt.append(f"{_rel(m, root)}: {e}")
+                mask_ok = False
+        if not mask_ok:  # an image whose mask cannot be read cannot be used; it is listed under corrupt
+            continue
         imgs.append(im)
         names.append(rel)
         labels.append(r.label_name)

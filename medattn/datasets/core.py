@@ -78,7 +78,9 @@ def image_size(path) -> tuple[int, int]:
 
 def read_image(path, mode: str = "L") -> np.ndarray:
     """Decode an image fully into a uint8 array (``mode`` ``"L"`` grey or ``"RGB"``); greyscale and RGB files
-    are both accepted. DatasetError for unreadable, truncated or empty files."""
+    are both accepted. 16-bit and 32-bit greyscale files are scaled to 0-255 by their own range (min to max), not
+    clipped (PIL's conversion saturates everything above 255). DatasetError for unreadable, truncated or empty
+    files."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -89,6 +91,12 @@ def read_image(path, mode: str = "L") -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode.startswith("I") or im.mode == "F":
+                a = np.asarray(im, dtype=np.float64)
+                lo, hi = float(a.min()), float(a.max())
+                a = np.zeros_like(a) if hi == lo else (a - lo) * (255.0 / (hi - lo))
+                grey = np.round(a).astype(np.uint8)
+                return grey if mode == "L" else np.repeat(grey[..., None], 3, axis=-1)
             return np.asarray(im.convert(mode))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DatasetError(f"{path}: cannot decode image ({type(e).__name__}: {e}); the file may be truncated or "

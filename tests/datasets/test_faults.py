@@ -189,3 +189,36 @@ def test_25_medmnist_missing_key_and_length_mismatch(tmp_path):
 def test_26_wrong_dataset_folder(tmp_path):
     synth.make_mias(tmp_path)
     _expect(lambda: D.busi_records(tmp_path), r"BUSI: .* does not have the expected layout", "found \\['MIAS_ROIs'\\]")
+
+
+def test_16_bit_png_is_scaled_by_its_range_not_clipped(tmp_path):
+    from PIL import Image
+
+    from medattn.datasets import read_image
+
+    a = np.array([[1000, 2000], [3000, 65535]], dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "deep.png")
+    out = read_image(tmp_path / "deep.png")
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    assert 0 < out[0, 1] < out[1, 0] < 255  # order kept; PIL's conversion would give 255 everywhere
+    rgb = read_image(tmp_path / "deep.png", mode="RGB")
+    assert rgb.shape == (2, 2, 3) and (rgb[..., 0] == out).all()
+
+
+def test_audit_decodes_masks_names_a_truncated_one_and_reads_on(tmp_path):
+    from medattn.datasets import busi_records
+    from medattn.datasets.audit import audit_records
+    from medattn.datasets.phantom import make_phantom_busi
+
+    root = make_phantom_busi(tmp_path / "busi", counts=(4, 3, 3), seed=1)
+    base = root / "Dataset_BUSI_with_GT"
+    mask = base / "benign" / "benign (2)_mask.png"
+    mask.write_bytes(mask.read_bytes()[:200])  # the header survives, the pixels do not
+    img = base / "malignant" / "malignant (3).png"
+    img.write_bytes(img.read_bytes()[:200])
+    recs = busi_records(root)  # header checks only: both pass the loader...
+    rep = audit_records(recs, base)
+    text = " ".join(rep["corrupt"])
+    assert "benign (2)_mask.png" in text and "malignant (3).png" in text  # ...and both are named, in one pass
+    kept = {r.name for r in rep["_records"]}
+    assert "benign (2).png" not in kept and "malignant (3).png" not in kept and len(kept) == 8
