@@ -333,6 +333,10 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
     for i, spec in enumerate(plan, 1):
         ident = ctx.identity(spec)
         prev = done.get((spec.arm, spec.seed))
+        if prev is not None and not isinstance(prev.get("identity"), dict):
+            raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from before runs had an "
+                            f"identity, so it cannot be checked against this run; --report-only rebuilds its "
+                            f"tables, or drop --resume (or pass --out) to train anew")
         if prev is not None:
             diff = [k for k in ident if prev.get("identity", {}).get(k) != ident[k]]
             if diff:

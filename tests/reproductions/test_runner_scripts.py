@@ -135,6 +135,10 @@ def test_user_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and "non-negative" in r.stderr
     r = _run([SCRIPTS / "mias_fusion.py", "--data-dir", tmp_path / "missing"], tmp_path, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no such folder" in r.stderr
+    (tmp_path / "wrong").mkdir()
+    r = _run([SCRIPTS / "mias_fusion.py", "--data-dir", tmp_path / "wrong", "--runs-dir", tmp_path / "r"], tmp_path,
+             timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "expected layout" in r.stderr
 
 
 @pytest.mark.slow

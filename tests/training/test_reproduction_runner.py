@@ -184,3 +184,28 @@ def test_user_errors_exit_2_in_one_line(tmp_path, data, capsys):
     assert "no such file" in capsys.readouterr().err
     assert run_main(repro, ["--profile", "smoke", "--runs-dir", str(tmp_path / "r")]) == 2
     assert "no data" in capsys.readouterr().err
+    assert not list((tmp_path / "r").rglob("config.json"))  # nothing ran, nothing written
+
+
+def test_default_runs_dir_is_beside_results_whatever_the_current_directory(tmp_path, data, monkeypatch):
+    repro = _repro(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--set", "arms=a"]) == 0
+    assert (tmp_path / "repo" / "runs" / "toy-smoke" / "a_s0" / "train" / "last.keras").exists()
+    assert not (elsewhere / "runs").exists()
+    monkeypatch.chdir(tmp_path)  # resuming from another directory finds the same run
+    CALLS.clear()
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--set", "arms=a", "--resume"]) == 0
+    assert CALLS == []
+
+
+def test_rows_without_identity_are_not_resumed(tmp_path, data, capsys):
+    repro = _repro(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.jsonl").write_text(json.dumps({"model": "a", "seed": 0, "accuracy": 0.5}) + "\n")
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--out", str(out), "--set", "arms=a",
+                            "--resume"]) == 2
+    assert "before runs had an identity" in capsys.readouterr().err
