@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,20 +153,20 @@ def _images(recs, size):
     return np.concatenate(xs), np.concatenate(ms), np.concatenate(ys)
 
 
-def _train_seg(ctx, recs, val_recs, attention, ckpt, seed, label):
-    from medattn.datasets.pipeline import image_dataset
+def _train_seg(ctx, train, val, attention, ckpt, seed, label):
+    """One segmenter on decoded arrays ``train = (images, masks)`` (decoded once per run, shared by every model)."""
+    from medattn.datasets.pipeline import array_dataset
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("seg")
     ctx.seed(seed)
     with ctx.scope():
-        model = _seg_model(cfg, attention, len(recs))
+        model = _seg_model(cfg, attention, len(train[0]))
     pre = _seg_preprocess(cfg)
     aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
-    data = lambda e: image_dataset(recs, stage.image_size, stage.batch_size, with_masks=True,  # noqa: E731
-                                   with_labels=False, shuffle=True, seed=seed, epoch=e, augment=aug, preprocess=pre)
-    val = image_dataset(val_recs, stage.image_size, stage.batch_size, with_masks=True, with_labels=False,
-                        preprocess=pre)
-    ctx.fit(model, data, stage, ckpt, label=label, validation_data=val, monitor="val_dice", mode="max")
+    data = lambda e: array_dataset(train[0], None, stage.batch_size, masks=train[1], shuffle=True,  # noqa: E731
+                                   seed=seed, epoch=e, augment=aug, preprocess=pre)
+    val_ds = array_dataset(val[0], None, stage.batch_size, masks=val[1], preprocess=pre)
+    ctx.fit(model, data, stage, ckpt, label=label, validation_data=val_ds, monitor="val_dice", mode="max")
     return model
 
 
@@ -184,7 +185,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
 
     cfg, name, seed = ctx.cfg, run.arm, run.seed
     recs, groups = data["recs"], data["own"] if run.arm == "random" else data["grouped"]
-    seg_stage, cls_stage = cfg.stage("seg"), cfg.stage("cls")
+    cls_stage = cfg.stage("cls")
     attention = not name.endswith("no_attention")
     labels = np.array([r.label for r in recs])
     split = holdout_split(labels, groups, (0.7, 0.1, 0.2), seed=seed)
@@ -192,7 +193,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     ckroot = ctx.run_dir(run)
     ctx.log(f"{name}: train {len(part['train'])}, val {len(part['val'])}, test {len(part['test'])} images; "
             f"segmenter ({'with' if attention else 'without'} attention)")
-    xs = {k: _images(v, seg_stage.image_size) for k, v in part.items()}
+    xs = {k: tuple(a[idx] for a in data["arrays"]) for k, idx in split.items()}  # decoded once in load_data
     pre = _seg_preprocess(cfg)
 
     def predict_masks(model, x):
@@ -202,11 +203,11 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     oof = np.zeros_like(xs["train"][1])
     tr_labels, tr_groups = labels[split["train"]], np.asarray(groups)[split["train"]]
     for f, fold in enumerate(kfold_split(tr_labels, tr_groups, cfg.crossfit_folds, seed=seed)):
-        fit_recs = [part["train"][i] for i in fold["train"]]
-        m = _train_seg(ctx, fit_recs, part["val"], attention, ckroot / f"seg_fold{f}", seed + f,
+        fit_part = tuple(a[fold["train"]] for a in xs["train"][:2])
+        m = _train_seg(ctx, fit_part, xs["val"][:2], attention, ckroot / f"seg_fold{f}", seed + f,
                        f"{name} s{seed} seg fold {f + 1}/{cfg.crossfit_folds}")
         oof[fold["test"]] = predict_masks(m, xs["train"][0][fold["test"]])
-    seg = _train_seg(ctx, part["train"], part["val"], attention, ckroot / "seg_final", seed, f"{name} s{seed} seg")
+    seg = _train_seg(ctx, xs["train"][:2], xs["val"][:2], attention, ckroot / "seg_final", seed, f"{name} s{seed} seg")
     pred = {"train": oof, "val": predict_masks(seg, xs["val"][0]), "test": predict_masks(seg, xs["test"][0])}
     seg_sum = segmentation_summary(xs["test"][1], pred["test"])
 
@@ -282,7 +283,11 @@ def load_data(ctx) -> dict:
         ctx.skipped.extend(audit["corrupt"])
         ctx.log(f"! skipped {len(audit['corrupt'])} unreadable file(s): " + "; ".join(audit["corrupt"]))
     recs = audit["_records"]
-    return {"recs": recs, "grouped": merge_groups(len(recs), None, audit["_near_group_indices"]),
+    t0 = time.time()
+    arrays = _images(recs, ctx.cfg.stage("seg").image_size)  # decoded and resized once, shared by every model
+    ctx.log(f"decoded {len(recs)} images and masks at {ctx.cfg.stage('seg').image_size} px once "
+            f"({time.time() - t0:.0f} s)")
+    return {"recs": recs, "arrays": arrays, "grouped": merge_groups(len(recs), None, audit["_near_group_indices"]),
             "own": np.arange(len(recs))}
 
 

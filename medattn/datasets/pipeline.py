@@ -197,29 +197,53 @@ def image_dataset(
 
 def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                   epoch: int = 0, augment: dict | None = None, preprocess: Callable | None = None,
-                  drop_remainder: bool = False):
+                  drop_remainder: bool = False, masks: np.ndarray | None = None):
     """The same pipeline from in-memory arrays ``x (n, H, W[, C])`` (uint8 or float); ``preprocess`` gets
-    batches."""
+    batches.
+
+    With ``masks`` (``(n, H, W, 1)``, 0/1) the dataset yields ``(image, mask)`` with the mask warped together with
+    its image (brightness on the image only), exactly as :func:`image_dataset` with ``with_masks=True`` does: images
+    decoded once (e.g. with ``image_dataset(..., with_masks=True)``) and kept in memory give the same batches every
+    epoch without decoding again, and can be shared by every model trained on them."""
     import tensorflow as tf
 
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
+    if masks is not None:
+        if y is not None:
+            raise ValueError("array_dataset: give y or masks, not both")
+        masks = np.asarray(masks, dtype=np.float32)
+        if masks.shape[:3] != x.shape[:3]:
+            raise ValueError(f"array_dataset: masks {masks.shape} do not match images {x.shape}")
+        y = masks
     ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else (x,))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    geo = augmenter(**augment) if augment else None
+    if masks is not None and augment:
+        geo = augmenter(**{**augment, "brightness": 0.0})
+        bright = augmenter(flip=None, brightness=augment.get("brightness", 0.0))
+    else:
+        geo = augmenter(**augment) if augment else None
+        bright = None
+    channels = x.shape[-1]
     preprocess = _no_autograph(preprocess)
     base_seed = seed * 1000 + epoch
 
     def fn(i, t):
         img = tf.cast(t[0], tf.float32)
-        if geo is not None:
-            img = geo(img, tf.stack([tf.constant(base_seed, tf.int64), tf.cast(i, tf.int64)]))
+        target = t[1] if y is not None else None
+        key = tf.stack([tf.constant(base_seed, tf.int64), tf.cast(i, tf.int64)])
+        if masks is not None and geo is not None:  # one warp for image and mask, brightness on the image only
+            both = geo(tf.concat([img, target * 255.0], axis=-1), key)
+            img, target = both[..., :channels], tf.cast(both[..., channels:] > 127.5, tf.float32)
+            img = bright(img, key + 1)
+        elif geo is not None:
+            img = geo(img, key)
         if preprocess is not None:
             img = preprocess(img)
-        return (img, t[1]) if y is not None else img
+        return (img, target) if y is not None else img
 
     ds = ds.enumerate().map(fn, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
