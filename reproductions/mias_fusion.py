@@ -25,6 +25,9 @@ Profiles:
   is trained from scratch: VGG at quarter width with BatchNorm (VGG-BN, 16-32-64-128-128 filters; full-width VGG16
   trains at ~10 patches/s on 2 cores, bf16 at 0.6/s), Adam 1e-3 with cosine decay, fewer patches. Our default where
   the paper is silent.
+  Mixed precision ``auto``: bfloat16 where the CPU computes it natively (AVX512_BF16/AMX: 1.1-1.5x faster training
+  for these models, benchmarks/results/throughput.md), float32 elsewhere (emulated bf16 is many times slower).
+  The committed results were made in float32 on an AMD EPYC without bf16 instructions.
 * ``smoke``: two tiny runs on a few patches; for tests.
 
 Everything else (command line, strategy, checkpoints, resume, records, dry run) is the shared runner's
@@ -86,7 +89,7 @@ PROFILES = {
                               "vgg19:baseline", "mobilenet:baseline", "resnet50:baseline", "densenet121:baseline"),
                       stages=(Stage("train", epochs=4, batch_size=32, learning_rate=1e-3, image_size=72),),
                       patches_tumour=30, patches_normal=8, width=0.25, batch_norm=True, units=256,
-                      balance_classes=True),
+                      balance_classes=True, mixed_precision="auto"),
     "paper": MiasConfig(profile="paper", seeds=(0,), weights="imagenet",
                         stages=(Stage("train", epochs=5, batch_size=32, learning_rate=1e-4, image_size=72,
                                       optimizer="sgd", schedule="constant", momentum=0.9),),

@@ -96,7 +96,7 @@ class ExperimentConfig:
     stages: tuple[Stage, ...] = (Stage(),)
     weights: str = "none"  # none | imagenet | path to a weights file
     strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu
-    mixed_precision: str = "off"  # off | bf16 | fp16
+    mixed_precision: str = "off"  # off | bf16 | fp16 | auto (bf16 where the hardware computes it natively)
     deterministic: bool = False
     data_dir: str | None = None
     out: str | None = None
@@ -110,8 +110,8 @@ class ExperimentConfig:
     def __post_init__(self):
         if not self.profile or not self.profile.replace("-", "_").isidentifier():
             raise ValueError(f"profile must be a name such as smoke, cpu or paper, got {self.profile!r}")
-        if self.mixed_precision not in ("off", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be off, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.mixed_precision not in ("off", "bf16", "fp16", "auto"):
+            raise ValueError(f"mixed_precision must be off, bf16, fp16 or auto, got {self.mixed_precision!r}")
         if self.strategy not in ("auto", "default", "mirrored", "multiworker", "tpu"):
             raise ValueError(f"strategy must be auto, default, mirrored, multiworker or tpu, got {self.strategy!r}")
         if not self.seeds:

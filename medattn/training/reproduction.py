@@ -222,7 +222,7 @@ def _main(repro: Reproduction, argv) -> int:
     from ..datasets.core import DatasetError
     from .cli import build_parser, default_data_dir, parse_config
     from .records import RunRecorder, dataset_fingerprint
-    from .strategy import get_strategy, set_mixed_precision
+    from .strategy import get_strategy, resolve_mixed_precision, set_mixed_precision
 
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = Path(repro.script).name
@@ -275,6 +275,8 @@ def _main(repro: Reproduction, argv) -> int:
     chief = worker_index(strategy) == 0
     if not chief:  # other workers compute the same thing; only the chief writes results
         out = Path(tempfile.mkdtemp(prefix=f"{repro.name}-worker-"))
+    precision_requested = cfg.mixed_precision
+    cfg = dataclasses.replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     set_mixed_precision(cfg.mixed_precision)
     fp = dataset_fingerprint(source.path) if not source.synthetic else None
     data_sha = fp["sha256"] if fp else ("synthetic" if source.synthetic else None)
@@ -289,6 +291,9 @@ def _main(repro: Reproduction, argv) -> int:
                            extra={"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync})
     ctx = Context(repro, cfg, out=out, root=root, strategy=strategy, recorder=recorder, data=source,
                   data_sha=data_sha)
+    if precision_requested != cfg.mixed_precision:
+        ctx.log(f"--mixed-precision {precision_requested}: {cfg.mixed_precision} on this machine")
+    ctx.precision_requested = precision_requested
     try:
         return _run(repro, cfg, ctx, rows_path, weights_note, DatasetError)
     finally:
@@ -328,6 +333,7 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         (out / sub).mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json", extra={"synthetic": ctx.synthetic, "data_dir": ctx.data.path if not
                                                  ctx.synthetic else None,
+                                                 "mixed_precision_requested": ctx.precision_requested,
                                                  **({"weights_unavailable": weights_note} if weights_note else {})})
     rows = []
     for i, spec in enumerate(plan, 1):

@@ -80,6 +80,7 @@ def test_folders_config_and_resume_reuse(tmp_path, data):
     assert not any((tmp_path / "repo" / "results").iterdir())
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["stages"]["train"]["epochs"] == 2 and "epochs" not in cfg
+    assert cfg["mixed_precision"] == "off" and cfg["mixed_precision_requested"] == "off"
     rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert [r["arm"] for r in rows] == ["a", "b"] and rows[0]["epochs_trained"] == 2
     assert rows[0]["nan_metric"] is None  # strict JSON, no bare NaN

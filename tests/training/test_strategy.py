@@ -94,3 +94,16 @@ def test_two_worker_multiworker_fit_on_localhost(tmp_path):
     for k in keys:
         np.testing.assert_array_equal(w0[k], w1[k])
     assert w0["loss"][-1] < w0["loss"][0]
+
+
+def test_auto_mixed_precision_follows_the_hardware():
+    from medattn.training.strategy import native_bf16, resolve_mixed_precision
+
+    amx = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    epyc = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n"
+    assert native_bf16(amx) and not native_bf16(epyc)
+    assert resolve_mixed_precision("auto", n_gpus=0, cpuinfo=amx) == "bf16"
+    assert resolve_mixed_precision("auto", n_gpus=0, cpuinfo=epyc) == "off"
+    assert resolve_mixed_precision("auto", n_gpus=1, gpu_capability=(9, 0)) == "bf16"
+    assert resolve_mixed_precision("auto", n_gpus=1, gpu_capability=(7, 5)) == "off"
+    assert resolve_mixed_precision("fp16", n_gpus=0, cpuinfo=epyc) == "fp16"
