@@ -2,7 +2,8 @@
 
 Each ``<name>.json`` written by :func:`medattn.evaluation.write_table` gets its ``<name>.md`` rewritten. With
 ``--readme README.md`` the blocks between ``<!-- table: results/x/y.json -->`` and ``<!-- /table -->`` in that file
-are replaced by the table rendered from the JSON, so the README's numbers are generated too.
+are replaced by the table rendered from the JSON, and the blocks between ``<!-- include: path.md -->`` and
+``<!-- /include -->`` by that generated file (benchmark output), so the README's numbers are generated too.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def regenerate(root) -> list[Path]:
 
 
 _BLOCK = re.compile(r"(<!-- table: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
+_INCLUDE = re.compile(r"(<!-- include: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- /include -->)", re.DOTALL)
 
 
 def update_readme(readme, base=".") -> int:
@@ -51,7 +53,15 @@ def update_readme(readme, base=".") -> int:
         count += 1
         return m.group(1) + render_markdown(json.loads(path.read_text())) + m.group(4)
 
-    readme.write_text(_BLOCK.sub(repl, text))
+    def include(m):  # generated Markdown (e.g. a benchmark's output) copied in verbatim
+        nonlocal count
+        path = Path(base) / m.group("path")
+        if not path.is_file():
+            raise ValueError(f"{readme}: include block names {path}, which does not exist")
+        count += 1
+        return m.group(1) + path.read_text() + m.group(4)
+
+    readme.write_text(_INCLUDE.sub(include, _BLOCK.sub(repl, text)))
     return count
 
 
