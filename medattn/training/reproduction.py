@@ -318,10 +318,13 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         repro.report(ctx, rows, True)
         ctx.recorder.finish(n_runs=len(rows))
         return 0
+    t_load = time.time()
     try:
         data = repro.load_data(ctx)
     except DatasetError as e:
         raise UserError(str(e)) from None
+    phases = {"load_data_s": round(time.time() - t_load, 1)}
+    ctx.log(f"data ready in {phases['load_data_s']} s")
     plan = repro.plan(cfg)
     done = {}
     if cfg.resume:
@@ -360,9 +363,12 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
                "synthetic": ctx.synthetic, "dry_run": ctx.dry_run, "identity": ident}
         rows.append(row)
         _append_row(rows_path, row)
+        t_report = time.time()
         repro.report(ctx, rows, False)  # tables after every run: an interrupted run keeps what it finished
+        phases[f"run {spec.key}_s"] = row["wall_time_s"]
+        phases[f"report after {spec.key}_s"] = round(time.time() - t_report, 1)
     repro.report(ctx, rows, True)
-    ctx.recorder.finish(n_runs=len(rows), synthetic=ctx.synthetic, dry_run=ctx.dry_run)
+    ctx.recorder.finish(n_runs=len(rows), synthetic=ctx.synthetic, dry_run=ctx.dry_run, phases_this_process=phases)
     ctx.log(f"wrote {out} ({ctx.recorder.wall_time_s} s)")
     return 0
 
