@@ -44,21 +44,6 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(ts) / 1e9
 
 
-def forward_flops(model, shape) -> float:
-    """FLOPs of one forward pass of one image, from the frozen graph (multiply-adds count as 2)."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-    from tensorflow.python.profiler import model_analyzer, option_builder
-
-    fn = tf.function(lambda x: model(x, training=False))
-    concrete = fn.get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
-    frozen = convert_variables_to_constants_v2(concrete)
-    opts = option_builder.ProfileOptionBuilder.float_operation()
-    opts["output"] = "none"
-    info = model_analyzer.profile(graph=frozen.graph, options=opts)
-    return float(info.total_float_ops)
-
-
 def _models(sizes):
     """(reproduction, model, profile, builder, input shape, batch, loss, target maker)."""
     import numpy as np
@@ -93,6 +78,9 @@ def _models(sizes):
         out.append(("dcnnimaf", "DCNNIMAF 32-256 (cls)", "paper", lambda: build_dcnnimaf(224), (224, 224, 4), 8,
                     *cls_target))
     return out
+
+
+from medattn.evaluation.cost import forward_flops  # noqa: E402
 
 
 def time_model(builder, shape, batch, target, loss, precision, steps, slow):

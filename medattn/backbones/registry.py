@@ -107,6 +107,11 @@ def _mobilenet(input_shape, weights, width=1.0, **_):
     return keras.applications.MobileNet(include_top=False, weights=weights, input_shape=input_shape, alpha=alpha)
 
 
+def _mobilenetv2(input_shape, weights, width=1.0, **_):
+    alpha = 1.0 if weights == "imagenet" else width
+    return keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=input_shape, alpha=alpha)
+
+
 def _vgg(depth):
     def build(input_shape, weights, width=1.0, batch_norm=None, **_):
         bn = (weights != "imagenet") if batch_norm is None else batch_norm
@@ -152,10 +157,10 @@ BACKBONES: dict[str, _Entry] = {
     "mobilenet": _Entry(_mobilenet, {"P1": "conv_pw_1_relu", "P2": "conv_pw_3_relu", "P3": "conv_pw_5_relu",
                                      "P4": "conv_pw_11_relu", "P5": "conv_pw_13_relu"},
                         "tf", "mobilenet_1_0_224_tf_no_top.h5", options=("width",)),
-    "mobilenetv2": _Entry(_apps("MobileNetV2"), {"P1": "block_1_expand_relu", "P2": "block_3_expand_relu",
-                                                 "P3": "block_6_expand_relu", "P4": "block_13_expand_relu",
-                                                 "P5": "out_relu"},
-                          "tf", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    "mobilenetv2": _Entry(_mobilenetv2, {"P1": "block_1_expand_relu", "P2": "block_3_expand_relu",
+                                         "P3": "block_6_expand_relu", "P4": "block_13_expand_relu", "P5": "out_relu"},
+                          "tf", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+                          options=("width",)),
     "xception": _Entry(_apps("Xception"), {"P1": "block1_conv2_act", "P2": "block3_sepconv2_bn",
                                            "P3": "block4_sepconv2_bn", "P4": "block13_sepconv2_bn",
                                            "P5": "block14_sepconv2_act"},
@@ -236,8 +241,8 @@ def get_backbone(name: str, input_shape=(224, 224, 3), weights=None, *, preproce
         weights: None (random), ``"imagenet"`` (Keras' cache or the network) or a path to a weights file saved
             from the same architecture.
         preprocessing: ``"auto"`` (see the module docstring) or one of :data:`PREPROCESSING`.
-        options: ``width`` and ``batch_norm`` for VGG (width-scaled VGG-BN), ``width`` as MobileNet's alpha
-            without ImageNet weights. Other backbones take none.
+        options: ``width`` and ``batch_norm`` for VGG (width-scaled VGG-BN), ``width`` as MobileNet's and
+            MobileNetV2's alpha without ImageNet weights. Other backbones take none.
     """
     entry = _entry(name)
     unknown = set(options) - set(entry.options)

@@ -197,14 +197,15 @@ def image_dataset(
 
 def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                   epoch: int = 0, augment: dict | None = None, preprocess: Callable | None = None,
-                  drop_remainder: bool = False, masks: np.ndarray | None = None):
+                  drop_remainder: bool = False, masks: np.ndarray | None = None, labels: np.ndarray | None = None):
     """The same pipeline from in-memory arrays ``x (n, H, W[, C])`` (uint8 or float); ``preprocess`` gets
     batches.
 
     With ``masks`` (``(n, H, W, 1)``, 0/1) the dataset yields ``(image, mask)`` with the mask warped together with
     its image (brightness on the image only), exactly as :func:`image_dataset` with ``with_masks=True`` does: images
     decoded once (e.g. with ``image_dataset(..., with_masks=True)``) and kept in memory give the same batches every
-    epoch without decoding again, and can be shared by every model trained on them."""
+    epoch without decoding again, and can be shared by every model trained on them. With ``masks`` and ``labels``
+    the targets are a dict ``{"mask": mask, "label": label}`` for a model with outputs of those names (multitask)."""
     import tensorflow as tf
 
     x = np.asarray(x)
@@ -217,6 +218,10 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuff
         if masks.shape[:3] != x.shape[:3]:
             raise ValueError(f"array_dataset: masks {masks.shape} do not match images {x.shape}")
         y = masks
+    if labels is not None and masks is None:
+        raise ValueError("array_dataset: labels= goes with masks= (multitask targets); otherwise pass y")
+    if labels is not None:
+        y = (y, np.asarray(labels))
     ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else (x,))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
@@ -234,6 +239,9 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuff
     def fn(i, t):
         img = tf.cast(t[0], tf.float32)
         target = t[1] if y is not None else None
+        label = None
+        if labels is not None:
+            target, label = target
         key = tf.stack([tf.constant(base_seed, tf.int64), tf.cast(i, tf.int64)])
         if masks is not None and geo is not None:  # one warp for image and mask, brightness on the image only
             both = geo(tf.concat([img, target * 255.0], axis=-1), key)
@@ -243,6 +251,8 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuff
             img = geo(img, key)
         if preprocess is not None:
             img = preprocess(img)
+        if label is not None:
+            return img, {"mask": target, "label": label}
         return (img, target) if y is not None else img
 
     ds = ds.enumerate().map(fn, num_parallel_calls=AUTOTUNE, deterministic=True)

@@ -1,0 +1,298 @@
+"""Reproduce EMT-Net (ISBI 2022, arXiv 2201.04795): multitask benign/malignant classification + segmentation on BUSI.
+
+    python reproductions/emtnet.py --profile smoke --data-dir PATH/busi    # seconds: end-to-end check
+    python reproductions/emtnet.py --profile cpu --data-dir PATH/busi      # our CPU protocol (not run yet)
+    python reproductions/emtnet.py --profile paper --data-dir PATH/busi --weights imagenet   # GPU, online
+    python reproductions/emtnet.py --profile paper --dry-run --data-dir PATH/busi           # proves it runs
+
+One shared encoder (MobileNetV2 from the registry) feeds a classification head (one logit, malignant positive) and
+a U-Net decoder; loss = a x StableWeightedBCE(w) + Dice (shared/PAPERS.md section 3; defaults from the same group's
+benchmark code where the paper is silent). Data: BUSI benign and malignant images with their masks (normal
+excluded, as in the paper's task); the audit's near-duplicate groups stay inside one fold of a stratified 5-fold
+cross-validation; images in a group filed under both labels (the same image as benign and as malignant) are left
+out and listed. Threshold 0.5 on the sigmoid of the logit (no tuning on test folds).
+
+Arms: ``multitask_w{w}`` for every loss weight of the sweep (the paper's point: w trades specificity for
+sensitivity) and ``cls_only_w{w}`` (no decoder) at the main weight: does segmentation help? Every arm uses the same
+folds. The table compares the main arm with the paper and with the same group's re-evaluation; latency is measured
+at batch 1 on this machine beside the paper's 0.35 s on a virtual mobile device.
+
+Everything else (command line, strategy, checkpoints, resume, records, dry run) is the shared runner's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from medattn.training import ExperimentConfig, Stage  # noqa: E402
+from medattn.training.reproduction import Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
+from medattn.training.reproduction import main as run_reproduction  # noqa: E402
+
+PAPER = {"accuracy": 0.886, "sensitivity": 0.941, "specificity": 0.853, "latency_s": 0.35}
+REEVALUATION = {"accuracy": 0.839, "sensitivity": 0.873, "specificity": 0.817}  # BUSI+BUSIS, 5-fold, same group
+CLASSES = ["benign", "malignant"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EmtConfig(ExperimentConfig):
+    name: str = "emtnet"
+    stages: tuple[Stage, ...] = (Stage("train", epochs=50, batch_size=32, learning_rate=1e-5, image_size=224,
+                                       schedule="constant"),)
+    backbone: str = "mobilenetv2"
+    width: float = 1.0  # MobileNetV2 alpha without ImageNet weights
+    decoder_filters: tuple[int, ...] = (128, 64, 32, 16)
+    folds: int = 5
+    pos_weight: float = 2.0  # w of the main arm
+    sweep: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    cls_loss_weight: float = 3.0  # a: total loss = a * classification + Dice
+    ablation: bool = True  # add the classification-only arm at the main w
+    n_boot: int = 1000
+    latency_runs: int = 20
+
+
+PROFILES = {
+    "smoke": EmtConfig(profile="smoke", stages=(Stage("train", epochs=1, batch_size=8, learning_rate=1e-3,
+                                                      image_size=64),),
+                       width=0.35, decoder_filters=(16, 16, 8, 8), folds=2, sweep=(2.0,), n_boot=50,
+                       latency_runs=3, verbose=0),
+    # from scratch on 2 cores; sizes chosen so every arm fits, timing not measured yet
+    "cpu": EmtConfig(profile="cpu", stages=(Stage("train", epochs=30, batch_size=16, learning_rate=1e-3,
+                                                  image_size=128, cosine_alpha=0.05),),
+                     width=0.5, decoder_filters=(64, 32, 16, 16)),
+    "paper": EmtConfig(profile="paper", weights="imagenet"),
+}
+
+
+def _arms(cfg) -> list[str]:
+    arms = [f"multitask_w{w:g}" for w in cfg.sweep]
+    if f"multitask_w{cfg.pos_weight:g}" not in arms:
+        arms.insert(0, f"multitask_w{cfg.pos_weight:g}")
+    if cfg.ablation:
+        arms.append(f"cls_only_w{cfg.pos_weight:g}")
+    return arms
+
+
+def plan(cfg) -> list[RunSpec]:
+    return [RunSpec(arm, seed) for arm in _arms(cfg) for seed in cfg.seeds]
+
+
+def load_data(ctx) -> dict:
+    """Benign + malignant BUSI, decoded once; conflicting duplicate groups left out and named."""
+    from medattn.datasets import busi_records, merge_groups
+    from medattn.datasets.audit import audit_records
+    from medattn.datasets.pipeline import image_dataset
+
+    recs = busi_records(ctx.data.path, classes=tuple(CLASSES))
+    if ctx.dry_run:
+        recs = [r for c in range(2) for r in [r for r in recs if r.label == c][:8]]
+    audit = audit_records(recs, Path(ctx.data.path))
+    if audit.get("corrupt"):
+        ctx.skipped.extend(audit["corrupt"])
+        ctx.log(f"! skipped {len(audit['corrupt'])} unreadable file(s): " + "; ".join(audit["corrupt"]))
+    recs, groups = audit["_records"], audit["_near_group_indices"]
+    conflict = {i for g in groups if len({recs[j].label for j in g}) > 1 for i in g}
+    if conflict:
+        ctx.skipped.extend(f"{recs[i].name}: same image under both labels" for i in sorted(conflict))
+        ctx.log(f"! left out {len(conflict)} images filed under both labels: "
+                + ", ".join(recs[i].name for i in sorted(conflict)))
+    keep = [i for i in range(len(recs)) if i not in conflict]
+    old_to_new = {o: n for n, o in enumerate(keep)}
+    recs = [recs[i] for i in keep]
+    kept_groups = [[old_to_new[i] for i in g if i in old_to_new] for g in groups]
+    size = ctx.cfg.stage("train").image_size
+    xs, ms, ys = [], [], []
+    for x, (m, y) in image_dataset(recs, size, 32, with_masks=True):
+        xs.append(x.numpy())
+        ms.append(m.numpy())
+        ys.append(y.numpy())
+    return {"recs": recs, "x": np.concatenate(xs), "mask": np.concatenate(ms), "y": np.concatenate(ys),
+            "groups": merge_groups(len(recs), None, [g for g in kept_groups if len(g) > 1])}
+
+
+def _model(cfg, segmentation, w, n_images):
+    from medattn.evaluation.keras_metrics import dice_loss
+    from medattn.losses import StableWeightedBCE
+    from medattn.models.emtnet import build_emtnet
+
+    stage = cfg.stage("train")
+    opts = {"width": cfg.width} if cfg.backbone in ("mobilenetv2", "mobilenet") else {}
+    m = build_emtnet(stage.image_size, cfg.backbone, weights=None if cfg.weights == "none" else cfg.weights,
+                     segmentation=segmentation, decoder_filters=cfg.decoder_filters, **opts)
+    cls_loss = StableWeightedBCE(pos_weight=w)
+    if segmentation:
+        m.compile(stage.make_optimizer(n_images), loss={"label": cls_loss, "mask": dice_loss},
+                  loss_weights={"label": cfg.cls_loss_weight, "mask": 1.0})
+    else:
+        m.compile(stage.make_optimizer(n_images), loss=cls_loss)
+    return m
+
+
+def run_arm(ctx, run: RunSpec, data: dict) -> dict:
+    """Cross-validate one arm: out-of-fold probabilities and masks for every image, metrics per fold and pooled."""
+    from medattn.backbones import preprocess_fn, preprocessing_for
+    from medattn.datasets import kfold_split
+    from medattn.datasets.pipeline import array_dataset
+    from medattn.evaluation import bootstrap_ci, classification_metrics, segmentation_summary
+    from medattn.evaluation.cost import forward_flops, latency_ms
+
+    cfg, stage = ctx.cfg, ctx.cfg.stage("train")
+    segmentation = run.arm.startswith("multitask")
+    w = float(run.arm.split("_w")[1])
+    pre = preprocess_fn(preprocessing_for(cfg.backbone, None if cfg.weights == "none" else cfg.weights))
+    x, masks, y = data["x"], data["mask"], data["y"]
+    prob = np.zeros(len(y))
+    pred_mask = np.zeros_like(masks)
+    per_fold = []
+    aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
+    for f, fold in enumerate(kfold_split(y, data["groups"], cfg.folds, seed=run.seed)):
+        tr, te = fold["train"], fold["test"]
+        ctx.seed(run.seed * 100 + f)
+        with ctx.scope():
+            model = _model(cfg, segmentation, w, len(tr))
+        if segmentation:
+            def train(e, tr=tr):
+                return array_dataset(x[tr], None, stage.batch_size, masks=masks[tr], labels=y[tr].astype("float32"),
+                                     shuffle=True, seed=run.seed, epoch=e, augment=aug, preprocess=pre)
+        else:
+            def train(e, tr=tr):
+                return array_dataset(x[tr], y[tr].astype("float32"), stage.batch_size, shuffle=True,
+                                     seed=run.seed, epoch=e, augment={**aug, "brightness": 0.0}, preprocess=pre)
+        ctx.fit(model, train, stage, ctx.run_dir(run) / f"fold{f}", label=f"{run.arm} s{run.seed} fold {f + 1}/"
+                f"{cfg.folds}", monitor="loss", mode="min")
+        out = ctx.predict(model, np.asarray(pre(x[te])), 32)
+        logit = out["label"] if isinstance(out, dict) else out
+        prob[te] = 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)[:, 0]))
+        if segmentation:
+            pred_mask[te] = out["mask"]
+        m = classification_metrics(y[te], np.stack([1 - prob[te], prob[te]], 1), class_names=CLASSES)
+        per_fold.append({k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos")})
+    p2 = np.stack([1 - prob, prob], 1)
+    m = classification_metrics(y, p2, class_names=CLASSES)
+    row = {"pos_weight": w, "segmentation": segmentation, "n": int(len(y)), "folds": cfg.folds,
+           **{k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "tp", "fn", "fp",
+                                "tn", "ece")}}
+    for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos"):
+        v = np.array([pf[k] for pf in per_fold], dtype=float)
+        row[f"{k}_fold_mean"], row[f"{k}_fold_sd"] = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 \
+            else float("nan")
+    pos, neg = y == 1, y == 0
+    row["accuracy_ci"] = bootstrap_ci(lambda t, p: np.mean(t == (p > 0.5)), y, prob, n_boot=cfg.n_boot,
+                                      seed=run.seed)[1:]
+    row["sensitivity_ci"] = bootstrap_ci(lambda p: np.mean(p > 0.5), prob[pos], n_boot=cfg.n_boot,
+                                         seed=run.seed)[1:]
+    row["specificity_ci"] = bootstrap_ci(lambda p: np.mean(p <= 0.5), prob[neg], n_boot=cfg.n_boot,
+                                         seed=run.seed)[1:]
+    if segmentation:
+        seg = segmentation_summary(masks, pred_mask)
+        row["dice_lesion"] = seg["dice_lesion"]
+        row["dice_lesion_ci"] = bootstrap_ci(np.mean, seg["per_image"]["dice"][seg["per_image"]["lesion"]],
+                                             n_boot=cfg.n_boot, seed=run.seed)[1:]
+    shape = (stage.image_size, stage.image_size, 3)
+    row["params"] = int(model.count_params())
+    row["forward_gflop"] = forward_flops(model, shape) / 1e9
+    row.update({f"latency_{k}": v for k, v in latency_ms(model, shape, runs=cfg.latency_runs).items()})
+    names = np.array([r.name for r in data["recs"]])
+    np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y, prob=prob)
+    ctx.log(f"{run.arm} seed {run.seed}{ctx.mark}: accuracy {row['accuracy']:.4f} sensitivity "
+            f"{row['sensitivity']:.4f} specificity {row['specificity']:.4f} AUC {row['roc_auc']:.4f}")
+    if segmentation and run.seed == cfg.seeds[0] and run.arm == f"multitask_w{cfg.pos_weight:g}":
+        from medattn.evaluation.plots import plot_segmentation_overlays
+
+        pick = [int(np.flatnonzero(y == c)[0]) for c in (0, 1) if np.any(y == c)]
+        plot_segmentation_overlays(x[pick, ..., 0], masks[pick], pred_mask[pick],
+                                   ctx.out / "plots" / "overlays.png", titles=[f"{names[i]}{ctx.mark}" for i in pick])
+    return row
+
+
+def report(ctx, rows, final: bool) -> None:
+    from medattn.evaluation import comparison_rows, write_table
+    from medattn.evaluation.plots import plot_roc_pr
+
+    cfg = ctx.cfg
+    meta = {**ctx.meta, "complete": final}
+    main_arm = f"multitask_w{cfg.pos_weight:g}"
+    main = [r for r in rows if r["arm"] == main_arm]
+    sources = {}
+    for arm in [a for a in dict.fromkeys(r["arm"] for r in rows) if a == main_arm or a.startswith("cls_only")]:
+        rs = [r for r in rows if r["arm"] == arm]
+        src = {}
+        for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "dice_lesion"):
+            if k not in rs[0]:
+                continue
+            v = float(np.mean([r[k] for r in rs]))
+            ci = rs[0].get(f"{k}_ci") if len(rs) == 1 else None
+            src[k] = (v, *ci) if ci else (v,)
+        src["latency_s"] = (rs[0]["latency_median_ms"] / 1e3,)
+        sources[f"ours ({cfg.profile}): {arm}{ctx.mark}"] = src
+    sources["re-evaluation (Shi et al., BUSI+BUSIS)"] = dict(REEVALUATION)
+    write_table(ctx.out, "comparison", comparison_rows(PAPER, sources), kind="comparison", meta=meta,
+                title=f"EMT-Net: paper vs ours ({cfg.profile} profile){ctx.mark}",
+                description=f"BUSI benign vs malignant (malignant positive), {cfg.folds}-fold cross-validation with "
+                            "near-duplicate groups inside one fold; metrics on the pooled out-of-fold predictions "
+                            "at threshold 0.5; brackets: 95 % bootstrap over images. Latency: median seconds per "
+                            "image at batch 1 on this machine's CPU (the paper: 0.35 s on a virtual mobile device). "
+                            "The re-evaluation row is the same group's later 5-fold result on BUSI+BUSIS."
+                            + (f" Left out: {'; '.join(ctx.skipped)}." if ctx.skipped else ""))
+    sweep = [{k: r.get(k) for k in ("arm", "seed", "pos_weight", "segmentation", "accuracy", "sensitivity",
+                                    "specificity", "roc_auc", "sensitivity_fold_mean", "sensitivity_fold_sd",
+                                    "specificity_fold_mean", "specificity_fold_sd")} for r in rows]
+    write_table(ctx.out, "sweep", sweep, title=f"EMT-Net: loss weight w vs sensitivity and specificity{ctx.mark}",
+                meta=meta)
+    write_table(ctx.out, "runs", flat_rows(rows), title=f"EMT-Net: every run{ctx.mark}", meta=meta)
+    multi = sorted((r for r in rows if r["segmentation"]), key=lambda r: r["pos_weight"])
+    if multi:
+        _plot_sweep(multi, ctx.out / "plots" / "sweep.png", ctx.mark)
+    if main:
+        p = np.load(ctx.out / "predictions" / f"{RunSpec(main[0]['arm'], main[0]['seed']).key}.npz")
+        plot_roc_pr(p["y_true"], np.stack([1 - p["prob"], p["prob"]], 1), CLASSES, ctx.out / "plots" / "roc_pr.png",
+                    title=f"EMT-Net {main[0]['arm']} (out-of-fold){ctx.mark}")
+    if final:
+        print((ctx.out / "comparison.md").read_text())
+
+
+def _plot_sweep(rows, path, mark):
+    from medattn.evaluation.plots import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot([1 - r["specificity"] for r in rows], [r["sensitivity"] for r in rows], "o-")
+    for r in rows:
+        ax.annotate(f"w={r['pos_weight']:g}", (1 - r["specificity"], r["sensitivity"]), textcoords="offset points",
+                    xytext=(4, -10))
+    ax.plot([1 - PAPER["specificity"]], [PAPER["sensitivity"]], "r*", label="paper")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"Loss weight sweep{mark}")
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def _check(cfg) -> None:
+    if cfg.stage("train").image_size % 32:
+        raise UserError(f"--image-size {cfg.stage('train').image_size}: must be a multiple of 32 (five halvings)")
+    if cfg.folds < 2:
+        raise UserError(f"folds must be >= 2, got {cfg.folds}")
+    if not cfg.sweep or min(cfg.sweep) <= 0 or cfg.pos_weight <= 0:
+        raise UserError("loss weights (sweep, pos_weight) must be > 0")
+
+
+REPRODUCTION = Reproduction(
+    name="emtnet", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="busi",
+    load_data=load_data, plan=plan, run_one=run_arm, report=report, backbones=lambda cfg: [cfg.backbone],
+    no_data="no BUSI data found: pass --data-dir PATH/busi (Dataset_BUSI_with_GT, Al-Dhabyani et al. 2020) or set "
+            "MEDATTN_DATA_DIR", check=_check,
+    dry_run_overrides=lambda cfg: {"n_boot": 20, "folds": 2, "latency_runs": 3},
+)
+
+
+def main(argv=None) -> int:
+    return run_reproduction(REPRODUCTION, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

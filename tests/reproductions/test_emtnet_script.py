@@ -1,0 +1,38 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_smoke_on_benign_malignant_phantoms_end_to_end(tmp_path):
+    """Two arms (multitask at w=2 and classification-only), two folds, on phantoms in the BUSI layout: tables with
+    the paper column, the sweep, latency, plots, predictions with image names; the normal folder is not used."""
+    from medattn.datasets.phantom import make_phantom_busi
+
+    data = make_phantom_busi(tmp_path / "busi", counts=(10, 8, 3), seed=5)
+    out = tmp_path / "out"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "emtnet.py"), "--profile", "smoke", "--data-dir",
+                        str(data), "--out", str(out), "--runs-dir", str(tmp_path / "runs")], capture_output=True,
+                       text=True, timeout=900, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = json.loads((out / "runs.json").read_text())["rows"]
+    assert [row["arm"] for row in runs] == ["multitask_w2", "cls_only_w2"]
+    assert runs[0]["n"] == 18 and runs[0]["tp"] + runs[0]["fn"] == 8  # benign + malignant only
+    assert 0 <= runs[0]["dice_lesion"] <= 1 and "dice_lesion" not in runs[1]
+    assert runs[0]["latency_median_ms"] > 0 and runs[0]["forward_gflop"] > 0 and runs[0]["params"] > 0
+    comp = {(row["metric"], row["source"]): row for row in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert comp[("sensitivity", "ours (smoke): multitask_w2")]["paper"] == 0.941
+    assert ("accuracy", "re-evaluation (Shi et al., BUSI+BUSIS)") in comp
+    for name in ("sweep.png", "roc_pr.png", "overlays.png"):
+        assert (out / "plots" / name).exists()
+    import numpy as np
+
+    pred = np.load(out / "predictions" / "multitask_w2_s0.npz")
+    assert len(pred["names"]) == 18 and pred["prob"].min() >= 0 and pred["prob"].max() <= 1
