@@ -212,17 +212,19 @@ def _rel(path, root: Path) -> str:
 
 
 def _load(dataset: str, data_dir: str):
-    """(records or arrays, root used for relative names)."""
+    """(records, root used for relative names, problems the loader found and left out)."""
     from . import brain_mri, busi, chest_xray, mias
 
     if dataset == "busi":
-        return busi.busi_records(data_dir), Path(data_dir)
+        problems: list[str] = []
+        recs = busi.busi_records(data_dir, problems=problems)
+        return recs, Path(data_dir), problems
     if dataset == "mias":
-        return mias.mias_records(data_dir), Path(data_dir)
+        return mias.mias_records(data_dir), Path(data_dir), []
     if dataset == "brain_mri":
-        return brain_mri.brain_mri_records(data_dir), Path(data_dir)
+        return brain_mri.brain_mri_records(data_dir), Path(data_dir), []
     if dataset == "chest_xray":
-        return chest_xray.chest4_records(data_dir), Path(data_dir)
+        return chest_xray.chest4_records(data_dir), Path(data_dir), []
     raise DatasetError(f"unknown dataset {dataset!r}")
 
 
@@ -244,8 +246,12 @@ def run_audit(dataset: str, data_dir: str, threshold: int = DEFAULT_THRESHOLD, p
                 labels.append(int(lab))
                 splits.append(s)
         return audit_images(imgs, names, labels, splits, threshold, progress=progress)
-    records, root = _load(dataset, data_dir)
-    return audit_records(records, root, threshold, progress)
+    records, root, problems = _load(dataset, data_dir)
+    rep = audit_records(records, root, threshold, progress)
+    if problems:  # files the loader could not take: reported beside the decode failures, nothing stops early
+        rep["corrupt"] = list(problems) + rep["corrupt"]
+        rep["summary"]["corrupt"] = len(rep["corrupt"])
+    return rep
 
 
 def to_markdown(rep: dict, dataset: str, command: str, max_groups: int = 15) -> str:

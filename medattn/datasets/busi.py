@@ -28,10 +28,15 @@ def find_root(root) -> Path:
     return resolve_root(root, "BUSI", CLASSES, ("Dataset_BUSI_with_GT",))
 
 
-def busi_records(root, *, classes=CLASSES, verify: bool = False, skip_bad: bool = False) -> list[Record]:
+def busi_records(root, *, classes=CLASSES, verify: bool = False, skip_bad: bool = False,
+                 problems: list | None = None) -> list[Record]:
     """One record per image, with all its mask files. Checks: class folders present and non-empty, every image
     has at least one mask, every mask has its image, mask and image sizes agree (header only; ``verify=True``
-    also decodes every file). The group id is the file's class/name (duplicate groups come from the audit)."""
+    also decodes every file). The group id is the file's class/name (duplicate groups come from the audit).
+
+    A per-image problem (an unreadable header, an image without its mask, a mask of another size) raises
+    DatasetError naming the file, unless ``problems`` is a list: then the problem is appended to it, that image is
+    left out, and the scan goes on (the audit uses this to report every problem at once)."""
     base = find_root(root)
     records: list[Record] = []
     for label, cls in enumerate(classes):
@@ -57,15 +62,21 @@ def busi_records(root, *, classes=CLASSES, verify: bool = False, skip_bad: bool 
             raise DatasetError(f"BUSI: mask(s) without an image: {orphans[:5]}"
                                f"{' ...' if len(orphans) > 5 else ''} (expected '<stem>.png' beside each mask)")
         for img in sorted(images, key=natural_key):
-            ms = sorted(masks.get(img.stem, []))
-            if not ms:
-                raise DatasetError(f"BUSI: image {img} has no mask (expected {img.stem}_mask.png)")
-            size = image_size(img)
-            for m in ms:
-                msize = image_size(m)
-                if msize != size:
-                    raise DatasetError(f"BUSI: mask {m} is {msize[0]}x{msize[1]} but its image {img} is "
-                                       f"{size[0]}x{size[1]} (width x height); they must match")
+            try:
+                ms = sorted(masks.get(img.stem, []))
+                if not ms:
+                    raise DatasetError(f"BUSI: image {img} has no mask (expected {img.stem}_mask.png)")
+                size = image_size(img)
+                for m in ms:
+                    msize = image_size(m)
+                    if msize != size:
+                        raise DatasetError(f"BUSI: mask {m} is {msize[0]}x{msize[1]} but its image {img} is "
+                                           f"{size[0]}x{size[1]} (width x height); they must match")
+            except DatasetError as e:
+                if problems is None:
+                    raise
+                problems.append(str(e))
+                continue
             records.append(Record(str(img), label, cls, tuple(str(m) for m in ms), f"{cls}/{img.name}", None))
     if verify or skip_bad:
         records = check_readable(records, skip_bad, "BUSI")

@@ -222,3 +222,20 @@ def test_audit_decodes_masks_names_a_truncated_one_and_reads_on(tmp_path):
     assert "benign (2)_mask.png" in text and "malignant (3).png" in text  # ...and both are named, in one pass
     kept = {r.name for r in rep["_records"]}
     assert "benign (2).png" not in kept and "malignant (3).png" not in kept and len(kept) == 8
+
+
+def test_audit_cli_reports_every_bad_file_in_one_pass(tmp_path):
+    from medattn.datasets.audit import run_audit
+    from medattn.datasets.phantom import make_phantom_busi
+
+    root = make_phantom_busi(tmp_path / "busi", counts=(4, 3, 3), seed=1)
+    base = root / "Dataset_BUSI_with_GT"
+    (base / "benign" / "benign (1).png").write_bytes(b"not a png")  # unreadable header: the loader alone would stop
+    mask = base / "malignant" / "malignant (2)_mask.png"
+    mask.write_bytes(mask.read_bytes()[:200])  # truncated pixels
+    rep = run_audit("busi", str(root), progress=False)
+    text = " ".join(rep["corrupt"])
+    assert "benign (1).png" in text and "malignant (2)_mask.png" in text
+    assert rep["summary"]["corrupt"] == 2 and rep["n_images"] == 8
+    with pytest.raises(DatasetError, match=r"benign \(1\).png"):
+        D.busi_records(root)  # without a problems list the loader still stops, naming the file
