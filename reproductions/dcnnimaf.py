@@ -142,17 +142,6 @@ def _cls_model(cfg, attention, n_images):
     return m
 
 
-def _images(recs, size):
-    from medattn.datasets.pipeline import image_dataset
-
-    xs, ms, ys = [], [], []
-    for x, (m, y) in image_dataset(recs, size, 32, with_masks=True):
-        xs.append(x.numpy())
-        ms.append(m.numpy())
-        ys.append(y.numpy())
-    return np.concatenate(xs), np.concatenate(ms), np.concatenate(ys)
-
-
 def _train_seg(ctx, train, val, attention, ckpt, seed, label):
     """One segmenter on decoded arrays ``train = (images, masks)`` (decoded once per run, shared by every model)."""
     from medattn.datasets.pipeline import array_dataset
@@ -273,18 +262,12 @@ def load_data(ctx) -> dict:
     """BUSI records after the audit (unreadable files named and listed in the tables), with the audit's
     near-duplicate groups; a dry run takes six images per class."""
     from medattn.datasets import busi_records, merge_groups
-    from medattn.datasets.audit import audit_records
+    from medattn.datasets.pipeline import decode_arrays
 
-    recs = busi_records(ctx.data.path)
-    if ctx.dry_run:
-        recs = [r for c in range(3) for r in [r for r in recs if r.label == c][:6]]
-    audit = audit_records(recs, Path(ctx.data.path))
-    if audit.get("corrupt"):
-        ctx.skipped.extend(audit["corrupt"])
-        ctx.log(f"! skipped {len(audit['corrupt'])} unreadable file(s): " + "; ".join(audit["corrupt"]))
+    audit = ctx.audit(ctx.handful(busi_records(ctx.data.path), 6), ctx.data.path)
     recs = audit["_records"]
     t0 = time.time()
-    arrays = _images(recs, ctx.cfg.stage("seg").image_size)  # decoded and resized once, shared by every model
+    arrays = decode_arrays(recs, ctx.cfg.stage("seg").image_size)  # decoded and resized once, shared by every model
     ctx.log(f"decoded {len(recs)} images and masks at {ctx.cfg.stage('seg').image_size} px once "
             f"({time.time() - t0:.0f} s)")
     return {"recs": recs, "arrays": arrays, "grouped": merge_groups(len(recs), None, audit["_near_group_indices"]),

@@ -85,16 +85,9 @@ def plan(cfg) -> list[RunSpec]:
 def load_data(ctx) -> dict:
     """Benign + malignant BUSI, decoded once; conflicting duplicate groups left out and named."""
     from medattn.datasets import busi_records, merge_groups
-    from medattn.datasets.audit import audit_records
-    from medattn.datasets.pipeline import image_dataset
+    from medattn.datasets.pipeline import decode_arrays
 
-    recs = busi_records(ctx.data.path, classes=tuple(CLASSES))
-    if ctx.dry_run:
-        recs = [r for c in range(2) for r in [r for r in recs if r.label == c][:8]]
-    audit = audit_records(recs, Path(ctx.data.path))
-    if audit.get("corrupt"):
-        ctx.skipped.extend(audit["corrupt"])
-        ctx.log(f"! skipped {len(audit['corrupt'])} unreadable file(s): " + "; ".join(audit["corrupt"]))
+    audit = ctx.audit(ctx.handful(busi_records(ctx.data.path, classes=tuple(CLASSES)), 8), ctx.data.path)
     recs, groups = audit["_records"], audit["_near_group_indices"]
     conflict = {i for g in groups if len({recs[j].label for j in g}) > 1 for i in g}
     if conflict:
@@ -105,13 +98,8 @@ def load_data(ctx) -> dict:
     old_to_new = {o: n for n, o in enumerate(keep)}
     recs = [recs[i] for i in keep]
     kept_groups = [[old_to_new[i] for i in g if i in old_to_new] for g in groups]
-    size = ctx.cfg.stage("train").image_size
-    xs, ms, ys = [], [], []
-    for x, (m, y) in image_dataset(recs, size, 32, with_masks=True):
-        xs.append(x.numpy())
-        ms.append(m.numpy())
-        ys.append(y.numpy())
-    return {"recs": recs, "x": np.concatenate(xs), "mask": np.concatenate(ms), "y": np.concatenate(ys),
+    x, masks, y = decode_arrays(recs, ctx.cfg.stage("train").image_size)  # once, shared by every arm and fold
+    return {"recs": recs, "x": x, "mask": masks, "y": y,
             "groups": merge_groups(len(recs), None, [g for g in kept_groups if len(g) > 1])}
 
 

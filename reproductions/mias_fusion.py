@@ -276,9 +276,7 @@ def load_data(ctx) -> dict:
     from medattn.datasets import load_rois, mias_records
 
     recs = mias_records(ctx.data.path)
-    if ctx.dry_run:
-        recs = [r for s in ("train", "val", "test") for c in (0, 1)
-                for r in [r for r in recs if r.split == s and r.label == c][:2]]
+    recs = [r for s in ("train", "val", "test") for r in ctx.handful([r for r in recs if r.split == s], 2)]
     data = {s: load_rois([r for r in recs if r.split == s]) for s in ("train", "val", "test")}
     data["test_names"] = [r.name for r in recs if r.split == "test"]
     return data

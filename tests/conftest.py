@@ -35,3 +35,37 @@ def dataset_dir(name: str) -> Path:
     if root is None or not (root / name).is_dir():
         pytest.skip(f"dataset {name!r} not found under MEDATTN_DATA_DIR")
     return root / name
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` free TCP ports on 127.0.0.1 (for multi-worker tests on localhost)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def run_two_workers(argv_for, env_for, cwd, timeout: int = 600):
+    """Start two processes (``argv_for(i)``, ``env_for(i, tf_config)``) as a MultiWorkerMirroredStrategy cluster on
+    localhost; wait for both (killing both past ``timeout``); returns ``[(returncode, stdout, stderr)]``."""
+    import json
+    import subprocess
+
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = []
+    for i in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen(argv_for(i), env=env_for(i, tf_config), cwd=cwd, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [(p.returncode, o, e) for p, (o, e) in zip(procs, outs)]

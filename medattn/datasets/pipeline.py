@@ -15,7 +15,7 @@ import numpy as np
 
 from .core import Record
 
-__all__ = ["image_dataset", "array_dataset", "augmenter", "AUTOTUNE"]
+__all__ = ["image_dataset", "array_dataset", "augmenter", "decode_arrays", "AUTOTUNE"]
 
 AUTOTUNE = -1
 
@@ -257,3 +257,15 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuff
 
     ds = ds.enumerate().map(fn, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
+
+
+def decode_arrays(records: Sequence[Record], image_size: int, batch_size: int = 32):
+    """Decode and resize every image and its masks once: ``(images float32 [0, 255], masks {0, 1}, labels)`` as
+    NumPy arrays, the same values :func:`image_dataset` yields, to train several models from memory with
+    :func:`array_dataset`."""
+    xs, ms, ys = [], [], []
+    for x, (m, y) in image_dataset(records, image_size, batch_size, with_masks=True):
+        xs.append(x.numpy())
+        ms.append(m.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ms), np.concatenate(ys)

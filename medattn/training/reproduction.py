@@ -167,6 +167,24 @@ class Context:
                    tensorboard=self.cfg.tensorboard, label=f"{self.repro.name} {label}", steps_per_epoch=steps,
                    **kwargs)
 
+    def handful(self, records, per_class: int):
+        """In a dry run, the first ``per_class`` records of each class; otherwise all of them."""
+        if not self.dry_run:
+            return records
+        labels = sorted({r.label for r in records})
+        return [r for c in labels for r in [r for r in records if r.label == c][:per_class]]
+
+    def audit(self, records, root):
+        """The leakage audit of ``records`` (``medattn.datasets.audit.audit_records``); every file it could not
+        read is logged and kept in ``self.skipped`` for the tables' footnotes."""
+        from ..datasets.audit import audit_records
+
+        audit = audit_records(records, Path(root))
+        if audit.get("corrupt"):
+            self.skipped.extend(audit["corrupt"])
+            self.log(f"! skipped {len(audit['corrupt'])} unreadable file(s): " + "; ".join(audit["corrupt"]))
+        return audit
+
     def predict(self, model, x, batch_size: int = 32):
         from .custom_loop import predict
 

@@ -3,13 +3,12 @@ errors in one line."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO, dataset_dir
+from tests.conftest import REPO, dataset_dir, run_two_workers
 
 SCRIPTS = REPO / "reproductions"
 
@@ -52,38 +51,17 @@ def test_dcnnimaf_smoke_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
     assert json.loads((out / "runs.json").read_text())["rows"][0]["n_test"] > 0
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_dcnnimaf_smoke_under_two_worker_multiworker_strategy(tmp_path):
     """Two real workers on localhost: Keras' fit cannot run there, the runner's custom loop does; the chief writes
     the results, both end with the same numbers."""
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for i in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
-        env = _env(TF_CONFIG=tf_config)
-        procs.append(subprocess.Popen(
-            [sys.executable, str(SCRIPTS / "dcnnimaf.py"), "--profile", "smoke", "--out", str(tmp_path / "out"),
-             "--runs-dir", str(tmp_path / "runs"), "--strategy", "multiworker"],
-            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    results = run_two_workers(
+        lambda i: [sys.executable, str(SCRIPTS / "dcnnimaf.py"), "--profile", "smoke", "--out", str(tmp_path / "out"),
+                   "--runs-dir", str(tmp_path / "runs"), "--strategy", "multiworker"],
+        lambda i, tf_config: _env(TF_CONFIG=tf_config), cwd=tmp_path)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
     out = tmp_path / "out"
     run = json.loads((out / "run.json").read_text())
     assert run["strategy"] in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")

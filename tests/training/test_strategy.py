@@ -1,6 +1,5 @@
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 
 from medattn.training import resolve_strategy_name
+from tests.conftest import run_two_workers
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -58,34 +58,14 @@ def test_mirrored_strategy_fit_on_two_cpu_replicas(tmp_path):
     assert res["loss"][-1] < res["loss"][0]
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.subprocess
 @pytest.mark.slow
 def test_two_worker_multiworker_fit_on_localhost(tmp_path):
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for i in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
-        procs.append(subprocess.Popen([sys.executable, str(HERE / "_dist_worker.py"), "multiworker",
-                                       str(tmp_path / f"w{i}.npz")], env=_env({"TF_CONFIG": tf_config}),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    results = run_two_workers(
+        lambda i: [sys.executable, str(HERE / "_dist_worker.py"), "multiworker", str(tmp_path / f"w{i}.npz")],
+        lambda i, tf_config: _env({"TF_CONFIG": tf_config}), cwd=tmp_path, timeout=300)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
     w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
     assert str(w0["strategy"]) in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
     assert int(w0["replicas"]) == 2
