@@ -95,18 +95,6 @@ PROFILES = {
 }
 
 
-def _set_bn_momentum(model, momentum):
-    import keras
-
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop()
-        stack.extend(getattr(layer, "layers", []))  # nested models
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
-    return model
-
-
 def _weights(cfg):
     return None if cfg.weights == "none" else cfg.weights
 
@@ -121,23 +109,25 @@ def _seg_preprocess(cfg):
 def _seg_model(cfg, attention, n_images):
     """The compiled segmenter (call inside the strategy's scope)."""
     from medattn.evaluation.keras_metrics import DiceMetric, bce_dice_loss
+    from medattn.models import set_bn_momentum
     from medattn.models.linknet import build_linknet
 
     stage = cfg.stage("seg")
     m = build_linknet(cfg.seg_backbone, stage.image_size, weights=_weights(cfg),
                       attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width)
-    _set_bn_momentum(m, cfg.bn_momentum)
+    set_bn_momentum(m, cfg.bn_momentum)
     m.compile(stage.make_optimizer(n_images), loss=bce_dice_loss, metrics=[DiceMetric(name="dice")])
     return m
 
 
 def _cls_model(cfg, attention, n_images):
     """The compiled classifier (call inside the strategy's scope)."""
+    from medattn.models import set_bn_momentum
     from medattn.models.dcnnimaf import build_dcnnimaf
 
     stage = cfg.stage("cls")
     m = build_dcnnimaf(stage.image_size, filters=cfg.cls_filters, attention=cfg.cls_attention if attention else None)
-    _set_bn_momentum(m, cfg.bn_momentum if cfg.cls_bn_momentum is None else cfg.cls_bn_momentum)
+    set_bn_momentum(m, cfg.bn_momentum if cfg.cls_bn_momentum is None else cfg.cls_bn_momentum)
     m.compile(stage.make_optimizer(n_images), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return m
 
