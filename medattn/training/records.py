@@ -117,20 +117,20 @@ class RunRecorder:
         self.t0 = time.time()
         self.meta = run_metadata(**kwargs)
         self.previous = list(previous or [])
-        self.wall_time_override: float | None = None  # set when re-reporting an earlier run
+        self.trains = True  # False when re-reporting earlier runs: this process adds no time and no process
 
     @property
     def wall_time_s(self) -> float:
-        if self.wall_time_override is not None:
-            return self.wall_time_override
-        return round(time.time() - self.t0 + sum(p.get("wall_time_s", 0.0) for p in self.previous), 1)
+        earlier = sum(p.get("wall_time_s") or 0.0 for p in self.previous)
+        return round(earlier + (time.time() - self.t0 if self.trains else 0.0), 1)
 
     def process(self) -> dict:
         return {k: self.meta.get(k) for k in ("command", "git_commit", "started")} | {
             "wall_time_s": round(time.time() - self.t0, 1)}
 
     def snapshot(self) -> dict:
-        return {**self.meta, "wall_time_s": self.wall_time_s, "processes": self.previous + [self.process()]}
+        processes = self.previous + ([self.process()] if self.trains else [])
+        return {**self.meta, "wall_time_s": self.wall_time_s, "processes": processes}
 
     def finish(self, **extra) -> dict:
         meta = {**self.snapshot(), **extra}

@@ -329,10 +329,7 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         prev = ctx.recorder.previous
         if prev:  # provenance stays that of the training processes
             ctx.recorder.meta.update({k: prev[-1].get(k) for k in ("command", "git_commit", "started")})
-            ctx.recorder.wall_time_override = round(sum(p.get("wall_time_s") or 0 for p in prev), 1)
-            ctx.recorder.process = lambda: None  # this process trained nothing
-            ctx.recorder.snapshot = lambda: {**ctx.recorder.meta, "wall_time_s": ctx.recorder.wall_time_s,
-                                             "processes": prev}
+            ctx.recorder.trains = False  # wall time and processes are those of the training runs
         repro.report(ctx, rows, True)
         ctx.recorder.finish(n_runs=len(rows))
         return 0
