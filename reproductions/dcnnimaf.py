@@ -107,30 +107,39 @@ def _seg_preprocess(cfg):
     return preprocess_fn(preprocessing_for(cfg.seg_backbone, _weights(cfg)))
 
 
-def _seg_model(cfg, attention, n_images):
-    """The compiled segmenter (call inside the strategy's scope)."""
+def _seg_model(ctx, attention, n_images):
+    """The compiled segmenter; every segmenter of a run with the same attention setting is the same model, reset
+    (its steps are traced once: :meth:`Context.build`)."""
     from medattn.evaluation.keras_metrics import DiceMetric, bce_dice_loss
     from medattn.models import set_bn_momentum
     from medattn.models.linknet import build_linknet
 
-    stage = cfg.stage("seg")
-    m = build_linknet(cfg.seg_backbone, stage.image_size, weights=_weights(cfg),
-                      attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width)
-    set_bn_momentum(m, cfg.bn_momentum)
-    m.compile(stage.make_optimizer(n_images), loss=bce_dice_loss, metrics=[DiceMetric(name="dice")])
-    return m
+    cfg, stage = ctx.cfg, ctx.cfg.stage("seg")
+
+    def builder():
+        m = build_linknet(cfg.seg_backbone, stage.image_size, weights=_weights(cfg),
+                          attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width)
+        set_bn_momentum(m, cfg.bn_momentum)
+        return m
+
+    return ctx.build(builder, stage, n_images, bce_dice_loss, [DiceMetric(name="dice")], reuse=("seg", attention))
 
 
-def _cls_model(cfg, attention, n_images):
-    """The compiled classifier (call inside the strategy's scope)."""
+def _cls_model(ctx, attention, n_images):
+    """The compiled classifier (one per attention setting, reset between uses)."""
     from medattn.models import set_bn_momentum
     from medattn.models.dcnnimaf import build_dcnnimaf
 
-    stage = cfg.stage("cls")
-    m = build_dcnnimaf(stage.image_size, filters=cfg.cls_filters, attention=cfg.cls_attention if attention else None)
-    set_bn_momentum(m, cfg.bn_momentum if cfg.cls_bn_momentum is None else cfg.cls_bn_momentum)
-    m.compile(stage.make_optimizer(n_images), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return m
+    cfg, stage = ctx.cfg, ctx.cfg.stage("cls")
+
+    def builder():
+        m = build_dcnnimaf(stage.image_size, filters=cfg.cls_filters,
+                           attention=cfg.cls_attention if attention else None)
+        set_bn_momentum(m, cfg.bn_momentum if cfg.cls_bn_momentum is None else cfg.cls_bn_momentum)
+        return m
+
+    return ctx.build(builder, stage, n_images, "sparse_categorical_crossentropy", ["accuracy"],
+                     reuse=("cls", attention))
 
 
 def _train_seg(ctx, train, val, attention, ckpt, seed, label):
@@ -139,8 +148,7 @@ def _train_seg(ctx, train, val, attention, ckpt, seed, label):
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("seg")
     ctx.seed(seed)
-    with ctx.scope():
-        model = _seg_model(cfg, attention, len(train[0]))
+    model = _seg_model(ctx, attention, len(train[0]))
     pre = _seg_preprocess(cfg)
     aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
     data = lambda e: array_dataset(train[0], None, stage.batch_size, masks=train[1], shuffle=True,  # noqa: E731
@@ -161,6 +169,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     from medattn.datasets import holdout_split, kfold_split
     from medattn.datasets.pipeline import array_dataset
     from medattn.evaluation import bootstrap_ci, classification_metrics, segmentation_summary
+    from medattn.evaluation.classification import macro_f1
     from medattn.evaluation.plots import plot_confusion_matrix, plot_segmentation_overlays
 
     cfg, name, seed = ctx.cfg, run.arm, run.seed
@@ -196,8 +205,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
         return np.concatenate([img, _resize(pred[k], cls_stage.image_size)], axis=-1).astype("float32")
 
     ctx.seed(seed)
-    with ctx.scope():
-        cls = _cls_model(cfg, attention, len(xs["train"][2]))
+    cls = _cls_model(ctx, attention, len(xs["train"][2]))
     counts = np.bincount(xs["train"][2], minlength=3)
     cw = {c: len(xs["train"][2]) / (3.0 * max(counts[c], 1)) for c in range(3)}
     xin = cls_input("train")
@@ -220,7 +228,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     row["accuracy_ci"] = bootstrap_ci(lambda t, p: np.mean(t == p.argmax(1)), yt, prob, n_boot=cfg.n_boot,
                                       seed=seed)[1:]
     row["f1_macro_ci"] = bootstrap_ci(
-        lambda t, p: classification_metrics(t, p, n_classes=3)["f1_macro"], yt, prob, n_boot=cfg.n_boot,
+        lambda t, p: macro_f1(t, p, 3), yt, prob, n_boot=cfg.n_boot,
         seed=seed)[1:]
     row["confusion_matrix"] = cm["confusion_matrix"]
     names = [part["test"][i].name for i in range(len(yt))]

@@ -61,6 +61,19 @@ def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
     return skm.confusion_matrix(t, p, labels=list(range(n_classes)))
 
 
+def macro_f1(y_true, y_prob_or_pred, n_classes: int) -> float:
+    """Macro-averaged F1 (a class absent from both truth and prediction counts 0, as sklearn's ``zero_division=0``)
+    from labels or probabilities, in NumPy: cheap enough to bootstrap (``classification_metrics`` also computes
+    AUCs)."""
+    p = np.asarray(y_prob_or_pred)
+    pred = p.argmax(1) if p.ndim == 2 else p.astype(int)
+    t = np.asarray(y_true).astype(int)
+    cm = np.bincount(t * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    tp = np.diag(cm).astype(float)
+    denom = cm.sum(0) + cm.sum(1)
+    return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
+
+
 def one_vs_rest_accuracy(cm: np.ndarray) -> np.ndarray:
     """Per-class one-vs-rest accuracy ``(TP_c + TN_c) / n`` from a confusion matrix."""
     cm = np.asarray(cm, dtype=np.float64)

@@ -58,13 +58,18 @@ class Stage:
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"stage {self.name!r}: patience must be >= 1 or none, got {self.patience}")
 
+    def decay_steps(self, n_examples: int) -> int:
+        """Optimizer steps in the stage: ``epochs * ceil(n_examples / batch_size)``."""
+        return max(1, self.epochs * -(-int(n_examples) // self.batch_size))
+
     def make_optimizer(self, n_examples: int):
         """The stage's optimizer; a cosine schedule decays over ``epochs * ceil(n_examples / batch_size)`` steps
         (the schedule's step lives in the optimizer, so a resumed run continues it exactly)."""
         import keras
 
-        steps = max(1, self.epochs * -(-int(n_examples) // self.batch_size))
-        lr = (keras.optimizers.schedules.CosineDecay(self.learning_rate, steps, alpha=self.cosine_alpha)
+        from .reuse import CosineDecaySteps
+
+        lr = (CosineDecaySteps(self.learning_rate, self.decay_steps(n_examples), alpha=self.cosine_alpha)
               if self.schedule == "cosine" else self.learning_rate)
         if self.optimizer == "sgd":
             return keras.optimizers.SGD(lr, momentum=self.momentum)

@@ -5,12 +5,13 @@ tf.distribute strategy.
 
 * take the training data as a function of the epoch (``data(epoch)``), so shuffling and augmentation are
   seeded by epoch and a resumed run sees the same batches as an uninterrupted one;
-* after every epoch save ``last.keras`` (weights, optimizer state) and ``state.json`` (epochs done, history, best
-  value, RNG states), each written to a temporary file and renamed, so a kill mid-write never leaves a broken
+* after every epoch save ``last.npz`` (every variable of the model and its optimizer: weights, BatchNorm
+  statistics, RNG states, optimizer step and slots) and ``state.json`` (epochs done, history, best value), each
+  written to a temporary file and renamed, so a kill mid-write never leaves a broken
   checkpoint; ``resume=True`` continues where a killed run stopped and ends with the same weights as an
   uninterrupted run with the same seed; an unreadable checkpoint is reported with its path and the stage starts
   over;
-* keep the best weights by a monitored validation metric (``best.weights.h5``) and stop early;
+* keep the best weights by a monitored validation metric (``best.npz``) and stop early;
 * append every epoch to ``log.csv`` / ``log.json`` and, with ``tensorboard=True``, TensorBoard scalars in
   ``ckpt_dir/tensorboard``;
 * print one line per epoch (``verbose=2``), with a progress bar over the batches on a terminal (``verbose=1``).
@@ -61,11 +62,6 @@ def _write_logs(ckpt_dir: Path, history: list[dict]) -> None:
     os.replace(tmp, ckpt_dir / "log.csv")
 
 
-def _rng_states(model) -> list:
-    """States of the model's Keras SeedGenerators (dropout, noise, augmentation); ``.keras`` files omit them."""
-    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
-
-
 def _worker_dir(ckpt_dir: Path, strategy) -> Path:
     from .custom_loop import worker_index
 
@@ -73,30 +69,65 @@ def _worker_dir(ckpt_dir: Path, strategy) -> Path:
     return ckpt_dir if i == 0 else ckpt_dir / f"worker{i}"
 
 
-def _save_atomic(model, path: Path, weights_only: bool = False) -> None:
-    suffix = ".weights.h5" if weights_only else ".keras"
-    tmp = path.with_name(f".tmp-{path.name[:-len(suffix)]}{suffix}")
-    (model.save_weights if weights_only else model.save)(tmp)
+def _checkpoint_variables(model, with_optimizer: bool) -> list:
+    """Every variable of the model (weights, BatchNorm statistics, the RNG states of dropout and noise layers)
+    and, for ``last.npz``, of its optimizer (step, slots, loss scale)."""
+    return list(model.variables) + (list(model.optimizer.variables) if with_optimizer else [])
+
+
+def save_variables(variables, path: Path) -> None:
+    """Variables' values (and paths, for the reader) to ``path`` (``.npz``), written to a temporary file and
+    renamed. 10x faster than ``model.save`` for the small models here (0.02 s vs 0.25 s per epoch)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    with open(tmp, "wb") as f:
+        np.savez(f, _paths=np.array([str(v.path) for v in variables]), **arrays)
     os.replace(tmp, path)
 
 
+def load_variables(variables, path: Path) -> None:
+    """Assign the values :func:`save_variables` wrote; a file with other variables (count or shapes) is refused
+    with a ValueError that says which."""
+    with np.load(path, allow_pickle=False) as z:
+        n = len(z["_paths"])
+        if n != len(variables):
+            raise ValueError(f"{path} holds {n} variables but the model (and optimizer) have {len(variables)}; "
+                             f"was it made by a different model?")
+        values = [z[f"v{i}"] for i in range(n)]
+    for i, (v, val) in enumerate(zip(variables, values)):
+        if tuple(val.shape) != tuple(v.shape):
+            raise ValueError(f"{path}: variable {i} ({v.path}) has shape {tuple(v.shape)} in the model but "
+                             f"{tuple(val.shape)} in the file")
+    for v, val in zip(variables, values):
+        v.assign(val)
+
+
+def _build_optimizer(model, strategy) -> None:
+    """Create the optimizer's slot variables now, in the strategy's scope. Keras otherwise creates them inside the
+    first trace of the train step, and a ``tf.function`` that creates variables is traced a second time: building
+    them first halves the first epoch's tracing (9.5 s to 5 s for the synthetic LinkNet here)."""
+    opt = getattr(model, "optimizer", None)
+    if opt is not None and not opt.built and model.built:
+        with strategy.scope():
+            opt.build(model.trainable_variables)
+
+
 def _load_state(model, ckpt_dir: Path, verbose: int):
-    """The saved state after loading ``last.keras`` into ``model``; None (stage starts over) if there is none or
+    """The saved state after loading ``last.npz`` into ``model``; None (stage starts over) if there is none or
     it is unreadable, which is said with the path."""
-    state_path, last_path = ckpt_dir / "state.json", ckpt_dir / "last.keras"
+    state_path, last_path = ckpt_dir / "state.json", ckpt_dir / "last.npz"
     if not (state_path.exists() and last_path.exists()):
+        if (ckpt_dir / "last.keras").exists():
+            print(f"[medattn] {ckpt_dir} holds a checkpoint in the old format (last.keras); starting this stage "
+                  f"over", file=sys.stderr, flush=True)
+            return None, True
         return None, False
     try:
         state = json.loads(state_path.read_text())
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(last_path)
-        rng_vars = _rng_states(model)
-        if len(rng_vars) != len(state.get("rng_states", [])):
-            raise ValueError(f"checkpoint has {len(state.get('rng_states', []))} RNG states but the model has "
-                             f"{len(rng_vars)}; was it made by a different model?")
-        for v, val in zip(rng_vars, state["rng_states"]):
-            v.assign(np.asarray(val, dtype=v.dtype))
+        load_variables(_checkpoint_variables(model, True), last_path)
         return state, False
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint means: start this stage over
         print(f"[medattn] checkpoint {last_path} is unreadable ({type(e).__name__}: {e}); starting this stage "
@@ -178,7 +209,7 @@ def fit(
     Args:
         data: a dataset, or a function ``epoch -> dataset`` (preferred: seed shuffles with the epoch). Batches are
             global batches; the strategy splits them across replicas.
-        ckpt_dir: folder for ``last.keras``, ``state.json``, ``best.weights.h5``, ``log.csv``, ``log.json``.
+        ckpt_dir: folder for ``last.npz``, ``state.json``, ``best.npz``, ``log.csv``, ``log.json``.
         resume: continue from ``ckpt_dir`` if it holds a checkpoint (else start fresh).
         monitor, mode: metric for best-model selection and early stopping (``min`` or ``max``); when the
             metric is missing from the logs (no validation data), the last epoch is the best.
@@ -200,9 +231,10 @@ def fit(
     custom = needs_custom_loop(strategy)
     if custom and batch_size is None:
         raise ValueError("fit under a multi-worker strategy needs batch_size (the global batch)")
+    _build_optimizer(model, strategy)
     ckpt_dir = _worker_dir(Path(ckpt_dir), strategy)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state_path, last_path, best_path = ckpt_dir / "state.json", ckpt_dir / "last.keras", ckpt_dir / "best.weights.h5"
+    state_path, last_path, best_path = ckpt_dir / "state.json", ckpt_dir / "last.npz", ckpt_dir / "best.npz"
     history: list[dict] = []
     start_epoch = 0
     best_value = math.inf if mode == "min" else -math.inf
@@ -256,13 +288,12 @@ def fit(
             best_value = value if value is not None else best_value
             best_epoch = epoch + 1
             wait = 0
-            _save_atomic(model, best_path, weights_only=True)
+            save_variables(_checkpoint_variables(model, False), best_path)
         else:
             wait += 1
-        _save_atomic(model, last_path)
+        save_variables(_checkpoint_variables(model, True), last_path)
         state = {"epochs_done": epoch + 1, "history": history, "best_value": best_value, "best_epoch": best_epoch,
-                 "wait": wait, "monitor": monitor, "mode": mode,
-                 "rng_states": [np.asarray(v).tolist() for v in _rng_states(model)]}
+                 "wait": wait, "monitor": monitor, "mode": mode}
         atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
         _write_logs(ckpt_dir, history)
         if writer is not None:
@@ -279,7 +310,7 @@ def fit(
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     if restore_best and best_path.exists():
-        model.load_weights(best_path)
+        load_variables(_checkpoint_variables(model, False), best_path)
     return FitResult(history=history, best_epoch=best_epoch, best_value=best_value,
                      epochs_run=len(history) - (resumed_from or 0), resumed_from=resumed_from,
                      wall_time_s=time.time() - t0, stopped_early=stopped_early, restarted=restarted)

@@ -101,6 +101,9 @@ class Context:
         self.dry_run = cfg.dry_run
         self.synthetic = data.synthetic
         self.skipped: list[str] = []  # files a loader skipped, named in the tables' footnotes
+        from .reuse import ModelPool
+
+        self.pool = ModelPool()
 
     # labels ---------------------------------------------------------------------------------------------------
     @property
@@ -121,12 +124,24 @@ class Context:
     def scope(self):
         return self.strategy.scope()
 
-    def build(self, builder: Callable[[], Any], stage: Stage, n_examples: int, loss, metrics=()):
-        """``builder()`` and compile with the stage's optimizer, inside the strategy's scope."""
+    def build(self, builder: Callable[[], Any], stage: Stage, n_examples: int, loss, metrics=(), *,
+              reuse: Any = None, **compile_kwargs):
+        """``builder()`` compiled with the stage's optimizer, inside the strategy's scope.
+
+        ``reuse``: a key naming the architecture (whatever ``builder`` depends on, and the loss and metrics).
+        Every later build with the same key and stage in this run returns the first model, reset to the state a
+        fresh ``builder()`` would have (initial weights, optimizer, schedule length for ``n_examples``), so Keras
+        does not trace its steps again (:class:`medattn.training.reuse.ModelPool`)."""
+        def compile_fn(model):
+            model.compile(optimizer=stage.make_optimizer(n_examples), loss=loss, metrics=list(metrics),
+                          **compile_kwargs)
+
         with self.scope():
-            model = builder()
-            model.compile(optimizer=stage.make_optimizer(n_examples), loss=loss, metrics=list(metrics))
-        return model
+            if reuse is None:
+                model = builder()
+                compile_fn(model)
+                return model
+            return self.pool.get((reuse, stage), builder, compile_fn, stage.decay_steps(n_examples))
 
     # checkpoints and fit --------------------------------------------------------------------------------------
     def identity(self, spec: RunSpec) -> dict:

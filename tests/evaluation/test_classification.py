@@ -90,3 +90,21 @@ def test_bad_inputs_raise():
         classification_metrics([0, 1, 1, 0], y_pred=[0, 1])
     with pytest.raises(ValueError, match="class names"):
         classification_metrics([0, 1], y_pred=[0, 1], n_classes=2, class_names=["x"])
+
+
+def test_macro_f1_matches_classification_metrics_and_sklearn():
+    import numpy as np
+
+    from medattn.evaluation import classification_metrics
+    from medattn.evaluation.classification import macro_f1
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        n = int(rng.integers(3, 40))
+        t = rng.integers(0, 3, n)
+        prob = rng.dirichlet(np.ones(3), n)
+        if trial % 4 == 0:  # a class missing from the truth, or never predicted
+            t[t == 2] = 0
+        ref = classification_metrics(t, prob, n_classes=3)["f1_macro"]
+        assert macro_f1(t, prob, 3) == pytest.approx(ref, abs=1e-12)
+        assert macro_f1(t, prob.argmax(1), 3) == pytest.approx(ref, abs=1e-12)

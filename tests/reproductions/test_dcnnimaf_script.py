@@ -36,6 +36,21 @@ def _script():
     return mod
 
 
+class _Ctx:
+    """The part of the runner's Context that builds models."""
+
+    def __init__(self, cfg):
+        import tensorflow as tf
+
+        from medattn.training.reuse import ModelPool
+
+        self.cfg, self.pool, self.strategy = cfg, ModelPool(), tf.distribute.get_strategy()
+
+    from medattn.training.reproduction import Context
+
+    build, scope = Context.build, Context.scope
+
+
 def test_bn_momentum_reaches_every_batchnorm_of_both_models():
     import dataclasses
 
@@ -43,10 +58,10 @@ def test_bn_momentum_reaches_every_batchnorm_of_both_models():
 
     mod = _script()
     cfg = dataclasses.replace(mod.PROFILES["smoke"], bn_momentum=0.9)
-    for model in (mod._seg_model(cfg, True, 16), mod._cls_model(cfg, True, 16)):
+    for model in (mod._seg_model(_Ctx(cfg), True, 16), mod._cls_model(_Ctx(cfg), True, 16)):
         bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
         assert bns and all(la.momentum == 0.9 for la in bns), model.name
-    default = mod._seg_model(mod.PROFILES["smoke"], False, 16)
+    default = mod._seg_model(_Ctx(mod.PROFILES["smoke"]), False, 16)
     assert all(la.momentum == 0.99 for la in default.layers if isinstance(la, keras.layers.BatchNormalization))
 
 

@@ -68,7 +68,7 @@ def test_dcnnimaf_smoke_under_two_worker_multiworker_strategy(tmp_path):
     assert run["replicas"] == 2
     assert json.loads((out / "runs.json").read_text())["rows"][0]["n_test"] > 0
     # the worker trained too, in its own checkpoint folders
-    assert list((tmp_path / "runs").rglob("worker1/last.keras"))
+    assert list((tmp_path / "runs").rglob("worker1/last.npz"))
 
 
 @pytest.mark.slow
@@ -102,7 +102,7 @@ def test_dcnnimaf_paper_profile_dry_run(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["seg_backbone"] == "inceptionresnetv2" and cfg["stages"]["seg"]["image_size"] == 256
     assert cfg["stages"]["cls"]["image_size"] == 224 and cfg["dry_run"] is True
-    assert (tmp_path / "runs" / "dcnnimaf-paper-dryrun" / "grouped_s0" / "seg_final" / "last.keras").exists()
+    assert (tmp_path / "runs" / "dcnnimaf-paper-dryrun" / "grouped_s0" / "seg_final" / "last.npz").exists()
 
 
 def test_user_errors_are_one_line(tmp_path):

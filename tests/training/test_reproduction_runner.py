@@ -194,7 +194,7 @@ def test_default_runs_dir_is_beside_results_whatever_the_current_directory(tmp_p
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--set", "arms=a"]) == 0
-    assert (tmp_path / "repo" / "runs" / "toy-smoke" / "a_s0" / "train" / "last.keras").exists()
+    assert (tmp_path / "repo" / "runs" / "toy-smoke" / "a_s0" / "train" / "last.npz").exists()
     assert not (elsewhere / "runs").exists()
     monkeypatch.chdir(tmp_path)  # resuming from another directory finds the same run
     CALLS.clear()
