@@ -106,26 +106,30 @@ def load_data(ctx) -> dict:
             "groups": merge_groups(len(recs), None, [g for g in kept_groups if len(g) > 1])}
 
 
-def _model(cfg, segmentation, w, n_images):
+def _model(ctx, segmentation, w, n_images):
+    """The compiled model of an arm; its cross-validation folds reuse one model, reset to fresh initial weights
+    (Keras traces its steps once per arm: :meth:`Context.build`)."""
     from medattn.evaluation.keras_metrics import dice_loss
     from medattn.losses import StableWeightedBCE
     from medattn.models.emtnet import build_emtnet
 
-    stage = cfg.stage("train")
+    cfg, stage = ctx.cfg, ctx.cfg.stage("train")
     opts = {"width": cfg.width} if cfg.backbone in ("mobilenetv2", "mobilenet") else {}
-    m = build_emtnet(stage.image_size, cfg.backbone, weights=None if cfg.weights == "none" else cfg.weights,
-                     segmentation=segmentation, decoder_filters=cfg.decoder_filters, **opts)
-    if cfg.bn_momentum is not None:
-        from medattn.models import set_bn_momentum
 
-        set_bn_momentum(m, cfg.bn_momentum)
+    def builder():
+        m = build_emtnet(stage.image_size, cfg.backbone, weights=None if cfg.weights == "none" else cfg.weights,
+                         segmentation=segmentation, decoder_filters=cfg.decoder_filters, **opts)
+        if cfg.bn_momentum is not None:
+            from medattn.models import set_bn_momentum
+
+            set_bn_momentum(m, cfg.bn_momentum)
+        return m
+
     cls_loss = StableWeightedBCE(pos_weight=w)
     if segmentation:
-        m.compile(stage.make_optimizer(n_images), loss={"label": cls_loss, "mask": dice_loss},
-                  loss_weights={"label": cfg.cls_loss_weight, "mask": 1.0})
-    else:
-        m.compile(stage.make_optimizer(n_images), loss=cls_loss)
-    return m
+        return ctx.build(builder, stage, n_images, {"label": cls_loss, "mask": dice_loss}, reuse=("multitask", w),
+                         loss_weights={"label": cfg.cls_loss_weight, "mask": 1.0})
+    return ctx.build(builder, stage, n_images, cls_loss, reuse=("cls_only", w))
 
 
 def run_arm(ctx, run: RunSpec, data: dict) -> dict:
@@ -148,8 +152,7 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     for f, fold in enumerate(kfold_split(y, data["groups"], cfg.folds, seed=run.seed)):
         tr, te = fold["train"], fold["test"]
         ctx.seed(run.seed * 100 + f)
-        with ctx.scope():
-            model = _model(cfg, segmentation, w, len(tr))
+        model = _model(ctx, segmentation, w, len(tr))
         if segmentation:
             def train(e, tr=tr):
                 return array_dataset(x[tr], None, stage.batch_size, masks=masks[tr], labels=y[tr].astype("float32"),

@@ -147,7 +147,7 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
     model = ctx.build(lambda: build_mias_model(
         variant, backbone, stage.image_size, weights=None if cfg.weights == "none" else cfg.weights, width=cfg.width,
         batch_norm=cfg.batch_norm, freeze_backbone=cfg.freeze_backbone, units=cfg.units),
-        stage, n_epoch, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        stage, n_epoch, loss="sparse_categorical_crossentropy", metrics=["accuracy"], reuse=spec)
     aug = {"rotation": cfg.rotation, "zoom": cfg.zoom, "flip": "horizontal", "fill_mode": "nearest"}
 
     def train_data(epoch):
