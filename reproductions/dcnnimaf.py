@@ -1,6 +1,6 @@
 """Reproduce the multi-attention LinkNet + DCNNIMAF breast-ultrasound paper (arXiv 2407.02844) on BUSI.
 
-    python reproductions/dcnnimaf.py                      # no data found: a SYNTHETIC phantom run (minutes)
+    python reproductions/dcnnimaf.py                      # no data found: a SYNTHETIC phantom run (~2 min)
     python reproductions/dcnnimaf.py --data-dir PATH/busi --profile cpu
     python reproductions/dcnnimaf.py --data-dir PATH/busi --profile paper --weights imagenet   # GPU/TPU
     python reproductions/dcnnimaf.py --profile paper --dry-run   # proves the paper profile runs, on CPU
@@ -82,9 +82,9 @@ PROFILES = {
     "smoke": DcnnimafConfig(profile="smoke", seg_backbone="vgg16", encoder_width=0.125,
                             stages=_stages(1, 1, 64, 64, 1e-3, 1e-3, 8), cls_filters=(8, 8, 16, 16, 16),
                             crossfit_folds=2, protocols=("grouped",), n_boot=50, phantom_counts=(8, 6, 6), verbose=0),
-    # the no-data default: all three protocols on 150 small phantoms on 2 cores
+    # the no-data default: all three protocols on 150 small phantoms at 32 px, about 2 min on 2 cores
     "synthetic": DcnnimafConfig(profile="synthetic", seg_backbone="vgg16", encoder_width=0.125,
-                                stages=_stages(12, 12, 64, 64, 3e-3, 2e-3, 8), cls_filters=(8, 16, 16, 32, 32),
+                                stages=_stages(10, 10, 32, 32, 3e-3, 2e-3, 8), cls_filters=(8, 16, 16, 32, 32),
                                 crossfit_folds=2, n_boot=200, bn_momentum=0.9, phantom_counts=(70, 50, 30)),
     # cpu: all three protocols in under an hour on 2 cores (each: 2 cross-fit + 1 final segmenter + classifier);
     # bf16 where the CPU computes it natively (1.13x for the segmenter on an AVX512_BF16 Xeon), float32 elsewhere;
