@@ -13,7 +13,8 @@ from pathlib import Path
 
 __all__ = ["load_model", "required_modules"]
 
-_REGISTERING = ("medattn.layers", "medattn.backbones", "medattn.evaluation.keras_metrics")
+_REGISTERING = ("medattn.layers", "medattn.backbones", "medattn.evaluation.keras_metrics",
+                "medattn.losses", "medattn.training.reuse")  # reuse: the cosine schedule of a compiled model
 
 
 def required_modules(path) -> dict[str, str]:

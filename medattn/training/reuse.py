@@ -15,56 +15,28 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable
 
+import keras
+
 __all__ = ["ModelPool", "CosineDecaySteps"]
 
 
-def _register(cls):
-    import keras
+@keras.saving.register_keras_serializable(package="medattn")
+class CosineDecaySteps(keras.optimizers.schedules.CosineDecay):
+    """Keras' ``CosineDecay`` whose length (``decay_steps``) is a variable: a traced train step reads it, so
+    :meth:`set_decay_steps` changes the schedule of a model that is already traced. Same values as ``CosineDecay``
+    with the same arguments (tested)."""
 
-    return keras.saving.register_keras_serializable(package="medattn")(cls)
+    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", **kwargs):
+        super().__init__(initial_learning_rate, decay_steps, alpha=alpha, name=name, **kwargs)
+        self.decay_steps = keras.Variable(float(decay_steps), dtype="float32", trainable=False, name="decay_steps")
 
+    def set_decay_steps(self, steps: int) -> None:
+        if steps <= 0:
+            raise ValueError(f"decay_steps must be > 0, got {steps}")
+        self.decay_steps.assign(float(steps))
 
-def _cosine_base():
-    import keras
-
-    return keras.optimizers.schedules.CosineDecay
-
-
-class _LazyCosine:
-    """Defined on first use so that importing :mod:`medattn.training` does not import Keras."""
-
-    cls = None
-
-    @classmethod
-    def get(cls):
-        if cls.cls is None:
-            import keras
-
-            class CosineDecaySteps(_cosine_base()):
-                """Keras' ``CosineDecay`` whose length (``decay_steps``) is a variable: a traced train step reads
-                it, so :meth:`set_decay_steps` changes the schedule of a model that is already traced. Same
-                values as ``CosineDecay`` with the same arguments."""
-
-                def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", **kwargs):
-                    super().__init__(initial_learning_rate, decay_steps, alpha=alpha, name=name, **kwargs)
-                    self.decay_steps = keras.Variable(float(decay_steps), dtype="float32", trainable=False,
-                                                      name="decay_steps")
-
-                def set_decay_steps(self, steps: int) -> None:
-                    if steps <= 0:
-                        raise ValueError(f"decay_steps must be > 0, got {steps}")
-                    self.decay_steps.assign(float(steps))
-
-                def get_config(self):
-                    return {**super().get_config(), "decay_steps": int(round(float(self.decay_steps.numpy())))}
-
-            cls.cls = _register(CosineDecaySteps)
-        return cls.cls
-
-
-def CosineDecaySteps(*args, **kwargs):  # noqa: N802 - a class to its callers
-    """``CosineDecay`` with a settable length (see :class:`_LazyCosine`)."""
-    return _LazyCosine.get()(*args, **kwargs)
+    def get_config(self):
+        return {**super().get_config(), "decay_steps": int(round(float(self.decay_steps.numpy())))}
 
 
 class ModelPool:

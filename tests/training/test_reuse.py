@@ -100,3 +100,19 @@ def test_cosine_schedule_with_a_settable_length_matches_keras():
     assert ours.get_config()["decay_steps"] == 10
     with pytest.raises(ValueError):
         ours.set_decay_steps(0)
+
+
+def test_a_saved_compiled_model_with_the_schedule_loads(tmp_path):
+    import keras
+
+    import medattn
+    from medattn.training import Stage
+
+    inp = keras.Input((4,))
+    m = keras.Model(inp, keras.layers.Dense(2)(inp))
+    m.compile(optimizer=Stage("s", epochs=3, batch_size=2).make_optimizer(10), loss="mse")
+    m.fit(np.ones((4, 4)), np.ones((4, 2)), verbose=0)
+    m.save(tmp_path / "m.keras")
+    back = medattn.load_model(tmp_path / "m.keras")
+    assert back.optimizer.learning_rate is not None
+    assert back.optimizer._learning_rate.get_config()["decay_steps"] == 15
