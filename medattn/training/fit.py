@@ -124,9 +124,7 @@ def _load_state(model, ckpt_dir: Path, verbose: int):
             return None, True
         return None, False
     try:
-        state = json.loads(state_path.read_text())
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+        state = json.loads(state_path.read_text())  # the optimizer is built: fit calls _build_optimizer first
         load_variables(_checkpoint_variables(model, True), last_path)
         return state, False
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint means: start this stage over
