@@ -9,6 +9,7 @@ transforms are applied to image and mask together.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -195,6 +196,45 @@ def image_dataset(
     return ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
+@functools.lru_cache(maxsize=64)
+def _array_element_fn(augment: tuple, preprocess, channels: int, has_y: bool, has_masks: bool, has_labels: bool):
+    """The per-batch transform of :func:`array_dataset` as one ``tf.function`` of ``(key, element)``, cached by
+    configuration: a new dataset every epoch (the epoch seeds its shuffle and augmentation through ``key``) then
+    reuses the traced transform instead of tracing it again (0.06 s -> 0.02 s per dataset for the synthetic
+    profile's 32 px LinkNet data, about 5 s of its 120 epochs)."""
+    import tensorflow as tf
+
+    augment = dict(augment)
+    if has_masks and augment:
+        geo = augmenter(**{**augment, "brightness": 0.0})
+        bright = augmenter(flip=None, brightness=augment.get("brightness", 0.0))
+    else:
+        geo = augmenter(**augment) if augment else None
+        bright = None
+    preprocess = _no_autograph(preprocess)
+
+    @tf.function(autograph=False)
+    def element(key, t):
+        img = tf.cast(t[0], tf.float32)
+        target = t[1] if has_y else None
+        label = None
+        if has_labels:
+            target, label = target
+        if has_masks and geo is not None:  # one warp for image and mask, brightness on the image only
+            both = geo(tf.concat([img, target * 255.0], axis=-1), key)
+            img, target = both[..., :channels], tf.cast(both[..., channels:] > 127.5, tf.float32)
+            img = bright(img, key + 1)
+        elif geo is not None:
+            img = geo(img, key)
+        if preprocess is not None:
+            img = preprocess(img)
+        if label is not None:
+            return img, {"mask": target, "label": label}
+        return (img, target) if has_y else img
+
+    return element
+
+
 def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                   epoch: int = 0, augment: dict | None = None, preprocess: Callable | None = None,
                   drop_remainder: bool = False, masks: np.ndarray | None = None, labels: np.ndarray | None = None):
@@ -226,34 +266,16 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuff
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if masks is not None and augment:
-        geo = augmenter(**{**augment, "brightness": 0.0})
-        bright = augmenter(flip=None, brightness=augment.get("brightness", 0.0))
-    else:
-        geo = augmenter(**augment) if augment else None
-        bright = None
-    channels = x.shape[-1]
-    preprocess = _no_autograph(preprocess)
-    base_seed = seed * 1000 + epoch
+    conf = (tuple(sorted((augment or {}).items())), preprocess, int(x.shape[-1]), y is not None,
+            masks is not None, labels is not None)
+    try:
+        element = _array_element_fn(*conf)
+    except TypeError:  # an unhashable augment value or preprocess: trace it for this dataset only
+        element = _array_element_fn.__wrapped__(*conf)
+    base_seed = tf.constant(seed * 1000 + epoch, tf.int64)
 
     def fn(i, t):
-        img = tf.cast(t[0], tf.float32)
-        target = t[1] if y is not None else None
-        label = None
-        if labels is not None:
-            target, label = target
-        key = tf.stack([tf.constant(base_seed, tf.int64), tf.cast(i, tf.int64)])
-        if masks is not None and geo is not None:  # one warp for image and mask, brightness on the image only
-            both = geo(tf.concat([img, target * 255.0], axis=-1), key)
-            img, target = both[..., :channels], tf.cast(both[..., channels:] > 127.5, tf.float32)
-            img = bright(img, key + 1)
-        elif geo is not None:
-            img = geo(img, key)
-        if preprocess is not None:
-            img = preprocess(img)
-        if label is not None:
-            return img, {"mask": target, "label": label}
-        return (img, target) if y is not None else img
+        return element(tf.stack([base_seed, tf.cast(i, tf.int64)]), t)
 
     ds = ds.enumerate().map(fn, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
