@@ -1,4 +1,4 @@
-"""Both scripts on the shared runner: tf.distribute (two CPU replicas, two workers), paper-profile dry runs, user
+"""The scripts on the shared runner: tf.distribute (two CPU replicas, two workers), paper-profile dry runs, user
 errors in one line."""
 
 import json
@@ -103,6 +103,27 @@ def test_dcnnimaf_paper_profile_dry_run(tmp_path):
     assert cfg["seg_backbone"] == "inceptionresnetv2" and cfg["stages"]["seg"]["image_size"] == 256
     assert cfg["stages"]["cls"]["image_size"] == 224 and cfg["dry_run"] is True
     assert (tmp_path / "runs" / "dcnnimaf-paper-dryrun" / "grouped_s0" / "seg_final" / "last.npz").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.subprocess
+def test_emtnet_paper_profile_dry_run(tmp_path):
+    """The paper profile's full-width MobileNetV2 EMT-Net at 224, batch 32, every arm (sweep and ablation) on two
+    folds of two steps: what a GPU user runs with --profile paper, minus the ImageNet download."""
+    r = _run([SCRIPTS / "emtnet.py", "--profile", "paper", "--dry-run", "--data-dir", dataset_dir("busi"),
+              "--runs-dir", tmp_path / "runs", "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "runs" / "emtnet-paper-dryrun" / "results"
+    comp = json.loads((out / "comparison.json").read_text())
+    assert "DRY RUN" in comp["title"] and comp["meta"]["dry_run"] is True
+    runs = json.loads((out / "runs.json").read_text())["rows"]
+    assert [row["arm"] for row in runs] == ["multitask_w2", "multitask_w1", "multitask_w4", "multitask_w8",
+                                            "cls_only_w2"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["stages"]["train"]["image_size"] == 224 and cfg["stages"]["train"]["batch_size"] == 32
+    assert cfg["width"] == 1.0 and cfg["dry_run"] is True and cfg["weights"] in ("none", "imagenet")
+    assert (out / "plots" / "sweep.png").exists() and (out / "plots" / "roc_pr.png").exists()
 
 
 def test_user_errors_are_one_line(tmp_path):
