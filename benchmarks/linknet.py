@@ -1,6 +1,7 @@
 """Training step and inference time of our LinkNet against its bare encoder and segmentation_models' Linknet.
 
-    python benchmarks/linknet.py [--batch 4] [--size 256] [--repeats 3] [--sm-python PATH/TO/venv/bin/python]
+    python benchmarks/linknet.py [--batch 4] [--size 256] [--repeats 3] [--rounds 1] [--sm-python PATH/TO/venv/bin/python]
+                                 [--markdown benchmarks/results/linknet.md]
 
 Rows (one run, same batch and input, float32, random weights):
   * bare InceptionResNetV2 encoder (same padding) -> GAP -> Dense(1): the cost of the encoder alone;
@@ -96,31 +97,21 @@ def _sm_row(python, batch, size, repeats):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sm-python", default=None, help="python of an environment with segmentation_models")
-    args = ap.parse_args(argv)
-
+def _measure_round(args, x, y_mask, y_vec):
+    """One pass over every row: (name, params, ms/step, ms/image at batch 1)."""
     import keras
-    import numpy as np
 
     from medattn.backbones import inception_resnet_v2_same
     from medattn.models.linknet import build_linknet
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
-    y_mask = (rng.random((args.batch, args.size, args.size, 1)) > 0.5).astype("float32")
-    y_vec = np.ones((args.batch, 1), "float32")
+    def bare():
+        enc = inception_resnet_v2_same((args.size, args.size, 3), weights=None)
+        return keras.Model(enc.input, keras.layers.Dense(1, activation="sigmoid")(
+            keras.layers.GlobalAveragePooling2D()(enc.output)), name="bare_irv2")
 
-    enc = inception_resnet_v2_same((args.size, args.size, 3), weights=None)
-    bare = keras.Model(enc.input, keras.layers.Dense(1, activation="sigmoid")(
-        keras.layers.GlobalAveragePooling2D()(enc.output)), name="bare_irv2")
     rows = []
     for name, build, y in (
-        ("bare InceptionResNetV2 encoder (GAP -> Dense 1)", lambda: bare, y_vec),
+        ("bare InceptionResNetV2 encoder (GAP -> Dense 1)", bare, y_vec),
         ("medattn LinkNet + scSE (ours)", lambda: build_linknet("inceptionresnetv2", args.size), y_mask),
         ("medattn LinkNet, no attention", lambda: build_linknet("inceptionresnetv2", args.size, attention=False),
          y_mask),
@@ -128,26 +119,69 @@ def main(argv=None):
         m = build()
         step, inf = _time_model(m, x, y, args.repeats)
         rows.append((name, m.count_params(), step, inf))
-        print(f"  measured {name}", file=sys.stderr, flush=True)
+        print(f"  measured {name}: {step * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
         del m
         keras.backend.clear_session()
     if args.sm_python:
         r = _sm_row(args.sm_python, args.batch, args.size, args.repeats)
         name = f"segmentation_models {r['sm']} Linknet('inceptionresnetv2') (tf {r['tf']}, tf.keras = {r['keras']})"
         rows.append((name, r["params"], r["step"], r["infer"]))
+        print(f"  measured {name}: {r['step'] * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
     else:
         rows.append(("segmentation_models Linknet('inceptionresnetv2')", None, None, None))
+    return rows
 
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every row this many times, in turn (ours and segmentation_models alternate, so "
+                         "a slow spell of the machine hits both); medians over rounds, ratios per round")
+    ap.add_argument("--sm-python", default=None, help="python of an environment with segmentation_models")
+    ap.add_argument("--markdown", default=None, help="also write the table to this file")
+    args = ap.parse_args(argv)
+
+    import numpy as np
+
+    from medattn.training.records import machine_description
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
+    y_mask = (rng.random((args.batch, args.size, args.size, 1)) > 0.5).astype("float32")
+    y_vec = np.ones((args.batch, 1), "float32")
+    rounds = [_measure_round(args, x, y_mask, y_vec) for _ in range(args.rounds)]
+
+    def med(i, j):
+        vals = [r[i][j] for r in rounds if r[i][j] is not None]
+        return statistics.median(vals) if vals else None
+
+    rows = [(rounds[0][i][0], rounds[0][i][1], med(i, 2), med(i, 3)) for i in range(len(rounds[0]))]
     ref = rows[0][2]
-    print(f"# LinkNet training step: batch {args.batch}, {args.size}x{args.size}, float32, {os.cpu_count()} cores, "
-          f"median of {args.repeats} steps; inference at batch 1, median of {args.repeats * 3}\n")
-    print("| model | params | ms/step | images/s | x bare encoder | inference ms/image (batch 1) |")
-    print("|---|---|---|---|---|---|")
+    lines = [f"# LinkNet training step: batch {args.batch}, {args.size}x{args.size}, float32, {os.cpu_count()} cores, "
+             f"median of {args.repeats} steps per round, median over {args.rounds} round(s); inference at batch 1, "
+             f"median of {args.repeats * 3}", "",
+             "| model | params | ms/step | images/s | x bare encoder | inference ms/image (batch 1) |",
+             "|---|---|---|---|---|---|"]
     for name, p, t, inf in rows:
         if t is None:
-            print(f"| {name} | not measured: pass --sm-python | | | | |")
+            lines.append(f"| {name} | not measured: pass --sm-python | | | | |")
             continue
-        print(f"| {name} | {p:,} | {t * 1e3:.0f} | {args.batch / t:.2f} | {t / ref:.2f} | {inf * 1e3:.0f} |")
+        lines.append(f"| {name} | {p:,} | {t * 1e3:.0f} | {args.batch / t:.2f} | {t / ref:.2f} | {inf * 1e3:.0f} |")
+    if args.sm_python:
+        for i, label in ((1, "ours + scSE"), (2, "ours, no attention")):
+            ratios = [r[i][2] / r[3][2] for r in rounds]
+            lines.append(f"\n{label} / segmentation_models, ms per step, per round: "
+                         + ", ".join(f"{v:.3f}" for v in ratios) + f" (median {statistics.median(ratios):.3f})")
+    lines += ["", f"- command: `python benchmarks/linknet.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+              f"- machine: `{machine_description()}`", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""reproductions/brain_tumor_transfer.py: the de-duplicated test set, both test sets in every table, Grad-CAM, the
+refusal of a frozen phase on random weights, the paper profile's dry run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, dataset_dir
+
+SCRIPT = REPO / "reproductions" / "brain_tumor_transfer.py"
+CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "MEDATTN_DATA_DIR")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def _run(args, cwd, timeout=900):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=_env())
+
+
+def _fake_release(root, per_class=6, n_test=3, copies=("glioma", "pituitary")):
+    """A Brain Tumor MRI layout of random-texture JPEGs; the first Testing image of each class in ``copies`` is a
+    byte copy of a Training image (an exact cross-split duplicate)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("Training", per_class), ("Testing", n_test)):
+        for c, name in enumerate(CLASSES):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = (rng.random((48, 48)) * 60 + 60 * c).astype(np.uint8)
+                img[8 + 4 * i: 20 + 4 * i, 10:30] = 255 - 40 * c  # a bright block that differs per image
+                Image.fromarray(img).save(d / f"{split[:2]}-{name[:2]}_{i:04d}.jpg", quality=95)
+    for name in copies:
+        src = root / "Training" / name / f"Tr-{name[:2]}_0002.jpg"
+        (root / "Testing" / name / f"Te-{name[:2]}_0000.jpg").write_bytes(src.read_bytes())
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
+    data = _fake_release(tmp_path / "brain_tumor_mri")
+    out = tmp_path / "out"
+    r = _run(["--profile", "smoke", "--data-dir", data, "--out", out, "--runs-dir", tmp_path / "runs"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = json.loads((out / "runs.json").read_text())["rows"]
+    assert [row["backbone"] for row in runs] == ["mobilenetv2", "vgg16"]
+    row = runs[0]
+    assert row["n_test_official"] == 12
+    assert row["n_test_dedup"] <= 10  # at least the two byte copies are gone
+    pred = np.load(out / "predictions" / "mobilenetv2_s0.npz")
+    names = list(pred["names"])
+    for copy in ("Testing/glioma/Te-gl_0000.jpg", "Testing/pituitary/Te-pi_0000.jpg"):
+        assert copy in names and not pred["dedup"][names.index(copy)], copy
+    assert int(pred["dedup"].sum()) == row["n_test_dedup"]
+    assert np.allclose(pred["prob"].sum(1), 1, atol=1e-4)
+    # weighted accuracy is the support-weighted one-vs-rest accuracy of the confusion matrix
+    cm = row["official_confusion_matrix"]
+    cm = np.array(json.loads(cm) if isinstance(cm, str) else cm)  # runs.json holds lists as JSON text
+    n = cm.sum()
+    ovr = [(n - cm[c].sum() - cm[:, c].sum() + 2 * cm[c, c]) / n for c in range(4)]
+    assert row["official_weighted_accuracy"] == pytest.approx(np.dot(ovr, cm.sum(1)) / n)
+    assert row["official_accuracy"] == pytest.approx(np.trace(cm) / n)
+    comp = json.loads((out / "comparison.json").read_text())
+    sources = {x["source"] for x in comp["rows"]}
+    assert any("official Testing (n=12)" in s for s in sources)
+    assert any(f"de-duplicated Testing (n={row['n_test_dedup']})" in s for s in sources)
+    for name in ("accuracy_official_vs_dedup.png", "gradcam_mobilenetv2.png", "confusion_vgg16_dedup.png",
+                 "confusion_vgg16_official.png"):
+        assert (out / "plots" / name).exists(), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["stages"]["frozen"]["epochs"] == 0 and cfg["backbones"] == ["mobilenetv2", "vgg16"]
+
+
+def test_frozen_phase_on_random_weights_is_refused(tmp_path):
+    data = _fake_release(tmp_path / "brain_tumor_mri", per_class=2, n_test=1, copies=())
+    r = _run(["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set", "frozen.epochs=2"],
+             tmp_path, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "frozen.epochs=2" in r.stderr and "frozen.epochs=0" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.subprocess
+def test_paper_profile_dry_run(tmp_path):
+    """Six backbones at 224 (Xception and InceptionV3 at 299), both phases, six images per class and split."""
+    r = _run(["--profile", "paper", "--dry-run", "--data-dir", dataset_dir("brain_tumor_mri"), "--runs-dir",
+              tmp_path / "runs", "--quiet"], tmp_path, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "runs" / "brain_tumor_transfer-paper-dryrun" / "results"
+    runs = json.loads((out / "runs.json").read_text())["rows"]
+    assert [row["backbone"] for row in runs] == ["xception", "mobilenetv2", "inceptionv3", "resnet50", "vgg16",
+                                                  "densenet121"]
+    assert {row["backbone"]: row["image_size"] for row in runs}["xception"] == 299
+    assert {row["backbone"]: row["image_size"] for row in runs}["resnet50"] == 224
+    assert all(row["epochs_run"] == 2 for row in runs)  # one dry-run epoch in each phase
+    assert "DRY RUN" in json.loads((out / "comparison.json").read_text())["title"]
