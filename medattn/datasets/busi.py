@@ -17,29 +17,59 @@ import numpy as np
 
 from .core import DatasetError, Record, check_readable, image_size, natural_key, read_image, resolve_root
 
-__all__ = ["CLASSES", "busi_records", "load_mask", "find_root"]
+__all__ = ["CLASSES", "busi_records", "load_mask", "find_root", "present_classes"]
 
 CLASSES = ("benign", "malignant", "normal")
 _MASK = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?\.png$", re.IGNORECASE)
 
 
-def find_root(root) -> Path:
-    """``busi/`` or ``busi/Dataset_BUSI_with_GT/``: the folder holding the class folders."""
-    return resolve_root(root, "BUSI", CLASSES, ("Dataset_BUSI_with_GT",))
+def find_root(root, classes=CLASSES) -> Path:
+    """``busi/`` or ``busi/Dataset_BUSI_with_GT/``: the folder holding the class folders ``classes``."""
+    return resolve_root(root, "BUSI", classes, ("Dataset_BUSI_with_GT",))
+
+
+def present_classes(root) -> tuple[str, ...]:
+    """The BUSI classes whose folders exist in ``root`` (or its release folder), in BUSI's order; DatasetError
+    naming the expected layout when there is none."""
+    if root is None or not Path(root).exists():
+        find_root(root)  # raises the usual message
+    for cand in (Path(root), Path(root) / "Dataset_BUSI_with_GT"):
+        found = tuple(c for c in CLASSES if (cand / c).is_dir())
+        if found:
+            return found
+    find_root(root)  # raises: names the expected class folders and what was found
+    raise AssertionError("unreachable")
 
 
 def busi_records(root, *, classes=CLASSES, verify: bool = False, skip_bad: bool = False,
                  problems: list | None = None) -> list[Record]:
-    """One record per image, with all its mask files. Checks: class folders present and non-empty, every image
+    """One record per image, with all its mask files.
+
+    ``classes``: the class folders to read (all must exist), or ``"present"``: those of ``benign``, ``malignant``,
+    ``normal`` that the folder has (another hospital's benign/malignant set, a user's own images in the BUSI
+    layout); the absent ones are printed. Labels are always BUSI's (benign 0, malignant 1, normal 2), whichever
+    classes are read, so a model trained on BUSI scores them correctly. Checks: class folders present and non-empty, every image
     has at least one mask, every mask has its image, mask and image sizes agree (header only; ``verify=True``
     also decodes every file). The group id is the file's class/name (duplicate groups come from the audit).
 
     A per-image problem (an unreadable header, an image without its mask, a mask of another size) raises
     DatasetError naming the file, unless ``problems`` is a list: then the problem is appended to it, that image is
     left out, and the scan goes on (the audit uses this to report every problem at once)."""
-    base = find_root(root)
+    if isinstance(classes, str):
+        if classes != "present":
+            raise ValueError(f"classes must be a sequence of class names or 'present', got {classes!r}")
+        classes = present_classes(root)
+        absent = [c for c in CLASSES if c not in classes]
+        if absent:
+            print(f"[medattn] BUSI: {root} has no {', '.join(absent)} folder; reading {', '.join(classes)}",
+                  flush=True)
+    unknown = [c for c in classes if c not in CLASSES]
+    if unknown:
+        raise DatasetError(f"BUSI: unknown class(es) {unknown} (the BUSI layout has {list(CLASSES)})")
+    base = find_root(root, classes)
     records: list[Record] = []
-    for label, cls in enumerate(classes):
+    for cls in classes:
+        label = CLASSES.index(cls)
         folder = base / cls
         if not folder.is_dir():
             raise DatasetError(f"BUSI: class folder {folder} is missing (expected {list(classes)})")

@@ -109,3 +109,26 @@ def test_phantom_busi_reads_like_busi_and_is_deterministic(tmp_path):
     assert np.array_equal(a, b) and np.array_equal(ma, mb)
     # the lesion is hypo-echoic: darker inside the mask than around it
     assert a[ma > 0].mean() < 0.6 * a[ma == 0].mean()
+
+
+def test_busi_subset_of_classes_keeps_busi_labels(tmp_path, capsys):
+    """Another hospital's benign/malignant set (no normal folder), or only malignant and normal: read what is there
+    with BUSI's labels; a folder with none of the classes names the expected layout."""
+    import shutil
+
+    from medattn.datasets.phantom import make_phantom_busi
+
+    root = make_phantom_busi(tmp_path / "ext", counts=(3, 2, 2), seed=1)
+    shutil.rmtree(root / "Dataset_BUSI_with_GT" / "normal")
+    recs = D.busi_records(root, classes="present")
+    assert {(r.label_name, r.label) for r in recs} == {("benign", 0), ("malignant", 1)}
+    assert "no normal folder" in capsys.readouterr().out
+    with pytest.raises(D.DatasetError, match="does not have the expected layout"):
+        D.busi_records(root)  # all three required by default
+    shutil.rmtree(root / "Dataset_BUSI_with_GT" / "benign")
+    assert {r.label for r in D.busi_records(root / "Dataset_BUSI_with_GT", classes="present")} == {1}
+    (tmp_path / "wrong" / "images").mkdir(parents=True)
+    with pytest.raises(D.DatasetError, match=r"looked for \['benign', 'malignant', 'normal'\]"):
+        D.busi_records(tmp_path / "wrong", classes="present")
+    with pytest.raises(D.DatasetError, match="unknown class"):
+        D.busi_records(root, classes=("benign", "cyst"))
