@@ -9,10 +9,12 @@ inside the model (:class:`BackbonePreprocess`: EfficientNet carries its own resc
 [0, 1]), so one saved ``.keras`` file holds everything a user needs. ``fusion``:
 
 * ``"cross_attention"`` (DCAT): :class:`medattn.layers.BidirectionalCrossAttention` between the two last feature
-  maps (1x1 projections to ``dim``, attention in both directions, residual + LayerNorm), CBAM on each refined map,
-  global average pooling of each, concatenated;
-* ``"concat"`` (ablation): the same 1x1 projections and CBAM, no cross-attention;
+  maps (1x1 projections to ``dim``, attention in both directions, residual + LayerNorm), the two refined maps
+  concatenated (2 ``dim`` channels), CBAM (reduction 16, 7x7), global average pooling;
+* ``"concat"`` (ablation): the same 1x1 projections concatenated, CBAM, pooling: no cross-attention;
 * ``"a_only"`` / ``"b_only"`` (ablations): one backbone, 1x1 projection, CBAM, pooling.
+
+Both backbones have stride 32, so at an input size that is a multiple of 32 their last maps have the same size.
 
 Then :class:`medattn.layers.MCDropout` (active at inference: T passes give the predictive mean and entropy) and a
 softmax.
@@ -57,16 +59,11 @@ def _branch(x, name: str, size: int, weights, tag: str, options: dict):
     return bb.model(BackbonePreprocess(bb.preprocessing, name=f"{tag}_preprocess")(x))
 
 
-def _refine(x, dim: int, tag: str, project: bool):
-    if project:
-        x = layers.Conv2D(dim, 1, name=f"{tag}_proj")(x)
-    x = CBAM(reduction=16, name=f"{tag}_cbam")(x)
-    return layers.GlobalAveragePooling2D(name=f"{tag}_gap")(x)
 
 
 def build_dcat(input_size: int = 224, n_classes: int = 2, *, backbone_a: str = "efficientnetb4",
                backbone_b: str = "resnet34", fusion: str = "cross_attention", dim: int = 256, num_heads: int = 8,
-               dropout: float = 0.3, weights_a=None, weights_b=None, options_a: dict | None = None,
+               dropout: float = 0.5, weights_a=None, weights_b=None, options_a: dict | None = None,
                options_b: dict | None = None) -> keras.Model:
     """The DCAT classifier (softmax over ``n_classes``) or one of its ablations (``fusion``, see the module
     docstring). ``weights_*``: None | ``"imagenet"`` | path (ResNet-34 has no Keras ImageNet weights)."""
@@ -81,13 +78,14 @@ def build_dcat(input_size: int = 224, n_classes: int = 2, *, backbone_a: str = "
     if fusion != "a_only":
         feats.append(_branch(inp, backbone_b, input_size, weights_b, "b", options_b or {}))
     if fusion == "cross_attention":
-        fa, fb = BidirectionalCrossAttention(dim=dim, num_heads=num_heads, output_mode="both",
-                                             name="cross_attention")(feats)
-        pooled = [_refine(fa, dim, "a", False), _refine(fb, dim, "b", False)]
+        x = BidirectionalCrossAttention(dim=dim, num_heads=num_heads, output_mode="concat",
+                                        name="cross_attention")(feats)
     else:
         tags = {"concat": ("a", "b"), "a_only": ("a",), "b_only": ("b",)}[fusion]
-        pooled = [_refine(f, dim, t, True) for f, t in zip(feats, tags)]
-    x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="fused")(pooled)
+        maps = [layers.Conv2D(dim, 1, name=f"{t}_proj")(f) for f, t in zip(feats, tags)]
+        x = maps[0] if len(maps) == 1 else layers.Concatenate(name="fused")(maps)
+    x = CBAM(reduction=16, kernel_size=7, name="cbam")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = MCDropout(dropout, name="mc_dropout")(x)
     out = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
     return keras.Model(inp, out, name=f"dcat_{fusion}")
