@@ -11,10 +11,42 @@ import json
 import zipfile
 from pathlib import Path
 
-__all__ = ["load_model", "required_modules"]
+__all__ = ["load_model", "required_modules", "save_model_card", "read_model_card"]
 
 _REGISTERING = ("medattn.layers", "medattn.backbones", "medattn.evaluation.keras_metrics",
-                "medattn.losses", "medattn.training.reuse")  # reuse: the cosine schedule of a compiled model
+                "medattn.losses", "medattn.training.reuse",  # reuse: the cosine schedule of a compiled model
+                "medattn.models.dcat")  # BackbonePreprocess
+
+CARD_KEYS = ("kind", "input_size", "preprocessing", "class_names")
+
+
+def save_model_card(model, path, card: dict) -> Path:
+    """Save ``model`` to ``path`` (``.keras``) with ``card`` as JSON beside it (``path`` with ``.json``): what a
+    user needs to run it on their own images. ``card`` must hold ``kind`` (``segmenter`` | ``classifier``),
+    ``input_size``, ``preprocessing`` (a :data:`medattn.backbones.PREPROCESSING` name applied to images in
+    [0, 255], or ``"inside"`` when the model does it) and ``class_names``; ``threshold``, ``metrics``, the data
+    manifest hash and anything else are kept as given."""
+    from .training.fit import atomic_write_text
+
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing:
+        raise ValueError(f"model card for {path} lacks {missing}")
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: the model file must end in .keras")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"file": path.name, **card}, indent=1, default=str) + "\n")
+    return path
+
+
+def read_model_card(path) -> dict:
+    """The JSON card beside a ``.keras`` file saved by :func:`save_model_card`; a clear error if it is missing."""
+    card = Path(path).with_suffix(".json")
+    if not card.is_file():
+        raise FileNotFoundError(f"{card}: no model card beside {Path(path).name} (models saved by the reproductions "
+                                "have one: input size, preprocessing, class names)")
+    return json.loads(card.read_text())
 
 
 def required_modules(path) -> dict[str, str]:

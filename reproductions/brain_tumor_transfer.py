@@ -224,6 +224,10 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     for name, mask in (("official", np.ones(len(pt), bool)), ("dedup", keep)):
         for k, v in _metrics(y[data["test"]][mask], pt[mask], cfg.n_boot, run.seed).items():
             row[f"{name}_{k}"] = v
+    ctx.save_model(model, run, backbone, kind="classifier", input_size=size,
+                   preprocessing=preprocessing_for(backbone, weights), class_names=list(CLASSES), threshold=None,
+                   mc_dropout=False, metrics={k: row[k] for k in ("val_accuracy", "official_accuracy",
+                                                                  "dedup_accuracy", "n_test_dedup")})
     names = np.array(["/".join(Path(data["recs"][i].path).parts[-3:]) for i in data["test"]])  # Testing/<class>/file
     np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[data["test"]], prob=pt, dedup=keep)
     # Grad-CAM on the first de-duplicated test images of each class (the same images for every backbone)

@@ -263,6 +263,10 @@ def run_variant(ctx, run: RunSpec, data: dict) -> dict:
            "epochs_run": res["epochs_run"], "mean_entropy": float(ent.mean()),
            "mean_mutual_information": float(u["mutual_information"].mean())}
     row.update(_metrics(y[te], prob, samples[0], ent, n_cls, cfg.n_boot, run.seed))
+    ctx.save_model(model, run, f"{data['kind']}_{run.arm}", kind="classifier", input_size=stage.image_size,
+                   preprocessing="inside", class_names=list(data["classes"]), threshold=None, mc_dropout=True,
+                   mc_passes=cfg.mc_passes, metrics={k: row[k] for k in ("roc_auc", "average_precision", "accuracy",
+                                                                          "n_test")})
     names = data["names"][te]
     np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[te], prob=prob, single=samples[0],
              entropy=ent, mutual_information=u["mutual_information"])

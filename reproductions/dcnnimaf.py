@@ -216,6 +216,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
             validation_data=(cls_input("val"), xs["val"][2]), class_weight=cw, monitor="val_loss", mode="min")
     prob = ctx.predict(cls, cls_input("test"), 32)
     yt = xs["test"][2]
+    _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt)
     cm = classification_metrics(yt, prob, class_names=CLASSES)
     dice_lesion = seg_sum["per_image"]["dice"][seg_sum["per_image"]["lesion"]]
     row = {"protocol": name, "n_test": int(len(yt)), **{k: seg_sum[k] for k in (
@@ -244,6 +245,23 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
                                    ctx.out / "plots" / f"overlays_{name}.png",
                                    titles=[f"{names[i]}{ctx.mark}" for i in pick])
     return row
+
+
+def _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt):
+    """The protocol's final segmenter and classifier as .keras files with their cards (the two-stage pipeline:
+    the classifier takes the image in [0, 1] with the segmenter's predicted mask as a 4th channel)."""
+    from medattn.backbones import preprocessing_for
+
+    cfg = ctx.cfg
+    s, c = cfg.stage("seg"), cfg.stage("cls")
+    ctx.save_model(seg, run, "segmenter", kind="segmenter", input_size=s.image_size,
+                   preprocessing=preprocessing_for(cfg.seg_backbone, _weights(cfg)), class_names=["lesion"],
+                   threshold=0.5, mc_dropout=False,
+                   metrics={"dice_lesion": seg_sum["dice_lesion"], "iou_lesion": seg_sum["iou_lesion"]})
+    ctx.save_model(cls, run, "classifier", kind="classifier", input_size=c.image_size, preprocessing="unit",
+                   class_names=list(CLASSES), threshold=None, mc_dropout=False,
+                   extra_input="the segmenter's predicted mask (probabilities, resized) as channel 4",
+                   segmenter="segmenter.keras", metrics={"accuracy": float(np.mean(prob.argmax(1) == yt))})
 
 
 def _overlay_picks(y, dice, lesion, n=4):

@@ -164,6 +164,11 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
         ctx.fit(model, train, stage, ctx.run_dir(run) / f"fold{f}", label=f"{run.arm} s{run.seed} fold {f + 1}/"
                 f"{cfg.folds}", monitor="loss", mode="min")
         out = ctx.predict(model, np.asarray(pre(x[te])), 32)
+        ctx.save_model(model, run, f"fold{f}", kind="multitask" if segmentation else "classifier",
+                       input_size=stage.image_size, preprocessing=preprocessing_for(cfg.backbone, None if cfg.weights
+                                                                                  == "none" else cfg.weights),
+                       class_names=list(CLASSES), output="logit of malignant (sigmoid > threshold)", threshold=0.5,
+                       mc_dropout=False, fold=f, n_test=int(len(te)))
         logit = out["label"] if isinstance(out, dict) else out
         prob[te] = 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)[:, 0]))
         if segmentation:

@@ -200,6 +200,11 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
     _, row["roc_auc_boot_low"], row["roc_auc_boot_high"] = bootstrap_ci(
         lambda t, s: roc_auc_score(t, s) if len(set(t)) > 1 else float("nan"), yte, roi_score, n_boot=cfg.n_boot,
         seed=seed)
+    ctx.save_model(model, run, spec.replace(":", "_"), kind="patch_classifier", input_size=stage.image_size,
+                   preprocessing="samplewise_centre (grey to 3 channels, minus each patch's mean)",
+                   class_names=CLASS_NAMES, threshold=0.5, mc_dropout=False,
+                   roi_rule=f"25 windows of {stage.image_size} px, stride {cfg.stride}, majority vote of patch labels",
+                   metrics={"accuracy": row["accuracy"], "roc_auc": row["roc_auc"]})
     np.savez(ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{seed}.npz", y_true=yte, roi_pred=roi_pred,
              roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx, names=np.array(data["test_names"]))
     return row

@@ -200,6 +200,24 @@ class Context:
             self.log(f"! skipped {len(audit['corrupt'])} unreadable file(s): " + "; ".join(audit["corrupt"]))
         return audit
 
+    def save_model(self, model, run: RunSpec, name: str, **card) -> Path | None:
+        """The trained ``model`` as ``<run dir>/models/<name>.keras`` with its JSON card
+        (:func:`medattn.saving.save_model_card`: ``kind``, ``input_size``, ``preprocessing``, ``class_names`` and
+        whatever else is given, plus the run's provenance). Dry runs save nothing (the paper profile's models are
+        hundreds of MB); the path is logged."""
+        from ..saving import save_model_card
+
+        if self.dry_run:
+            return None
+        path = self.run_dir(run) / "models" / f"{name}.keras"
+        card = {**card, "paper": self.repro.name, "profile": self.cfg.profile, "arm": run.arm, "seed": run.seed,
+                "weights": self.cfg.weights, "data_manifest_sha256": self.data_sha,
+                "config_sha256": config_hash(self.cfg), "synthetic": self.synthetic,
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        save_model_card(model, path, card)
+        self.log(f"saved {path}")
+        return path
+
     def predict(self, model, x, batch_size: int = 32):
         from .custom_loop import predict
 

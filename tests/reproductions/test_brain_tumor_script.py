@@ -80,6 +80,11 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
         assert (out / "plots" / name).exists(), name
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["stages"]["frozen"]["epochs"] == 0 and cfg["backbones"] == ["mobilenetv2", "vgg16"]
+    from medattn.saving import read_model_card
+
+    card = read_model_card(tmp_path / "runs" / "brain_tumor_transfer-smoke" / "vgg16_s0" / "models" / "vgg16.keras")
+    assert card["class_names"] == list(CLASSES) and card["input_size"] == 32 and card["preprocessing"] == "unit"
+    assert card["metrics"]["dedup_accuracy"] == row["dedup_accuracy"]
 
 
 def test_frozen_phase_on_random_weights_is_refused(tmp_path):

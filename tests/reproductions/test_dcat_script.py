@@ -56,6 +56,13 @@ def test_smoke_on_a_medmnist_file(tmp_path):
     comp = json.loads((out / "comparison.json").read_text())
     sources = {x["source"] for x in comp["rows"]}
     assert "MedMNIST v2 ResNet-50 (224)" in sources and "ours (smoke): dcat" in sources
+    from medattn.saving import load_model, read_model_card
+
+    saved = tmp_path / "runs" / "dcat-smoke" / "dcat_s0" / "models" / "pneumoniamnist_dcat.keras"
+    card = read_model_card(saved)
+    assert card["mc_dropout"] is True and card["preprocessing"] == "inside" and card["input_size"] == 32
+    back = load_model(saved, compile=False)
+    assert back(np.zeros((1, 32, 32, 3), "float32")).shape == (1, 2)
     for name in ("reliability_dcat.png", "reliability_dcat_single_pass.png", "risk_coverage_dcat.png",
                  "highest_entropy_dcat.png", "roc_pr_a_only.png"):
         assert (out / "plots" / name).exists(), name

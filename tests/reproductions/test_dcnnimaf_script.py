@@ -14,7 +14,8 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, str(REPO / "reproductions" / "dcnnimaf.py"), "--profile", "smoke",
-                        "--out", str(out)], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+                        "--out", str(out), "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True,
+                       timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "SYNTHETIC" in r.stdout and "Dataset_BUSI_with_GT" in r.stdout
     comp = json.loads((out / "comparison.json").read_text())
@@ -24,6 +25,18 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     assert 0 <= run["dice_lesion"] <= 1 and run["n_test"] > 0
     assert (out / "plots" / "overlays_grouped.png").exists() and (out / "plots" / "confusion_grouped.png").exists()
     assert json.loads((out / "config.json").read_text())["synthetic"] is True
+    # the protocol's final models, with the cards a user needs to run them (the two-stage pipeline)
+    import numpy as np
+
+    from medattn.saving import load_model, read_model_card
+
+    models = tmp_path / "runs" / "dcnnimaf-smoke" / "grouped_s0" / "models"
+    seg_card, cls_card = read_model_card(models / "segmenter.keras"), read_model_card(models / "classifier.keras")
+    assert seg_card["kind"] == "segmenter" and seg_card["input_size"] == 64 and seg_card["synthetic"] is True
+    assert cls_card["class_names"] == ["benign", "malignant", "normal"] and cls_card["segmenter"] == "segmenter.keras"
+    assert seg_card["data_manifest_sha256"] and 0 <= seg_card["metrics"]["dice_lesion"] <= 1
+    seg = load_model(models / "segmenter.keras", compile=False)
+    assert seg(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 64, 64, 1)
 
 
 def _script():

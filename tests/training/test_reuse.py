@@ -116,3 +116,22 @@ def test_a_saved_compiled_model_with_the_schedule_loads(tmp_path):
     back = medattn.load_model(tmp_path / "m.keras")
     assert back.optimizer.learning_rate is not None
     assert back.optimizer._learning_rate.get_config()["decay_steps"] == 15
+
+
+def test_model_card_beside_saved_model(tmp_path):
+    import keras
+    import pytest
+
+    from medattn.saving import load_model, read_model_card, save_model_card
+
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(ValueError, match="lacks"):
+        save_model_card(m, tmp_path / "m.keras", {"kind": "classifier"})
+    path = save_model_card(m, tmp_path / "m.keras", {"kind": "classifier", "input_size": 4, "preprocessing": "unit",
+                                                     "class_names": ["a", "b"], "threshold": None})
+    card = read_model_card(path)
+    assert card["file"] == "m.keras" and card["class_names"] == ["a", "b"]
+    assert load_model(path).output_shape == (None, 2)
+    (tmp_path / "m.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no model card"):
+        read_model_card(path)
