@@ -37,6 +37,20 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     assert seg_card["data_manifest_sha256"] and 0 <= seg_card["metrics"]["dice_lesion"] <= 1
     seg = load_model(models / "segmenter.keras", compile=False)
     assert seg(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 64, 64, 1)
+    # the saved two-stage pipeline on other phantoms (another seed, no normal class), through the predict command
+    import csv
+    import shutil
+
+    from medattn.datasets.phantom import make_phantom_busi
+    from medattn.predict import main as predict_main
+
+    other = make_phantom_busi(tmp_path / "other", counts=(2, 2, 1), seed=11) / "Dataset_BUSI_with_GT"
+    shutil.rmtree(other / "normal")
+    assert predict_main(["--model", str(models / "classifier.keras"), "--images", str(other),
+                         "--out", str(tmp_path / "pred")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "pred" / "predictions.csv")))
+    assert len(rows) == 4 and {r["predicted"] for r in rows} <= {"benign", "malignant", "normal"}
+    assert (tmp_path / "pred" / "masks" / "benign" / "benign (1).png").exists()
 
 
 def _script():

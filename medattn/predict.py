@@ -1,0 +1,200 @@
+"""Run a model a reproduction saved on a folder of your own images.
+
+    python -m medattn.predict --model runs/dcnnimaf-cpu/grouped_s0/models/classifier.keras --images DIR --out DIR
+    medattn-predict --model PATH.keras --images DIR --out DIR          # the same, as a console script
+
+The model's JSON card (written beside every ``.keras`` file by the reproductions: ``medattn.saving``) says what
+it needs: input size, preprocessing, class names, threshold, MC dropout. By the card's ``kind``:
+
+* ``segmenter``: one mask PNG per image at the image's own size (``masks/<name>.png``, 0/255) and an overlay PNG
+  (``overlays/<name>.png``), plus ``predictions.csv`` with the predicted lesion area;
+* ``classifier``: ``predictions.csv`` with one probability column per class and the predicted class; with MC
+  dropout the mean of T passes (``--passes``, default the card's) and the predictive entropy; when the card names a
+  ``segmenter`` (the BUSI two-stage pipeline) that segmenter runs first and its mask is the classifier's 4th channel,
+  and its masks and overlays are written too;
+* ``multitask`` (EMT-Net): the malignancy probability (sigmoid of the logit, positive above the card's threshold)
+  and the mask.
+
+Images: PNG, JPEG, BMP, TIFF, greyscale or RGB, any size (resized to the model's input; masks are resized back).
+Files that cannot be read are listed in ``unreadable.txt`` and in the exit message, and the exit code is 3; they
+are never skipped silently. A progress bar runs on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["predict_folder", "main"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise ValueError(f"--images {folder}: no such folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and "_mask" not in p.stem)
+    if not files:
+        raise ValueError(f"--images {folder}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
+    return files
+
+
+def _prepare(img: np.ndarray, size: int, preprocessing: str) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> the model's input ``(size, size, 3)`` float32."""
+    import tensorflow as tf
+
+    from .backbones import preprocess_fn
+
+    x = tf.image.resize(img.astype("float32")[None], (size, size), method="area")
+    if preprocessing != "inside":
+        x = preprocess_fn(preprocessing)(x)
+    return np.asarray(x, dtype="float32")[0]
+
+
+def _resize_mask(prob: np.ndarray, shape) -> np.ndarray:
+    import tensorflow as tf
+
+    return np.asarray(tf.image.resize(prob[None, ..., None].astype("float32"), shape, method="bilinear"))[0, ..., 0]
+
+
+def _save_mask_and_overlay(out: Path, rel: Path, img: np.ndarray, mask: np.ndarray) -> None:
+    from PIL import Image
+
+    for sub in ("masks", "overlays"):
+        (out / sub / rel.parent).mkdir(parents=True, exist_ok=True)
+    name = rel.with_suffix(".png")
+    Image.fromarray((mask * 255).astype(np.uint8)).save(out / "masks" / name)
+    over = img.astype(np.float32).copy()
+    over[mask > 0] = 0.55 * over[mask > 0] + 0.45 * np.array([255.0, 40.0, 40.0])
+    Image.fromarray(np.clip(over, 0, 255).astype(np.uint8)).save(out / "overlays" / name)
+
+
+def _card_of(path: Path) -> dict:
+    from .saving import read_model_card
+
+    try:
+        return read_model_card(path)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+
+
+def predict_folder(model_path, images, out, passes: int | None = None, progress: bool | None = None) -> dict:
+    """Run the model at ``model_path`` on every image under ``images``; write the outputs under ``out``. Returns
+    ``{"n": processed, "unreadable": [lines], "csv": path}``."""
+    from .datasets.core import DatasetError, read_image
+    from .saving import load_model
+
+    model_path, images, out = Path(model_path), Path(images), Path(out)
+    card = _card_of(model_path)
+    kind = card["kind"]
+    if kind not in ("segmenter", "classifier", "multitask"):
+        raise ValueError(f"{model_path.name} is a {kind!r} model ({card.get('roi_rule', 'see its card')}); "
+                         "medattn.predict runs segmenters, classifiers and multitask models")
+    model = load_model(model_path, compile=False)
+    seg_model = seg_card = None
+    if kind == "classifier" and card.get("segmenter"):
+        seg_path = model_path.parent / card["segmenter"]
+        seg_card = _card_of(seg_path)
+        seg_model = load_model(seg_path, compile=False)
+    mc = bool(card.get("mc_dropout"))
+    passes = (passes or int(card.get("mc_passes", 30))) if mc else 1
+    classes = list(card["class_names"])
+    files = _images(images)
+    out.mkdir(parents=True, exist_ok=True)
+    unreadable, rows = [], []
+    if progress is None:
+        progress = sys.stderr.isatty()
+    it = files
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(files, desc="predicting", unit="image")
+    for path in it:
+        rel = path.relative_to(images)
+        try:
+            img = read_image(path, mode="RGB")
+        except DatasetError as e:
+            unreadable.append(f"{rel}: {e}")
+            continue
+        row = {"image": str(rel), "height": img.shape[0], "width": img.shape[1]}
+        mask = None
+        if kind == "segmenter" or seg_model is not None:
+            sc = card if kind == "segmenter" else seg_card
+            x = _prepare(img, int(sc["input_size"]), sc["preprocessing"])
+            m = np.asarray((model if kind == "segmenter" else seg_model)(x[None], training=False))[0, ..., 0]
+            mask_small = m
+            mask = _resize_mask(m, img.shape[:2]) > float(sc.get("threshold") or 0.5)
+            row["lesion_area_fraction"] = float(mask.mean())
+            _save_mask_and_overlay(out, rel, img, mask)
+        if kind == "classifier":
+            size = int(card["input_size"])
+            x = _prepare(img, size, card["preprocessing"])
+            if seg_model is not None:  # the two-stage pipeline: image in [0, 1] + the predicted mask
+                import tensorflow as tf
+
+                msk = np.asarray(tf.image.resize(mask_small[None, ..., None], (size, size)))[0]
+                x = np.concatenate([x, msk.astype("float32")], axis=-1)
+            samples = np.stack([np.asarray(model(x[None], training=False), dtype=np.float64)[0]
+                                for _ in range(passes)])
+            p = samples.mean(0)
+            for c, v in zip(classes, p):
+                row[f"p_{c}"] = float(v)
+            row["predicted"] = classes[int(p.argmax())]
+            if mc:
+                from .evaluation.uncertainty import entropy
+
+                row["predictive_entropy"] = float(entropy(p))
+                row["mc_passes"] = passes
+        if kind == "multitask":
+            x = _prepare(img, int(card["input_size"]), card["preprocessing"])
+            o = model(x[None], training=False)
+            prob = float(1 / (1 + np.exp(-float(np.asarray(o["label"]).ravel()[0]))))
+            thr = float(card.get("threshold") or 0.5)
+            row[f"p_{classes[1]}"] = prob
+            row["predicted"] = classes[int(prob > thr)]
+            mask = _resize_mask(np.asarray(o["mask"])[0, ..., 0], img.shape[:2]) > 0.5
+            row["lesion_area_fraction"] = float(mask.mean())
+            _save_mask_and_overlay(out, rel, img, mask)
+        rows.append(row)
+    csv_path = out / "predictions.csv"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols or ["image"])
+        w.writeheader()
+        w.writerows(rows)
+    if unreadable:
+        (out / "unreadable.txt").write_text("\n".join(unreadable) + "\n")
+    return {"n": len(rows), "unreadable": unreadable, "csv": csv_path}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="medattn-predict", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--model", required=True, help="a .keras file saved by a reproduction (its .json card beside)")
+    ap.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--passes", type=int, default=None, help="MC-dropout passes (default: the card's)")
+    a = ap.parse_args(argv)
+    if not Path(a.model).is_file():
+        print(f"medattn-predict: --model {a.model}: no such file", file=sys.stderr)
+        return 2
+    try:
+        res = predict_folder(a.model, a.images, a.out, a.passes)
+    except ValueError as e:
+        print(f"medattn-predict: {e}", file=sys.stderr)
+        return 2
+    print(f"medattn-predict: {res['n']} image(s) -> {res['csv']}")
+    if res["unreadable"]:
+        print(f"medattn-predict: {len(res['unreadable'])} file(s) could not be read (listed in "
+              f"{Path(a.out) / 'unreadable.txt'}):\n  " + "\n  ".join(res["unreadable"]), file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

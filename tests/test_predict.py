@@ -1,0 +1,88 @@
+"""medattn.predict: masks at each image's own size, overlays, class probabilities (MC mean + entropy), the two-stage
+pipeline, unreadable files listed and never skipped silently."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from medattn.layers import MCDropout
+from medattn.predict import main, predict_folder
+from medattn.saving import save_model_card
+
+
+def _images(folder):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70), dtype=np.uint8)).save(folder / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (33, 41, 3), dtype=np.uint8)).save(folder / "rgb.jpg")
+    (folder / "sub").mkdir()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "sub" / "c.bmp")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return folder
+
+
+def _segmenter():
+    inp = keras.Input((32, 32, 3))
+    return keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp))
+
+
+def _classifier(channels, mc):
+    inp = keras.Input((32, 32, channels))
+    x = keras.layers.GlobalAveragePooling2D()(inp)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    if mc:
+        x = MCDropout(0.5)(x)
+    return keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
+
+
+CARD = {"input_size": 32, "preprocessing": "unit", "threshold": 0.5}
+
+
+def test_segmenter_masks_at_image_size_and_unreadable_listed(tmp_path, capsys):
+    imgs = _images(tmp_path / "imgs")
+    model = save_model_card(_segmenter(), tmp_path / "m" / "seg.keras",
+                            {**CARD, "kind": "segmenter", "class_names": ["lesion"]})
+    rc = main(["--model", str(model), "--images", str(imgs), "--out", str(tmp_path / "out")])
+    assert rc == 3 and "broken.png" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert Image.open(out / "masks" / "grey.png").size == (70, 50)
+    assert Image.open(out / "masks" / "rgb.png").size == (41, 33)
+    assert Image.open(out / "overlays" / "sub" / "c.png").size == (64, 64)
+    assert "broken.png" in (out / "unreadable.txt").read_text()
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert sorted(r["image"] for r in rows) == ["grey.png", "rgb.jpg", "sub/c.bmp"]
+    assert all(0 <= float(r["lesion_area_fraction"]) <= 1 for r in rows)
+
+
+def test_two_stage_pipeline_with_mc_dropout(tmp_path):
+    imgs = _images(tmp_path / "imgs")
+    (imgs / "broken.png").unlink()
+    save_model_card(_segmenter(), tmp_path / "m" / "segmenter.keras",
+                    {**CARD, "kind": "segmenter", "class_names": ["lesion"]})
+    model = save_model_card(_classifier(4, mc=True), tmp_path / "m" / "classifier.keras",
+                            {**CARD, "kind": "classifier", "class_names": ["benign", "malignant", "normal"],
+                             "segmenter": "segmenter.keras", "mc_dropout": True, "mc_passes": 5})
+    res = predict_folder(model, imgs, tmp_path / "out")
+    assert res["n"] == 3 and not res["unreadable"]
+    rows = list(csv.DictReader(open(res["csv"])))
+    p = np.array([[float(r[f"p_{c}"]) for c in ("benign", "malignant", "normal")] for r in rows])
+    assert np.allclose(p.sum(1), 1, atol=1e-5)
+    assert all(r["mc_passes"] == "5" and float(r["predictive_entropy"]) >= 0 for r in rows)
+    assert all(r["predicted"] == ["benign", "malignant", "normal"][int(np.argmax(q))] for r, q in zip(rows, p))
+    assert (tmp_path / "out" / "masks" / "grey.png").exists()  # the pipeline's segmenter output too
+
+
+def test_refusals(tmp_path, capsys):
+    m = _classifier(3, mc=False)
+    m.save(tmp_path / "bare.keras")
+    imgs = _images(tmp_path / "imgs")
+    assert main(["--model", str(tmp_path / "bare.keras"), "--images", str(imgs), "--out", str(tmp_path / "o")]) == 2
+    assert "no model card" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "none.keras"), "--images", str(imgs), "--out", str(tmp_path / "o")]) == 2
+    model = save_model_card(m, tmp_path / "p.keras", {**CARD, "kind": "patch_classifier", "class_names": ["a", "b"],
+                                                     "roi_rule": "25 windows"})
+    with pytest.raises(ValueError, match="patch_classifier"):
+        predict_folder(model, imgs, tmp_path / "o")
