@@ -76,6 +76,7 @@ class DcnnimafConfig(ExperimentConfig):
     bn_momentum: float = 0.99
     cls_bn_momentum: float | None = None  # classifier only; None: bn_momentum
     phantom_counts: tuple[int, ...] = (40, 25, 15)
+    external_data: str | None = None  # --external-data: a second dataset in the BUSI layout, evaluated only
 
 
 PROFILES = {
@@ -217,6 +218,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     prob = ctx.predict(cls, cls_input("test"), 32)
     yt = xs["test"][2]
     _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt)
+    external = _evaluate_external(ctx, data["external"], seg, cls, predict_masks, seed) if "external" in data else {}
     cm = classification_metrics(yt, prob, class_names=CLASSES)
     dice_lesion = seg_sum["per_image"]["dice"][seg_sum["per_image"]["lesion"]]
     row = {"protocol": name, "n_test": int(len(yt)), **{k: seg_sum[k] for k in (
@@ -232,6 +234,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
         lambda t, p: macro_f1(t, p, 3), yt, prob, n_boot=cfg.n_boot,
         seed=seed)[1:]
     row["confusion_matrix"] = cm["confusion_matrix"]
+    row.update(external)
     names = [part["test"][i].name for i in range(len(yt))]
     np.savez(ctx.out / "predictions" / f"{name}_s{seed}.npz", y_true=yt, prob=prob, names=np.array(names),
              dice=seg_sum["per_image"]["dice"], lesion=seg_sum["per_image"]["lesion"])
@@ -245,6 +248,43 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
                                    ctx.out / "plots" / f"overlays_{name}.png",
                                    titles=[f"{names[i]}{ctx.mark}" for i in pick])
     return row
+
+
+def _evaluate_external(ctx, ext, seg, cls, predict_masks, seed) -> dict:
+    """The protocol's final segmenter and classifier on the external set: Dice/IoU on its lesion images and
+    classification metrics over the classes it has (a class it lacks has no recall, and AUC is averaged over the
+    present classes), with bootstrap intervals. Keys ``external_*``."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from medattn.evaluation import bootstrap_ci, segmentation_summary
+
+    cfg, size = ctx.cfg, ctx.cfg.stage("cls").image_size
+    x, m, y = ext["arrays"]
+    pred = predict_masks(seg, x)
+    ss = segmentation_summary(m, pred)
+    xin = np.concatenate([_resize(x, size) / 255.0, _resize(pred, size)], axis=-1).astype("float32")
+    prob = np.asarray(ctx.predict(cls, xin, 32), dtype=np.float64)
+    present = [CLASSES.index(c) for c in ext["present"]]
+    out = {"external_name": ext["name"], "external_n": int(len(y)), "external_classes": ",".join(ext["present"]),
+           "external_absent": ",".join(ext["absent"]), "external_dice_lesion": ss["dice_lesion"],
+           "external_iou_lesion": ss["iou_lesion"],
+           "external_false_positive_rate_empty": ss["false_positive_rate_empty"],
+           "external_accuracy": float(np.mean(prob.argmax(1) == y)),
+           "external_f1_macro_present": float(f1_score(y, prob.argmax(1), labels=present, average="macro",
+                                                       zero_division=0))}
+    aucs = [roc_auc_score(y == c, prob[:, c]) for c in present if 0 < np.sum(y == c) < len(y)]
+    out["external_roc_auc_present"] = float(np.mean(aucs)) if aucs else float("nan")
+    for c in present:
+        out[f"external_recall_{CLASSES[c]}"] = float(np.mean(prob[y == c].argmax(1) == c))
+    lesion = ss["per_image"]["lesion"]
+    if lesion.any():
+        out["external_dice_lesion_ci"] = bootstrap_ci(np.mean, ss["per_image"]["dice"][lesion], n_boot=cfg.n_boot,
+                                                      seed=seed)[1:]
+    out["external_accuracy_ci"] = bootstrap_ci(lambda t, p: np.mean(t == p.argmax(1)), y, prob, n_boot=cfg.n_boot,
+                                               seed=seed)[1:]
+    ctx.log(f"external {ext['name']}: Dice(lesion) {out['external_dice_lesion']:.4f} accuracy "
+            f"{out['external_accuracy']:.4f} on {len(y)} images")
+    return out
 
 
 def _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt):
@@ -287,8 +327,28 @@ def load_data(ctx) -> dict:
     arrays = decode_arrays(recs, ctx.cfg.stage("seg").image_size)  # decoded and resized once, shared by every model
     ctx.log(f"decoded {len(recs)} images and masks at {ctx.cfg.stage('seg').image_size} px once "
             f"({time.time() - t0:.0f} s)")
-    return {"recs": recs, "arrays": arrays, "grouped": merge_groups(len(recs), None, audit["_near_group_indices"]),
+    data = {"recs": recs, "arrays": arrays, "grouped": merge_groups(len(recs), None, audit["_near_group_indices"]),
             "own": np.arange(len(recs))}
+    if ctx.cfg.external_data:
+        data["external"] = _load_external(ctx)
+    return data
+
+
+def _load_external(ctx) -> dict:
+    """The --external-data set: BUSI layout, any subset of the classes (BUSI's labels kept), decoded once."""
+    from medattn.datasets import busi_records
+    from medattn.datasets.pipeline import decode_arrays
+
+    path = ctx.cfg.external_data
+    if not Path(path).exists():
+        raise UserError(f"--external-data {path}: no such folder")
+    recs = ctx.handful(busi_records(path, classes="present"), 6)
+    present = sorted({r.label_name for r in recs}, key=CLASSES.index)
+    absent = [c for c in CLASSES if c not in present]
+    ctx.log(f"external data {path}: {len(recs)} images ({', '.join(present)}"
+            f"{'; absent: ' + ', '.join(absent) if absent else ''}); evaluated only, never trained on")
+    return {"recs": recs, "arrays": decode_arrays(recs, ctx.cfg.stage("seg").image_size), "present": present,
+            "absent": absent, "name": Path(path).resolve().name}
 
 
 def plan(cfg) -> list[RunSpec]:
@@ -308,6 +368,16 @@ def report(ctx, rows, final: bool) -> None:
             ci = rs[0].get(f"{k}_ci") if len(rs) == 1 else None
             src[k] = (v, *ci) if ci else (v,)
         sources[f"ours: {proto}{ctx.mark}"] = src
+        if "external_n" in rs[0]:
+            ext = {}
+            for k in ("dice_lesion", "iou_lesion", "accuracy"):
+                v = float(np.mean([r[f"external_{k}"] for r in rs]))
+                ci = rs[0].get(f"external_{k}_ci") if len(rs) == 1 else None
+                ext[k] = (v, *ci) if ci else (v,)
+            ext["f1_macro"] = (float(np.mean([r["external_f1_macro_present"] for r in rs])),)
+            absent = f"; absent: {rs[0]['external_absent']}" if rs[0]["external_absent"] else ""
+            sources[f"ours: {proto} on external {rs[0]['external_name']} (n={rs[0]['external_n']}{absent})"
+                    f"{ctx.mark}"] = ext
     meta = {**ctx.meta, "protocols_done": list(dict.fromkeys(r["protocol"] for r in rows)), "complete": final}
     tag = "synthetic" if ctx.synthetic else ctx.cfg.profile
     title = f"Multi-attention LinkNet + DCNNIMAF: paper vs ours ({tag}{ctx.mark.replace(' (', ', ').replace(')', '')})"
@@ -364,6 +434,9 @@ REPRODUCTION = Reproduction(
     backbones=lambda cfg: [cfg.seg_backbone],
     # a dry run trains two cross-fit folds (a third repeats the same code) on a handful of images
     dry_run_overrides=lambda cfg: {"n_boot": 20, "crossfit_folds": 2},
+    extra_flags={"--external-data": ("external_data", "a second dataset in the BUSI layout (any subset of benign/"
+                                                      "malignant/normal): every protocol's final models are "
+                                                      "evaluated on it and the tables get external columns")},
 )
 
 

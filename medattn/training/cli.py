@@ -37,9 +37,14 @@ SHARED_FLAGS = ("--data-dir", "--profile", "--out", "--runs-dir", "--seed", "--s
 
 
 def build_parser(description: str, profiles: Sequence[str] = ("smoke", "cpu", "paper"),
-                 default_profile: str = "cpu", prog: str | None = None) -> argparse.ArgumentParser:
+                 default_profile: str = "cpu", prog: str | None = None,
+                 extra_flags: Mapping[str, tuple[str, str]] | None = None) -> argparse.ArgumentParser:
+    """The shared flags, plus ``extra_flags`` (``{"--flag": (config_field, help)}``): a script's own options,
+    each setting one field of its config (recorded in ``config.json`` like any other)."""
     ap = argparse.ArgumentParser(prog=prog, description=description,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, (field, text) in (extra_flags or {}).items():
+        ap.add_argument(flag, dest=f"extra__{field}", metavar=field.upper(), help=text)
     ap.add_argument("--data-dir", help=f"this dataset's folder (default: ${DATA_ENV}/<dataset>)")
     ap.add_argument("--profile", choices=list(profiles), default=default_profile,
                     help=f"experiment profile (default {default_profile})")
@@ -95,6 +100,9 @@ def parse_config(profiles: Mapping[str, ExperimentConfig], argv=None, *, descrip
             ap.error(f"{flag} is not supported by {ap.prog}: {why}")
     cfg = profiles[args.profile]
     changes: dict[str, object] = {}
+    for key, val in vars(args).items():
+        if key.startswith("extra__") and val is not None:
+            changes[key[len("extra__"):]] = val
     for item in args.set:
         if "=" not in item:
             ap.error(f"--set expects FIELD=VALUE, got {item!r}")

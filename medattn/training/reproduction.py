@@ -88,6 +88,7 @@ class Reproduction:
     resolve_data: Callable[[ExperimentConfig], tuple[ExperimentConfig, DataSource]] | None = None
     dry_run_overrides: Callable[[ExperimentConfig], Mapping[str, Any]] | None = None
     check: Callable[[ExperimentConfig], None] | None = None  # raises UserError for values the paper cannot run
+    extra_flags: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # {"--flag": (field, help)}
 
 
 class Context:
@@ -280,7 +281,8 @@ def _main(repro: Reproduction, argv) -> int:
     has_data = any(a == "--data-dir" or a.startswith("--data-dir=") for a in argv) or bool(
         repro.dataset and default_data_dir(repro.dataset))
     default = repro.default_profile if has_data or not repro.profile_without_data else repro.profile_without_data
-    parser = build_parser(repro.description, tuple(repro.profiles), default_profile=default, prog=prog)
+    parser = build_parser(repro.description, tuple(repro.profiles), default_profile=default, prog=prog,
+                          extra_flags=repro.extra_flags)
     cfg, _ = parse_config(repro.profiles, argv, dataset=repro.dataset, refused=repro.refused, parser=parser)
     # where the data is
     if cfg.data_dir is None and repro.resolve_data is None:
