@@ -13,7 +13,11 @@ it needs: input size, preprocessing, class names, threshold, MC dropout. By the 
   ``segmenter`` (the BUSI two-stage pipeline) that segmenter runs first and its mask is the classifier's 4th channel,
   and its masks and overlays are written too;
 * ``multitask`` (EMT-Net): the malignancy probability (sigmoid of the logit, positive above the card's threshold)
-  and the mask.
+  and the mask;
+* ``patch_classifier`` (MIAS deep fusion): each image is taken as a region of interest, resized to the card's
+  ``roi_size``; the sliding windows of the card's patch size and stride are classified and the ROI label is the
+  majority vote of the patch labels (``vote_fraction``: the share of tumour patches), with the mean patch
+  probability beside it.
 
 Images: PNG, JPEG, BMP, TIFF, greyscale or RGB, any size (resized to the model's input; masks are resized back).
 Files that cannot be read are listed in ``unreadable.txt`` and in the exit message, and the exit code is 3; they
@@ -74,6 +78,25 @@ def _save_mask_and_overlay(out: Path, rel: Path, img: np.ndarray, mask: np.ndarr
     Image.fromarray(np.clip(over, 0, 255).astype(np.uint8)).save(out / "overlays" / name)
 
 
+def _vote(model, img, card, classes) -> dict:
+    """MIAS rule: grey ROI resized to ``roi_size``, windows, samplewise centring, majority vote of patch labels."""
+    import tensorflow as tf
+
+    from .datasets.mias import sliding_windows
+
+    roi_size, size = int(card["roi_size"]), int(card["input_size"])
+    grey = img.astype("float32").mean(-1, keepdims=True)
+    roi = np.asarray(tf.image.resize(grey[None], (roi_size, roi_size), method="area"))
+    win, _ = sliding_windows(roi, size, int(card["stride"]))
+    x = np.repeat(win, 3, axis=-1)
+    x = x - x.mean(axis=(1, 2, 3), keepdims=True)
+    p = np.asarray(model.predict(x, verbose=0), dtype=np.float64)[:, 1]
+    thr = float(card.get("threshold") or 0.5)
+    frac = float(np.mean(p > thr))
+    return {"vote_fraction": frac, f"mean_p_{classes[1]}": float(p.mean()), "windows": int(len(p)),
+            "predicted": classes[int(frac > 0.5)]}
+
+
 def _card_of(path: Path) -> dict:
     from .saving import read_model_card
 
@@ -92,9 +115,12 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
     model_path, images, out = Path(model_path), Path(images), Path(out)
     card = _card_of(model_path)
     kind = card["kind"]
-    if kind not in ("segmenter", "classifier", "multitask"):
-        raise ValueError(f"{model_path.name} is a {kind!r} model ({card.get('roi_rule', 'see its card')}); "
-                         "medattn.predict runs segmenters, classifiers and multitask models")
+    if kind not in ("segmenter", "classifier", "multitask", "patch_classifier"):
+        raise ValueError(f"{model_path.name} is a {kind!r} model; medattn.predict runs segmenters, classifiers, "
+                         "multitask and patch classifiers")
+    if kind == "patch_classifier" and not {"roi_size", "stride"} <= set(card):
+        raise ValueError(f"{model_path.name}: its card lacks roi_size/stride (saved by an older medattn); the ROI "
+                         "rule cannot be rebuilt")
     model = load_model(model_path, compile=False)
     seg_model = seg_card = None
     if kind == "classifier" and card.get("segmenter"):
@@ -150,6 +176,8 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
 
                 row["predictive_entropy"] = float(entropy(p))
                 row["mc_passes"] = passes
+        if kind == "patch_classifier":
+            row.update(_vote(model, img, card, classes))
         if kind == "multitask":
             x = _prepare(img, int(card["input_size"]), card["preprocessing"])
             o = model(x[None], training=False)

@@ -204,6 +204,7 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
                    preprocessing="samplewise_centre (grey to 3 channels, minus each patch's mean)",
                    class_names=CLASS_NAMES, threshold=0.5, mc_dropout=False,
                    roi_rule=f"25 windows of {stage.image_size} px, stride {cfg.stride}, majority vote of patch labels",
+                   roi_size=int(xte.shape[1]), stride=cfg.stride,
                    metrics={"accuracy": row["accuracy"], "roc_auc": row["roc_auc"]})
     np.savez(ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{seed}.npz", y_true=yte, roi_pred=roi_pred,
              roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx, names=np.array(data["test_names"]))

@@ -84,5 +84,22 @@ def test_refusals(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "none.keras"), "--images", str(imgs), "--out", str(tmp_path / "o")]) == 2
     model = save_model_card(m, tmp_path / "p.keras", {**CARD, "kind": "patch_classifier", "class_names": ["a", "b"],
                                                      "roi_rule": "25 windows"})
-    with pytest.raises(ValueError, match="patch_classifier"):
+    with pytest.raises(ValueError, match="roi_size"):
         predict_folder(model, imgs, tmp_path / "o")
+    model = save_model_card(m, tmp_path / "q.keras", {**CARD, "kind": "survival", "class_names": ["a"]})
+    with pytest.raises(ValueError, match="'survival' model"):
+        predict_folder(model, imgs, tmp_path / "o")
+
+
+def test_patch_classifier_votes_over_windows(tmp_path):
+    imgs = _images(tmp_path / "imgs")
+    (imgs / "broken.png").unlink()
+    inp = keras.Input((24, 24, 3))
+    m = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp)))
+    model = save_model_card(m, tmp_path / "mias.keras", {"kind": "patch_classifier", "input_size": 24,
+                                                         "preprocessing": "samplewise_centre", "threshold": 0.5,
+                                                         "class_names": ["normal", "tumour"], "roi_size": 40,
+                                                         "stride": 4})
+    rows = list(csv.DictReader(open(predict_folder(model, imgs, tmp_path / "o")["csv"])))
+    assert len(rows) == 3 and all(r["windows"] == "25" for r in rows)  # (40 - 24) / 4 + 1 = 5 per side
+    assert all(r["predicted"] == ("tumour" if float(r["vote_fraction"]) > 0.5 else "normal") for r in rows)
