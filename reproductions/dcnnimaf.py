@@ -19,7 +19,9 @@ validation Dice; class-weighted cross-entropy; stratified 70/10/20 split.
 Two training stages with their own settings: ``seg`` (the segmenters) and ``cls`` (the classifier);
 ``--set seg.epochs=5`` changes one, ``--epochs 5`` both. Without data (no ``--data-dir``, no ``MEDATTN_DATA_DIR``)
 the default profile is ``synthetic``: generated phantoms, every output labelled SYNTHETIC; ``smoke`` and dry runs
-use phantoms too when no data is given. Everything else (command line, strategy, checkpoints, resume, records) is
+use phantoms too when no data is given. ``--external-data PATH`` evaluates every protocol's final models on a
+second dataset in the BUSI layout (any subset of the classes) and adds external columns; the final models are
+saved with their cards in each run's ``models/`` folder (``medattn-predict`` runs them). Everything else (command line, strategy, checkpoints, resume, records) is
 the shared runner's (:mod:`medattn.training.reproduction`).
 """
 

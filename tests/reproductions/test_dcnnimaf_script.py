@@ -139,3 +139,39 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     ext_rows = [x for x in comp["rows"] if "external hospital_b (n=7; absent: normal)" in x["source"]]
     assert {x["metric"] for x in ext_rows} >= {"dice_lesion", "accuracy"}
     assert json.loads((out / "config.json").read_text())["external_data"] == str(ext)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.subprocess
+def test_smoke_on_busi_then_predict_on_busi_images(tmp_path):
+    """The smoke profile on the real BUSI (with an external phantom set), then the saved pipeline on BUSI files."""
+    import csv
+    import shutil
+
+    from medattn.datasets.phantom import make_phantom_busi
+    from medattn.predict import main as predict_main
+    from tests.conftest import dataset_dir
+
+    busi = dataset_dir("busi")
+    ext = make_phantom_busi(tmp_path / "ext", counts=(3, 3, 1), seed=4)
+    shutil.rmtree(ext / "Dataset_BUSI_with_GT" / "normal")
+    env = {k: v for k, v in os.environ.items() if k != "MEDATTN_DATA_DIR"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "dcnnimaf.py"), "--profile", "smoke",
+                        "--data-dir", str(busi), "--external-data", str(ext), "--out", str(out), "--runs-dir",
+                        str(tmp_path / "runs")], capture_output=True, text=True, timeout=1200, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = json.loads((out / "runs.json").read_text())["rows"][0]
+    assert row["external_n"] == 6 and row["external_absent"] == "normal"
+    imgs = tmp_path / "mine"
+    imgs.mkdir()
+    for name in ("benign (1).png", "malignant (1).png"):
+        src = next(busi.rglob(name))
+        shutil.copy(src, imgs / name)
+    models = tmp_path / "runs" / "dcnnimaf-smoke" / "grouped_s0" / "models"
+    assert predict_main(["--model", str(models / "classifier.keras"), "--images", str(imgs), "--out",
+                         str(tmp_path / "pred")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "pred" / "predictions.csv")))
+    assert sorted(r["image"] for r in rows) == ["benign (1).png", "malignant (1).png"]
