@@ -31,6 +31,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -79,6 +80,7 @@ class DcnnimafConfig(ExperimentConfig):
     cls_bn_momentum: float | None = None  # classifier only; None: bn_momentum
     phantom_counts: tuple[int, ...] = (40, 25, 15)
     external_data: str | None = None  # --external-data: a second dataset in the BUSI layout, evaluated only
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data",)
 
 
 PROFILES = {

@@ -1,7 +1,8 @@
 """Reproduce EMT-Net (ISBI 2022, arXiv 2201.04795): multitask benign/malignant classification + segmentation on BUSI.
 
     python reproductions/emtnet.py --profile smoke --data-dir PATH/busi    # seconds: end-to-end check
-    python reproductions/emtnet.py --profile cpu --data-dir PATH/busi      # our CPU protocol (not run yet)
+    python reproductions/emtnet.py --profile cpu --data-dir PATH/busi --resume   # our CPU protocol (~2.5 h, resumable)
+    python reproductions/emtnet.py --profile cpu --data-dir PATH/busi --external-data PATH/other   # + external rows
     python reproductions/emtnet.py --profile paper --data-dir PATH/busi --weights imagenet   # GPU, online
     python reproductions/emtnet.py --profile paper --dry-run --data-dir PATH/busi           # proves it runs
 
@@ -17,6 +18,10 @@ sensitivity) and ``cls_only_w{w}`` (no decoder) at the main weight: does segment
 folds. The table compares the main arm with the paper and with the same group's re-evaluation; latency is measured
 at batch 1 on this machine beside the paper's 0.35 s on a virtual mobile device.
 
+``--external-data PATH`` (a second benign/malignant dataset in the BUSI layout; either class may be missing)
+evaluates the mean of each arm's fold models on it and adds external rows to the table. Each fold's model is
+saved as ``fold{k}.keras`` with its card in the run folder (``medattn-predict`` runs them).
+
 Everything else (command line, strategy, checkpoints, resume, records, dry run) is the shared runner's.
 """
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -57,6 +63,8 @@ class EmtConfig(ExperimentConfig):
     bn_momentum: float | None = None
     n_boot: int = 1000
     latency_runs: int = 20
+    external_data: str | None = None  # --external-data: a second benign/malignant set in the BUSI layout
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data",)
 
 
 PROFILES = {
@@ -102,8 +110,36 @@ def load_data(ctx) -> dict:
     recs = [recs[i] for i in keep]
     kept_groups = [[old_to_new[i] for i in g if i in old_to_new] for g in groups]
     x, masks, y = decode_arrays(recs, ctx.cfg.stage("train").image_size)  # once, shared by every arm and fold
-    return {"recs": recs, "x": x, "mask": masks, "y": y,
+    data = {"recs": recs, "x": x, "mask": masks, "y": y,
             "groups": merge_groups(len(recs), None, [g for g in kept_groups if len(g) > 1])}
+    if ctx.cfg.external_data:
+        data["external"] = _load_external(ctx)
+    return data
+
+
+def _load_external(ctx) -> dict:
+    """The --external-data set: BUSI layout, benign and/or malignant (a ``normal`` folder is not used: the task
+    has no normal class), decoded once at the training size; evaluated only, never trained on."""
+    from medattn.datasets import busi_records
+    from medattn.datasets.pipeline import decode_arrays
+
+    path = ctx.cfg.external_data
+    if not Path(path).exists():
+        raise UserError(f"--external-data {path}: no such folder")
+    recs = busi_records(path, classes="present")
+    normal = sum(r.label_name == "normal" for r in recs)
+    recs = ctx.handful([r for r in recs if r.label_name in CLASSES], 6)
+    if not recs:
+        raise UserError(f"--external-data {path}: no benign or malignant images (expected <path>/benign/*.png and/or "
+                        "<path>/malignant/*.png with their _mask.png files, the BUSI layout)")
+    present = [c for c in CLASSES if any(r.label_name == c for r in recs)]
+    absent = [c for c in CLASSES if c not in present]
+    x, m, _ = decode_arrays(recs, ctx.cfg.stage("train").image_size)
+    y = np.array([CLASSES.index(r.label_name) for r in recs])
+    ctx.log(f"external data {path}: {len(recs)} images ({', '.join(present)}"
+            f"{'; absent: ' + ', '.join(absent) if absent else ''}"
+            f"{f'; {normal} normal images not used' if normal else ''}); evaluated only, never trained on")
+    return {"x": x, "mask": m, "y": y, "present": present, "absent": absent, "name": Path(path).resolve().name}
 
 
 def _model(ctx, segmentation, w, n_images):
@@ -148,6 +184,9 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     prob = np.zeros(len(y))
     pred_mask = np.zeros_like(masks)
     per_fold = []
+    ext = data.get("external")
+    ext_prob = np.zeros(len(ext["y"])) if ext else None
+    ext_mask = np.zeros(ext["mask"].shape, np.float32) if ext else None
     aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
     for f, fold in enumerate(kfold_split(y, data["groups"], cfg.folds, seed=run.seed)):
         tr, te = fold["train"], fold["test"]
@@ -173,6 +212,12 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
         prob[te] = 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)[:, 0]))
         if segmentation:
             pred_mask[te] = out["mask"]
+        if ext:  # the ensemble of the fold models: mean probability and mean mask over folds
+            eo = ctx.predict(model, np.asarray(pre(ext["x"])), 32)
+            el = eo["label"] if isinstance(eo, dict) else eo
+            ext_prob += 1 / (1 + np.exp(-np.asarray(el, dtype=np.float64)[:, 0])) / cfg.folds
+            if segmentation:
+                ext_mask += np.asarray(eo["mask"], dtype=ext_mask.dtype) / cfg.folds
         m = classification_metrics(y[te], np.stack([1 - prob[te], prob[te]], 1), class_names=CLASSES)
         per_fold.append({k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos")})
     p2 = np.stack([1 - prob, prob], 1)
@@ -196,6 +241,11 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
         row["dice_lesion"] = seg["dice_lesion"]
         row["dice_lesion_ci"] = bootstrap_ci(np.mean, seg["per_image"]["dice"][seg["per_image"]["lesion"]],
                                              n_boot=cfg.n_boot, seed=run.seed)[1:]
+    if ext:
+        row.update(_external_metrics(ext, ext_prob, ext_mask if segmentation else None, cfg.n_boot, run.seed))
+        ctx.log(f"{run.arm} on external {ext['name']} (mean of {cfg.folds} fold models): accuracy "
+                f"{row['external_accuracy']:.4f} on {row['external_n']} images"
+                + (f", Dice(lesion) {row['external_dice_lesion']:.4f}" if segmentation else ""))
     shape = (stage.image_size, stage.image_size, 3)
     row["params"] = int(model.count_params())
     row["forward_gflop"] = forward_flops(model, shape) / 1e9
@@ -211,6 +261,42 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
         plot_segmentation_overlays(x[pick, ..., 0], masks[pick], pred_mask[pick],
                                    ctx.out / "plots" / "overlays.png", titles=[f"{names[i]}{ctx.mark}" for i in pick])
     return row
+
+
+def _external_metrics(ext, prob, pred_mask, n_boot, seed) -> dict:
+    """Metrics of the fold-model ensemble on the external set, keys ``external_*``: accuracy and F1 always;
+    sensitivity / specificity only when that class is present, AUC only when both are; Dice on its lesion images."""
+    from medattn.evaluation import bootstrap_ci, segmentation_summary
+
+    y = ext["y"]
+    pos, neg = y == 1, y == 0
+    hard = prob > 0.5
+    tp, fp = int(np.sum(hard & pos)), int(np.sum(hard & neg))
+    out = {"external_name": ext["name"], "external_n": int(len(y)), "external_classes": ",".join(ext["present"]),
+           "external_absent": ",".join(ext["absent"]), "external_accuracy": float(np.mean(hard == pos)),
+           "external_f1_pos": float(2 * tp / (2 * tp + fp + np.sum(pos) - tp)) if pos.any() or fp else float("nan"),
+           "external_accuracy_ci": bootstrap_ci(lambda t, p: np.mean(t == (p > 0.5)), y, prob, n_boot=n_boot,
+                                                seed=seed)[1:]}
+    if pos.any():
+        out["external_sensitivity"] = float(np.mean(hard[pos]))
+        out["external_sensitivity_ci"] = bootstrap_ci(lambda p: np.mean(p > 0.5), prob[pos], n_boot=n_boot,
+                                                      seed=seed)[1:]
+    if neg.any():
+        out["external_specificity"] = float(np.mean(~hard[neg]))
+        out["external_specificity_ci"] = bootstrap_ci(lambda p: np.mean(p <= 0.5), prob[neg], n_boot=n_boot,
+                                                      seed=seed)[1:]
+    if pos.any() and neg.any():
+        from sklearn.metrics import roc_auc_score
+
+        out["external_roc_auc"] = float(roc_auc_score(pos, prob))
+    if pred_mask is not None:
+        ss = segmentation_summary(ext["mask"], pred_mask)
+        lesion = ss["per_image"]["lesion"]
+        out["external_dice_lesion"] = ss["dice_lesion"]
+        if lesion.any():
+            out["external_dice_lesion_ci"] = bootstrap_ci(np.mean, ss["per_image"]["dice"][lesion], n_boot=n_boot,
+                                                          seed=seed)[1:]
+    return out
 
 
 def report(ctx, rows, final: bool) -> None:
@@ -233,6 +319,16 @@ def report(ctx, rows, final: bool) -> None:
             src[k] = (v, *ci) if ci else (v,)
         src["latency_s"] = (rs[0]["latency_median_ms"] / 1e3,)
         sources[f"ours ({cfg.profile}): {arm}{ctx.mark}"] = src
+        if "external_n" in rs[0]:
+            ext = {}
+            for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "dice_lesion"):
+                if f"external_{k}" in rs[0]:
+                    v = float(np.mean([r[f"external_{k}"] for r in rs]))
+                    ci = rs[0].get(f"external_{k}_ci") if len(rs) == 1 else None
+                    ext[k] = (v, *ci) if ci else (v,)
+            absent = f"; absent: {rs[0]['external_absent']}" if rs[0]["external_absent"] else ""
+            sources[f"ours ({cfg.profile}): {arm} on external {rs[0]['external_name']} (n={rs[0]['external_n']}"
+                    f"{absent}){ctx.mark}"] = ext
     sources["re-evaluation (Shi et al., BUSI+BUSIS)"] = dict(REEVALUATION)
     write_table(ctx.out, "comparison", comparison_rows(PAPER, sources), kind="comparison", meta=meta,
                 title=f"EMT-Net: paper vs ours ({cfg.profile} profile){ctx.mark}",
@@ -240,7 +336,9 @@ def report(ctx, rows, final: bool) -> None:
                             "near-duplicate groups inside one fold; metrics on the pooled out-of-fold predictions "
                             "at threshold 0.5; brackets: 95 % bootstrap over images. Latency: median seconds per "
                             "image at batch 1 on this machine's CPU (the paper: 0.35 s on a virtual mobile device). "
-                            "The re-evaluation row is the same group's later 5-fold result on BUSI+BUSIS."
+                            "The re-evaluation row is the same group's later 5-fold result on BUSI+BUSIS. External "
+                            "rows: the mean probability (and mask) of the fold models on a second dataset never "
+                            "trained on."
                             + (f" Left out: {'; '.join(ctx.skipped)}." if ctx.skipped else ""))
     sweep = [{k: r.get(k) for k in ("arm", "seed", "pos_weight", "segmentation", "accuracy", "sensitivity",
                                     "specificity", "roc_auc", "sensitivity_fold_mean", "sensitivity_fold_sd",
@@ -290,6 +388,9 @@ REPRODUCTION = Reproduction(
     no_data="no BUSI data found: pass --data-dir PATH/busi (Dataset_BUSI_with_GT, Al-Dhabyani et al. 2020) or set "
             "MEDATTN_DATA_DIR", check=_check,
     dry_run_overrides=lambda cfg: {"n_boot": 20, "folds": 2, "latency_runs": 3},
+    extra_flags={"--external-data": ("external_data", "a second benign/malignant dataset in the BUSI layout (either "
+                                                      "class may be absent; normal/ is not used): the fold models' "
+                                                      "mean is evaluated on it and the table gets external rows")},
 )
 
 

@@ -146,8 +146,12 @@ class ExperimentConfig:
 
 
 def config_hash(cfg: ExperimentConfig, exclude=RUN_ONLY_FIELDS) -> str:
-    """SHA-256 (16 hex digits) of everything in ``cfg`` that changes a result."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"}
+    """SHA-256 (16 hex digits) of everything in ``cfg`` that changes a result. Fields an experiment lists in
+    ``IDENTITY_IF_SET`` (options added later that only add evaluations, such as ``--external-data``) enter only
+    when set, so runs made before the option existed keep their identity."""
+    optional = getattr(cfg, "IDENTITY_IF_SET", ())
+    d = {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"
+         and not (k in optional and v is None)}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

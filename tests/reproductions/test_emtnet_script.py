@@ -12,17 +12,32 @@ from tests.conftest import REPO
 @pytest.mark.subprocess
 def test_smoke_on_benign_malignant_phantoms_end_to_end(tmp_path):
     """Two arms (multitask at w=2 and classification-only), two folds, on phantoms in the BUSI layout: tables with
-    the paper column, the sweep, latency, plots, predictions with image names; the normal folder is not used."""
+    the paper column, the sweep, latency, plots, predictions with image names; the normal folder is not used.
+    External validation on another phantom set with only benign (and normal) images: the fold models' mean is
+    evaluated, malignant named absent, no sensitivity or AUC invented."""
+    import shutil
+
     from medattn.datasets.phantom import make_phantom_busi
 
     data = make_phantom_busi(tmp_path / "busi", counts=(10, 8, 3), seed=5)
+    ext = make_phantom_busi(tmp_path / "hospital_b", counts=(4, 3, 2), seed=21)
+    shutil.rmtree(ext / "Dataset_BUSI_with_GT" / "malignant")
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     r = subprocess.run([sys.executable, str(REPO / "reproductions" / "emtnet.py"), "--profile", "smoke", "--data-dir",
-                        str(data), "--out", str(out), "--runs-dir", str(tmp_path / "runs")], capture_output=True,
-                       text=True, timeout=900, cwd=tmp_path, env=env)
+                        str(data), "--external-data", str(ext), "--out", str(out), "--runs-dir", str(tmp_path / "runs")],
+                       capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = json.loads((out / "runs.json").read_text())["rows"]
+    for row in runs:
+        assert row["external_n"] == 4 and row["external_classes"] == "benign" and row["external_absent"] == "malignant"
+        assert 0 <= row["external_specificity"] == row["external_accuracy"] <= 1
+        assert "external_sensitivity" not in row and "external_roc_auc" not in row
+    assert 0 <= runs[0]["external_dice_lesion"] <= 1 and "external_dice_lesion" not in runs[1]
+    ext_src = "ours (smoke): multitask_w2 on external hospital_b (n=4; absent: malignant)"
+    ext_rows = {x["metric"] for x in json.loads((out / "comparison.json").read_text())["rows"] if x["source"] == ext_src}
+    assert ext_rows >= {"accuracy", "specificity", "dice_lesion"} and "sensitivity" not in ext_rows
+    assert json.loads((out / "config.json").read_text())["external_data"] == str(ext)
     assert [row["arm"] for row in runs] == ["multitask_w2", "cls_only_w2"]
     assert runs[0]["n"] == 18 and runs[0]["tp"] + runs[0]["fn"] == 8  # benign + malignant only
     assert 0 <= runs[0]["dice_lesion"] <= 1 and "dice_lesion" not in runs[1]

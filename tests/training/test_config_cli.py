@@ -100,3 +100,22 @@ def test_data_dir_from_environment(tmp_path):
     assert default_data_dir("busi", {"MEDATTN_DATA_DIR": str(tmp_path)}) == str(tmp_path / "busi")
     assert default_data_dir("mias_rois", {"MEDATTN_DATA_DIR": str(tmp_path)}) is None
     assert default_data_dir("busi", {}) is None
+
+
+def test_optional_fields_enter_the_identity_only_when_set():
+    """An evaluation-only option added later (IDENTITY_IF_SET) leaves the identity of runs made before it alone,
+    and changes it once set; any other field always counts."""
+    from typing import ClassVar
+
+    from medattn.training.config import config_hash
+
+    @dataclasses.dataclass(frozen=True)
+    class WithExternal(DemoConfig):
+        external_data: str | None = None
+        IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data",)
+
+    old = DemoConfig(profile="cpu")
+    assert config_hash(WithExternal(profile="cpu")) == config_hash(old)
+    assert config_hash(WithExternal(profile="cpu", external_data="/x")) != config_hash(old)
+    assert "IDENTITY_IF_SET" not in WithExternal(profile="cpu").to_dict()
+    assert config_hash(dataclasses.replace(old, dropout=0.4)) != config_hash(old)
