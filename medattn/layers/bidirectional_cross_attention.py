@@ -4,6 +4,27 @@ from keras import layers, ops
 from ._checks import choice, feature_map_shape, positive_int, unit_interval
 
 
+def _sizes(t):
+    """Height and width of a feature map: Python ints where the static shape has them, tensors otherwise."""
+    dyn = ops.shape(t)
+    return tuple(t.shape[i] if t.shape[i] is not None else dyn[i] for i in (1, 2))
+
+
+def _layer_norm(norm: layers.LayerNormalization, t):
+    """``norm(t)`` written out (float32 statistics, the layer's own gamma and beta, the result in ``t``'s dtype).
+
+    Speed, measured on the 2-core CPU (DCAT with EfficientNetB0 + ResNet-34 at 64 px, bf16, batch 32): a training
+    process runs either at ~44 images/s (the two backbones' backward passes overlap) or at 24.9 (they do not: the
+    same figure as with inter-op parallelism forced to 1), decided by TensorFlow's scheduling when it starts. With
+    Keras' LayerNormalization here 7 of 7 processes were slow; with this written-out form 5 of 9 were fast. The
+    sub-layer still owns the weights, so checkpoints and saved models are unchanged."""
+    x = ops.cast(t, "float32")
+    mean = ops.mean(x, axis=-1, keepdims=True)
+    var = ops.var(x, axis=-1, keepdims=True)
+    y = (x - mean) * ops.rsqrt(var + norm.epsilon) * norm.gamma + norm.beta
+    return ops.cast(y, t.dtype)
+
+
 @keras.saving.register_keras_serializable(package="medattn")
 class BidirectionalCrossAttention(layers.Layer):
     """Bidirectional cross-attention between two feature maps (the DCAT fusion).
@@ -83,11 +104,11 @@ class BidirectionalCrossAttention(layers.Layer):
     def call(self, inputs, training=None):
         a, b = inputs
         self._check_concat(tuple(a.shape), tuple(b.shape))
-        (ha, wa), (hb, wb) = ops.shape(a)[1:3], ops.shape(b)[1:3]
+        (ha, wa), (hb, wb) = _sizes(a), _sizes(b)
         ta = ops.reshape(self.proj_a(a), (-1, ha * wa, self.dim))
         tb = ops.reshape(self.proj_b(b), (-1, hb * wb, self.dim))
-        ra = self.norm_a(ta + self.attn_ab(ta, tb, tb, training=training))
-        rb = self.norm_b(tb + self.attn_ba(tb, ta, ta, training=training))
+        ra = _layer_norm(self.norm_a, ta + self.attn_ab(ta, tb, tb, training=training))
+        rb = _layer_norm(self.norm_b, tb + self.attn_ba(tb, ta, ta, training=training))
         if self.output_mode == "pooled":
             return ops.concatenate([ops.mean(ra, axis=1), ops.mean(rb, axis=1)], axis=-1)
         ma = ops.reshape(ra, (-1, ha, wa, self.dim))

@@ -147,3 +147,22 @@ def test_fusions_match_numpy():
     ref1 = relu(np.einsum("nhwc,co->nhwo", maps[1], k1[0, 0]) + b1).mean((1, 2))
     np.testing.assert_allclose(out, np.concatenate([ref0, ref1], -1), atol=1e-5)
     assert f._pools == (4, 1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_cross_attention_layer_norm_equals_keras_layer_normalization(dtype):
+    """The written-out LayerNorm of BidirectionalCrossAttention (kept for speed) computes what the Keras layer
+    whose weights it uses computes, with trained (non-trivial) gamma and beta, in float32 and bfloat16."""
+    import keras
+
+    from medattn.layers.bidirectional_cross_attention import _layer_norm
+
+    rng = np.random.default_rng(4)
+    norm = keras.layers.LayerNormalization(epsilon=1e-6, dtype=dtype)
+    t = rng.normal(2.0, 3.0, size=(2, 5, 8)).astype("float32")
+    norm.build(t.shape)
+    norm.gamma.assign(rng.normal(size=8))
+    norm.beta.assign(rng.normal(size=8))
+    x = keras.ops.cast(t, norm.compute_dtype)
+    ours, ref = (np.asarray(keras.ops.cast(v, "float32")) for v in (_layer_norm(norm, x), norm(x)))
+    np.testing.assert_allclose(ours, ref, atol=1e-5 if dtype == "float32" else 3e-2)
