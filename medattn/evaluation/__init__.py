@@ -9,7 +9,7 @@ from .classification import (
     one_vs_rest_accuracy,
     reliability_bins,
 )
-from .intervals import bootstrap_ci, wilson_interval
+from .intervals import bootstrap_ci, mcnemar_exact, wilson_interval
 from .segmentation import per_image_dice, per_image_iou, pixel_accuracy, segmentation_summary
 from .tables import comparison_rows, render_markdown, write_table
 
@@ -18,6 +18,7 @@ __all__ = [
     "binary_metrics_from_confusion",
     "bootstrap_ci",
     "classification_metrics",
+    "mcnemar_exact",
     "comparison_rows",
     "confusion_matrix",
     "expected_calibration_error",

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "wilson_interval"]
+__all__ = ["bootstrap_ci", "mcnemar_exact", "wilson_interval"]
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -31,6 +31,20 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     lo = 0.0 if successes == 0 else max(0.0, centre - half)
     hi = 1.0 if successes == n else min(1.0, centre + half)
     return lo, hi
+
+
+def mcnemar_exact(correct_a, correct_b) -> float:
+    """Two-sided exact McNemar p-value for two classifiers on the same cases: a binomial test on the discordant
+    pairs (cases exactly one of them gets right). 1.0 when there are none."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"correct_a and correct_b differ in shape: {a.shape} vs {b.shape}")
+    n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    n, k = n01 + n10, min(n01, n10)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return float(min(1.0, 2.0 * tail))
 
 
 def bootstrap_ci(

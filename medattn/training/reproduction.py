@@ -334,7 +334,7 @@ def _main(repro: Reproduction, argv) -> int:
     fp = dataset_fingerprint(source.path) if not source.synthetic else None
     data_sha = fp["sha256"] if fp else ("synthetic" if source.synthetic else None)
     rows_path = out / "runs.jsonl"
-    previous = []
+    previous, prev = [], {}
     if (cfg.resume or cfg.report_only) and (out / "run.json").exists():
         prev = json.loads((out / "run.json").read_text())
         previous = prev.get("processes") or [{k: prev.get(k) for k in ("command", "git_commit", "started",
@@ -347,6 +347,7 @@ def _main(repro: Reproduction, argv) -> int:
     if precision_requested != cfg.mixed_precision:
         ctx.log(f"--mixed-precision {precision_requested}: {cfg.mixed_precision} on this machine")
     ctx.precision_requested = precision_requested
+    ctx.previous_run = prev  # run.json of the processes before this one ({} if none)
     try:
         return _run(repro, cfg, ctx, rows_path, weights_note, DatasetError)
     finally:
@@ -365,8 +366,15 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         if prev:  # provenance stays that of the training processes
             ctx.recorder.meta.update({k: prev[-1].get(k) for k in ("command", "git_commit", "started")})
             ctx.recorder.trains = False  # wall time and processes are those of the training runs
+        # what the training processes found in the data (files skipped or left out) and how they ran
+        skipped = ctx.previous_run.get("skipped")
+        if skipped is None and (out / "runs.json").exists():  # run.json from before it recorded them
+            skipped = json.loads((out / "runs.json").read_text()).get("meta", {}).get("skipped_files", [])
+        ctx.skipped.extend(skipped or [])
+        kept = {k: ctx.previous_run[k] for k in ("synthetic", "dry_run", "phases_this_process")
+                if k in ctx.previous_run}
         repro.report(ctx, rows, True)
-        ctx.recorder.finish(n_runs=len(rows))
+        ctx.recorder.finish(n_runs=len(rows), skipped=list(ctx.skipped), **kept)
         return 0
     t_load = time.time()
     try:
@@ -418,7 +426,8 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         phases[f"run {spec.key}_s"] = row["wall_time_s"]
         phases[f"report after {spec.key}_s"] = round(time.time() - t_report, 1)
     repro.report(ctx, rows, True)
-    ctx.recorder.finish(n_runs=len(rows), synthetic=ctx.synthetic, dry_run=ctx.dry_run, phases_this_process=phases)
+    ctx.recorder.finish(n_runs=len(rows), synthetic=ctx.synthetic, dry_run=ctx.dry_run, phases_this_process=phases,
+                        skipped=list(ctx.skipped))
     ctx.log(f"wrote {out} ({ctx.recorder.wall_time_s} s)")
     return 0
 

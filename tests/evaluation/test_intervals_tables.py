@@ -66,3 +66,16 @@ def test_readme_table_blocks_are_generated(tmp_path):
     readme.write_text("<!-- table: results/missing.json -->\nx\n<!-- /table -->\n")
     with pytest.raises(ValueError, match="missing.json"):
         update_readme(readme, tmp_path)
+
+
+def test_mcnemar_exact_known_values():
+    """Discordant pairs 2 vs 9: p = 2 P(X <= 2 | n=11, 1/2) = 2 (1 + 11 + 55) / 2^11 = 0.06543 (by hand); no
+    discordant pairs and a 1-1 tie give 1."""
+    from medattn.evaluation import mcnemar_exact
+
+    a = np.array([1] * 20 + [1] * 2 + [0] * 9 + [0] * 5, bool)
+    b = np.array([1] * 20 + [0] * 2 + [1] * 9 + [0] * 5, bool)
+    assert abs(mcnemar_exact(a, b) - 2 * (1 + 11 + 55) / 2 ** 11) < 1e-12
+    assert abs(mcnemar_exact(a, b) - 0.0654296875) < 1e-12 and mcnemar_exact(b, a) == mcnemar_exact(a, b)
+    assert mcnemar_exact(a, a) == 1.0
+    assert mcnemar_exact([1, 0], [0, 1]) == 1.0

@@ -29,6 +29,8 @@ CALLS = []
 
 def _load(ctx):
     n = int((Path(ctx.data.path) / "n.txt").read_text())
+    if (Path(ctx.data.path) / "skip.txt").exists():  # a file the loader could not read, named in the tables
+        ctx.skipped.append((Path(ctx.data.path) / "skip.txt").read_text())
     return {"train": toy_data(n if not ctx.dry_run else 16), "val": toy_data(16, seed=1)}
 
 
@@ -132,6 +134,9 @@ def test_checkpoints_resume_by_identity_not_by_arm(tmp_path, data):
 
 
 def test_report_only_keeps_training_provenance(tmp_path, data):
+    """--report-only rebuilds the tables from the finished rows without loading data or training: command, wall
+    time, phases and the files the training process skipped stay those of the training process."""
+    (data / "skip.txt").write_text("x (3).png: unreadable")
     repro = _repro(tmp_path)
     runs = tmp_path / "runs"
     args = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set", "arms=a"]
@@ -144,6 +149,9 @@ def test_report_only_keeps_training_provenance(tmp_path, data):
     after = json.loads((out / "run.json").read_text())
     assert after["command"] == before["command"] and "--report-only" in after["report_command"]
     assert after["wall_time_s"] == before["wall_time_s"]
+    assert before["skipped"] == after["skipped"] == ["x (3).png: unreadable"]
+    assert after["phases_this_process"] == before["phases_this_process"] and after["synthetic"] is False
+    assert json.loads((out / "runs.json").read_text())["meta"]["skipped_files"] == ["x (3).png: unreadable"]
 
 
 def test_dry_run_marks_everything_and_trains_two_steps(tmp_path, data, monkeypatch, capsys):
