@@ -37,3 +37,24 @@ def test_bad_arguments():
         build_dcat(64, fusion="sum")
     with pytest.raises(ValueError, match="multiple of 32"):
         build_dcat(70)
+
+
+def test_bn_momentum_reaches_both_backbones():
+    """The cpu profile's BatchNorm momentum (0.9) must reach every BatchNormalization of both branches, nested
+    backbones included; otherwise the from-scratch run's inference outputs are unusable."""
+    from medattn.models import set_bn_momentum
+
+    m = set_bn_momentum(build_dcat(32, 3, backbone_a="efficientnetb0", dim=16, num_heads=2), 0.9)
+
+    def bns(model):
+        out, stack = [], list(model.layers)
+        while stack:
+            layer = stack.pop()
+            stack.extend(getattr(layer, "layers", []))
+            if isinstance(layer, keras.layers.BatchNormalization):
+                out.append(layer)
+        return out
+
+    for branch in ("a_efficientnetb0", "b_resnet34"):
+        found = bns(m.get_layer(branch))
+        assert len(found) > 10 and all(b.momentum == 0.9 for b in found), branch
