@@ -387,6 +387,7 @@ REPRODUCTION = Reproduction(
     no_data="no data: pass --data-dir PATH to one dataset (pneumoniamnist .npz folder, chest_xray, COVID-19 "
             "Radiography, TB Chest X-ray or OCT2017) or set MEDATTN_DATA_DIR (default: its pneumoniamnist)",
     dry_run_overrides=lambda cfg: {"n_boot": 20, "mc_passes": 2}, check=_check,
+    dataset_tag=lambda cfg, source: detect(source.path),  # runs/dcat-cpu-<kind>/, results/dcat/<kind>/
 )
 
 

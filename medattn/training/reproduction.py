@@ -89,6 +89,10 @@ class Reproduction:
     dry_run_overrides: Callable[[ExperimentConfig], Mapping[str, Any]] | None = None
     check: Callable[[ExperimentConfig], None] | None = None  # raises UserError for values the paper cannot run
     extra_flags: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # {"--flag": (field, help)}
+    # (cfg, DataSource) -> name of the dataset, for scripts that take several: runs go to
+    # <runs-dir>/<paper>-<profile>-<name>/ and default results to results/<paper>/<name>/, so two datasets never share
+    # checkpoints or tables; None: one dataset per script
+    dataset_tag: Callable[[ExperimentConfig, DataSource], str] | None = None
 
 
 class Context:
@@ -316,11 +320,13 @@ def _main(repro: Reproduction, argv) -> int:
     # folders
     repo = _repo_root(repro.script)
     runs_dir = Path(cfg.runs_dir).resolve() if cfg.runs_dir else repo / "runs"
+    data_tag = repro.dataset_tag(cfg, source) if repro.dataset_tag is not None else None
     tag = f"{repro.name}-{'synthetic' if source.synthetic and cfg.profile != 'smoke' else cfg.profile}" + \
-        ("-dryrun" if cfg.dry_run else "")
+        (f"-{data_tag}" if data_tag else "") + ("-dryrun" if cfg.dry_run else "")
     root = runs_dir / tag
     committed = cfg.profile == repro.committed_profile and not cfg.dry_run and not source.synthetic
-    out = Path(cfg.out).resolve() if cfg.out else (repo / "results" / repro.name if committed else root / "results")
+    results = repo / "results" / repro.name / (data_tag or "")
+    out = Path(cfg.out).resolve() if cfg.out else (results if committed else root / "results")
     # the strategy comes first: splitting the CPU into logical devices must happen before TensorFlow starts
     strategy = get_strategy(cfg.strategy)
     from .custom_loop import worker_index

@@ -58,7 +58,7 @@ def test_smoke_on_a_medmnist_file(tmp_path):
     assert "MedMNIST v2 ResNet-50 (224)" in sources and "ours (smoke): dcat" in sources
     from medattn.saving import load_model, read_model_card
 
-    saved = tmp_path / "runs" / "dcat-smoke" / "dcat_s0" / "models" / "pneumoniamnist_dcat.keras"
+    saved = tmp_path / "runs" / "dcat-smoke-pneumoniamnist" / "dcat_s0" / "models" / "pneumoniamnist_dcat.keras"
     card = read_model_card(saved)
     assert card["mc_dropout"] is True and card["preprocessing"] == "inside" and card["input_size"] == 32
     back = load_model(saved, compile=False)
@@ -76,7 +76,7 @@ def test_paper_profile_dry_run(tmp_path):
     r = _run(["--profile", "paper", "--dry-run", "--data-dir", dataset_dir("pneumoniamnist"), "--runs-dir",
               tmp_path / "runs", "--set", "variants=dcat", "--quiet"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    out = tmp_path / "runs" / "dcat-paper-dryrun" / "results"
+    out = tmp_path / "runs" / "dcat-paper-pneumoniamnist-dryrun" / "results"
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["backbone_a"] == "efficientnetb4" and cfg["stages"]["train"]["image_size"] == 224
     row = json.loads((out / "runs.json").read_text())["rows"][0]

@@ -218,3 +218,20 @@ def test_rows_without_identity_are_not_resumed(tmp_path, data, capsys):
     assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--out", str(out), "--set", "arms=a",
                             "--resume"]) == 2
     assert "before runs had an identity" in capsys.readouterr().err
+
+
+def test_dataset_tag_keeps_two_datasets_apart(tmp_path, data):
+    """A script that takes several datasets (DCAT) names each: checkpoints and default results of one dataset never
+    meet the other's, so --resume on the second does not refuse over the first's identity."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "n.txt").write_text("24")
+    repro = _repro(tmp_path, dataset_tag=lambda cfg, source: Path(source.path).name)
+    runs = tmp_path / "runs"
+    for d in (data, other):
+        assert run_main(repro, ["--profile", "cpu", "--data-dir", str(d), "--runs-dir", str(runs), "--resume",
+                                "--set", "arms=a", "--seeds", "0", "--epochs", "1"]) == 0
+    assert (runs / "toy-cpu-data" / "a_s0").is_dir() and (runs / "toy-cpu-other" / "a_s0").is_dir()
+    results = tmp_path / "repo" / "results" / "toy"
+    assert json.loads((results / "data" / "config.json").read_text())["data_dir"] == str(data)
+    assert json.loads((results / "other" / "config.json").read_text())["data_dir"] == str(other)
