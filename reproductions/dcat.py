@@ -1,7 +1,7 @@
 """Reproduce DCAT: EfficientNet + ResNet-34 bidirectional cross-attention with MC-dropout uncertainty (arXiv 2503.11851).
 
-    python reproductions/dcat.py --profile cpu --data-dir ../shared/datasets/pneumoniamnist --out results/dcat/pneumoniamnist
-    python reproductions/dcat.py --profile cpu --data-dir ../shared/datasets/chest_xray --out results/dcat/chest_xray
+    python reproductions/dcat.py --profile cpu --data-dir ../shared/datasets/pneumoniamnist --resume  # results/dcat/pneumoniamnist
+    python reproductions/dcat.py --profile cpu --data-dir ../shared/datasets/chest_xray --resume      # results/dcat/chest_xray
     python reproductions/dcat.py --profile smoke --data-dir ...                 # minutes: end-to-end check
     python reproductions/dcat.py --profile paper --data-dir PATH --weights imagenet   # the paper's sizes (GPU)
     python reproductions/dcat.py --profile paper --dry-run --data-dir ...       # proves the paper profile runs (CPU)
