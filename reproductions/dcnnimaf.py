@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from medattn.datasets.audit import DATASET_VERIFY  # noqa: E402
 from medattn.training import ExperimentConfig, Stage  # noqa: E402
 from medattn.training.reproduction import DataSource, Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
 from medattn.training.reproduction import main as run_reproduction  # noqa: E402
@@ -325,7 +326,7 @@ def load_data(ctx) -> dict:
     from medattn.datasets import busi_records, merge_groups
     from medattn.datasets.pipeline import decode_arrays
 
-    audit = ctx.audit(ctx.handful(busi_records(ctx.data.path), 6), ctx.data.path)
+    audit = ctx.audit(ctx.handful(busi_records(ctx.data.path), 6), ctx.data.path, verify=DATASET_VERIFY["busi"])
     recs = audit["_records"]
     t0 = time.time()
     arrays = decode_arrays(recs, ctx.cfg.stage("seg").image_size)  # decoded and resized once, shared by every model

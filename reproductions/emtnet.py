@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from medattn.datasets.audit import DATASET_VERIFY  # noqa: E402
 from medattn.training import ExperimentConfig, Stage  # noqa: E402
 from medattn.training.reproduction import Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
 from medattn.training.reproduction import main as run_reproduction  # noqa: E402
@@ -98,7 +99,7 @@ def load_data(ctx) -> dict:
     from medattn.datasets import busi_records, merge_groups
     from medattn.datasets.pipeline import decode_arrays
 
-    audit = ctx.audit(ctx.handful(busi_records(ctx.data.path, classes=tuple(CLASSES)), 8), ctx.data.path)
+    audit = ctx.audit(ctx.handful(busi_records(ctx.data.path, classes=tuple(CLASSES)), 8), ctx.data.path, verify=DATASET_VERIFY["busi"])
     recs, groups = audit["_records"], audit["_near_group_indices"]
     conflict = {i for g in groups if len({recs[j].label for j in g}) > 1 for i in g}
     if conflict:

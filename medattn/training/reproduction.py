@@ -103,6 +103,7 @@ class Context:
         self.repro, self.cfg, self.out, self.root = repro, cfg, out, root
         self.strategy, self.recorder, self.data = strategy, recorder, data
         self.data_sha = data_sha
+        self.audit_rule: str | None = None  # set by audit(): the near-duplicate rule the splits were built on
         self.dry_run = cfg.dry_run
         self.synthetic = data.synthetic
         self.skipped: list[str] = []  # files a loader skipped, named in the tables' footnotes
@@ -150,8 +151,13 @@ class Context:
 
     # checkpoints and fit --------------------------------------------------------------------------------------
     def identity(self, spec: RunSpec) -> dict:
-        return {"script": self.repro.name, "profile": self.cfg.profile, "arm": spec.arm, "seed": spec.seed,
-                "data_sha256": self.data_sha, "config_sha256": config_hash(self.cfg)}
+        ident = {"script": self.repro.name, "profile": self.cfg.profile, "arm": spec.arm, "seed": spec.seed,
+                 "data_sha256": self.data_sha, "config_sha256": config_hash(self.cfg)}
+        # splits built on the audit's groups: another rule, another split. The hash-only rule every run used
+        # before the second tier existed is left out, so those runs keep their identity.
+        if self.audit_rule not in (None, "phash<=6"):
+            ident["audit"] = self.audit_rule
+        return ident
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.root / spec.key
@@ -194,12 +200,15 @@ class Context:
         labels = sorted({r.label for r in records})
         return [r for c in labels for r in [r for r in records if r.label == c][:per_class]]
 
-    def audit(self, records, root):
-        """The leakage audit of ``records`` (``medattn.datasets.audit.audit_records``); every file it could not
-        read is logged and kept in ``self.skipped`` for the tables' footnotes."""
+    def audit(self, records, root, verify=()):
+        """The leakage audit of ``records`` (``medattn.datasets.audit.audit_records``, with the dataset's
+        second-tier ``verify``, e.g. ``audit.DATASET_VERIFY["busi"]``); every file it could not read is logged
+        and kept in ``self.skipped`` for the tables' footnotes."""
         from ..datasets.audit import audit_records
 
-        audit = audit_records(records, Path(root))
+        audit = audit_records(records, Path(root), verify=verify)
+        self.audit_rule = audit["rule"]
+        self.recorder.meta["audit_rule"] = audit["rule"]
         if audit.get("corrupt"):
             self.skipped.extend(audit["corrupt"])
             self.log(f"! skipped {len(audit['corrupt'])} unreadable file(s): " + "; ".join(audit["corrupt"]))
@@ -377,7 +386,7 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         if skipped is None and (out / "runs.json").exists():  # run.json from before it recorded them
             skipped = json.loads((out / "runs.json").read_text()).get("meta", {}).get("skipped_files", [])
         ctx.skipped.extend(skipped or [])
-        kept = {k: ctx.previous_run[k] for k in ("synthetic", "dry_run", "phases_this_process")
+        kept = {k: ctx.previous_run[k] for k in ("synthetic", "dry_run", "phases_this_process", "audit_rule")
                 if k in ctx.previous_run}
         repro.report(ctx, rows, True)
         ctx.recorder.finish(n_runs=len(rows), skipped=list(ctx.skipped), **kept)

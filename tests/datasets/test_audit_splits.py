@@ -43,6 +43,47 @@ def test_planted_duplicates_found_and_distinct_kept_apart():
     assert rep["summary"]["images_after_dedup"] == 24
 
 
+def _annotated(img, seed):
+    """An ultrasound-style second save: contrast changed, caliper crosses and a dotted line drawn, a few pixels
+    cropped (BUSI's copies that the hash alone misses at 7-16 bits)."""
+    rng = np.random.default_rng(seed)
+    a = img.astype(float) * 0.85 + 20
+    h, w = a.shape
+    for _ in range(4):
+        y, x = rng.integers(8, h - 8), rng.integers(8, w - 8)
+        a[y - 4:y + 5, x] = 255
+        a[y, x - 4:x + 5] = 255
+    a[h // 2, ::3] = 255
+    return np.clip(a[4:, 3:], 0, 255).astype(np.uint8)
+
+
+def test_second_tier_catches_annotated_copies_the_hash_misses():
+    originals = [synth.natural_image(1000 + i, (96, 96)) for i in range(60)]
+    copies = [_annotated(im, k) for k, im in enumerate(originals[:30])]
+    bits = [bin(int(audit.phash(a)) ^ int(audit.phash(b))).count("1") for a, b in zip(originals, copies)]
+    beyond = [k for k, b in enumerate(bits) if 6 < b <= 16]
+    assert len(beyond) >= 10  # the planted copies mostly lie beyond the hash tier
+    images, names = originals + copies, [f"orig{i}" for i in range(60)] + [f"copy{k}" for k in range(30)]
+    labels, splits = [0] * 90, ["a"] * 90
+
+    def grouped(rep):
+        return {k for k in range(30) if any({f"orig{k}", f"copy{k}"} <= set(g) for g in rep["near_groups"])}
+
+    hash_only = audit.audit_images(images, names, labels, splits, verify=())
+    both = audit.audit_images(images, names, labels, splits, verify=audit.VERIFY_TIERS)
+    assert not grouped(hash_only) & set(beyond)
+    assert set(beyond) <= grouped(both)
+    # no two distinct originals end in one group (one pair of them lies within 16 bits: the NCC check rejects it)
+    assert all(sum(n.startswith("orig") for n in g) == 1 for g in both["near_groups"])
+    assert both["summary"]["verified_pairs"] == len(both["verified_pairs"]) >= len(beyond)
+    p = both["verified_pairs"][0]
+    assert 6 < p["bits"] <= 16 and p["ncc"] >= 0.85
+    assert both["rule"] == audit.audit_rule(6, audit.VERIFY_TIERS) == \
+        "phash<=6 | phash<=12&ncc32>=0.85 | phash<=16&ncc32>=0.9"
+    assert hash_only["rule"] == audit.audit_rule() == "phash<=6" and hash_only["verified_pairs"] == []
+    assert audit.audit_images(images, names, labels, splits)["rule"] == "phash<=6"  # the default: hash tier only
+
+
 def test_cli_reports_label_conflict_and_keys(tmp_path):
     synth.make_busi(tmp_path)
     base = tmp_path / "Dataset_BUSI_with_GT"
@@ -60,6 +101,11 @@ def test_cli_reports_label_conflict_and_keys(tmp_path):
     assert len(rep["label_conflicts"]) == 1
     assert "Same image under different labels (1)" in md.read_text()
     assert audit.main(["busi", "--data-dir", str(tmp_path / "nope")]) == 2
+    # the by-eye sheet: one row per second-tier pair; none here, which is said, not drawn
+    assert audit.main(["busi", "--data-dir", str(tmp_path), "--pairs-sheet", str(tmp_path / "s.png")]) == 2
+    pair = {"a": rep["exact_groups"][0][0], "b": rep["exact_groups"][0][1], "bits": 8, "ncc": 0.93}
+    png = audit.pairs_sheet({"verified_pairs": [pair, pair]}, tmp_path, tmp_path / "sheet.png", size=40)
+    assert Image.open(png).size == (2 * 40 + 330, 2 * 40)
 
 
 def test_merge_groups_patients_and_duplicates():

@@ -31,6 +31,11 @@ def _load(ctx):
     n = int((Path(ctx.data.path) / "n.txt").read_text())
     if (Path(ctx.data.path) / "skip.txt").exists():  # a file the loader could not read, named in the tables
         ctx.skipped.append((Path(ctx.data.path) / "skip.txt").read_text())
+    if (Path(ctx.data.path) / "audit.txt").exists():  # splits built on the leakage audit, with this rule
+        from medattn.datasets.audit import VERIFY_TIERS
+
+        tiers = VERIFY_TIERS if (Path(ctx.data.path) / "audit.txt").read_text() == "two-tier" else ()
+        ctx.audit([], ctx.data.path, verify=tiers)
     return {"train": toy_data(n if not ctx.dry_run else 16), "val": toy_data(16, seed=1)}
 
 
@@ -120,6 +125,30 @@ def test_resume_refuses_another_identity(tmp_path, data, capsys):
     # without --resume it starts over
     CALLS.clear()
     assert run_main(repro, base) == 0 and CALLS == [("a", 0, False)]
+
+
+def test_audit_rule_enters_identity_and_run_json(tmp_path, data, capsys):
+    """Another near-duplicate rule makes another split: --resume refuses across it. The hash-only rule that every
+    run used before the second tier existed stays out of the identity, so those runs keep theirs."""
+    repro = _repro(tmp_path)
+    runs = tmp_path / "runs"
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set", "arms=a"]
+    (data / "audit.txt").write_text("hash")
+    assert run_main(repro, base) == 0
+    ident = json.loads((runs / "toy-smoke" / "a_s0" / "identity.json").read_text())
+    assert "audit" not in ident
+    assert json.loads((runs / "toy-smoke" / "results" / "run.json").read_text())["audit_rule"] == "phash<=6"
+    (data / "audit.txt").write_text("two-tier")
+    capsys.readouterr()
+    assert run_main(repro, base + ["--resume"]) == 2
+    assert "audit" in capsys.readouterr().err
+    assert run_main(repro, base) == 0
+    ident = json.loads((runs / "toy-smoke" / "a_s0" / "identity.json").read_text())
+    assert ident["audit"] == "phash<=6 | phash<=12&ncc32>=0.85 | phash<=16&ncc32>=0.9"
+    # --report-only keeps the rule the training run recorded
+    assert run_main(repro, base + ["--report-only"]) == 0
+    run = json.loads((runs / "toy-smoke" / "results" / "run.json").read_text())
+    assert run["audit_rule"].startswith("phash<=6 | ")
 
 
 def test_checkpoints_resume_by_identity_not_by_arm(tmp_path, data):
