@@ -152,7 +152,16 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
         if kind == "segmenter" or seg_model is not None:
             sc = card if kind == "segmenter" else seg_card
             x = _prepare(img, int(sc["input_size"]), sc["preprocessing"])
-            m = np.asarray((model if kind == "segmenter" else seg_model)(x[None], training=False))[0, ..., 0]
+            segm = model if kind == "segmenter" else seg_model
+            m = np.asarray(segm(x[None], training=False))[0, ..., 0]
+            if sc.get("tta_flip"):  # the mean with the prediction of the mirrored image, mirrored back
+                m = 0.5 * (m + np.asarray(segm(x[None, :, ::-1], training=False))[0, :, ::-1, 0])
+            post = sc.get("postprocess")
+            if post:  # the cleaning chosen on validation data (largest component, minimum lesion area)
+                from .evaluation.segmentation import postprocess_masks
+
+                m = postprocess_masks(m[None], float(post["min_area"]), bool(post["largest_component"]),
+                                      float(sc.get("threshold") or 0.5))[0]
             mask_small = m
             mask = _resize_mask(m, img.shape[:2]) > float(sc.get("threshold") or 0.5)
             row["lesion_area_fraction"] = float(mask.mean())

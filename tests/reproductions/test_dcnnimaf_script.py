@@ -23,6 +23,9 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     assert all("SYNTHETIC" in row["source"] for row in comp["rows"])
     run = json.loads((out / "runs.json").read_text())["rows"][0]
     assert 0 <= run["dice_lesion"] <= 1 and run["n_test"] > 0
+    # the mask cleaning chosen on validation: never worse there than none (no cleaning is a candidate)
+    assert run["val_dice_all_post"] >= run["val_dice_all_raw"] and run["seg_post_min_area"] is not None
+    assert 0 <= run["false_positive_rate_empty_raw"] <= 1 and 0 <= run["dice_lesion_raw"] <= 1
     assert (out / "plots" / "overlays_grouped.png").exists() and (out / "plots" / "confusion_grouped.png").exists()
     assert json.loads((out / "config.json").read_text())["synthetic"] is True
     # the protocol's final models, with the cards a user needs to run them (the two-stage pipeline)
@@ -35,6 +38,7 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     assert seg_card["kind"] == "segmenter" and seg_card["input_size"] == 64 and seg_card["synthetic"] is True
     assert cls_card["class_names"] == ["benign", "malignant", "normal"] and cls_card["segmenter"] == "segmenter.keras"
     assert seg_card["data_manifest_sha256"] and 0 <= seg_card["metrics"]["dice_lesion"] <= 1
+    assert seg_card["postprocess"]["min_area"] == run["seg_post_min_area"] and seg_card["tta_flip"] is False
     seg = load_model(models / "segmenter.keras", compile=False)
     assert seg(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 64, 64, 1)
     # the saved two-stage pipeline on other phantoms (another seed, no normal class), through the predict command
