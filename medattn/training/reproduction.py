@@ -399,6 +399,50 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
     phases = {"load_data_s": round(time.time() - t_load, 1)}
     ctx.log(f"data ready in {phases['load_data_s']} s")
     plan = repro.plan(cfg)
+    # run.json is rewritten every minute while training, so a process that is killed (a session's end, a crash)
+    # still counts in the wall time and the processes that --resume adds up
+    beat = _Heartbeat(lambda: ctx.recorder.finish(complete=False, synthetic=ctx.synthetic, dry_run=ctx.dry_run,
+                                                  phases_this_process=dict(phases), skipped=list(ctx.skipped)),
+                      HEARTBEAT_S)
+    try:
+        return _train(repro, cfg, ctx, rows_path, data, plan, phases, beat, weights_note)
+    finally:
+        beat.stop()
+
+
+HEARTBEAT_S = 60.0  # how often run.json is rewritten while a process trains
+
+
+class _Heartbeat:
+    """Calls ``write`` every ``every`` seconds on a daemon thread until :meth:`stop` (which waits for a write in
+    progress, so the final record is never overwritten by a late beat)."""
+
+    def __init__(self, write, every: float = 60.0):
+        import threading
+
+        self._write, self._every = write, every
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.wait(self._every):
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                try:
+                    self._write()
+                except Exception:  # a record that cannot be written must not stop the training
+                    pass
+
+    def stop(self):
+        with self._lock:
+            self._stop.set()
+
+
+def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, beat, weights_note) -> int:
+    out = ctx.out
     done = {}
     if cfg.resume:
         for r in _rows(rows_path):
@@ -441,8 +485,9 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         phases[f"run {spec.key}_s"] = row["wall_time_s"]
         phases[f"report after {spec.key}_s"] = round(time.time() - t_report, 1)
     repro.report(ctx, rows, True)
+    beat.stop()
     ctx.recorder.finish(n_runs=len(rows), synthetic=ctx.synthetic, dry_run=ctx.dry_run, phases_this_process=phases,
-                        skipped=list(ctx.skipped))
+                        skipped=list(ctx.skipped), complete=True)
     ctx.log(f"wrote {out} ({ctx.recorder.wall_time_s} s)")
     return 0
 

@@ -25,6 +25,7 @@ PROFILES = {
     "cpu": ToyConfig(profile="cpu", seeds=(0, 1), stages=(Stage("train", epochs=3, batch_size=8),), verbose=0),
 }
 CALLS = []
+CRASH: set = set()
 
 
 def _load(ctx):
@@ -42,6 +43,11 @@ def _load(ctx):
 def _run_one(ctx, run, data):
     stage = ctx.cfg.stage("train")
     CALLS.append((run.arm, run.seed, ctx.dry_run))
+    if run.arm in CRASH:  # a process killed during this run
+        import time
+
+        time.sleep(0.3)
+        raise KeyboardInterrupt
     ctx.seed(run.seed)
     model = ctx.build(lambda: toy_model(ctx.cfg.dropout), stage, len(data["train"][0]),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -149,6 +155,31 @@ def test_audit_rule_enters_identity_and_run_json(tmp_path, data, capsys):
     assert run_main(repro, base + ["--report-only"]) == 0
     run = json.loads((runs / "toy-smoke" / "results" / "run.json").read_text())
     assert run["audit_rule"].startswith("phash<=6 | ")
+
+
+def test_killed_process_still_counts_in_run_json(tmp_path, data, monkeypatch):
+    """run.json is rewritten while training, so the time of a process that dies counts when --resume finishes."""
+    from medattn.training import reproduction
+
+    monkeypatch.setattr(reproduction, "HEARTBEAT_S", 0.05)
+    repro = _repro(tmp_path)
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
+    CRASH.add("b")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_main(repro, base)
+    finally:
+        CRASH.clear()
+    out = tmp_path / "runs" / "toy-smoke" / "results"
+    first = json.loads((out / "run.json").read_text())
+    assert first["complete"] is False and len(first["processes"]) == 1 and first["wall_time_s"] >= 0.2
+    CALLS.clear()
+    assert run_main(repro, base + ["--resume"]) == 0
+    assert CALLS == [("b", 0, False)]  # the finished run is reused
+    run = json.loads((out / "run.json").read_text())
+    assert run["complete"] is True and len(run["processes"]) == 2
+    assert run["processes"][0]["wall_time_s"] == first["processes"][0]["wall_time_s"]
+    assert run["wall_time_s"] == pytest.approx(sum(p["wall_time_s"] for p in run["processes"]), abs=0.2)
 
 
 def test_checkpoints_resume_by_identity_not_by_arm(tmp_path, data):
