@@ -16,7 +16,7 @@
   chest images and 2,637 brain images into single groups. Pairs are joined by union-find into groups. Resized,
   re-encoded and slightly shifted copies land within the first tier; distinct images of one modality rarely pass
   either (the tests plant both). How the tiers were chosen, with a by-eye check of every pair the second tier
-  adds on BUSI: ``results/audits/busi_verified_pairs.md``.
+  adds on BUSI: ``results/audits/near_duplicates.md``.
 * ``cross_split_groups``: groups with members in more than one split; ``label_conflicts``: groups (exact or near)
   with more than one label; ``corrupt``: files that do not decode; ``mask_mismatch``: masks of another size.
 
@@ -44,7 +44,7 @@ __all__ = ["phash", "exact_hash", "small_copy", "hamming_pairs", "group_pairs", 
 
 DEFAULT_THRESHOLD = 6
 # (looser Hamming distance, NCC bar of the 32x32 copies): a pair beyond ``threshold`` is a near duplicate when it
-# is within one tier's distance and reaches its bar. Chosen on BUSI by eye (results/audits/busi_verified_pairs.md).
+# is within one tier's distance and reaches its bar. Chosen on BUSI by eye (results/audits/near_duplicates.md).
 VERIFY_TIERS: tuple[tuple[int, float], ...] = ((12, 0.85), (16, 0.90))
 DEFAULT_VERIFY: tuple = ()  # the hash tier alone unless a dataset's tiers are given
 SMALL = 32
