@@ -74,18 +74,23 @@ class BrainConfig(ExperimentConfig):
     max_per_class: int = 0  # per class and split; 0: every image (smoke profile: a few)
     n_boot: int = 1000
     gradcam_per_class: int = 2
+    # BatchNorm moving-average momentum; None keeps each backbone's own (Keras 0.99, MobileNetV2 0.999). From scratch
+    # those lag so far behind the weights that inference-mode outputs are unusable: the first cpu run's Xception had
+    # validation accuracy 0.23-0.33 at training accuracy 0.67-0.81 over its first three epochs (stopped; not in the
+    # tables). The smoke and cpu profiles use 0.9. The paper profile fine-tunes with BatchNorm frozen.
+    bn_momentum: float | None = None
 
 
 PROFILES = {
     "smoke": BrainConfig(profile="smoke", backbones=("mobilenetv2", "vgg16"), large_input_size=0,
                          stages=(Stage("frozen", epochs=0, batch_size=8, learning_rate=1e-3, image_size=32),
                                  Stage("train", epochs=1, batch_size=8, learning_rate=1e-3, image_size=32)),
-                         max_per_class=8, n_boot=50, gradcam_per_class=1, verbose=0),
+                         max_per_class=8, n_boot=50, gradcam_per_class=1, bn_momentum=0.9, verbose=0),
     # from scratch on 2 cores: 64 px (80 for Xception and InceptionV3, whose Keras builders refuse less than 71
     # and 75), 12 epochs. Measured training speed in bf16 on the 2-core Xeon (batch 32): MobileNetV2 126 img/s,
     # ResNet50 55, VGG16 33, DenseNet121 62 at 64 px; Xception 47, InceptionV3 82 at 80 px: about 9 min per epoch
     # for the six, about 2 h in all. At 96 px the six need 15 min per epoch (8 epochs in 2 h).
-    "cpu": BrainConfig(profile="cpu", large_input_size=80, mixed_precision="auto",
+    "cpu": BrainConfig(profile="cpu", large_input_size=80, mixed_precision="auto", bn_momentum=0.9,
                        stages=(Stage("frozen", epochs=0, batch_size=32, learning_rate=1e-3, image_size=64),
                                Stage("train", epochs=12, batch_size=32, learning_rate=1e-3, image_size=64,
                                      cosine_alpha=0.02, patience=6))),
@@ -200,6 +205,10 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     ctx.seed(run.seed)
     with ctx.scope():
         model = build_transfer_classifier(backbone, size, len(CLASSES), weights=weights)
+        if cfg.bn_momentum is not None:
+            from medattn.models import set_bn_momentum
+
+            set_bn_momentum(model, cfg.bn_momentum)
     t0 = time.time()
     history = {}
     frozen, train = cfg.stage("frozen"), cfg.stage("train")
