@@ -171,7 +171,7 @@ def audit_images(images: Sequence[np.ndarray], names: Sequence[str], labels: Seq
     n = len(images)
     ex = [exact_hash(im) for im in images]
     ph = np.empty(n, dtype=np.uint64)
-    copies = np.zeros((n, SMALL * SMALL), dtype=np.float32)
+    copies = np.zeros((n if verify else 0, SMALL * SMALL), dtype=np.float32)
     for i, im in enumerate(_progress(images, progress, "hashing")):
         ph[i] = phash(im)
         if verify:
