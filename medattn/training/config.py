@@ -41,6 +41,7 @@ class Stage:
     cosine_alpha: float = 0.0  # final learning rate as a fraction of the first (cosine only)
     momentum: float = 0.9  # sgd only
     patience: int | None = None  # early stopping on the stage's monitored validation metric; None: never
+    warmup_epochs: float = 0.0  # cosine only: linear warm-up from 0 over these epochs, then the cosine decay
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -55,12 +56,21 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"stage {self.name!r}: schedule must be cosine or constant, got {self.schedule!r}")
+        if self.warmup_epochs < 0 or (self.warmup_epochs and self.warmup_epochs >= self.epochs):
+            raise ValueError(f"stage {self.name!r}: warmup_epochs must be >= 0 and below epochs ({self.epochs}), "
+                             f"got {self.warmup_epochs}")
+        if self.warmup_epochs and self.schedule != "cosine":
+            raise ValueError(f"stage {self.name!r}: warmup_epochs needs schedule=cosine (got {self.schedule!r})")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"stage {self.name!r}: patience must be >= 1 or none, got {self.patience}")
 
     def decay_steps(self, n_examples: int) -> int:
-        """Optimizer steps in the stage: ``epochs * ceil(n_examples / batch_size)``."""
-        return max(1, self.epochs * -(-int(n_examples) // self.batch_size))
+        """Optimizer steps of cosine decay: ``epochs * ceil(n_examples / batch_size)`` less the warm-up steps."""
+        return max(1, self.epochs * -(-int(n_examples) // self.batch_size) - self.warmup_steps(n_examples))
+
+    def warmup_steps(self, n_examples: int) -> int:
+        """Optimizer steps of linear warm-up: ``warmup_epochs * ceil(n_examples / batch_size)``, rounded."""
+        return int(round(self.warmup_epochs * -(-int(n_examples) // self.batch_size)))
 
     def make_optimizer(self, n_examples: int):
         """The stage's optimizer; a cosine schedule decays over ``epochs * ceil(n_examples / batch_size)`` steps
@@ -69,15 +79,24 @@ class Stage:
 
         from .reuse import CosineDecaySteps
 
-        lr = (CosineDecaySteps(self.learning_rate, self.decay_steps(n_examples), alpha=self.cosine_alpha)
-              if self.schedule == "cosine" else self.learning_rate)
+        warm = self.warmup_steps(n_examples) if self.schedule == "cosine" else 0
+        if warm:
+            lr = CosineDecaySteps(0.0, self.decay_steps(n_examples), alpha=self.cosine_alpha,
+                                  warmup_target=self.learning_rate, warmup_steps=warm)
+        elif self.schedule == "cosine":
+            lr = CosineDecaySteps(self.learning_rate, self.decay_steps(n_examples), alpha=self.cosine_alpha)
+        else:
+            lr = self.learning_rate
         if self.optimizer == "sgd":
             return keras.optimizers.SGD(lr, momentum=self.momentum)
         return keras.optimizers.Adam(lr)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields that take effect (``momentum`` only for SGD, ``cosine_alpha`` only for cosine)."""
+        """The fields that take effect (``momentum`` only for SGD, ``cosine_alpha`` only for cosine,
+        ``warmup_epochs`` only when not 0, so the identity of runs made before it existed is unchanged)."""
         d = dataclasses.asdict(self)
+        if not self.warmup_epochs:
+            d.pop("warmup_epochs")
         if self.optimizer != "sgd":
             d.pop("momentum")
         if self.schedule != "cosine":

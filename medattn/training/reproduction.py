@@ -147,7 +147,8 @@ class Context:
                 model = builder()
                 compile_fn(model)
                 return model
-            return self.pool.get((reuse, stage), builder, compile_fn, stage.decay_steps(n_examples))
+            return self.pool.get((reuse, stage), builder, compile_fn, stage.decay_steps(n_examples),
+                                 stage.warmup_steps(n_examples))
 
     # checkpoints and fit --------------------------------------------------------------------------------------
     def identity(self, spec: RunSpec) -> dict:

@@ -29,14 +29,23 @@ class CosineDecaySteps(keras.optimizers.schedules.CosineDecay):
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", **kwargs):
         super().__init__(initial_learning_rate, decay_steps, alpha=alpha, name=name, **kwargs)
         self.decay_steps = keras.Variable(float(decay_steps), dtype="float32", trainable=False, name="decay_steps")
+        if self.warmup_target is not None:  # linear warm-up from initial_learning_rate, then the cosine
+            self.warmup_steps = keras.Variable(float(self.warmup_steps), dtype="float32", trainable=False,
+                                               name="warmup_steps")
 
-    def set_decay_steps(self, steps: int) -> None:
+    def set_decay_steps(self, steps: int, warmup_steps: int | None = None) -> None:
+        """``steps`` of cosine decay (after ``warmup_steps`` of warm-up, when the schedule has one)."""
         if steps <= 0:
             raise ValueError(f"decay_steps must be > 0, got {steps}")
         self.decay_steps.assign(float(steps))
+        if warmup_steps is not None and self.warmup_target is not None:
+            self.warmup_steps.assign(float(warmup_steps))
 
     def get_config(self):
-        return {**super().get_config(), "decay_steps": int(round(float(self.decay_steps.numpy())))}
+        cfg = {**super().get_config(), "decay_steps": int(round(float(self.decay_steps.numpy())))}
+        if self.warmup_target is not None:
+            cfg["warmup_steps"] = int(round(float(self.warmup_steps.numpy())))
+        return cfg
 
 
 class ModelPool:
@@ -50,7 +59,7 @@ class ModelPool:
         return key in self._models
 
     def get(self, key: Hashable, builder: Callable[[], Any], compile_fn: Callable[[Any], None],
-            decay_steps: int | None = None):
+            decay_steps: int | None = None, warmup_steps: int | None = None):
         """The model for ``key``: ``builder()`` compiled by ``compile_fn(model)`` the first time; afterwards the
         kept model with ``builder()``'s initial variables, a reset optimizer and ``decay_steps`` set. Call inside
         the strategy's scope, after seeding."""
@@ -73,7 +82,7 @@ class ModelPool:
             v.assign(init)
         sched = getattr(model.optimizer, "_learning_rate", None)
         if decay_steps is not None and hasattr(sched, "set_decay_steps"):
-            sched.set_decay_steps(decay_steps)
+            sched.set_decay_steps(decay_steps, warmup_steps)
         model.stop_training = False
         self.reused += 1
         return model

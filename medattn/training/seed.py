@@ -63,11 +63,14 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
+    # Keras (and TensorFlow) imported BEFORE the Python and NumPy generators are seeded: their first import draws
+    # from those generators, so seeding first made the first run of a process differ from every later run with
+    # the same seed (a run resumed in a new process then did not continue the run it resumed; tested)
+    import keras
+
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
-    import keras
-
     if keras.backend.backend() != "tensorflow":
         keras.utils.set_random_seed(seed)
         return

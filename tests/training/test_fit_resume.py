@@ -96,3 +96,22 @@ def test_a_kill_during_the_checkpoint_write_leaves_the_last_checkpoint_whole(tmp
     assert state["epochs_done"] == 2  # epoch 3 never finished its checkpoint
     _, res = _run(tmp_path, resume=True)
     assert res["resumed_from"] == 2 and not res["restarted"]
+
+
+def test_first_run_of_a_fresh_process_equals_later_runs(tmp_path):
+    """In a new process where ``set_seed`` is the first to import Keras, the first run equals a second run with
+    the same seed (Keras' import used to draw from the freshly seeded generators, so it did not)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import pathlib, sys; sys.path.insert(0, sys.argv[1]);"
+            "from tests.training.test_fit_resume import _run;"
+            "t = pathlib.Path(sys.argv[2]);"
+            "print([_run(t / k)[1]['history'][-1]['val_loss'] for k in 'ab'])")
+    r = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path)], capture_output=True, text=True,
+                       timeout=300, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, second = eval(r.stdout.strip().splitlines()[-1])
+    assert first == second

@@ -102,6 +102,33 @@ def test_cosine_schedule_with_a_settable_length_matches_keras():
         ours.set_decay_steps(0)
 
 
+def test_stage_warmup_then_cosine_and_identity_unchanged_without_it():
+    import keras
+
+    from medattn.training import Stage
+    from medattn.training.config import ExperimentConfig, config_hash
+
+    st = Stage("s", epochs=10, batch_size=10, learning_rate=1e-3, warmup_epochs=2, cosine_alpha=0.1)
+    assert st.warmup_steps(95) == 20 and st.decay_steps(95) == 80  # 10 steps per epoch
+    sched = st.make_optimizer(95).learning_rate  # the schedule's value at the optimizer's step 0
+    lr = st.make_optimizer(95)._learning_rate
+    ref = keras.optimizers.schedules.CosineDecay(0.0, 80, alpha=0.1, warmup_target=1e-3, warmup_steps=20)
+    for step in (0, 10, 20, 50, 100, 150):
+        assert float(lr(step)) == pytest.approx(float(ref(step)), rel=1e-6, abs=1e-12)
+    assert float(lr(0)) == 0.0 and float(lr(20)) == pytest.approx(1e-3) and float(sched) == 0.0
+    assert float(lr(100)) == pytest.approx(1e-4)  # alpha of the warm-up target at the end
+    lr.set_decay_steps(40, 10)  # a kept model reused for a stage of another length
+    assert float(lr(10)) == pytest.approx(1e-3) and lr.get_config()["warmup_steps"] == 10
+    # a stage without warm-up keeps the identity of runs made before the field existed
+    assert "warmup_epochs" not in Stage("s").to_dict() and Stage("s", warmup_epochs=0.5, epochs=2).to_dict()
+    base = ExperimentConfig(stages=(Stage("train", epochs=3),))
+    assert config_hash(base) != config_hash(ExperimentConfig(stages=(Stage("train", epochs=3, warmup_epochs=1),)))
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        Stage("s", epochs=2, warmup_epochs=2)
+    with pytest.raises(ValueError, match="schedule=cosine"):
+        Stage("s", epochs=3, warmup_epochs=1, schedule="constant")
+
+
 def test_a_saved_compiled_model_with_the_schedule_loads(tmp_path):
     import keras
 
