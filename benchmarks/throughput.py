@@ -46,16 +46,34 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 10) -> float:
 
 def _models(sizes):
     """(reproduction, model, profile, builder, input shape, batch, loss, target maker)."""
+    import keras
     import numpy as np
 
+    from medattn.models.dcat import build_dcat
     from medattn.models.dcnnimaf import build_dcnnimaf
+    from medattn.models.emtnet import build_emtnet
     from medattn.models.linknet import build_linknet
     from medattn.models.mias_fusion import build_mias_model
+    from medattn.models.transfer import build_transfer_classifier
 
     cls_target = (lambda b, s: np.zeros(b, "int32"), "sparse_categorical_crossentropy")
 
     def seg_target(b, s):
         return (np.random.default_rng(0).random((b, s, s, 1)) > 0.8).astype("float32")
+
+    logit = keras.losses.BinaryCrossentropy(from_logits=True)
+    multitask = (lambda b, s: {"label": np.zeros((b, 1), "float32"), "mask": seg_target(b, s)},
+                 {"label": logit, "mask": "binary_crossentropy"})
+    brain = ("xception", "mobilenetv2", "inceptionv3", "resnet50", "vgg16", "densenet121")
+
+    def emt(size, seg, **kw):
+        return lambda: build_emtnet(size, "mobilenetv2", segmentation=seg, **kw)
+
+    def transfer(b, size):
+        return lambda: build_transfer_classifier(b, size, 4)
+
+    def dcat(size, fusion, **kw):
+        return lambda: build_dcat(size, 2, fusion=fusion, **kw)
 
     out = []
     if "cpu" in sizes:
@@ -68,6 +86,19 @@ def _models(sizes):
                     seg_target, "binary_crossentropy"))
         out.append(("dcnnimaf", "DCNNIMAF 16-128 (cls)", "cpu",
                     lambda: build_dcnnimaf(128, filters=(16, 32, 64, 128, 128)), (128, 128, 4), 8, *cls_target))
+        cpu_dec = {"width": 0.5, "decoder_filters": (64, 32, 16, 16)}
+        out.append(("emtnet", "EMT-Net MobileNetV2 a0.5 multitask", "cpu", emt(128, True, **cpu_dec),
+                    (128, 128, 3), 16, *multitask))
+        out.append(("emtnet", "MobileNetV2 a0.5 classifier only", "cpu", emt(128, False, width=0.5),
+                    (128, 128, 3), 16, lambda b, s: np.zeros((b, 1), "float32"), logit))
+        for b in brain:  # the cpu profile: 64 px, 80 for Xception and InceptionV3
+            size = 80 if b in ("xception", "inceptionv3") else 64
+            out.append(("brain_tumor_transfer", f"{b} + head", "cpu", transfer(b, size), (size, size, 3), 32,
+                        *cls_target))
+        small = {"backbone_a": "efficientnetb0", "dim": 128, "num_heads": 4}
+        for fusion in ("cross_attention", "concat"):
+            out.append(("dcat", f"EfficientNetB0 + ResNet-34, {fusion}", "cpu", dcat(64, fusion, **small),
+                        (64, 64, 3), 32, *cls_target))
     if "paper" in sizes:
         for v in ("model1", "model2", "baseline"):
             out.append(("mias_fusion", f"vgg16 {v} (full width)", "paper",
@@ -77,6 +108,14 @@ def _models(sizes):
                     seg_target, "binary_crossentropy"))
         out.append(("dcnnimaf", "DCNNIMAF 32-256 (cls)", "paper", lambda: build_dcnnimaf(224), (224, 224, 4), 8,
                     *cls_target))
+        out.append(("emtnet", "EMT-Net MobileNetV2 multitask", "paper", emt(224, True), (224, 224, 3), 16,
+                    *multitask))
+        for b in brain:
+            size = 299 if b in ("xception", "inceptionv3") else 224
+            out.append(("brain_tumor_transfer", f"{b} + head", "paper", transfer(b, size), (size, size, 3), 32,
+                        *cls_target))
+        out.append(("dcat", "EfficientNetB4 + ResNet-34, cross_attention", "paper", dcat(224, "cross_attention"),
+                    (224, 224, 3), 32, *cls_target))
     return out
 
 
@@ -146,6 +185,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="cpu", help="cpu, paper or cpu,paper")
     ap.add_argument("--precisions", default="float32,bf16")
+    ap.add_argument("--only", default=None, help="comma-separated reproductions to time (default: all)")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--slow", type=float, default=20.0, help="time a step slower than this (s) only once")
     ap.add_argument("--busi", default=None, help="BUSI folder for the pipeline figure")
@@ -162,7 +202,10 @@ def main(argv=None) -> int:
     peak = {p: matmul_peak("float32" if p == "float32" else "bfloat16") for p in precisions}
     print("matmul peak (2048x2048): " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peak.items()), flush=True)
     rows = []
+    only = set(args.only.split(",")) if args.only else None
     for repro, name, profile, builder, shape, batch, target, loss in _models(args.sizes.split(",")):
+        if only and repro not in only:
+            continue
         flops = None
         for p in precisions:
             r = time_model(builder, shape, batch, target, loss, p, args.steps, args.slow)
@@ -182,7 +225,8 @@ def main(argv=None) -> int:
     print(f"input pipeline: {pipe['what']}: {pipe['images_per_s']:.0f} images/s", flush=True)
     for r in rows:
         if r["precision"] == "bf16":
-            f32 = next(x for x in rows if x["model"] == r["model"] and x["precision"] == "float32")
+            f32 = next(x for x in rows if x["model"] == r["model"] and x["profile"] == r["profile"]
+                       and x["precision"] == "float32")
             r["bf16_speedup_train"] = r["train_images_per_s"] / f32["train_images_per_s"]
     result = {"machine": machine_description(), "packages": package_versions(), "peak_gflop_per_s": peak,
               "pipeline": pipe, "rows": rows, "command": " ".join(["python"] + sys.argv),
