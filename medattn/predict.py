@@ -156,14 +156,14 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
             m = np.asarray(segm(x[None], training=False))[0, ..., 0]
             if sc.get("tta_flip"):  # the mean with the prediction of the mirrored image, mirrored back
                 m = 0.5 * (m + np.asarray(segm(x[None, :, ::-1], training=False))[0, :, ::-1, 0])
+            thr = float(sc.get("threshold") or 0.5)
             post = sc.get("postprocess")
             if post:  # the cleaning chosen on validation data (largest component, minimum lesion area)
                 from .evaluation.segmentation import postprocess_masks
 
-                m = postprocess_masks(m[None], float(post["min_area"]), bool(post["largest_component"]),
-                                      float(sc.get("threshold") or 0.5))[0]
+                m = postprocess_masks(m[None], float(post["min_area"]), bool(post["largest_component"]), thr)[0]
             mask_small = m
-            mask = _resize_mask(m, img.shape[:2]) > float(sc.get("threshold") or 0.5)
+            mask = _resize_mask(m, img.shape[:2]) > thr
             row["lesion_area_fraction"] = float(mask.mean())
             _save_mask_and_overlay(out, rel, img, mask)
         if kind == "classifier":

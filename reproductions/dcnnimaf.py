@@ -285,12 +285,11 @@ def _choose_postprocess(cfg, val_true, val_prob):
     if not cfg.seg_postprocess:
         return (lambda p: p), {"seg_post_min_area": None, "seg_post_largest_component": None,
                                "val_dice_all_raw": raw, "val_dice_all_post": raw}
-    best = None
+    options = []  # (validation Dice, keep the largest component, min area); ties: no component rule first
     for lcc in (False, True):
         area, scores = choose_min_area(val_true, val_prob, largest_component=lcc)
-        if best is None or scores[area] > best[2] + 1e-12:
-            best = (lcc, area, scores[area])
-    lcc, area, score = best
+        options.append((scores[area], lcc, area))
+    score, lcc, area = max(options, key=lambda o: (round(o[0], 12), -o[1]))
     return (lambda p: postprocess_masks(p, area, lcc)), {
         "seg_post_min_area": area, "seg_post_largest_component": lcc, "val_dice_all_raw": raw,
         "val_dice_all_post": score}

@@ -99,7 +99,8 @@ def load_data(ctx) -> dict:
     from medattn.datasets import busi_records, merge_groups
     from medattn.datasets.pipeline import decode_arrays
 
-    audit = ctx.audit(ctx.handful(busi_records(ctx.data.path, classes=tuple(CLASSES)), 8), ctx.data.path, verify=DATASET_VERIFY["busi"])
+    audit = ctx.audit(ctx.handful(busi_records(ctx.data.path, classes=tuple(CLASSES)), 8), ctx.data.path,
+                      verify=DATASET_VERIFY["busi"])
     recs, groups = audit["_records"], audit["_near_group_indices"]
     conflict = {i for g in groups if len({recs[j].label for j in g}) > 1 for i in g}
     if conflict:

@@ -372,8 +372,7 @@ def pairs_sheet(rep: dict, root, path, size: int = 160, limit: int = 200) -> Pat
     draw = ImageDraw.Draw(sheet)
     for k, p in enumerate(pairs):
         for c, name in enumerate((p["a"], p["b"])):
-            im = read_image(Path(root) / name)
-            im = im if im.ndim == 2 else im.mean(-1).astype(np.uint8)
+            im = read_image(Path(root) / name)  # greyscale
             sheet.paste(Image.fromarray(im).resize((size, size)), (c * size, k * size))
         draw.text((2 * size + 6, k * size + 8), f"#{k}  {p['bits']} bits  ncc {p['ncc']:.3f}\n{p['a']}\n{p['b']}",
                   fill=0)

@@ -152,11 +152,13 @@ class Context:
 
     # checkpoints and fit --------------------------------------------------------------------------------------
     def identity(self, spec: RunSpec) -> dict:
+        from ..datasets.audit import audit_rule
+
         ident = {"script": self.repro.name, "profile": self.cfg.profile, "arm": spec.arm, "seed": spec.seed,
                  "data_sha256": self.data_sha, "config_sha256": config_hash(self.cfg)}
         # splits built on the audit's groups: another rule, another split. The hash-only rule every run used
         # before the second tier existed is left out, so those runs keep their identity.
-        if self.audit_rule not in (None, "phash<=6"):
+        if self.audit_rule not in (None, audit_rule()):
             ident["audit"] = self.audit_rule
         return ident
 
@@ -402,13 +404,18 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
     plan = repro.plan(cfg)
     # run.json is rewritten every minute while training, so a process that is killed (a session's end, a crash)
     # still counts in the wall time and the processes that --resume adds up
-    beat = _Heartbeat(lambda: ctx.recorder.finish(complete=False, synthetic=ctx.synthetic, dry_run=ctx.dry_run,
-                                                  phases_this_process=dict(phases), skipped=list(ctx.skipped)),
-                      HEARTBEAT_S)
+    def record(**extra):
+        return ctx.recorder.finish(synthetic=ctx.synthetic, dry_run=ctx.dry_run, phases_this_process=dict(phases),
+                                   skipped=list(ctx.skipped), **extra)
+
+    beat = _Heartbeat(lambda: record(complete=False), HEARTBEAT_S)
     try:
-        return _train(repro, cfg, ctx, rows_path, data, plan, phases, beat, weights_note)
+        rows = _train(repro, cfg, ctx, rows_path, data, plan, phases, weights_note)
     finally:
         beat.stop()
+    record(n_runs=len(rows), complete=True)
+    ctx.log(f"wrote {ctx.out} ({ctx.recorder.wall_time_s} s)")
+    return 0
 
 
 HEARTBEAT_S = 60.0  # how often run.json is rewritten while a process trains
@@ -416,7 +423,7 @@ HEARTBEAT_S = 60.0  # how often run.json is rewritten while a process trains
 
 class _Heartbeat:
     """Calls ``write`` every ``every`` seconds on a daemon thread until :meth:`stop` (which waits for a write in
-    progress, so the final record is never overwritten by a late beat)."""
+    progress, so the final record, written after it, is never overwritten by a late beat)."""
 
     def __init__(self, write, every: float = 60.0):
         import threading
@@ -442,7 +449,8 @@ class _Heartbeat:
             self._stop.set()
 
 
-def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, beat, weights_note) -> int:
+def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, weights_note) -> list[dict]:
+    """Every run of the plan not already in ``runs.jsonl`` (with --resume), tables after each; the rows."""
     out = ctx.out
     done = {}
     if cfg.resume:
@@ -486,9 +494,5 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         phases[f"run {spec.key}_s"] = row["wall_time_s"]
         phases[f"report after {spec.key}_s"] = round(time.time() - t_report, 1)
     repro.report(ctx, rows, True)
-    beat.stop()
-    ctx.recorder.finish(n_runs=len(rows), synthetic=ctx.synthetic, dry_run=ctx.dry_run, phases_this_process=phases,
-                        skipped=list(ctx.skipped), complete=True)
-    ctx.log(f"wrote {out} ({ctx.recorder.wall_time_s} s)")
-    return 0
+    return rows
 
