@@ -92,7 +92,11 @@ class DcnnimafConfig(ExperimentConfig):
     # Dice over all of them, normal images included, so normal images can get empty masks)
     seg_tta: bool = False
     seg_postprocess: bool = True
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data",)
+    # --set selection=true: choose settings without the test split. Each protocol's test part is set aside
+    # unread; a quarter of its training part (groups whole, stratified) becomes the part the tables report on, so
+    # models train on ~52 % of the images. Results go under runs/, never to results/.
+    selection: bool = False
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "selection")
 
 
 PROFILES = {
@@ -181,9 +185,22 @@ def _resize(a, size):
     return tf.image.resize(a, (size, size)).numpy()
 
 
+def protocol_split(labels, groups, seed: int, selection: bool = False) -> dict:
+    """The 70/10/20 split (stratified, groups whole). ``selection``: the test part is set aside unread and a
+    quarter of the training part (stratified, groups whole) takes its place, for choosing settings."""
+    from medattn.datasets import holdout_split
+
+    split = holdout_split(labels, groups, (0.7, 0.1, 0.2), seed=seed)
+    if selection:
+        tr = split["train"]
+        sub = holdout_split(np.asarray(labels)[tr], np.asarray(groups)[tr], (0.75, 0.0, 0.25), seed=seed + 7)
+        split = {"train": tr[sub["train"]], "val": split["val"], "test": tr[sub["test"]]}
+    return split
+
+
 def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     """Train segmenter (with cross-fitting) and classifier on one split; metrics, predictions and plots."""
-    from medattn.datasets import holdout_split, kfold_split
+    from medattn.datasets import kfold_split
     from medattn.datasets.pipeline import array_dataset
     from medattn.evaluation import bootstrap_ci, classification_metrics, segmentation_summary
     from medattn.evaluation.classification import macro_f1
@@ -194,7 +211,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     cls_stage = cfg.stage("cls")
     attention = not name.endswith("no_attention")
     labels = np.array([r.label for r in recs])
-    split = holdout_split(labels, groups, (0.7, 0.1, 0.2), seed=seed)
+    split = protocol_split(labels, groups, seed, selection=cfg.selection)
     part = {k: [recs[i] for i in v] for k, v in split.items()}
     ckroot = ctx.run_dir(run)
     ctx.log(f"{name}: train {len(part['train'])}, val {len(part['val'])}, test {len(part['test'])} images; "
@@ -432,7 +449,8 @@ def report(ctx, rows, final: bool) -> None:
             sources[f"ours: {proto} on external {rs[0]['external_name']} (n={rs[0]['external_n']}{absent})"
                     f"{ctx.mark}"] = ext
     meta = {**ctx.meta, "protocols_done": list(dict.fromkeys(r["protocol"] for r in rows)), "complete": final}
-    tag = "synthetic" if ctx.synthetic else ctx.cfg.profile
+    tag = ("synthetic" if ctx.synthetic else ctx.cfg.profile) + (
+        ", SELECTION run: a quarter of the training part, never the test split" if ctx.cfg.selection else "")
     title = f"Multi-attention LinkNet + DCNNIMAF: paper vs ours ({tag}{ctx.mark.replace(' (', ', ').replace(')', '')})"
     description = DESCRIPTION + (f" Skipped unreadable files: {'; '.join(ctx.skipped)}." if ctx.skipped else "")
     write_table(ctx.out, "comparison", comparison_rows(PAPER, sources), kind="comparison", title=title, meta=meta,

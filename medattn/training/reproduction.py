@@ -334,9 +334,12 @@ def _main(repro: Reproduction, argv) -> int:
     runs_dir = Path(cfg.runs_dir).resolve() if cfg.runs_dir else repo / "runs"
     data_tag = repro.dataset_tag(cfg, source) if repro.dataset_tag is not None else None
     tag = f"{repro.name}-{'synthetic' if source.synthetic and cfg.profile != 'smoke' else cfg.profile}" + \
-        (f"-{data_tag}" if data_tag else "") + ("-dryrun" if cfg.dry_run else "")
+        (f"-{data_tag}" if data_tag else "") + ("-selection" if getattr(cfg, "selection", False) else "") + \
+        ("-dryrun" if cfg.dry_run else "")
     root = runs_dir / tag
-    committed = cfg.profile == repro.committed_profile and not cfg.dry_run and not source.synthetic
+    # selection runs (choosing settings without the test split) never write the committed results
+    committed = (cfg.profile == repro.committed_profile and not cfg.dry_run and not source.synthetic
+                 and not getattr(cfg, "selection", False))
     results = repo / "results" / repro.name / (data_tag or "")
     out = Path(cfg.out).resolve() if cfg.out else (results if committed else root / "results")
     # the strategy comes first: splitting the CPU into logical devices must happen before TensorFlow starts

@@ -179,3 +179,42 @@ def test_smoke_on_busi_then_predict_on_busi_images(tmp_path):
                          str(tmp_path / "pred")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "pred" / "predictions.csv")))
     assert sorted(r["image"] for r in rows) == ["benign (1).png", "malignant (1).png"]
+
+
+def test_selection_split_never_touches_the_test_part_and_keeps_groups_whole():
+    import numpy as np
+
+    mod = _script()
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    groups = np.arange(300) // 3  # groups of three images
+    normal = mod.protocol_split(labels, groups, seed=1)
+    sel = mod.protocol_split(labels, groups, seed=1, selection=True)
+    assert not set(sel["test"]) & set(normal["test"]) and not set(sel["train"]) & set(normal["test"])
+    assert set(sel["train"]) | set(sel["test"]) == set(normal["train"])
+    np.testing.assert_array_equal(sel["val"], normal["val"])
+    assert 0.2 < len(sel["test"]) / len(normal["train"]) < 0.3
+    for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
+        assert not set(groups[sel[a]]) & set(groups[sel[b]]), (a, b)
+    assert set(labels[sel["test"]]) == {0, 1, 2}  # stratified
+
+
+def test_selection_runs_never_write_the_committed_results(tmp_path, monkeypatch):
+    """--set selection=true on the committed (cpu) profile: the tables go under runs/<paper>-cpu-selection/."""
+    from medattn.training import reproduction
+
+    seen = {}
+
+    def fake_run(repro, cfg, ctx, rows_path, weights_note, error):
+        seen["out"], seen["selection"] = ctx.out, cfg.selection
+        return 0
+
+    monkeypatch.setattr(reproduction, "_run", fake_run)
+    mod = _script()
+    repro = mod.REPRODUCTION
+    from medattn.datasets.phantom import make_phantom_busi
+
+    data = make_phantom_busi(tmp_path / "busi", counts=(2, 2, 2), seed=0)
+    assert reproduction.main(repro, ["--profile", "cpu", "--data-dir", str(data), "--set", "selection=true",
+                                     "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert seen["selection"] is True and seen["out"] == tmp_path / "runs" / "dcnnimaf-cpu-selection" / "results"
