@@ -21,6 +21,7 @@ import hashlib
 import json
 import typing
 from pathlib import Path
+from types import UnionType
 from typing import Any, Mapping
 
 __all__ = ["ExperimentConfig", "Stage", "override", "save_config", "load_config", "coerce_field", "STAGE_FIELDS",
@@ -185,7 +186,7 @@ def coerce_field(cls, name: str, value: Any) -> Any:
         return None
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is UnionType:
         non_none = [a for a in args if a is not type(None)]
         if isinstance(value, str) and value.lower() == "none" and type(None) in args:
             return None

@@ -49,6 +49,19 @@ def test_shared_flags_set_every_stage_and_stage_fields_one():
     assert cfg2.stage("cls").epochs == 9 and cfg2.stage("seg").epochs == 2
 
 
+def test_optional_fields_are_coerced_from_the_command_line():
+    """``int | None`` / ``float | None`` fields (patience, a BN momentum) get numbers, or None from 'none'
+    (the command line once kept '12' as a string, and the stage check failed comparing it with 1)."""
+    @dataclasses.dataclass(frozen=True)
+    class Opt(DemoConfig):
+        momentum: float | None = None
+
+    cfg, _ = parse_config({"cpu": Opt(profile="cpu", stages=TWO.stages)},
+                          ["--set", "cls.patience=12", "--set", "momentum=0.9", "--set", "seg.patience=none"])
+    assert cfg.stage("cls").patience == 12 and isinstance(cfg.stage("cls").patience, int)
+    assert cfg.momentum == 0.9 and cfg.stage("seg").patience is None
+
+
 def test_stage_config_json_records_only_what_takes_effect(tmp_path):
     sgd = DemoConfig(stages=(Stage("train", optimizer="sgd", schedule="constant"),))
     d = sgd.to_dict()["stages"]["train"]
