@@ -227,7 +227,10 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     keep = np.isin(data["test"], data["dedup"])
     row = {"backbone": backbone, "seed": run.seed, "image_size": size, "weights": cfg.weights,
            "params": int(model.count_params()), "train_time_s": round(train_s, 1),
-           "epochs_run": sum(h["epochs_run"] for h in history.values()),
+           # every epoch of the model, over all processes of a resumed run (train_time_s: this process only;
+           # resumed_from says where it took over)
+           "epochs_run": sum(len(h["history"]) for h in history.values()),
+           "resumed_from": {k: h["resumed_from"] for k, h in history.items() if h["resumed_from"]} or None,
            "best_epoch": history["train"]["best_epoch"], "val_accuracy": float(np.mean(pv.argmax(1) == y[data["val"]])),
            "n_val": int(len(data["val"])), "n_test_official": int(len(pt)), "n_test_dedup": int(keep.sum())}
     for name, mask in (("official", np.ones(len(pt), bool)), ("dedup", keep)):

@@ -80,6 +80,7 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
         assert (out / "plots" / name).exists(), name
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["stages"]["frozen"]["epochs"] == 0 and cfg["backbones"] == ["mobilenetv2", "vgg16"]
+    assert all(r["epochs_run"] == cfg["stages"]["train"]["epochs"] and r["resumed_from"] is None for r in runs)
     from medattn.saving import read_model_card
 
     card = read_model_card(tmp_path / "runs" / "brain_tumor_transfer-smoke" / "vgg16_s0" / "models" / "vgg16.keras")
