@@ -56,7 +56,8 @@ DESCRIPTION = (
     "image; pixel accuracy over all test images (dominated by background). Classification from the image plus the "
     "PREDICTED mask. Masks are cleaned before both (largest component and a minimum lesion area, chosen on the "
     "validation images; `_raw`: before cleaning); false_positive_rate_empty: share of normal test images given a "
-    "lesion mask. Brackets: 95 % percentile bootstrap over test images (one seed). Paper: arXiv 2407.02844, "
+    "lesion mask. Brackets: one seed, 95 % percentile bootstrap over test images; several seeds, mean +- "
+    "t(0.975, n-1) standard errors over seeds (seed-to-seed spread only; `seeds.md`). Paper: arXiv 2407.02844, "
     "own split, ImageNet-pretrained encoder.")
 
 
@@ -423,7 +424,7 @@ def plan(cfg) -> list[RunSpec]:
 
 
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import comparison_rows, write_table
+    from medattn.evaluation import comparison_rows, seed_interval, write_table
 
     sources = {}
     for proto in dict.fromkeys(r["protocol"] for r in rows):
@@ -431,6 +432,9 @@ def report(ctx, rows, final: bool) -> None:
         src = {}
         for k in ("dice_lesion", "iou_lesion", "pixel_accuracy", "accuracy", "f1_macro", "precision_macro",
                   "recall_macro"):
+            if len(rs) > 1 and k in SEED_METRICS:
+                src[k] = seed_interval([r[k] for r in rs])
+                continue
             v = float(np.mean([r[k] for r in rs]))
             ci = rs[0].get(f"{k}_ci") if len(rs) == 1 else None
             src[k] = (v, *ci) if ci else (v,)
@@ -439,7 +443,8 @@ def report(ctx, rows, final: bool) -> None:
             vals = [r[k] for r in rs if r.get(k) is not None]
             if vals:
                 src[k] = (float(np.mean(vals)),)
-        sources[f"ours: {proto}{ctx.mark}"] = src
+        seeds = f" ({len(rs)} seeds)" if len(rs) > 1 else ""
+        sources[f"ours: {proto}{seeds}{ctx.mark}"] = src
         if "external_n" in rs[0]:
             ext = {}
             for k in ("dice_lesion", "iou_lesion", "accuracy"):
@@ -458,12 +463,61 @@ def report(ctx, rows, final: bool) -> None:
     write_table(ctx.out, "comparison", comparison_rows(PAPER, sources), kind="comparison", title=title, meta=meta,
                 description=description)
     write_table(ctx.out, "runs", flat_rows(rows), title=f"Every run ({tag}){ctx.mark}", meta=meta)
+    spread, diffs = seed_tables(rows)
+    if diffs or any(r["n_seeds"] > 1 for r in spread):
+        write_table(ctx.out, "seeds", spread, title=f"Spread over seeds ({tag}){ctx.mark}", meta=meta,
+                    description="Per protocol: mean, sample sd, min and max over seeds, the 95 % interval mean +- "
+                                "t(0.975, n-1) standard errors, and every seed's value.")
+        if diffs:
+            write_table(ctx.out, "differences", diffs, title=f"Differences between protocols, paired by seed ({tag})"
+                        f"{ctx.mark}", meta=meta,
+                        description="Each seed's difference (the two protocols of a seed share the seed, not the "
+                                    "split: grouped and random split differently), its mean and the 95 % t interval "
+                                    "over seeds; `beyond_seed_spread` is true when the interval excludes 0.")
     if final:
         print((ctx.out / "comparison.md").read_text())
         if ctx.synthetic:
             print("[dcnnimaf] These results are SYNTHETIC. To run on BUSI: download Dataset_BUSI_with_GT "
                   "(Al-Dhabyani et al., Data in Brief 2020), then: python reproductions/dcnnimaf.py --data-dir "
                   "PATH/busi --profile cpu")
+
+
+SEED_METRICS = ("dice_lesion", "iou_lesion", "accuracy", "f1_macro", "false_positive_rate_empty", "roc_auc")
+PAIRS = (("grouped", "random"), ("grouped_no_attention", "grouped"))
+
+
+def seed_tables(rows) -> tuple[list[dict], list[dict]]:
+    """Spread over seeds per protocol and metric, and the paired-by-seed differences of :data:`PAIRS` (only seeds
+    both protocols have; none when fewer than two)."""
+    from medattn.evaluation import seed_interval
+
+    spread, diffs = [], []
+    by = {}
+    for r in rows:
+        by.setdefault(r["protocol"], {})[r["seed"]] = r
+    for proto, runs in by.items():
+        for k in SEED_METRICS:
+            v = [runs[s][k] for s in sorted(runs) if runs[s].get(k) is not None]
+            if not v:
+                continue
+            m, lo, hi = seed_interval(v)
+            spread.append({"protocol": proto, "metric": k, "n_seeds": len(v), "mean": m,
+                           "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None, "min": min(v), "max": max(v),
+                           "ci_low": lo, "ci_high": hi, "per_seed": ", ".join(f"{x:.4f}" for x in v)})
+    for a, b in PAIRS:
+        common = sorted(set(by.get(a, {})) & set(by.get(b, {})))
+        if len(common) < 2:
+            continue
+        for k in SEED_METRICS:
+            d = [by[a][s][k] - by[b][s][k] for s in common
+                 if by[a][s].get(k) is not None and by[b][s].get(k) is not None]
+            if len(d) < 2:
+                continue
+            m, lo, hi = seed_interval(d, clip=None)
+            diffs.append({"difference": f"{a} - {b}", "metric": k, "n_seeds": len(d), "mean": m, "ci_low": lo,
+                          "ci_high": hi, "beyond_seed_spread": bool(lo > 0 or hi < 0),
+                          "per_seed": ", ".join(f"{x:+.4f}" for x in d)})
+    return spread, diffs
 
 
 NO_DATA = ("no BUSI data found (--data-dir or MEDATTN_DATA_DIR). Download Dataset_BUSI_with_GT (Al-Dhabyani et al., "

@@ -213,12 +213,9 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
 
 def _seed_interval(values) -> tuple[float, float, float]:
     """Mean over seeds and mean +- t(0.975, n-1) standard errors, clipped to [0, 1]."""
-    from scipy.stats import t as student_t
+    from medattn.evaluation import seed_interval
 
-    v = np.array(values, dtype=float)
-    half = student_t.ppf(0.975, len(v) - 1) * np.nanstd(v, ddof=1) / np.sqrt(len(v))
-    m = float(np.nanmean(v))
-    return m, max(0.0, m - half), min(1.0, m + half)
+    return seed_interval(values)
 
 
 def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "") -> tuple[list[dict], list[dict]]:

@@ -94,3 +94,20 @@ def bootstrap_ci(
         return point, float("nan"), float("nan")
     alpha = (1.0 - confidence) / 2.0
     return point, float(np.quantile(ok, alpha)), float(np.quantile(ok, 1.0 - alpha))
+
+
+def seed_interval(values, clip: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float, float, float]:
+    """Mean over seeds and mean +- t(0.975, n-1) standard errors (seed-to-seed spread only), clipped to ``clip``
+    (None: not clipped, for differences). NaNs are ignored; fewer than two values give a NaN interval."""
+    from scipy.stats import t as student_t
+
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    m = float(np.mean(v)) if len(v) else float("nan")
+    if len(v) < 2:
+        return m, float("nan"), float("nan")
+    half = float(student_t.ppf(0.975, len(v) - 1) * np.std(v, ddof=1) / np.sqrt(len(v)))
+    lo, hi = m - half, m + half
+    if clip is not None:
+        lo, hi = max(clip[0], lo), min(clip[1], hi)
+    return m, lo, hi

@@ -79,3 +79,20 @@ def test_mcnemar_exact_known_values():
     assert abs(mcnemar_exact(a, b) - 0.0654296875) < 1e-12 and mcnemar_exact(b, a) == mcnemar_exact(a, b)
     assert mcnemar_exact(a, a) == 1.0
     assert mcnemar_exact([1, 0], [0, 1]) == 1.0
+
+
+def test_seed_interval_is_mean_plus_minus_t_standard_errors():
+    import numpy as np
+    from scipy.stats import t
+
+    from medattn.evaluation import seed_interval
+
+    v = [0.80, 0.84, 0.86]
+    m, lo, hi = seed_interval(v)
+    half = t.ppf(0.975, 2) * np.std(v, ddof=1) / np.sqrt(3)
+    assert m == pytest.approx(0.8333333) and lo == pytest.approx(m - half) and hi == pytest.approx(min(1, m + half))
+    assert seed_interval([0.99, 0.95, 1.0])[2] == 1.0  # clipped to [0, 1]
+    assert seed_interval([-0.05, -0.06, -0.04], clip=None)[2] < 0  # differences are not clipped
+    m1, lo1, hi1 = seed_interval([0.7])
+    assert m1 == 0.7 and np.isnan(lo1) and np.isnan(hi1)  # one seed: no spread to speak of
+    assert seed_interval([0.7, float("nan"), 0.9])[0] == pytest.approx(0.8)

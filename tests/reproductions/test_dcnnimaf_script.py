@@ -218,3 +218,26 @@ def test_selection_runs_never_write_the_committed_results(tmp_path, monkeypatch)
     assert reproduction.main(repro, ["--profile", "cpu", "--data-dir", str(data), "--set", "selection=true",
                                      "--runs-dir", str(tmp_path / "runs")]) == 0
     assert seen["selection"] is True and seen["out"] == tmp_path / "runs" / "dcnnimaf-cpu-selection" / "results"
+
+
+def test_seed_tables_spread_and_paired_differences():
+    mod = _script()
+    rows = []
+    for seed, (g, r, na) in enumerate([(0.70, 0.75, 0.69), (0.72, 0.78, 0.70), (0.71, 0.76, 0.74)]):
+        for proto, dice in (("grouped", g), ("random", r), ("grouped_no_attention", na)):
+            rows.append({"protocol": proto, "seed": seed, "dice_lesion": dice, "accuracy": 0.8,
+                         "false_positive_rate_empty": None})
+    spread, diffs = mod.seed_tables(rows)
+    g = next(x for x in spread if x["protocol"] == "grouped" and x["metric"] == "dice_lesion")
+    assert g["n_seeds"] == 3 and abs(g["mean"] - 0.71) < 1e-9 and abs(g["sd"] - 0.01) < 1e-9
+    assert g["ci_low"] < 0.71 < g["ci_high"] and g["per_seed"] == "0.7000, 0.7200, 0.7100"
+    assert not any(x["metric"] == "false_positive_rate_empty" for x in spread)  # no values: no row
+    d = {(x["difference"], x["metric"]): x for x in diffs}
+    gr = d[("grouped - random", "dice_lesion")]  # -0.05, -0.06, -0.05: consistently below zero
+    assert abs(gr["mean"] + 0.05333) < 1e-4 and gr["ci_high"] < 0 and gr["beyond_seed_spread"] is True
+    na = d[("grouped_no_attention - grouped", "dice_lesion")]  # -0.01, -0.02, +0.03: within the spread
+    assert na["ci_low"] < 0 < na["ci_high"] and na["beyond_seed_spread"] is False
+    acc = d[("grouped - random", "accuracy")]  # identical: zero spread, zero-width interval at 0
+    assert acc["mean"] == 0 and acc["beyond_seed_spread"] is False
+    # one seed: nothing to pair
+    assert mod.seed_tables([r for r in rows if r["seed"] == 0])[1] == []
