@@ -25,7 +25,9 @@ Two training stages with their own settings: ``seg`` (the segmenters) and ``cls`
 the default profile is ``synthetic``: generated phantoms, every output labelled SYNTHETIC; ``smoke`` and dry runs
 use phantoms too when no data is given. ``--external-data PATH`` evaluates every protocol's final models on a
 second dataset in the BUSI layout (any subset of the classes) and adds external columns; the final models are
-saved with their cards in each run's ``models/`` folder (``medattn-predict`` runs them). Everything else (command line, strategy, checkpoints, resume, records) is
+saved with their cards in each run's ``models/`` folder (``medattn-predict`` runs them). ``--set selection=true``
+chooses settings without the test split: each protocol's test part is set aside unread and a quarter of its
+training part is reported on instead (results under ``runs/``, never ``results/``). Everything else (command line, strategy, checkpoints, resume, records) is
 the shared runner's (:mod:`medattn.training.reproduction`).
 """
 
