@@ -97,9 +97,10 @@ class DcnnimafConfig(ExperimentConfig):
     seg_postprocess: bool = True
     # --set selection=true: choose settings without the test split. Each protocol's test part is set aside
     # unread; a quarter of its training part (groups whole, stratified) becomes the part the tables report on, so
-    # models train on ~52 % of the images. Results go under runs/, never to results/.
+    # models train on ~52 % of the images. Results go under runs/, never to results/. Part of every run's
+    # identity (False included), unlike the optional fields below, which count only when not None.
     selection: bool = False
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "selection")
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data",)
 
 
 PROFILES = {

@@ -211,16 +211,9 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
     return row
 
 
-def _seed_interval(values) -> tuple[float, float, float]:
-    """Mean over seeds and mean +- t(0.975, n-1) standard errors, clipped to [0, 1]."""
-    from medattn.evaluation import seed_interval
-
-    return seed_interval(values)
-
-
 def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "") -> tuple[list[dict], list[dict]]:
     """Mean +- std over seeds per model, and the paper comparison rows."""
-    from medattn.evaluation import comparison_rows
+    from medattn.evaluation import comparison_rows, seed_interval
 
     summary = []
     metrics = ("accuracy", "recall_tumour", "precision_tumour", "specificity", "roc_auc", "roc_auc_hard_labels",
@@ -235,7 +228,7 @@ def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "") -> tuple[list[d
             s[f"{k}_std"] = float(np.nanstd(v, ddof=1)) if len(v) > 1 else float("nan")
         # 95 % interval: over seeds (mean +- t standard errors) when there are several, else the run's Wilson one
         if len(rs) > 1:
-            s["accuracy_ci_low"], s["accuracy_ci_high"] = _seed_interval([r["accuracy"] for r in rs])[1:]
+            s["accuracy_ci_low"], s["accuracy_ci_high"] = seed_interval([r["accuracy"] for r in rs])[1:]
             s["accuracy_ci_kind"] = "t over seeds"
         else:
             s["accuracy_ci_low"], s["accuracy_ci_high"] = rs[0]["accuracy_wilson_low"], rs[0]["accuracy_wilson_high"]
@@ -249,7 +242,7 @@ def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "") -> tuple[list[d
         for k, lo, hi in (("accuracy", "accuracy_wilson_low", "accuracy_wilson_high"),
                           ("recall_tumour", "recall_wilson_low", "recall_wilson_high"),
                           ("precision_tumour", "precision_wilson_low", "precision_wilson_high")):
-            ours[k] = (rs[0][k], rs[0][lo], rs[0][hi]) if len(rs) == 1 else _seed_interval([r[k] for r in rs])
+            ours[k] = (rs[0][k], rs[0][lo], rs[0][hi]) if len(rs) == 1 else seed_interval([r[k] for r in rs])
         ours["roc_auc"] = (s["roc_auc_mean"],)
         tuned = {k: (s[f"{k}_val_threshold_mean"],) for k in ("accuracy", "recall_tumour", "precision_tumour")}
         comp += comparison_rows(paper, {f"ours ({cfg.profile}{mark}), vote at 0.5": ours,

@@ -333,13 +333,13 @@ def _main(repro: Reproduction, argv) -> int:
     repo = _repo_root(repro.script)
     runs_dir = Path(cfg.runs_dir).resolve() if cfg.runs_dir else repo / "runs"
     data_tag = repro.dataset_tag(cfg, source) if repro.dataset_tag is not None else None
+    # a selection run (a script's ``selection`` field: settings chosen without the test split) has its own
+    # folder and never writes the committed results
+    selection = bool(getattr(cfg, "selection", False))
     tag = f"{repro.name}-{'synthetic' if source.synthetic and cfg.profile != 'smoke' else cfg.profile}" + \
-        (f"-{data_tag}" if data_tag else "") + ("-selection" if getattr(cfg, "selection", False) else "") + \
-        ("-dryrun" if cfg.dry_run else "")
+        (f"-{data_tag}" if data_tag else "") + ("-selection" if selection else "") + ("-dryrun" if cfg.dry_run else "")
     root = runs_dir / tag
-    # selection runs (choosing settings without the test split) never write the committed results
-    committed = (cfg.profile == repro.committed_profile and not cfg.dry_run and not source.synthetic
-                 and not getattr(cfg, "selection", False))
+    committed = cfg.profile == repro.committed_profile and not cfg.dry_run and not source.synthetic and not selection
     results = repo / "results" / repro.name / (data_tag or "")
     out = Path(cfg.out).resolve() if cfg.out else (results if committed else root / "results")
     # the strategy comes first: splitting the CPU into logical devices must happen before TensorFlow starts
