@@ -4,6 +4,8 @@ Each ``<name>.json`` written by :func:`medattn.evaluation.write_table` gets its 
 ``--readme README.md`` the blocks between ``<!-- table: results/x/y.json -->`` and ``<!-- /table -->`` in that file
 are replaced by the table rendered from the JSON, and the blocks between ``<!-- include: path.md -->`` and
 ``<!-- /include -->`` by that generated file (benchmark output), so the README's numbers are generated too.
+``--combine DIR ... --name NAME --columns a,b`` writes one table of the chosen columns of every row in each run
+folder's ``runs.jsonl``, with the folder, command and commit of its ``run.json`` (side-by-side settings runs).
 """
 
 from __future__ import annotations
@@ -65,11 +67,47 @@ def update_readme(readme, base=".") -> int:
     return count
 
 
+def combine_runs(folders, out, name: str, columns) -> dict[str, Path]:
+    """One table of ``columns`` from the rows of several run folders (their ``runs.jsonl``), each row with its
+    folder name, and the command, commit and profile of the folder's ``run.json`` in the table's meta."""
+    from .tables import write_table
+
+    rows, sources = [], []
+    for folder in map(Path, folders):
+        rows_file, run_file = folder / "runs.jsonl", folder / "run.json"
+        for f in (rows_file, run_file):
+            if not f.is_file():
+                raise ValueError(f"--combine {folder}: no {f.name} there")
+        run = json.loads(run_file.read_text())
+        sources.append({"folder": folder.name, **{k: run.get(k) for k in ("command", "git_commit", "profile",
+                                                                           "seeds", "data_dir", "wall_time_s")}})
+        for line in rows_file.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                missing = [c for c in columns if c not in r]
+                if missing:
+                    raise ValueError(f"{rows_file}: rows have no column {missing[0]!r}")
+                rows.append({"run": folder.name, **{c: r[c] for c in columns}})
+    return write_table(out, name, rows, title=f"{name}: {len(rows)} rows from {len(sources)} run folders",
+                       meta={"sources": sources})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("root", nargs="?", default="results")
     ap.add_argument("--readme", help="also refresh the table blocks of this Markdown file")
+    ap.add_argument("--combine", nargs="+", metavar="DIR", help="run folders whose runs.jsonl rows go in one table "
+                    "(written into ROOT)")
+    ap.add_argument("--name", default="combined", help="with --combine: the table's file name")
+    ap.add_argument("--columns", help="with --combine: comma-separated row fields")
     args = ap.parse_args(argv)
+    if args.combine:
+        if not args.columns:
+            ap.error("--combine needs --columns")
+        try:
+            combine_runs(args.combine, args.root, args.name, [c for c in args.columns.split(",") if c])
+        except ValueError as e:
+            ap.error(str(e))
     for p in regenerate(args.root):
         print(p)
     if args.readme:

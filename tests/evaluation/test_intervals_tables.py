@@ -96,3 +96,25 @@ def test_seed_interval_is_mean_plus_minus_t_standard_errors():
     m1, lo1, hi1 = seed_interval([0.7])
     assert m1 == 0.7 and np.isnan(lo1) and np.isnan(hi1)  # one seed: no spread to speak of
     assert seed_interval([0.7, float("nan"), 0.9])[0] == pytest.approx(0.8)
+
+
+def test_combine_runs_takes_columns_from_each_folder_with_its_provenance(tmp_path):
+    from medattn.evaluation.report import main as report_main
+
+    for name, dice in (("A", 0.61), ("B", 0.70)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "runs.jsonl").write_text(json.dumps({"seed": 0, "dice": dice, "other": 1}) + "\n")
+        (d / "run.json").write_text(json.dumps({"command": f"python x.py --run {name}", "git_commit": "abc",
+                                                "profile": "cpu", "seeds": [0]}))
+    out = tmp_path / "out"
+    assert report_main([str(out), "--combine", str(tmp_path / "A"), str(tmp_path / "B"), "--name", "sel",
+                        "--columns", "seed,dice"]) == 0
+    table = json.loads((out / "sel.json").read_text())
+    assert [(r["run"], r["dice"]) for r in table["rows"]] == [("A", 0.61), ("B", 0.70)]
+    assert "other" not in table["rows"][0]
+    assert [s["command"] for s in table["meta"]["sources"]] == ["python x.py --run A", "python x.py --run B"]
+    md = (out / "sel.md").read_text()
+    assert "0.7000" in md and "- B: `python x.py --run B` (git_commit `abc`" in md
+    with pytest.raises(SystemExit):  # a column the rows lack is named, not dropped
+        report_main([str(out), "--combine", str(tmp_path / "A"), "--columns", "dice,nope"])
