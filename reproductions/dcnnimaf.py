@@ -423,7 +423,9 @@ def _load_external(ctx) -> dict:
 
 
 def plan(cfg) -> list[RunSpec]:
-    return [RunSpec(proto, seed) for proto in cfg.protocols for seed in cfg.seeds]
+    """Seed-major: every protocol at the first seed, then the next seed, so a run stopped part-way has whole
+    tables (and the paired-by-seed differences) for the seeds it finished."""
+    return [RunSpec(proto, seed) for seed in cfg.seeds for proto in cfg.protocols]
 
 
 def report(ctx, rows, final: bool) -> None:
