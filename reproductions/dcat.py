@@ -270,6 +270,7 @@ def run_variant(ctx, run: RunSpec, data: dict) -> dict:
     row = {"variant": run.arm, "fusion": VARIANTS[run.arm], "seed": run.seed, "dataset": data["kind"],
            "n_train": int(len(tr)), "n_val": int(len(va)), "n_test": int(len(te)), "mc_passes": passes,
            "params": int(model.count_params()), "train_time_s": round(train_s, 1), "best_epoch": res["best_epoch"],
+           "best_val_loss": None if res["best_epoch"] < 1 else float(res["best_value"]),
            "epochs_run": res["epochs_run"], "mean_entropy": float(ent.mean()),
            "mean_mutual_information": float(u["mutual_information"].mean())}
     row.update(_metrics(y[te], prob, samples[0], ent, n_cls, cfg.n_boot, run.seed))
