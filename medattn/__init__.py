@@ -6,7 +6,29 @@ cheap; the subpackages import Keras when used. ``medattn.load_model(path)`` load
 layers (it imports them first, and names the module to import when something is still missing).
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# TensorFlow's oneDNN kernels are off by default on CPUs without AVX-512 VNNI/BF16 (AVX2-only AMD EPYC here), where
+# its own Eigen kernels train our ResNet-34 2.5x and DCAT 2.2x slower (benchmarks/results/onednn.md). Turn them
+# on unless the user chose: this must happen before TensorFlow is imported (afterwards it changes nothing;
+# ``medattn.onednn_enabled()`` tells what TensorFlow is using). Set TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen.
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process (None: TensorFlow not imported yet)."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # a TensorFlow without the probe
+        return None
 
 
 def load_model(path, compile: bool = True, **kwargs):  # noqa: A002

@@ -61,6 +61,9 @@ def machine_description() -> dict[str, object]:
         tf = sys.modules["tensorflow"]
         desc["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
         desc["tpus"] = [d.name for d in tf.config.list_logical_devices("TPU")]
+        from .. import onednn_enabled
+
+        desc["onednn"] = onednn_enabled()
     return desc
 
 
