@@ -246,7 +246,8 @@ def render(result: dict) -> str:
         return "—" if x is None else f"{x:,.{d}f}"
 
     m = result["machine"]
-    lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores; matmul peak "
+    onednn = {True: "; oneDNN kernels on", False: "; oneDNN kernels off"}.get(m.get("onednn"), "")
+    lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores{onednn}; matmul peak "
              + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in result["peak_gflop_per_s"].items())
              + f"; `{result['command']}` ({result['date']}).", "",
              "| reproduction | model | profile | input | batch | precision | GFLOP/img (fwd) | train img/s | "

@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # its own Eigen kernels train our ResNet-34 2.5x and DCAT 2.2x slower (benchmarks/results/onednn.md). Turn them
 # on unless the user chose: this must happen before TensorFlow is imported (afterwards it changes nothing;
 # ``medattn.onednn_enabled()`` tells what TensorFlow is using). Set TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen.
+ONEDNN_SET_BY_MEDATTN = "TF_ENABLE_ONEDNN_OPTS" not in _os.environ
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 

@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import medattn  # noqa: E402,F401 - before any test imports TensorFlow: the oneDNN default (medattn/__init__.py)
 
 REPO = Path(__file__).resolve().parents[1]
 

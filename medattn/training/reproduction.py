@@ -367,6 +367,7 @@ def _main(repro: Reproduction, argv) -> int:
                   data_sha=data_sha)
     if precision_requested != cfg.mixed_precision:
         ctx.log(f"--mixed-precision {precision_requested}: {cfg.mixed_precision} on this machine")
+    _log_onednn(ctx)
     ctx.precision_requested = precision_requested
     ctx.previous_run = prev  # run.json of the processes before this one ({} if none)
     try:
@@ -374,6 +375,19 @@ def _main(repro: Reproduction, argv) -> int:
     finally:
         if source.cleanup:
             source.cleanup()
+
+
+def _log_onednn(ctx) -> None:
+    """One line: whether TensorFlow's oneDNN CPU kernels run, and who chose (``medattn/__init__.py``)."""
+    import os
+
+    import medattn
+
+    onednn = medattn.onednn_enabled()
+    if onednn is not None:
+        who = "set by medattn" if medattn.ONEDNN_SET_BY_MEDATTN else "set by the user"
+        ctx.log(f"TensorFlow's oneDNN CPU kernels: {'on' if onednn else 'off'} "
+                f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {who})")
 
 
 def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) -> int:

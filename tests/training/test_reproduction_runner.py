@@ -84,12 +84,19 @@ def data(tmp_path):
     return d
 
 
-def test_folders_config_and_resume_reuse(tmp_path, data):
+def test_folders_config_and_resume_reuse(tmp_path, data, capsys):
+    import medattn
+
     repro = _repro(tmp_path)
     runs = tmp_path / "runs"
     CALLS.clear()
-    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs)]) == 0
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs),
+                            "--set", "verbose=1"]) == 0
     out = runs / "toy-smoke" / "results"  # not the committed results/ folder
+    # the kernels TensorFlow runs are said and recorded (medattn/__init__.py turns oneDNN on unless the user chose)
+    onednn = "on" if medattn.onednn_enabled() else "off"
+    assert f"TensorFlow's oneDNN CPU kernels: {onednn}" in capsys.readouterr().out
+    assert json.loads((out / "run.json").read_text())["machine"]["onednn"] is medattn.onednn_enabled()
     assert not any((tmp_path / "repo" / "results").iterdir())
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["stages"]["train"]["epochs"] == 2 and "epochs" not in cfg
