@@ -11,7 +11,8 @@ import os as _os
 __version__ = "0.1.0"
 
 # TensorFlow's oneDNN kernels are off by default on CPUs without AVX-512 VNNI/BF16 (AVX2-only AMD EPYC here), where
-# its own Eigen kernels train our ResNet-34 2.5x and DCAT 2.2x slower (benchmarks/results/onednn.md). Turn them
+# its own Eigen kernels trained our cpu-profile models up to 4x slower (1.8x at the median; DCAT 2.5x:
+# benchmarks/results/onednn.md). Turn them
 # on unless the user chose: this must happen before TensorFlow is imported (afterwards it changes nothing;
 # ``medattn.onednn_enabled()`` tells what TensorFlow is using). Set TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen.
 ONEDNN_SET_BY_MEDATTN = "TF_ENABLE_ONEDNN_OPTS" not in _os.environ
