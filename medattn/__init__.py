@@ -15,11 +15,8 @@ __version__ = "0.1.0"
 # benchmarks/results/onednn.md). Turn them
 # on unless the user chose: this must happen before TensorFlow is imported (afterwards it changes nothing;
 # ``medattn.onednn_enabled()`` tells what TensorFlow is using). Set TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen.
-# Not for a multi-worker cluster (TF_CONFIG set): a two-worker smoke run on localhost hung on that EPYC with oneDNN on
-# (it had passed there with it off); not understood, so workers keep TensorFlow's own choice.
-ONEDNN_SET_BY_MEDATTN = "TF_ENABLE_ONEDNN_OPTS" not in _os.environ and not _os.environ.get("TF_CONFIG")
-if ONEDNN_SET_BY_MEDATTN:
-    _os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+ONEDNN_SET_BY_MEDATTN = "TF_ENABLE_ONEDNN_OPTS" not in _os.environ
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def onednn_enabled() -> bool | None:

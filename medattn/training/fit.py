@@ -44,9 +44,11 @@ class FitResult(dict):
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``. The temporary name holds
+    the process id: the workers of a multi-worker run write the same files (identity.json) at the same moment,
+    and with one shared name one worker's rename took the other's file away (FileNotFoundError)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 

@@ -385,9 +385,7 @@ def _log_onednn(ctx) -> None:
 
     onednn = medattn.onednn_enabled()
     if onednn is not None:
-        who = ("set by medattn" if medattn.ONEDNN_SET_BY_MEDATTN else
-               "TensorFlow's default in a multi-worker cluster" if os.environ.get("TF_CONFIG") and
-               os.environ.get("TF_ENABLE_ONEDNN_OPTS") is None else "set by the user")
+        who = "set by medattn" if medattn.ONEDNN_SET_BY_MEDATTN else "set by the user"
         ctx.log(f"TensorFlow's oneDNN CPU kernels: {'on' if onednn else 'off'} "
                 f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {who})")
 

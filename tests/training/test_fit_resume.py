@@ -115,3 +115,26 @@ def test_first_run_of_a_fresh_process_equals_later_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     first, second = eval(r.stdout.strip().splitlines()[-1])
     assert first == second
+
+
+def _write_many(path, n):
+    from medattn.training.fit import atomic_write_text
+
+    for i in range(n):
+        atomic_write_text(path, f"{i}\n")
+
+
+def test_atomic_write_from_two_processes_at_once(tmp_path):
+    """Two workers of a multi-worker run write the same identity.json at the same moment: with one shared temporary
+    name one process's rename took the other's file away (FileNotFoundError)."""
+    import multiprocessing as mp
+
+    path = tmp_path / "identity.json"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_write_many, args=(path, 300)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert path.read_text() == "299\n" and not list(tmp_path.glob(".*tmp"))
