@@ -10,11 +10,11 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# TensorFlow's oneDNN kernels are off by default on CPUs without AVX-512 VNNI/BF16 (AVX2-only AMD EPYC here), where
-# its own Eigen kernels trained our cpu-profile models up to 4x slower (1.8x at the median; DCAT 2.5x:
-# benchmarks/results/onednn.md). Turn them
-# on unless the user chose: this must happen before TensorFlow is imported (afterwards it changes nothing;
-# ``medattn.onednn_enabled()`` tells what TensorFlow is using). Set TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen.
+# TensorFlow left its oneDNN kernels off on the AVX2-only AMD EPYC of our 2026-12-01 session, where its own Eigen
+# kernels trained our cpu-profile models up to 4x slower (1.8x at the median; DCAT 2.5x:
+# benchmarks/results/onednn.md). Turn them on unless the user chose: this must happen before TensorFlow is
+# imported (afterwards it changes nothing; ``medattn.onednn_enabled()`` tells what TensorFlow is using). Set
+# TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen.
 ONEDNN_SET_BY_MEDATTN = "TF_ENABLE_ONEDNN_OPTS" not in _os.environ
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
