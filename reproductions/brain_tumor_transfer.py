@@ -39,6 +39,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -68,6 +69,7 @@ class BrainConfig(ExperimentConfig):
               patience=5),
     )
     backbones: tuple[str, ...] = BACKBONES
+    ARM_FIELDS: ClassVar[tuple[str, ...]] = ("backbones",)
     large_input_size: int = 299  # Xception and InceptionV3 get at least this (the paper's 299); 0: no minimum
     unfreeze_fraction: float = 0.3  # stage "train" with pretrained weights: top fraction of backbone layers
     val_fraction: float = 0.15

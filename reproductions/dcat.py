@@ -33,6 +33,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -62,6 +63,7 @@ class DcatConfig(ExperimentConfig):
     backbone_a: str = "efficientnetb4"
     backbone_b: str = "resnet34"
     variants: tuple[str, ...] = tuple(VARIANTS)
+    ARM_FIELDS: ClassVar[tuple[str, ...]] = ("variants",)
     dim: int = 256
     num_heads: int = 8
     dropout: float = 0.5

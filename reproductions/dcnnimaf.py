@@ -101,6 +101,7 @@ class DcnnimafConfig(ExperimentConfig):
     # identity (False included), unlike the optional fields below, which count only when not None.
     selection: bool = False
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data",)
+    ARM_FIELDS: ClassVar[tuple[str, ...]] = ("protocols",)
 
 
 PROFILES = {

@@ -66,6 +66,7 @@ class EmtConfig(ExperimentConfig):
     latency_runs: int = 20
     external_data: str | None = None  # --external-data: a second benign/malignant set in the BUSI layout
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data",)
+    ARM_FIELDS: ClassVar[tuple[str, ...]] = ("sweep", "ablation")  # pos_weight also names arms; kept in
 
 
 PROFILES = {

@@ -40,6 +40,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -66,6 +67,7 @@ class MiasConfig(ExperimentConfig):
     # "<backbone>:<variant>" entries; the first `multi_seed_models` get every seed, the others only the first
     models: tuple[str, ...] = ("vgg16:model1", "vgg16:model2")
     multi_seed_models: tuple[str, ...] = ("vgg16:model1", "vgg16:model2")
+    ARM_FIELDS: ClassVar[tuple[str, ...]] = ("models", "multi_seed_models")
     patches_tumour: int = 1000  # random patches per tumour ROI per epoch
     patches_normal: int = 250
     width: float = 1.0

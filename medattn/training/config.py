@@ -22,10 +22,10 @@ import json
 import typing
 from pathlib import Path
 from types import UnionType
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 __all__ = ["ExperimentConfig", "Stage", "override", "save_config", "load_config", "coerce_field", "STAGE_FIELDS",
-           "config_hash", "RUN_ONLY_FIELDS"]
+           "config_hash", "legacy_config_hashes", "RUN_ONLY_FIELDS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +131,8 @@ class ExperimentConfig:
     report_only: bool = False
     tensorboard: bool = True
     verbose: int = 1  # 0 quiet, 1 a line per epoch (and a bar on a terminal), 2 lines only
+    # fields that only choose which arms run (see config_hash); a subclass lists its own
+    ARM_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         if not self.profile or not self.profile.replace("-", "_").isidentifier():
@@ -165,14 +167,40 @@ class ExperimentConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+def _hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _hashed_fields(cfg: ExperimentConfig, exclude) -> dict:
+    optional = getattr(cfg, "IDENTITY_IF_SET", ())
+    return {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"
+            and not (k in optional and v is None)}
+
+
 def config_hash(cfg: ExperimentConfig, exclude=RUN_ONLY_FIELDS) -> str:
     """SHA-256 (16 hex digits) of everything in ``cfg`` that changes a result. Fields an experiment lists in
     ``IDENTITY_IF_SET`` (options added later that only add evaluations, such as ``--external-data``) enter only
-    when set, so runs made before the option existed keep their identity."""
-    optional = getattr(cfg, "IDENTITY_IF_SET", ())
-    d = {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"
-         and not (k in optional and v is None)}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    when set, so runs made before the option existed keep their identity. Fields it lists in ``ARM_FIELDS`` (which
+    arms run: protocols, variants, backbones, models) and ``seeds`` never enter: an arm's result does not depend
+    on which other arms run beside it, so a row made by ``--set variants=concat`` is reused by the full run."""
+    arm_fields = tuple(getattr(cfg, "ARM_FIELDS", ()))
+    return _hash(_hashed_fields(cfg, tuple(exclude) + arm_fields))
+
+
+def legacy_config_hashes(cfg: ExperimentConfig, arm: str | None = None) -> set[str]:
+    """The hashes runs made before ``ARM_FIELDS`` existed recorded for this configuration: with the arm fields as
+    in ``cfg`` (the same command), and, for ``arm``, with each arm field that lists it reduced to that arm alone
+    (a run of that one arm, e.g. ``--set variants=dcat``). ``--resume`` accepts rows with these as well."""
+    arm_fields = tuple(getattr(cfg, "ARM_FIELDS", ()))
+    if not arm_fields:
+        return set()
+    d = _hashed_fields(cfg, RUN_ONLY_FIELDS)
+    out = {_hash(d)}
+    if arm is not None:
+        single = {k: [arm] for k in arm_fields if isinstance(d.get(k), list) and arm in d[k]}
+        if single:
+            out.add(_hash({**d, **single}))
+    return out
 
 
 def coerce_field(cls, name: str, value: Any) -> Any:

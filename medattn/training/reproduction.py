@@ -162,6 +162,18 @@ class Context:
             ident["audit"] = self.audit_rule
         return ident
 
+    def identity_diff(self, stored: dict, spec: RunSpec) -> list[str]:
+        """The identity fields in which ``stored`` (a row's or a checkpoint's) differs from ``spec``'s run now.
+        A configuration hash recorded before the arm fields left the hash (:func:`legacy_config_hashes`) counts
+        as the same configuration."""
+        from .config import legacy_config_hashes
+
+        ident = self.identity(spec)
+        diff = [k for k in ident if stored.get(k) != ident[k]]
+        if "config_sha256" in diff and stored.get("config_sha256") in legacy_config_hashes(self.cfg, spec.arm):
+            diff.remove("config_sha256")
+        return diff
+
     def run_dir(self, spec: RunSpec) -> Path:
         return self.root / spec.key
 
@@ -172,7 +184,7 @@ class Context:
         path = d / "identity.json"
         if d.exists() and self.cfg.resume and path.exists():
             stored = json.loads(path.read_text())
-            diff = [k for k in ident if stored.get(k) != ident[k]]
+            diff = self.identity_diff(stored, spec)
             if diff:
                 raise UserError(f"--resume: the checkpoints in {d} belong to another run ({diff[0]}: "
                                 f"{stored.get(diff[0])!r} there, {ident[diff[0]]!r} now); drop --resume to start "
@@ -490,7 +502,7 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
                             f"identity, so it cannot be checked against this run; --report-only rebuilds its "
                             f"tables, or drop --resume (or pass --out) to train anew")
         if prev is not None:
-            diff = [k for k in ident if prev.get("identity", {}).get(k) != ident[k]]
+            diff = ctx.identity_diff(prev["identity"], spec)
             if diff:
                 raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from another run "
                                 f"({diff[0]}: {prev.get('identity', {}).get(diff[0])!r} there, {ident[diff[0]]!r} "

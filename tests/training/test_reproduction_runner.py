@@ -3,6 +3,7 @@
 import dataclasses
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ class ToyConfig(ExperimentConfig):
     name: str = "toy"
     arms: tuple[str, ...] = ("a", "b")
     dropout: float = 0.2
+    ARM_FIELDS: ClassVar[tuple[str, ...]] = ("arms",)
 
 
 PROFILES = {
@@ -302,3 +304,37 @@ def test_dataset_tag_keeps_two_datasets_apart(tmp_path, data):
     results = tmp_path / "repo" / "results" / "toy"
     assert json.loads((results / "data" / "config.json").read_text())["data_dir"] == str(data)
     assert json.loads((results / "other" / "config.json").read_text())["data_dir"] == str(other)
+
+
+def test_arm_fields_stay_out_of_the_identity(tmp_path, data):
+    """A row made by a run of some arms (``--set arms=b``) is reused by the run of all arms; rows whose hash
+    was recorded before the arm fields left it (same command, or that arm alone) are accepted too."""
+    from medattn.training.config import config_hash, legacy_config_hashes
+
+    cfg = PROFILES["smoke"]
+    assert config_hash(dataclasses.replace(cfg, arms=("b",))) == config_hash(cfg)
+    assert config_hash(dataclasses.replace(cfg, dropout=0.3)) != config_hash(cfg)
+    legacy = legacy_config_hashes(cfg, "b")
+    assert len(legacy) == 2 and config_hash(cfg) not in legacy
+    repro = _repro(tmp_path)
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
+    CALLS.clear()
+    assert run_main(repro, base + ["--set", "arms=b"]) == 0 and CALLS == [("b", 0, False)]
+    CALLS.clear()
+    assert run_main(repro, base + ["--resume"]) == 0 and CALLS == [("a", 0, False)]
+    rows_path = tmp_path / "runs" / "toy-smoke" / "results" / "runs.jsonl"
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    assert sorted(r["arm"] for r in rows) == ["a", "b"]
+    # rows stamped the old way: arm "a" by a run of "a" alone, arm "b" by the full command
+    old = {"a": legacy_config_hashes(dataclasses.replace(cfg, arms=("a",)))}
+    old["b"] = legacy_config_hashes(cfg)
+    assert old["a"] <= legacy_config_hashes(cfg, "a") and old["a"] != old["b"]
+    for r in rows:
+        r["identity"]["config_sha256"] = next(iter(old[r["arm"]]))
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    CALLS.clear()
+    assert run_main(repro, base + ["--resume"]) == 0 and CALLS == []
+    # a hash that is neither is another configuration
+    rows[0]["identity"]["config_sha256"] = "0" * 16
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_main(repro, base + ["--resume"]) == 2
