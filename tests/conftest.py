@@ -70,3 +70,9 @@ def run_two_workers(argv_for, env_for, cwd, timeout: int = 600):
             if p.poll() is None:
                 p.kill()
     return [(p.returncode, o, e) for p, (o, e) in zip(procs, outs)]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (stable order otherwise): with the suite spread over the cores (pytest-xdist,
+    ``-n auto`` in setup.cfg) a long test collected last would leave one core idle while it ends alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
