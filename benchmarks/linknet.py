@@ -5,7 +5,9 @@
 
 Rows (one run, same batch and input, float32, random weights):
   * bare InceptionResNetV2 encoder (same padding) -> GAP -> Dense(1): the cost of the encoder alone;
-  * our LinkNet with scSE after each decoder block (``medattn.models.build_linknet``), and without scSE;
+  * our LinkNet with scSE after each decoder block (``medattn.models.build_linknet``), without scSE, and without
+    scSE with a 16-filter head (``final_filters=16``, the width segmentation_models uses at full resolution; ours
+    defaults to the LinkNet paper's 32);
   * ``segmentation_models.Linknet("inceptionresnetv2", encoder_weights=None)``: only when ``--sm-python`` names
     the interpreter of a separate environment holding segmentation_models (2019-2020 code that only runs
     through the ``tf.keras`` alias):
@@ -115,6 +117,8 @@ def _measure_round(args, x, y_mask, y_vec):
         ("medattn LinkNet + scSE (ours)", lambda: build_linknet("inceptionresnetv2", args.size), y_mask),
         ("medattn LinkNet, no attention", lambda: build_linknet("inceptionresnetv2", args.size, attention=False),
          y_mask),
+        ("medattn LinkNet, no attention, 16-filter head (as segmentation_models)",
+         lambda: build_linknet("inceptionresnetv2", args.size, attention=False, final_filters=16), y_mask),
     ):
         m = build()
         step, inf = _time_model(m, x, y, args.repeats)
@@ -152,8 +156,17 @@ def main(argv=None):
     x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
     y_mask = (rng.random((args.batch, args.size, args.size, 1)) > 0.5).astype("float32")
     y_vec = np.ones((args.batch, 1), "float32")
-    rounds = [_measure_round(args, x, y_mask, y_vec) for _ in range(args.rounds)]
+    rounds = []
+    for _ in range(args.rounds):  # the table after every round: a run cut short keeps the rounds it finished
+        rounds.append(_measure_round(args, x, y_mask, y_vec))
+        text = _table(args, rounds, argv, machine_description())
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(text)
+    print(text)
 
+
+def _table(args, rounds, argv, machine) -> str:
     def med(i, j):
         vals = [r[i][j] for r in rounds if r[i][j] is not None]
         return statistics.median(vals) if vals else None
@@ -161,7 +174,8 @@ def main(argv=None):
     rows = [(rounds[0][i][0], rounds[0][i][1], med(i, 2), med(i, 3)) for i in range(len(rounds[0]))]
     ref = rows[0][2]
     lines = [f"# LinkNet training step: batch {args.batch}, {args.size}x{args.size}, float32, {os.cpu_count()} cores, "
-             f"median of {args.repeats} steps per round, median over {args.rounds} round(s); inference at batch 1, "
+             f"median of {args.repeats} steps per round, median over {len(rounds)} round(s)"
+             f"{'' if len(rounds) == args.rounds else f' of {args.rounds} asked for'}; inference at batch 1, "
              f"median of {args.repeats * 3}", "",
              "| model | params | ms/step | images/s | x bare encoder | inference ms/image (batch 1) |",
              "|---|---|---|---|---|---|"]
@@ -171,17 +185,13 @@ def main(argv=None):
             continue
         lines.append(f"| {name} | {p:,} | {t * 1e3:.0f} | {args.batch / t:.2f} | {t / ref:.2f} | {inf * 1e3:.0f} |")
     if args.sm_python:
-        for i, label in ((1, "ours + scSE"), (2, "ours, no attention")):
-            ratios = [r[i][2] / r[3][2] for r in rounds]
+        for i, label in ((1, "ours + scSE"), (2, "ours, no attention"), (3, "ours, no attention, 16-filter head")):
+            ratios = [r[i][2] / r[-1][2] for r in rounds]
             lines.append(f"\n{label} / segmentation_models, ms per step, per round: "
                          + ", ".join(f"{v:.3f}" for v in ratios) + f" (median {statistics.median(ratios):.3f})")
     lines += ["", f"- command: `python benchmarks/linknet.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
-              f"- machine: `{machine_description()}`", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+              f"- machine: `{machine}`", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,10 @@ class DcnnimafConfig(ExperimentConfig):
     stages: tuple[Stage, ...] = _stages(30, 30, 256, 224, 1e-4, 1e-4, 8)
     seg_backbone: str = "inceptionresnetv2"
     encoder_width: float = 1.0  # VGG encoders only
+    # filters of the LinkNet head (transposed conv to full size + 3x3 conv); None: 32, the LinkNet paper's.
+    # segmentation_models uses 16 there; at 128 px with the quarter-width encoder the 32-filter head is a quarter
+    # of the segmenter's FLOPs (benchmarks/results/linknet_head.md)
+    seg_final_filters: int | None = None
     seg_attention: str = "scse"  # after each LinkNet decoder block; the no_attention protocol uses none
     cls_attention: str = "cbam"  # after each DCNNIMAF stage (channel then spatial), plus self-attention
     cls_filters: tuple[int, ...] = (32, 64, 128, 256, 256)
@@ -100,7 +104,7 @@ class DcnnimafConfig(ExperimentConfig):
     # models train on ~52 % of the images. Results go under runs/, never to results/. Part of every run's
     # identity (False included), unlike the optional fields below, which count only when not None.
     selection: bool = False
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data",)
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters")
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("protocols",)
 
 
@@ -146,7 +150,8 @@ def _seg_model(ctx, attention, n_images):
 
     def builder():
         m = build_linknet(cfg.seg_backbone, stage.image_size, weights=_weights(cfg),
-                          attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width)
+                          attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width,
+                          final_filters=cfg.seg_final_filters or 32)
         set_bn_momentum(m, cfg.bn_momentum)
         return m
 

@@ -96,6 +96,22 @@ def test_bn_momentum_reaches_every_batchnorm_of_both_models():
     assert all(la.momentum == 0.99 for la in default.layers if isinstance(la, keras.layers.BatchNormalization))
 
 
+def test_seg_final_filters_sets_the_head_and_enters_the_identity_only_when_set():
+    import dataclasses
+
+    from medattn.training.config import RUN_ONLY_FIELDS, config_hash
+
+    mod = _script()
+    cfg = mod.PROFILES["smoke"]
+    head = {la.name: la for la in mod._seg_model(_Ctx(cfg), True, 16).layers}
+    assert head["head_conv_conv"].filters == 32  # None: the LinkNet paper's 32
+    narrow = dataclasses.replace(cfg, seg_final_filters=8)
+    assert {la.name: la for la in mod._seg_model(_Ctx(narrow), True, 16).layers}["head_conv_conv"].filters == 8
+    # runs made before the field existed keep their identity; setting it is another configuration
+    assert config_hash(cfg) == config_hash(cfg, exclude=(*RUN_ONLY_FIELDS, "seg_final_filters"))
+    assert config_hash(narrow) != config_hash(cfg)
+
+
 def test_profiles_are_runnable_shapes():
     mod = _script()
     for name, cfg in mod.PROFILES.items():
