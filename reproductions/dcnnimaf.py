@@ -151,7 +151,7 @@ def _seg_model(ctx, attention, n_images):
     def builder():
         m = build_linknet(cfg.seg_backbone, stage.image_size, weights=_weights(cfg),
                           attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width,
-                          final_filters=cfg.seg_final_filters or 32)
+                          final_filters=32 if cfg.seg_final_filters is None else cfg.seg_final_filters)
         set_bn_momentum(m, cfg.bn_momentum)
         return m
 
