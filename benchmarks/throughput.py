@@ -247,7 +247,8 @@ def render(result: dict) -> str:
 
     m = result["machine"]
     onednn = {True: "; oneDNN kernels on", False: "; oneDNN kernels off"}.get(m.get("onednn"), "")
-    lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores{onednn}; matmul peak "
+    bf16 = {True: "; native bf16 (AVX512_BF16/AMX)", False: "; no native bf16 (emulated)"}.get(m.get("native_bf16"), "")
+    lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores{bf16}{onednn}; matmul peak "
              + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in result["peak_gflop_per_s"].items())
              + f"; `{result['command']}` ({result['date']}).", "",
              "| reproduction | model | profile | input | batch | precision | GFLOP/img (fwd) | train img/s | "

@@ -52,6 +52,11 @@ def machine_description() -> dict[str, object]:
     except OSError:
         pass
     desc: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    from .strategy import native_bf16
+
+    # "AMD EPYC" names both the AVX2-only machines (bf16 emulated, slower) and AVX512_BF16 ones (bf16 native,
+    # faster for some models): the flag tells the records apart
+    desc["native_bf16"] = native_bf16()
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         desc["memory_gib"] = round(mem / 2**30, 1)

@@ -87,3 +87,12 @@ def test_auto_mixed_precision_follows_the_hardware():
     assert resolve_mixed_precision("auto", n_gpus=1, gpu_capability=(9, 0)) == "bf16"
     assert resolve_mixed_precision("auto", n_gpus=1, gpu_capability=(7, 5)) == "off"
     assert resolve_mixed_precision("fp16", n_gpus=0, cpuinfo=epyc) == "fp16"
+
+
+def test_machine_record_says_whether_bf16_is_native():
+    """Two "AMD EPYC" machines differ here (AVX2-only vs AVX512_BF16): the record must tell them apart."""
+    from medattn.training.records import machine_description
+    from medattn.training.strategy import native_bf16
+
+    desc = machine_description()
+    assert desc["native_bf16"] is native_bf16()

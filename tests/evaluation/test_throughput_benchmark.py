@@ -1,0 +1,37 @@
+"""benchmarks/throughput.py: the table names the machine's bf16 support and writes the measured ratios."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tests.conftest import REPO
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("throughput_bench", REPO / "benchmarks" / "throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _result(native):
+    rows = [{"reproduction": "r", "model": "m", "profile": "cpu", "input": "8x8x3", "batch": 2, "precision": p,
+             "forward_gflop_per_image": 1.0, "train_images_per_s": t, "train_gflop_per_s": 3.0 * t,
+             "train_pct_of_peak": 3.0 * t, "infer_images_per_s": 4 * t} for p, t in (("float32", 10.0), ("bf16", 5.0))]
+    rows[1]["bf16_speedup_train"] = 0.5
+    machine = {"cpu": "AMD EPYC", "cores": 2, "onednn": True}
+    if native is not None:
+        machine["native_bf16"] = native
+    return {"machine": machine, "peak_gflop_per_s": {"float32": 100.0, "bf16": 200.0}, "rows": rows,
+            "pipeline": {"what": "arrays", "images_per_s": 7.0}, "command": "c", "date": "d"}
+
+
+def test_render_says_whether_bf16_is_native_and_keeps_the_ratio():
+    bench = _module()
+    native = bench.render(_result(True))
+    assert "native bf16 (AVX512_BF16/AMX)" in native and "oneDNN kernels on" in native
+    assert "no native bf16 (emulated)" in bench.render(_result(False))
+    old = bench.render(_result(None))  # records made before the field existed: nothing claimed
+    assert "bf16 (" not in old.splitlines()[0]
+    bf16_row = next(line for line in native.splitlines() if "| bf16 |" in line)
+    assert bf16_row.rstrip(" |").endswith("| 0.50")
