@@ -6,6 +6,9 @@ are replaced by the table rendered from the JSON, and the blocks between ``<!-- 
 ``<!-- /include -->`` by that generated file (benchmark output), so the README's numbers are generated too.
 ``--combine DIR ... --name NAME --columns a,b`` writes one table of the chosen columns of every row in each run
 folder's ``runs.jsonl``, with the folder, command and commit of its ``run.json`` (side-by-side settings runs).
+When ``ROOT/target_spec.json`` exists (our targets: which cell of which comparison table, the threshold and its
+direction), ``ROOT/targets.{json,csv,md}`` is written first: each target beside the committed value, its interval,
+the paper's number and whether it is reached, with the seeds, commit and machine of the run behind it.
 """
 
 from __future__ import annotations
@@ -92,6 +95,43 @@ def combine_runs(folders, out, name: str, columns) -> dict[str, Path]:
                        meta={"sources": sources})
 
 
+_OPS = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t}
+
+
+def targets_table(spec_path, base=".") -> dict[str, Path]:
+    """Our targets beside the committed numbers: one row per entry of ``spec_path`` (``{"targets": [{"paper",
+    "what", "table", "metric", "source", "target", "direction"}]}``), the value, interval and paper number read
+    from that comparison table's (metric, source) cell; reached = the point estimate meets the target. Written
+    next to the spec as ``targets.{json,csv,md}``. A missing table or cell is an error naming it."""
+    from .tables import fmt, write_table
+
+    spec_path = Path(spec_path)
+    spec = json.loads(spec_path.read_text())
+    rows = []
+    for t in spec["targets"]:
+        table_path = Path(base) / t["table"]
+        if not table_path.is_file():
+            raise ValueError(f"{spec_path}: target {t['what']!r} names {table_path}, which does not exist")
+        table = json.loads(table_path.read_text())
+        cell = next((r for r in table["rows"] if r["metric"] == t["metric"] and r["source"] == t["source"]), None)
+        if cell is None:
+            raise ValueError(f"{spec_path}: {table_path} has no row metric={t['metric']!r}, source={t['source']!r}")
+        if t["direction"] not in _OPS:
+            raise ValueError(f"{spec_path}: direction must be one of {sorted(_OPS)}, got {t['direction']!r}")
+        v, lo, hi = cell["value"], cell.get("ci_low"), cell.get("ci_high")
+        meta = table.get("meta") or {}
+        ours = fmt(v) + (f" [{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "")
+        machine = meta.get("machine") or {}
+        rows.append({"paper": t["paper"], "what": t["what"], "paper value": fmt(cell.get("paper")), "ours": ours,
+                     "target": f"{t['direction']} {t['target']}",
+                     "reached": "—" if v is None else ("yes" if _OPS[t["direction"]](v, t["target"]) else "no"),
+                     "seeds": len(meta.get("seeds") or []) or "—", "profile": meta.get("profile", "—"),
+                     "commit": str(meta.get("git_commit", "—"))[:7], "machine": machine.get("cpu", "—"),
+                     "table": t["table"]})
+    return write_table(spec_path.parent, "targets", rows, title="Our targets and where we stand",
+                       description=spec.get("description"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("root", nargs="?", default="results")
@@ -106,6 +146,11 @@ def main(argv=None) -> int:
             ap.error("--combine needs --columns")
         try:
             combine_runs(args.combine, args.root, args.name, [c for c in args.columns.split(",") if c])
+        except ValueError as e:
+            ap.error(str(e))
+    if (Path(args.root) / "target_spec.json").is_file():
+        try:
+            targets_table(Path(args.root) / "target_spec.json")
         except ValueError as e:
             ap.error(str(e))
     for p in regenerate(args.root):

@@ -118,3 +118,42 @@ def test_combine_runs_takes_columns_from_each_folder_with_its_provenance(tmp_pat
     assert "0.7000" in md and "- B: `python x.py --run B` (git_commit `abc`" in md
     with pytest.raises(SystemExit):  # a column the rows lack is named, not dropped
         report_main([str(out), "--combine", str(tmp_path / "A"), "--columns", "dice,nope"])
+
+
+def test_targets_table_reads_each_cell_and_judges_both_directions(tmp_path):
+    from medattn.evaluation.report import main as report_main
+    from medattn.evaluation.report import targets_table
+
+    rows = comparison_rows({"dice": 0.97, "fpr": None},
+                           {"ours: grouped": {"dice": (0.70, 0.65, 0.75), "fpr": 0.15}})
+    write_table(tmp_path / "results" / "p", "comparison", rows, kind="comparison",
+                meta={"seeds": [0, 1, 2], "git_commit": "abcdef123456", "profile": "cpu", "machine": {"cpu": "X"}})
+    spec = {"description": "d", "targets": [
+        {"paper": "P", "what": "Dice", "table": "results/p/comparison.json", "metric": "dice",
+         "source": "ours: grouped", "target": 0.8, "direction": ">="},
+        {"paper": "P", "what": "FPR", "table": "results/p/comparison.json", "metric": "fpr",
+         "source": "ours: grouped", "target": 0.2, "direction": "<="}]}
+    (tmp_path / "results" / "target_spec.json").write_text(json.dumps(spec))
+    targets_table(tmp_path / "results" / "target_spec.json", base=tmp_path)
+    out = json.loads((tmp_path / "results" / "targets.json").read_text())["rows"]
+    assert [r["reached"] for r in out] == ["no", "yes"]  # 0.70 < 0.8; 0.15 <= 0.2
+    assert out[0]["ours"] == "0.7000 [0.6500, 0.7500]" and out[0]["paper value"] == "0.9700"
+    assert out[0]["seeds"] == 3 and out[0]["commit"] == "abcdef1" and out[0]["machine"] == "X"
+    # a cell that is not there is an error naming the table and the cell, not a silent dash
+    spec["targets"][1]["source"] = "ours: random"
+    (tmp_path / "results" / "target_spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="no row metric='fpr', source='ours: random'"):
+        targets_table(tmp_path / "results" / "target_spec.json", base=tmp_path)
+    # the report command writes it before the README blocks (run from the repository root: paths are relative)
+    spec["targets"][1]["source"] = "ours: grouped"
+    (tmp_path / "results" / "target_spec.json").write_text(json.dumps(spec))
+    (tmp_path / "results" / "targets.json").unlink()
+    import os
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert report_main(["results"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert (tmp_path / "results" / "targets.md").read_text().count("| P |") == 2
