@@ -14,6 +14,18 @@ import medattn  # noqa: E402,F401 - before any test imports TensorFlow: the oneD
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_script(folder: str, name: str):
+    """``folder/name.py`` of the repository (a benchmark or reproduction script) imported as a module."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", REPO / folder / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses and pickling look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def data_root() -> Path | None:
     """``$MEDATTN_DATA_DIR`` if set and present, else ``../shared/datasets`` beside the repository if present."""
     env = os.environ.get("MEDATTN_DATA_DIR")

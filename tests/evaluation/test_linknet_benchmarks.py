@@ -2,18 +2,8 @@
 segmentation_models, a run cut short says so, the head-width table's speed-ups."""
 
 import argparse
-import importlib.util
-import sys
 
-from tests.conftest import REPO
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_script
 
 
 def _round(scale):
@@ -23,7 +13,7 @@ def _round(scale):
 
 
 def test_linknet_table_ratios_per_round_and_short_runs():
-    bench = _load("linknet")
+    bench = load_script("benchmarks", "linknet")
     args = argparse.Namespace(batch=4, size=256, repeats=3, rounds=3, sm_python="/x/python")
     text = bench._table(args, [_round(1.0), _round(2.0)], ["--rounds", "3"], "m")
     assert "median over 2 round(s) of 3 asked for" in text
@@ -35,7 +25,7 @@ def test_linknet_table_ratios_per_round_and_short_runs():
 
 
 def test_linknet_head_table():
-    bench = _load("linknet_head")
+    bench = load_script("benchmarks", "linknet_head")
     rows = []
     for w, gf, t in ((32, 1.0, 0.5), (16, 0.75, 0.4), (8, 0.7, 0.25)):
         rows.append({"backbone": "vgg16", "input": 128, "batch": 8, "final_filters": w, "params": 1000,

@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from tests.conftest import REPO
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("onednn_bench", REPO / "benchmarks" / "onednn.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_script
 
 
 def _run(rates):
@@ -23,7 +14,7 @@ def _run(rates):
 def test_render_pairs_models_and_divides_on_by_off():
     off = _run({"a": (10.0, 40.0), "b": (5.0, 20.0)})
     on = _run({"b": (12.5, 20.0), "a": (20.0, 30.0)})  # another order: rows are matched by model
-    md = _module().render(off, on, "python benchmarks/onednn.py", "today")
+    md = load_script("benchmarks", "onednn").render(off, on, "python benchmarks/onednn.py", "today")
     row_a = next(line for line in md.splitlines() if line.startswith("| r | a |"))
     row_b = next(line for line in md.splitlines() if line.startswith("| r | b |"))
     assert row_a.rstrip(" |").split(" | ")[5:11] == ["10.0", "20.0", "2.00", "40.0", "30.0", "0.75"]

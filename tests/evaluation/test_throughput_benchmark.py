@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from tests.conftest import REPO
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("throughput_bench", REPO / "benchmarks" / "throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_script
 
 
 def _result(native):
@@ -27,7 +18,7 @@ def _result(native):
 
 
 def test_render_says_whether_bf16_is_native_and_keeps_the_ratio():
-    bench = _module()
+    bench = load_script("benchmarks", "throughput")
     native = bench.render(_result(True))
     assert "native bf16 (AVX512_BF16/AMX)" in native and "oneDNN kernels on" in native
     assert "no native bf16 (emulated)" in bench.render(_result(False))

@@ -2,24 +2,18 @@
 they stay out of the run identity, so rows of a partial run (``--set variants=concat``) resume in the full run."""
 
 import dataclasses
-import importlib.util
-import sys
 
 import pytest
 
 from medattn.training.config import config_hash
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 EXPECTED = {"dcnnimaf": ("protocols",), "mias_fusion": ("models", "multi_seed_models"),
             "emtnet": ("sweep", "ablation"), "brain_tumor_transfer": ("backbones",), "dcat": ("variants",)}
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_arms", REPO / "reproductions" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod.REPRODUCTION
+    return load_script("reproductions", name).REPRODUCTION
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 
 
 @pytest.mark.slow
@@ -58,13 +58,7 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
 
 
 def _script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("dcnnimaf_script", REPO / "reproductions" / "dcnnimaf.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("reproductions", "dcnnimaf")
 
 
 class _Ctx:
