@@ -11,7 +11,8 @@ it needs: input size, preprocessing, class names, threshold, MC dropout. By the 
 * ``classifier``: ``predictions.csv`` with one probability column per class and the predicted class; with MC
   dropout the mean of T passes (``--passes``, default the card's) and the predictive entropy; when the card names a
   ``segmenter`` (the BUSI two-stage pipeline) that segmenter runs first and its mask is the classifier's 4th channel,
-  and its masks and overlays are written too;
+  and its masks and overlays are written too (empty for an image called the card's ``empty_mask_when`` class,
+  when the run chose that gate on validation data);
 * ``multitask`` (EMT-Net): the malignancy probability (sigmoid of the logit, positive above the card's threshold)
   and the mask;
 * ``patch_classifier`` (MIAS deep fusion): each image is taken as a region of interest, resized to the card's
@@ -164,8 +165,6 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
                 m = postprocess_masks(m[None], float(post["min_area"]), bool(post["largest_component"]), thr)[0]
             mask_small = m
             mask = _resize_mask(m, img.shape[:2]) > thr
-            row["lesion_area_fraction"] = float(mask.mean())
-            _save_mask_and_overlay(out, rel, img, mask)
         if kind == "classifier":
             size = int(card["input_size"])
             x = _prepare(img, size, card["preprocessing"])
@@ -180,11 +179,16 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
             for c, v in zip(classes, p):
                 row[f"p_{c}"] = float(v)
             row["predicted"] = classes[int(p.argmax())]
+            if mask is not None and row["predicted"] == card.get("empty_mask_when"):
+                mask = np.zeros_like(mask)  # the image-level gate the run chose on validation data
             if mc:
                 from .evaluation.uncertainty import entropy
 
                 row["predictive_entropy"] = float(entropy(p))
                 row["mc_passes"] = passes
+        if mask is not None:
+            row["lesion_area_fraction"] = float(mask.mean())
+            _save_mask_and_overlay(out, rel, img, mask)
         if kind == "patch_classifier":
             row.update(_vote(model, img, card, classes))
         if kind == "multitask":

@@ -51,6 +51,7 @@ from medattn.training.reproduction import main as run_reproduction  # noqa: E402
 PAPER = {"dice_lesion": 0.972, "iou_lesion": 0.969, "pixel_accuracy": 0.981, "accuracy": 0.992,
          "f1_macro": 0.991, "precision_macro": 0.993, "recall_macro": 0.991}
 CLASSES = ["benign", "malignant", "normal"]
+NORMAL = CLASSES.index("normal")
 DESCRIPTION = (
     "Test set: 20 % of the images, stratified; `random` ignores duplicates (paper-like), `grouped` keeps every "
     "near-duplicate group of the audit inside one part (leak-free), `grouped_no_attention` removes the scSE and "
@@ -99,12 +100,17 @@ class DcnnimafConfig(ExperimentConfig):
     # Dice over all of them, normal images included, so normal images can get empty masks)
     seg_tta: bool = False
     seg_postprocess: bool = True
+    # --set seg_gate=true: an image-level lesion decision from stage 2. After classification, the mask of every image
+    # the classifier calls normal is emptied, if that raises Dice over all VALIDATION images (chosen per run, like
+    # the cleaning); rows then report Dice and the false-positive rate on normal images before the gate too, and
+    # the saved pipeline applies it. None: off, and no part of the run identity
+    seg_gate: bool | None = None
     # --set selection=true: choose settings without the test split. Each protocol's test part is set aside
     # unread; a quarter of its training part (groups whole, stratified) becomes the part the tables report on, so
     # models train on ~52 % of the images. Results go under runs/, never to results/. Part of every run's
     # identity (False included), unlike the optional fields below, which count only when not None.
     selection: bool = False
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters")
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters", "seg_gate")
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("protocols",)
 
 
@@ -268,15 +274,21 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
             validation_data=(cls_input("val"), xs["val"][2]), class_weight=cw, monitor="val_loss", mode="min")
     prob = ctx.predict(cls, cls_input("test"), 32)
     yt = xs["test"][2]
-    _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, post_row)
-    external = (_evaluate_external(ctx, data["external"], seg, cls, lambda m, x: post(predict_masks(m, x)), seed)
-                if "external" in data else {})
+    gate_row = {}
+    if cfg.seg_gate:  # empty the masks of images the classifier calls normal, if validation Dice says so
+        vprob = ctx.predict(cls, cls_input("val"), 32)
+        pred["test"], seg_sum, gate_row = _classifier_gate((xs["val"][1], pred["val"], vprob),
+                                                           (xs["test"][1], pred["test"], prob), seg_sum)
+    gated = bool(gate_row.get("seg_gate_applied"))
+    _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, post_row, gated)
+    external = (_evaluate_external(ctx, data["external"], seg, cls, lambda m, x: post(predict_masks(m, x)), seed,
+                                   gated) if "external" in data else {})
     cm = classification_metrics(yt, prob, class_names=CLASSES)
     dice_lesion = seg_sum["per_image"]["dice"][seg_sum["per_image"]["lesion"]]
     row = {"protocol": name, "n_test": int(len(yt)), **{k: seg_sum[k] for k in (
         "dice_lesion", "iou_lesion", "dice_all", "iou_all", "pixel_accuracy", "false_positive_rate_empty")}}
     row.update({"dice_lesion_raw": raw_sum["dice_lesion"], "dice_all_raw": raw_sum["dice_all"],
-                "false_positive_rate_empty_raw": raw_sum["false_positive_rate_empty"], **post_row})
+                "false_positive_rate_empty_raw": raw_sum["false_positive_rate_empty"], **post_row, **gate_row})
     row.update({k: cm[k] for k in ("accuracy", "weighted_accuracy", "precision_macro", "recall_macro", "f1_macro",
                                    "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "ece")})
     row["dice_lesion_ci"] = bootstrap_ci(np.mean, dice_lesion, n_boot=cfg.n_boot, seed=seed)[1:]
@@ -304,6 +316,23 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     return row
 
 
+def _classifier_gate(val, test, seg_sum):
+    """The image-level gate: ``val`` and ``test`` are (true masks, cleaned predicted masks, class probabilities).
+    Chosen on the validation images (mean Dice over all of them, :func:`choose_gate`); when applied, the test masks
+    of images called normal are emptied and summarised again. Returns (test masks, test summary, row entries: the
+    choice, the validation Dice with the gate, and the test figures without it when applied)."""
+    from medattn.evaluation import segmentation_summary
+    from medattn.evaluation.segmentation import choose_gate, gate_masks
+
+    applied, scores = choose_gate(val[0], val[1], np.asarray(val[2]).argmax(1) == NORMAL)
+    row = {"seg_gate_applied": applied, "val_dice_all_gated": scores["with"]}
+    if not applied:
+        return test[1], seg_sum, row
+    row.update({f"{k}_ungated": seg_sum[k] for k in ("dice_lesion", "dice_all", "false_positive_rate_empty")})
+    masks = gate_masks(test[1], np.asarray(test[2]).argmax(1) == NORMAL)
+    return masks, segmentation_summary(test[0], masks), row
+
+
 def _choose_postprocess(cfg, val_true, val_prob):
     """The mask cleaning chosen on the validation images (never the test split): keep the largest component or
     not, and the minimum lesion area, by mean Dice over all validation images. Returns the cleaning function and
@@ -324,10 +353,11 @@ def _choose_postprocess(cfg, val_true, val_prob):
         "val_dice_all_post": score}
 
 
-def _evaluate_external(ctx, ext, seg, cls, predict_masks, seed) -> dict:
+def _evaluate_external(ctx, ext, seg, cls, predict_masks, seed, gated=False) -> dict:
     """The protocol's final segmenter and classifier on the external set: Dice/IoU on its lesion images and
     classification metrics over the classes it has (a class it lacks has no recall, and AUC is averaged over the
-    present classes), with bootstrap intervals. Keys ``external_*``."""
+    present classes), with bootstrap intervals; ``gated``: masks of images called normal emptied, as on the test
+    split. Keys ``external_*``."""
     from sklearn.metrics import f1_score, roc_auc_score
 
     from medattn.evaluation import bootstrap_ci, segmentation_summary
@@ -335,9 +365,13 @@ def _evaluate_external(ctx, ext, seg, cls, predict_masks, seed) -> dict:
     cfg, size = ctx.cfg, ctx.cfg.stage("cls").image_size
     x, m, y = ext["arrays"]
     pred = predict_masks(seg, x)
-    ss = segmentation_summary(m, pred)
     xin = np.concatenate([_resize(x, size) / 255.0, _resize(pred, size)], axis=-1).astype("float32")
     prob = np.asarray(ctx.predict(cls, xin, 32), dtype=np.float64)
+    if gated:
+        from medattn.evaluation.segmentation import gate_masks
+
+        pred = gate_masks(pred, prob.argmax(1) == NORMAL)
+    ss = segmentation_summary(m, pred)
     present = [CLASSES.index(c) for c in ext["present"]]
     out = {"external_name": ext["name"], "external_n": int(len(y)), "external_classes": ",".join(ext["present"]),
            "external_absent": ",".join(ext["absent"]), "external_dice_lesion": ss["dice_lesion"],
@@ -361,9 +395,10 @@ def _evaluate_external(ctx, ext, seg, cls, predict_masks, seed) -> dict:
     return out
 
 
-def _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, post_row):
+def _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, post_row, gated=False):
     """The protocol's final segmenter and classifier as .keras files with their cards (the two-stage pipeline:
-    the classifier takes the image in [0, 1] with the segmenter's predicted mask as a 4th channel)."""
+    the classifier takes the image in [0, 1] with the segmenter's predicted mask as a 4th channel; ``gated``: the
+    mask of an image the classifier calls normal is emptied afterwards, which the classifier's card says)."""
     from medattn.backbones import preprocessing_for
 
     cfg = ctx.cfg
@@ -378,7 +413,8 @@ def _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, post_row):
     ctx.save_model(cls, run, "classifier", kind="classifier", input_size=c.image_size, preprocessing="unit",
                    class_names=list(CLASSES), threshold=None, mc_dropout=False,
                    extra_input="the segmenter's predicted mask (probabilities, resized) as channel 4",
-                   segmenter="segmenter.keras", metrics={"accuracy": float(np.mean(prob.argmax(1) == yt))})
+                   segmenter="segmenter.keras", metrics={"accuracy": float(np.mean(prob.argmax(1) == yt))},
+                   **({"empty_mask_when": "normal"} if gated else {}))
 
 
 def _overlay_picks(y, dice, lesion, n=4):

@@ -75,6 +75,31 @@ def test_two_stage_pipeline_with_mc_dropout(tmp_path):
     assert (tmp_path / "out" / "masks" / "grey.png").exists()  # the pipeline's segmenter output too
 
 
+def test_two_stage_gate_empties_the_mask_of_an_image_called_normal(tmp_path):
+    """A run that chose the classifier gate on validation data (card: ``empty_mask_when``) writes an empty mask for
+    an image its classifier calls normal; without it the segmenter's mask stands."""
+    imgs = _images(tmp_path / "imgs")
+    (imgs / "broken.png").unlink()
+    inp = keras.Input((32, 32, 3))  # a lesion everywhere
+    seg = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid", kernel_initializer="zeros",
+                                               bias_initializer=keras.initializers.Constant(5.0))(inp))
+    save_model_card(seg, tmp_path / "m" / "segmenter.keras", {**CARD, "kind": "segmenter", "class_names": ["lesion"]})
+    inp = keras.Input((32, 32, 4))  # always "normal"
+    x = keras.layers.GlobalAveragePooling2D()(inp)
+    out = keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros",
+                             bias_initializer=keras.initializers.Constant([0.0, 0.0, 5.0]))(x)
+    card = {**CARD, "kind": "classifier", "class_names": ["benign", "malignant", "normal"],
+            "segmenter": "segmenter.keras"}
+    for gate, area in ((None, 1.0), ("normal", 0.0)):
+        extra = {"empty_mask_when": gate} if gate else {}
+        model = save_model_card(keras.Model(inp, out), tmp_path / "m" / "classifier.keras", {**card, **extra})
+        res = predict_folder(model, imgs, tmp_path / f"out_{gate}")
+        rows = list(csv.DictReader(open(res["csv"])))
+        assert all(r["predicted"] == "normal" for r in rows)
+        assert [float(r["lesion_area_fraction"]) for r in rows] == [area] * 3
+        assert np.asarray(Image.open(tmp_path / f"out_{gate}" / "masks" / "grey.png")).max() == 255 * area
+
+
 def test_refusals(tmp_path, capsys):
     m = _classifier(3, mc=False)
     m.save(tmp_path / "bare.keras")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["per_image_dice", "per_image_iou", "pixel_accuracy", "segmentation_summary", "binarize",
-           "postprocess_masks", "choose_min_area"]
+           "postprocess_masks", "choose_min_area", "gate_masks", "choose_gate"]
 
 
 def binarize(mask, threshold: float = 0.5) -> np.ndarray:
@@ -140,3 +140,23 @@ def choose_min_area(y_true, prob, candidates=(0.0, 0.0025, 0.005, 0.01, 0.02, 0.
                                                                                    threshold), threshold)))
     best = max(scores, key=lambda c: (round(scores[c], 12), -c))
     return best, scores
+
+
+def gate_masks(prob, empty) -> np.ndarray:
+    """Masks ``(n, H, W[, 1])`` with those of the images flagged in ``empty`` (``(n,)`` booleans, e.g. "the
+    classifier calls this image normal") set to 0 everywhere; the others unchanged. Returns a copy."""
+    out = np.array(prob, copy=True)
+    empty = np.asarray(empty, dtype=bool)
+    if empty.shape != (len(out),):
+        raise ValueError(f"gate_masks: {len(out)} masks but {empty.shape} flags")
+    out[empty] = 0
+    return out
+
+
+def choose_gate(y_true, prob, empty, threshold: float = 0.5) -> tuple[bool, dict]:
+    """Whether emptying the masks flagged in ``empty`` raises the mean Dice over ALL images (lesion and empty,
+    the same criterion as :func:`choose_min_area`), on data that is not the test split; a tie keeps the masks.
+    Returns ``(apply, {"without": mean Dice, "with": mean Dice})``."""
+    without = float(np.mean(per_image_dice(y_true, prob, threshold)))
+    gated = float(np.mean(per_image_dice(y_true, gate_masks(prob, empty), threshold)))
+    return round(gated, 12) > round(without, 12), {"without": without, "with": gated}

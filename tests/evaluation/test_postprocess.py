@@ -1,6 +1,7 @@
 """Segmentation post-processing: the largest component, emptying small masks, the area chosen on held-out data."""
 
 import numpy as np
+import pytest
 
 from medattn.evaluation import segmentation as S
 
@@ -47,3 +48,27 @@ def test_min_area_chosen_for_dice_over_all_images():
     assert S.segmentation_summary(truth, out)["false_positive_rate_empty"] == 0.0
     assert S.segmentation_summary(truth, prob)["false_positive_rate_empty"] == 1.0
     assert S.choose_min_area(truth[:6], prob[:6])[0] == 0.0
+
+
+def test_gate_empties_flagged_masks_and_is_chosen_by_dice_over_all_images():
+    from medattn.evaluation.segmentation import choose_gate, gate_masks
+
+    truth = np.zeros((3, 8, 8, 1), "float32")
+    truth[0, 2:6, 2:6] = 1  # a lesion image, then two normal images
+    prob = np.zeros_like(truth)
+    prob[0, 2:6, 2:6] = 0.9
+    prob[1, :2, :2] = 0.8  # a false-positive lesion on a normal image
+    prob[2, :2, :2] = 0.8
+    g = gate_masks(prob, [False, True, False])
+    assert g[1].max() == 0 and np.array_equal(g[0], prob[0]) and np.array_equal(g[2], prob[2])
+    assert prob[1].max() == np.float32(0.8)  # a copy: the input is untouched
+    # flags that empty the two false positives: mean Dice over all images 1/3 -> 1
+    apply, scores = choose_gate(truth, prob, [False, True, True])
+    assert apply and scores["without"] == pytest.approx(1 / 3) and scores["with"] == pytest.approx(1.0)
+    # flags that empty the lesion image: worse, so not applied
+    apply, scores = choose_gate(truth, prob, [True, False, False])
+    assert not apply and scores["with"] < scores["without"]
+    # no flag: a tie keeps the masks
+    assert choose_gate(truth, prob, [False, False, False])[0] is False
+    with pytest.raises(ValueError, match="3 masks but"):
+        gate_masks(prob, [True, False])

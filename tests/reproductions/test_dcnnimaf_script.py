@@ -104,6 +104,34 @@ def test_seg_final_filters_sets_the_head_and_enters_the_identity_only_when_set()
     # runs made before the field existed keep their identity; setting it is another configuration
     assert config_hash(cfg) == config_hash(cfg, exclude=(*RUN_ONLY_FIELDS, "seg_final_filters"))
     assert config_hash(narrow) != config_hash(cfg)
+    # the same for the classifier gate (--set seg_gate=true)
+    assert config_hash(cfg) == config_hash(cfg, exclude=(*RUN_ONLY_FIELDS, "seg_gate"))
+    assert config_hash(dataclasses.replace(cfg, seg_gate=True)) != config_hash(cfg)
+
+
+def test_classifier_gate_chosen_on_validation_and_applied_to_test():
+    import numpy as np
+
+    from medattn.evaluation import segmentation_summary
+
+    mod = _script()
+    truth = np.zeros((4, 8, 8, 1), "float32")
+    truth[:2, 2:6, 2:6] = 1  # two lesion images, two normal ones
+    masks = np.zeros_like(truth)
+    masks[:2, 2:6, 2:6] = 0.9
+    masks[2:, :2, :2] = 0.8  # both normal images get a false-positive lesion
+    right = np.eye(3)[[0, 1, 2, 2]]  # calls the normal images normal
+    wrong = np.eye(3)[[2, 2, 0, 0]]  # calls the lesion images normal
+    raw = segmentation_summary(truth, masks)
+    out, summary, row = mod._classifier_gate((truth, masks, right), (truth, masks, right), raw)
+    assert row["seg_gate_applied"] and row["val_dice_all_gated"] == 1.0
+    assert out[2:].max() == 0 and np.array_equal(out[:2], masks[:2])
+    assert summary["false_positive_rate_empty"] == 0.0 and row["false_positive_rate_empty_ungated"] == 1.0
+    assert row["dice_lesion_ungated"] == raw["dice_lesion"] == summary["dice_lesion"]
+    # validation says no: the test masks stay as they are, whatever the test predictions
+    out, summary, row = mod._classifier_gate((truth, masks, wrong), (truth, masks, right), raw)
+    assert row == {"seg_gate_applied": False, "val_dice_all_gated": 0.0}
+    assert out is masks and summary is raw
 
 
 def test_profiles_are_runnable_shapes():
@@ -143,9 +171,24 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, str(REPO / "reproductions" / "dcnnimaf.py"), "--profile", "smoke",
                         "--data-dir", str(train), "--external-data", str(ext), "--out", str(out), "--runs-dir",
-                        str(tmp_path / "runs")], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+                        str(tmp_path / "runs"), "--set", "seg_gate=true"], capture_output=True, text=True,
+                       timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     row = json.loads((out / "runs.json").read_text())["rows"][0]
+    # the classifier gate: chosen on validation Dice over all images, recorded either way; when it is applied the
+    # row keeps the ungated figures, it can only remove masks (fewer false positives on normal images), and the
+    # saved classifier's card carries it to medattn-predict
+    from medattn.saving import read_model_card
+
+    assert isinstance(row["seg_gate_applied"], bool) and 0 <= row["val_dice_all_gated"] <= 1
+    assert (round(row["val_dice_all_gated"], 12) > round(row["val_dice_all_post"], 12)) == row["seg_gate_applied"]
+    card = read_model_card(tmp_path / "runs" / "dcnnimaf-smoke" / "grouped_s0" / "models" / "classifier.keras")
+    if row["seg_gate_applied"]:
+        assert row["false_positive_rate_empty"] <= row["false_positive_rate_empty_ungated"]
+        assert card["empty_mask_when"] == "normal"
+    else:
+        assert "dice_lesion_ungated" not in row and "empty_mask_when" not in card
+    assert json.loads((out / "config.json").read_text())["seg_gate"] is True
     assert row["external_n"] == 7 and row["external_classes"] == "benign,malignant"
     assert row["external_absent"] == "normal" and "external_recall_normal" not in row
     assert 0 <= row["external_dice_lesion"] <= 1 and 0 <= row["external_accuracy"] <= 1
