@@ -14,6 +14,17 @@ import medattn  # noqa: E402,F401 - before any test imports TensorFlow: the oneD
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _float32_policy_between_tests():
+    """Each test starts and ends with Keras' float32 policy, whatever the one before it set (a reproduction run in
+    process restores the caller's policy itself: tests/training/test_reproduction_runner.py)."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
 def load_script(folder: str, name: str):
     """``folder/name.py`` of the repository (a benchmark or reproduction script) imported as a module."""
     import importlib.util

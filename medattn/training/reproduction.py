@@ -290,12 +290,19 @@ def _append_row(path: Path, row: dict) -> None:
 
 
 def main(repro: Reproduction, argv=None) -> int:
-    """Run ``repro`` from the command line ``argv``; returns the exit code."""
+    """Run ``repro`` from the command line ``argv``; returns the exit code. Keras' global dtype policy, which the
+    run sets from ``--mixed-precision``, is put back as it was when the run ends (a caller in the same process, a
+    notebook or a test, keeps its own precision)."""
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
     try:
         return _main(repro, argv)
     except UserError as e:
         print(f"{Path(repro.script).name}: {e}", file=sys.stderr)
         return 2
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
 
 
 def _main(repro: Reproduction, argv) -> int:

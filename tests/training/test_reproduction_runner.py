@@ -338,3 +338,25 @@ def test_arm_fields_stay_out_of_the_identity(tmp_path, data):
     rows[0]["identity"]["config_sha256"] = "0" * 16
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert run_main(repro, base + ["--resume"]) == 2
+
+
+def test_the_callers_dtype_policy_is_restored_after_a_run(tmp_path, data):
+    """A run sets Keras' global policy from --mixed-precision; in-process callers (tests, notebooks) got it left
+    behind: on a CPU with native bf16, where `auto` means bf16, a later test in the same worker computed in bf16
+    (class probabilities summing to 1.0008)."""
+    import keras
+
+    repro = _repro(tmp_path)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"),
+                            "--mixed-precision", "bf16"]) == 0
+    cfg = json.loads((tmp_path / "runs" / "toy-smoke" / "results" / "config.json").read_text())
+    assert cfg["mixed_precision"] == "bf16"  # the run itself did compute in bf16
+    assert keras.mixed_precision.global_policy().name == "float32"
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # a caller's own choice stays too,
+    try:  # also through a refused command line (argparse exits)
+        with pytest.raises(SystemExit):
+            run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--set", "no_such_field=1"])
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
