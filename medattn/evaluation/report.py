@@ -103,7 +103,7 @@ def targets_table(spec_path, base=".") -> dict[str, Path]:
     "what", "table", "metric", "source", "target", "direction"}]}``), the value, interval and paper number read
     from that comparison table's (metric, source) cell; reached = the point estimate meets the target. Written
     next to the spec as ``targets.{json,csv,md}``. A missing table or cell is an error naming it."""
-    from .tables import fmt, write_table
+    from .tables import fmt, fmt_ci, write_table
 
     spec_path = Path(spec_path)
     spec = json.loads(spec_path.read_text())
@@ -120,9 +120,9 @@ def targets_table(spec_path, base=".") -> dict[str, Path]:
             raise ValueError(f"{spec_path}: direction must be one of {sorted(_OPS)}, got {t['direction']!r}")
         v, lo, hi = cell["value"], cell.get("ci_low"), cell.get("ci_high")
         meta = table.get("meta") or {}
-        ours = fmt(v) + (f" [{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "")
         machine = meta.get("machine") or {}
-        rows.append({"paper": t["paper"], "what": t["what"], "paper value": fmt(cell.get("paper")), "ours": ours,
+        rows.append({"paper": t["paper"], "what": t["what"], "paper value": fmt(cell.get("paper")),
+                     "ours": fmt_ci(v, lo, hi),
                      "target": f"{t['direction']} {t['target']}",
                      "reached": "—" if v is None else ("yes" if _OPS[t["direction"]](v, t["target"]) else "no"),
                      "seeds": len(meta.get("seeds") or []) or "—", "profile": meta.get("profile", "—"),

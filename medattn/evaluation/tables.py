@@ -107,6 +107,14 @@ def _missing(x) -> bool:
     return x is None or (isinstance(x, (float, np.floating)) and math.isnan(x))
 
 
+def fmt_ci(value, low, high) -> str:
+    """``value [low, high]``, or the value alone when the interval is missing (None or NaN)."""
+    txt = fmt(value)
+    if not (_missing(low) or _missing(high)):
+        txt += f" [{fmt(low)}, {fmt(high)}]"
+    return txt
+
+
 def _markdown_comparison(rows: Sequence[Mapping]) -> str:
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     sources = list(dict.fromkeys(r["source"] for r in rows))
@@ -120,9 +128,7 @@ def _markdown_comparison(rows: Sequence[Mapping]) -> str:
             if r is None:
                 cells.append("—")
                 continue
-            txt = fmt(r["value"])
-            if not (_missing(r["ci_low"]) or _missing(r["ci_high"])):
-                txt += f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+            txt = fmt_ci(r["value"], r["ci_low"], r["ci_high"])
             if not _missing(r["delta"]):
                 txt += f" (Δ {r['delta']:+.4f})"
             cells.append(txt)
