@@ -205,7 +205,9 @@ def legacy_config_hashes(cfg: ExperimentConfig, arm: str | None = None) -> set[s
 
 def coerce_field(cls, name: str, value: Any) -> Any:
     """Convert ``value`` (often a string from the command line) to the declared type of field ``name``."""
-    types = typing.get_type_hints(cls)
+    # this module's names (Stage, Any...) as locals too: a config class defined in a script that runs under
+    # cProfile or another runner is not in sys.modules["__main__"], so its own module's globals cannot be found
+    types = typing.get_type_hints(cls, localns=dict(globals()))
     if name not in types:
         known = ", ".join(sorted(types))
         raise ValueError(f"{cls.__name__} has no field {name!r}; fields are: {known}")

@@ -132,3 +132,19 @@ def test_optional_fields_enter_the_identity_only_when_set():
     assert config_hash(WithExternal(profile="cpu", external_data="/x")) != config_hash(old)
     assert "IDENTITY_IF_SET" not in WithExternal(profile="cpu").to_dict()
     assert config_hash(dataclasses.replace(old, dropout=0.4)) != config_hash(old)
+
+
+def test_set_works_for_a_config_class_whose_module_is_not_importable():
+    """A script's config class run under cProfile (or exec'd by any runner) lives in a namespace that is not
+    ``sys.modules[cls.__module__]``; its string annotations naming ``Stage`` must still resolve for ``--set``."""
+    ns: dict = {"__name__": "__main__"}  # as cProfile runs a script: sys.modules["__main__"] is another module
+    exec("from __future__ import annotations\n"
+         "import dataclasses\n"
+         "from medattn.training import ExperimentConfig, Stage\n"
+         "@dataclasses.dataclass(frozen=True)\n"
+         "class ScriptConfig(ExperimentConfig):\n"
+         "    extra_stage: Stage | None = None\n"
+         "    protocols: tuple[str, ...] = ('a',)\n", ns)
+    profiles = {"cpu": ns["ScriptConfig"](profile="cpu", stages=(Stage("train", epochs=2),))}
+    cfg, _ = parse_config(profiles, ["--set", "protocols=b,c", "--seeds", "3"])
+    assert cfg.protocols == ("b", "c") and cfg.seeds == (3,)
