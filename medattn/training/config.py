@@ -43,6 +43,7 @@ class Stage:
     momentum: float = 0.9  # sgd only
     patience: int | None = None  # early stopping on the stage's monitored validation metric; None: never
     warmup_epochs: float = 0.0  # cosine only: linear warm-up from 0 over these epochs, then the cosine decay
+    global_clipnorm: float | None = None  # rescale each step's gradients to at most this global L2 norm; None: off
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -62,6 +63,8 @@ class Stage:
                              f"got {self.warmup_epochs}")
         if self.warmup_epochs and self.schedule != "cosine":
             raise ValueError(f"stage {self.name!r}: warmup_epochs needs schedule=cosine (got {self.schedule!r})")
+        if self.global_clipnorm is not None and not self.global_clipnorm > 0:
+            raise ValueError(f"stage {self.name!r}: global_clipnorm must be > 0 or none, got {self.global_clipnorm}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"stage {self.name!r}: patience must be >= 1 or none, got {self.patience}")
 
@@ -88,16 +91,20 @@ class Stage:
             lr = CosineDecaySteps(self.learning_rate, self.decay_steps(n_examples), alpha=self.cosine_alpha)
         else:
             lr = self.learning_rate
+        clip = {"global_clipnorm": self.global_clipnorm} if self.global_clipnorm is not None else {}
         if self.optimizer == "sgd":
-            return keras.optimizers.SGD(lr, momentum=self.momentum)
-        return keras.optimizers.Adam(lr)
+            return keras.optimizers.SGD(lr, momentum=self.momentum, **clip)
+        return keras.optimizers.Adam(lr, **clip)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that take effect (``momentum`` only for SGD, ``cosine_alpha`` only for cosine,
-        ``warmup_epochs`` only when not 0, so the identity of runs made before it existed is unchanged)."""
+        ``warmup_epochs`` only when not 0 and ``global_clipnorm`` only when set, so the identity of runs made before
+        they existed is unchanged)."""
         d = dataclasses.asdict(self)
         if not self.warmup_epochs:
             d.pop("warmup_epochs")
+        if self.global_clipnorm is None:
+            d.pop("global_clipnorm")
         if self.optimizer != "sgd":
             d.pop("momentum")
         if self.schedule != "cosine":

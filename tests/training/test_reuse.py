@@ -162,3 +162,29 @@ def test_model_card_beside_saved_model(tmp_path):
     (tmp_path / "m.json").unlink()
     with pytest.raises(FileNotFoundError, match="no model card"):
         read_model_card(path)
+
+
+def test_stage_global_clipnorm_limits_the_step_and_is_outside_old_identities():
+    import keras
+    import numpy as np
+
+    from medattn.training import Stage
+    from medattn.training.config import ExperimentConfig, config_hash
+
+    def first_step(stage):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=stage.make_optimizer(8), loss="mse")
+        w0 = [w.copy() for w in model.get_weights()]
+        x, y = np.ones((8, 4), "float32"), np.full((8, 1), 1e3, "float32")  # huge loss, huge gradient
+        model.train_on_batch(x, y)
+        return np.sqrt(sum(float(np.sum((a - b) ** 2)) for a, b in zip(model.get_weights(), w0)))
+
+    kw = dict(epochs=1, batch_size=8, learning_rate=1.0, optimizer="sgd", schedule="constant", momentum=0.0)
+    assert first_step(Stage("s", **kw)) > 100  # unclipped: lr x |gradient|
+    assert first_step(Stage("s", global_clipnorm=0.5, **kw)) == pytest.approx(0.5, rel=1e-4)
+    assert "global_clipnorm" not in Stage("s").to_dict()
+    base = ExperimentConfig(stages=(Stage("train", epochs=3),))
+    assert config_hash(base) != config_hash(ExperimentConfig(stages=(Stage("train", epochs=3, global_clipnorm=1.0),)))
+    with pytest.raises(ValueError, match="global_clipnorm"):
+        Stage("s", global_clipnorm=0.0)
