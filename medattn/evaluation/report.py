@@ -96,6 +96,17 @@ def combine_runs(folders, out, name: str, columns) -> dict[str, Path]:
 
 
 _OPS = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t}
+_SEEDS_MARK = re.compile(r" \((\d+) seeds\)")
+
+
+def _unmarked(label: str) -> str:
+    """``label`` without its " (N seeds)" mark."""
+    return _SEEDS_MARK.sub("", label)
+
+
+def _seeds_marked(label: str) -> int | None:
+    m = _SEEDS_MARK.search(label)
+    return int(m.group(1)) if m else None
 
 
 def targets_table(spec_path, base=".") -> dict[str, Path]:
@@ -113,7 +124,10 @@ def targets_table(spec_path, base=".") -> dict[str, Path]:
         if not table_path.is_file():
             raise ValueError(f"{spec_path}: target {t['what']!r} names {table_path}, which does not exist")
         table = json.loads(table_path.read_text())
-        cell = next((r for r in table["rows"] if r["metric"] == t["metric"] and r["source"] == t["source"]), None)
+        # a column or row that averages several seeds is marked " (N seeds)", and the mark changes as seeds are
+        # added: match without it, and count the seeds behind the cell from it (no mark: one seed)
+        cell = next((r for r in table["rows"] if _unmarked(r["metric"]) == _unmarked(t["metric"])
+                     and _unmarked(r["source"]) == _unmarked(t["source"])), None)
         if cell is None:
             raise ValueError(f"{spec_path}: {table_path} has no row metric={t['metric']!r}, source={t['source']!r}")
         if t["direction"] not in _OPS:
@@ -125,7 +139,8 @@ def targets_table(spec_path, base=".") -> dict[str, Path]:
                      "ours": fmt_ci(v, lo, hi),
                      "target": f"{t['direction']} {t['target']}",
                      "reached": "—" if v is None else ("yes" if _OPS[t["direction"]](v, t["target"]) else "no"),
-                     "seeds": len(meta.get("seeds") or []) or "—", "profile": meta.get("profile", "—"),
+                     "seeds": _seeds_marked(cell["metric"]) or _seeds_marked(cell["source"]) or 1,
+                     "profile": meta.get("profile", "—"),
                      "commit": str(meta.get("git_commit", "—"))[:7], "machine": machine.get("cpu", "—"),
                      "table": t["table"]})
     return write_table(spec_path.parent, "targets", rows, title="Our targets and where we stand",

@@ -125,7 +125,8 @@ def test_targets_table_reads_each_cell_and_judges_both_directions(tmp_path):
     from medattn.evaluation.report import targets_table
 
     rows = comparison_rows({"dice": 0.97, "fpr": None},
-                           {"ours: grouped": {"dice": (0.70, 0.65, 0.75), "fpr": 0.15}})
+                           {"ours: grouped": {"dice": (0.70, 0.65, 0.75), "fpr": 0.15},
+                            "ours: random (2 seeds)": {"dice": (0.72, 0.58, 0.86), "fpr": 0.24}})
     write_table(tmp_path / "results" / "p", "comparison", rows, kind="comparison",
                 meta={"seeds": [0, 1, 2], "git_commit": "abcdef123456", "profile": "cpu", "machine": {"cpu": "X"}})
     spec = {"description": "d", "targets": [
@@ -138,11 +139,20 @@ def test_targets_table_reads_each_cell_and_judges_both_directions(tmp_path):
     out = json.loads((tmp_path / "results" / "targets.json").read_text())["rows"]
     assert [r["reached"] for r in out] == ["no", "yes"]  # 0.70 < 0.8; 0.15 <= 0.2
     assert out[0]["ours"] == "0.7000 [0.6500, 0.7500]" and out[0]["paper value"] == "0.9700"
-    assert out[0]["seeds"] == 3 and out[0]["commit"] == "abcdef1" and out[0]["machine"] == "X"
-    # a cell that is not there is an error naming the table and the cell, not a silent dash
-    spec["targets"][1]["source"] = "ours: random"
+    # seeds behind the cell, not the seeds the run was configured for (a one-seed column of a 3-seed plan)
+    assert out[0]["seeds"] == 1 and out[0]["commit"] == "abcdef1" and out[0]["machine"] == "X"
+    # a column averaged over seeds is found without its " (N seeds)" mark, which changes as seeds land
+    spec["targets"].append({"paper": "P", "what": "Dice random", "table": "results/p/comparison.json",
+                            "metric": "dice", "source": "ours: random", "target": 0.8, "direction": ">="})
     (tmp_path / "results" / "target_spec.json").write_text(json.dumps(spec))
-    with pytest.raises(ValueError, match="no row metric='fpr', source='ours: random'"):
+    targets_table(tmp_path / "results" / "target_spec.json", base=tmp_path)
+    out = json.loads((tmp_path / "results" / "targets.json").read_text())["rows"]
+    assert out[2]["ours"] == "0.7200 [0.5800, 0.8600]" and out[2]["seeds"] == 2
+    spec["targets"].pop()
+    # a cell that is not there is an error naming the table and the cell, not a silent dash
+    spec["targets"][1]["source"] = "ours: other"
+    (tmp_path / "results" / "target_spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="no row metric='fpr', source='ours: other'"):
         targets_table(tmp_path / "results" / "target_spec.json", base=tmp_path)
     # the report command writes it before the README blocks (run from the repository root: paths are relative)
     spec["targets"][1]["source"] = "ours: grouped"
