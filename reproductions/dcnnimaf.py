@@ -64,10 +64,15 @@ DESCRIPTION = (
     "own split, ImageNet-pretrained encoder.")
 
 
-def _stages(seg_epochs, cls_epochs, seg_size, cls_size, seg_lr, cls_lr, patience, batch_size=8):
-    """The two stages: Adam with cosine decay to 5 % over the stage, early stopping after ``patience`` epochs."""
+_SAME = object()
+
+
+def _stages(seg_epochs, cls_epochs, seg_size, cls_size, seg_lr, cls_lr, patience, batch_size=8, seg_patience=_SAME):
+    """The two stages: Adam with cosine decay to 5 % over the stage, early stopping after ``patience`` epochs
+    (the segmenters after ``seg_patience``, if given; None: they train every epoch and keep the best one)."""
+    seg_patience = patience if seg_patience is _SAME else seg_patience
     return (Stage("seg", epochs=seg_epochs, batch_size=batch_size, learning_rate=seg_lr, image_size=seg_size,
-                  cosine_alpha=0.05, patience=patience),
+                  cosine_alpha=0.05, patience=seg_patience),
             Stage("cls", epochs=cls_epochs, batch_size=batch_size, learning_rate=cls_lr, image_size=cls_size,
                   cosine_alpha=0.05, patience=patience))
 
@@ -122,13 +127,16 @@ PROFILES = {
     "synthetic": DcnnimafConfig(profile="synthetic", seg_backbone="vgg16", encoder_width=0.125,
                                 stages=_stages(10, 10, 32, 32, 3e-3, 2e-3, 8), cls_filters=(8, 16, 16, 32, 32),
                                 crossfit_folds=2, n_boot=200, bn_momentum=0.9, phantom_counts=(70, 50, 30)),
-    # cpu: three seeds of all three protocols (each: 2 cross-fit + 1 final segmenter + classifier), about 35 min
-    # per protocol and seed on 2 cores; bf16 where the CPU computes it natively (1.13x for the segmenter on an
+    # cpu: three seeds of all three protocols (each: 2 cross-fit + 1 final segmenter + classifier), about 35-45 min
+    # per protocol and seed on 2 cores in bf16, 70 min or more in float32; bf16 where the CPU computes it natively (1.13x for the segmenter on an
     # AVX512_BF16 Xeon), float32 elsewhere; the classifier's BN momentum is 0.9 (with 0.99 its inference outputs
     # stayed constant for the first epochs). 40 segmenter epochs and flip TTA were chosen over 20 epochs and over a
-    # half-width encoder in selection runs that never read the test split (results/dcnnimaf/selection/)
+    # half-width encoder in selection runs that never read the test split (results/dcnnimaf/selection/); the
+    # segmenters train all 40 epochs (keeping the best on validation) since selection run H: with patience 8 on a
+    # noisy validation Dice they often stopped early near 0.60 validation Dice instead of reaching ~0.72-0.75
     "cpu": DcnnimafConfig(profile="cpu", seg_backbone="vgg16", encoder_width=0.25, mixed_precision="auto",
-                          stages=_stages(40, 30, 128, 128, 1e-3, 1e-3, 8), crossfit_folds=2, seeds=(0, 1, 2),
+                          stages=_stages(40, 30, 128, 128, 1e-3, 1e-3, 8, seg_patience=None), crossfit_folds=2,
+                          seeds=(0, 1, 2),
                           cls_filters=(16, 32, 64, 128, 128), cls_bn_momentum=0.9, seg_tta=True),
     "paper": DcnnimafConfig(profile="paper", weights="imagenet", stages=_stages(100, 100, 256, 224, 1e-4, 1e-4, 15)),
 }
