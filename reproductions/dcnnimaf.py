@@ -128,8 +128,8 @@ PROFILES = {
                                 stages=_stages(10, 10, 32, 32, 3e-3, 2e-3, 8), cls_filters=(8, 16, 16, 32, 32),
                                 crossfit_folds=2, n_boot=200, bn_momentum=0.9, phantom_counts=(70, 50, 30)),
     # cpu: three seeds of all three protocols (each: 2 cross-fit + 1 final segmenter + classifier), about 35-45 min
-    # per protocol and seed on 2 cores in bf16, 70 min or more in float32; bf16 where the CPU computes it natively (1.13x for the segmenter on an
-    # AVX512_BF16 Xeon), float32 elsewhere; the classifier's BN momentum is 0.9 (with 0.99 its inference outputs
+    # per protocol and seed on 2 cores in bf16, 70 min or more in float32; bf16 where the CPU computes it natively
+    # (1.13x for the segmenter on an AVX512_BF16 Xeon), float32 elsewhere; the classifier's BN momentum is 0.9 (with 0.99 its inference outputs
     # stayed constant for the first epochs). 40 segmenter epochs and flip TTA were chosen over 20 epochs and over a
     # half-width encoder in selection runs that never read the test split (results/dcnnimaf/selection/); the
     # segmenters train all 40 epochs (keeping the best on validation) since selection run H: with patience 8 on a
