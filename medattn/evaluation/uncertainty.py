@@ -37,5 +37,7 @@ def mc_predict(model, x, passes: int = 30, batch_size: int = 32) -> dict[str, np
     :func:`uncertainty_from_samples`. The model's dropout must be active at inference (MCDropout)."""
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes!r}")
-    samples = np.stack([np.asarray(model.predict(x, batch_size=batch_size, verbose=0)) for _ in range(passes)])
+    from ..training.custom_loop import predict  # any strategy, and batches every replica gets a share of
+
+    samples = np.stack([np.asarray(predict(model, x, batch_size)) for _ in range(passes)])
     return uncertainty_from_samples(samples)

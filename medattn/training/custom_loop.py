@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["custom_epoch", "custom_evaluate", "needs_custom_loop", "predict", "worker_index"]
+__all__ = ["custom_epoch", "custom_evaluate", "for_replicas", "needs_custom_loop", "predict",
+           "worker_index"]
 
 
 def needs_custom_loop(strategy) -> bool:
@@ -118,6 +119,68 @@ def _batches(data, batch_size: int = 32):
     return data
 
 
+def _replicas(model) -> int:
+    """Replicas of the strategy ``model``'s variables live under (1 outside any strategy)."""
+    v = model.weights[:1]
+    strat = getattr(getattr(v[0], "value", v[0]), "_distribute_strategy", None) if v else None
+    return strat.num_replicas_in_sync if strat is not None else 1
+
+
+def _splits_evenly(k: int, n: int) -> bool:
+    """Whether ``tf.distribute`` gives each of ``n`` replicas a part of a batch of ``k``: it hands out
+    ``ceil(k / n)`` at a time when ``n`` does not divide ``k``, so 5 over 4 replicas is 2, 2, 1 and none."""
+    return k >= n and (k % n == 0 or (n - 1) * -(-k // n) < k)
+
+
+def replica_batch_plan(total: int, batch_size: int, replicas: int) -> tuple[int, int]:
+    """``(b, k)``: ``total`` elements as batches of ``b`` (a multiple of ``replicas``) and then, if ``k``, one
+    batch of ``k``, so that every replica gets a part of every batch and the first batch divides evenly (Keras
+    under ``MirroredStrategy`` fails on an uneven first batch, ``AddN ... must have the same size``)."""
+    n = replicas
+    b = -(-batch_size // n) * n
+    r = total % b
+    if r % n == 0 or (total > r and _splits_evenly(r, n)):
+        return b, 0
+    for k in range(r % n, total - n + 1, n):
+        if _splits_evenly(k, n):
+            return b, k
+    raise ValueError(f"{total} element(s) cannot be batched so that each of {replicas} replicas gets a part of "
+                     f"every batch")
+
+
+def for_replicas(data, replicas: int, batch_size: int = 32, *, training: bool = False):
+    """``data`` (a dataset of batches, or an array / tuple of arrays) as batches Keras can split over
+    ``replicas`` replicas of a ``MirroredStrategy`` (unchanged with one replica).
+
+    TensorFlow gives a replica an empty batch when a batch is too small to go round (a final batch of 1 on two
+    replicas), and the model then fails (``Incompatible shapes: [C] vs. [0,H,W,C]``). Training batches are cut to
+    a multiple of ``replicas``: at most ``replicas - 1`` images of an epoch's final batch sit that epoch out (the
+    next epoch shuffles again), as ``drop_remainder`` does for the whole final batch. Validation and prediction
+    keep every element exactly once, in order: one extra pass counts them, and they are batched again by
+    :func:`replica_batch_plan`."""
+    if replicas <= 1:
+        return data
+    import tensorflow as tf
+
+    def size(*el):
+        return tf.shape(tf.nest.flatten(el)[0])[0]
+
+    ds = _batches((data,) if isinstance(data, np.ndarray) else data, batch_size)
+    if training:
+        def cut(*el):
+            keep = size(*el) // replicas * replicas
+            el = tf.nest.map_structure(lambda a: a[:keep], el)
+            return el if len(el) > 1 else el[0]
+
+        return ds.map(cut).filter(lambda *el: size(*el) > 0)
+    flat = ds.unbatch()
+    total = int(flat.reduce(np.int64(0), lambda c, _: c + 1))
+    b, k = replica_batch_plan(total, batch_size, replicas)
+    if not k:
+        return flat.batch(b)
+    return flat.take(total - k).batch(b).concatenate(flat.skip(total - k).batch(k))
+
+
 def _forward(model):
     import tensorflow as tf
 
@@ -135,7 +198,12 @@ def predict(model, x, batch_size: int = 32) -> np.ndarray:
     if hasattr(x, "shape") and x.shape[0] == 0:  # Keras' predict fails on an empty array
         return np.zeros((0, *model.output_shape[1:]), dtype="float32")
     if not needs_custom_loop(tf.distribute.get_strategy()) and not _built_under_multiworker(model):
-        return model.predict(x, batch_size=batch_size, verbose=0)
+        try:
+            x = for_replicas(x, _replicas(model), batch_size)
+        except ValueError:  # too few elements to give every replica a part: one device predicts them all
+            x = x if not isinstance(x, np.ndarray) else (x,)
+        else:
+            return model.predict(x, batch_size=batch_size, verbose=0)
     fwd = _forward(model)
     ds = _batches(x if not isinstance(x, np.ndarray) else (x,), batch_size)
     out = [np.asarray(fwd(b[0] if isinstance(b, tuple) else b)) for b in ds]

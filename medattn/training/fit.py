@@ -220,7 +220,7 @@ def fit(
             with the custom loop, which needs ``batch_size`` (the global batch).
         label: the prefix of the progress lines (e.g. ``dcnnimaf grouped s0 seg``).
     """
-    from .custom_loop import custom_epoch, custom_evaluate, needs_custom_loop
+    from .custom_loop import custom_epoch, custom_evaluate, for_replicas, needs_custom_loop
 
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -229,6 +229,13 @@ def fit(
 
         strategy = tf.distribute.get_strategy()
     custom = needs_custom_loop(strategy)
+    # Keras' fit under MirroredStrategy: batches every replica gets a part of (the custom loop does its own)
+    replicas = 1 if custom else strategy.num_replicas_in_sync
+    if validation_data is not None:
+        try:
+            validation_data = for_replicas(validation_data, replicas, batch_size or 32)
+        except ValueError as e:
+            raise ValueError(f"[{label}] validation data: {e} (use fewer replicas or more validation images)") from e
     if custom and batch_size is None:
         raise ValueError("fit under a multi-worker strategy needs batch_size (the global batch)")
     _build_optimizer(model, strategy)
@@ -263,7 +270,7 @@ def fit(
     bar_wanted = verbose == 1 and sys.stdout.isatty()
     for epoch in range(start_epoch, end_epoch):
         te = time.time()
-        ds = data(epoch) if callable(data) else data
+        ds = for_replicas(data(epoch) if callable(data) else data, replicas, training=True)
         bar = _Bar(f"{label} epoch {epoch + 1}/{epochs}", steps_per_epoch) if bar_wanted else None
         if custom:
             logs = custom_epoch(model, ds, strategy=strategy, batch_size=batch_size, class_weight=class_weight,

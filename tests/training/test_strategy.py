@@ -58,6 +58,39 @@ def test_mirrored_strategy_fit_on_two_cpu_replicas(tmp_path):
     assert res["loss"][-1] < res["loss"][0]
 
 
+def test_replica_batch_plan_gives_every_replica_a_part_of_every_batch():
+    from medattn.training.custom_loop import _splits_evenly, replica_batch_plan
+
+    assert not _splits_evenly(1, 2) and not _splits_evenly(5, 4) and _splits_evenly(7, 4) and _splits_evenly(3, 2)
+    for n in (2, 4, 8):
+        for total in range(n, 90):
+            for batch in (8, 32, 64):
+                try:
+                    b, k = replica_batch_plan(total, batch, n)
+                except ValueError:
+                    assert total < 60, (n, total)  # a few small counts (3 on 2 replicas) cannot go round
+                    continue
+                head = total - k
+                sizes = [b] * (head // b) + ([head % b] if head % b else []) + ([k] if k else [])
+                assert sum(sizes) == total and sizes[0] % n == 0, (n, total, batch, sizes)
+                assert all(_splits_evenly(s, n) for s in sizes), (n, total, batch, sizes)
+    assert replica_batch_plan(9, 8, 2) == (8, 3)  # 6 + 3: Keras fails on 8 + 1 and on an uneven first batch
+
+
+@pytest.mark.subprocess
+def test_partial_final_batches_on_two_cpu_replicas(tmp_path):
+    """Nine images in batches of eight on two replicas: training, validation, predict and MC predict all run, and
+    validation sees every image exactly once (its accuracy equals the one from the predictions)."""
+    out = tmp_path / "partial.json"
+    r = subprocess.run([sys.executable, str(HERE / "_partial_batch_worker.py"), str(out)], env=_env(),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["replicas"] == 2 and res["epochs"] == 2
+    assert res["predict_rows"] == 9 and res["mc_rows"] == 9 and res["same"] and res["first_row_alone"]
+    assert res["val_accuracy"] == pytest.approx(res["accuracy_from_predict"])
+
+
 @pytest.mark.subprocess
 @pytest.mark.slow
 def test_two_worker_multiworker_fit_on_localhost(tmp_path):
