@@ -119,10 +119,15 @@ def _batches(data, batch_size: int = 32):
     return data
 
 
+def _model_strategy(model):
+    """The strategy ``model``'s variables were created under (None outside any strategy, or no variables)."""
+    v = model.weights[:1]
+    return getattr(getattr(v[0], "value", v[0]), "_distribute_strategy", None) if v else None
+
+
 def _replicas(model) -> int:
     """Replicas of the strategy ``model``'s variables live under (1 outside any strategy)."""
-    v = model.weights[:1]
-    strat = getattr(getattr(v[0], "value", v[0]), "_distribute_strategy", None) if v else None
+    strat = _model_strategy(model)
     return strat.num_replicas_in_sync if strat is not None else 1
 
 
@@ -211,10 +216,7 @@ def predict(model, x, batch_size: int = 32) -> np.ndarray:
 
 
 def _built_under_multiworker(model) -> bool:
-    v = model.trainable_variables[:1]
-    if not v:
-        return False
-    strat = getattr(getattr(v[0], "value", v[0]), "_distribute_strategy", None)
+    strat = _model_strategy(model)
     return strat is not None and needs_custom_loop(strat)
 
 
