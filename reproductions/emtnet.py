@@ -11,7 +11,11 @@ a U-Net decoder; loss = a x StableWeightedBCE(w) + Dice (shared/PAPERS.md sectio
 benchmark code where the paper is silent). Data: BUSI benign and malignant images with their masks (normal
 excluded, as in the paper's task); the audit's near-duplicate groups stay inside one fold of a stratified 5-fold
 cross-validation; images in a group filed under both labels (the same image as benign and as malignant) are left
-out and listed. Threshold 0.5 on the sigmoid of the logit (no tuning on test folds).
+out and listed. Threshold 0.5 on the sigmoid of the logit (no tuning on test folds). With ``--set
+val_fraction=0.15`` each training fold keeps a stratified, group-whole validation part: the epoch with the lowest
+validation loss is kept (instead of the last), and ``--set threshold_rule=sensitivity:0.9`` (or ``youden``) also
+chooses each fold's decision threshold on that part; the table then has a second row of ours at those thresholds
+beside the rows at 0.5 (AUC does not depend on the threshold).
 
 Arms: ``multitask_w{w}`` for every loss weight of the sweep (the paper's point: w trades specificity for
 sensitivity) and ``cls_only_w{w}`` (no decoder) at the main weight: does segmentation help? Every arm uses the same
@@ -65,7 +69,11 @@ class EmtConfig(ExperimentConfig):
     n_boot: int = 1000
     latency_runs: int = 20
     external_data: str | None = None  # --external-data: a second benign/malignant set in the BUSI layout
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data",)
+    # a validation part of each training fold (fraction of it; stratified, groups whole): best validation loss kept
+    val_fraction: float | None = None
+    # a decision threshold chosen per fold on that validation part: "youden" or "sensitivity:X" (needs val_fraction)
+    threshold_rule: str | None = None
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "val_fraction", "threshold_rule")
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("sweep", "ablation")  # pos_weight also names arms; kept in
 
 
@@ -77,7 +85,10 @@ PROFILES = {
     # from scratch on 2 cores: 20-30 min per arm on 2 idle cores, about 2.5 h for the five (measured, 2026-11-25)
     "cpu": EmtConfig(profile="cpu", stages=(Stage("train", epochs=30, batch_size=16, learning_rate=1e-3,
                                                   image_size=128, cosine_alpha=0.05),),
-                     width=0.5, decoder_filters=(64, 32, 16, 16), bn_momentum=0.9),
+                     width=0.5, decoder_filters=(64, 32, 16, 16), bn_momentum=0.9,
+                     # model selection and the threshold on a validation part of each training fold (issue 14:
+                     # the run of 73f8382 kept the last epoch, monitored the training loss and cut at 0.5)
+                     val_fraction=0.15, threshold_rule="sensitivity:0.9"),
     "paper": EmtConfig(profile="paper", weights="imagenet"),
 }
 
@@ -174,9 +185,9 @@ def _model(ctx, segmentation, w, n_images):
 def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     """Cross-validate one arm: out-of-fold probabilities and masks for every image, metrics per fold and pooled."""
     from medattn.backbones import preprocess_fn, preprocessing_for
-    from medattn.datasets import kfold_split
+    from medattn.datasets import holdout_split, kfold_split
     from medattn.datasets.pipeline import array_dataset
-    from medattn.evaluation import bootstrap_ci, classification_metrics, segmentation_summary
+    from medattn.evaluation import bootstrap_ci, choose_threshold, classification_metrics, segmentation_summary
     from medattn.evaluation.cost import forward_flops, latency_ms
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("train")
@@ -187,12 +198,23 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     prob = np.zeros(len(y))
     pred_mask = np.zeros_like(masks)
     per_fold = []
+    hard = np.zeros(len(y), bool)  # decisions at each fold's validation-chosen threshold (threshold_rule)
+    thresholds, val_sizes, best_epochs = [], [], []
     ext = data.get("external")
     ext_prob = np.zeros(len(ext["y"])) if ext else None
     ext_mask = np.zeros(ext["mask"].shape, np.float32) if ext else None
     aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
     for f, fold in enumerate(kfold_split(y, data["groups"], cfg.folds, seed=run.seed)):
         tr, te = fold["train"], fold["test"]
+        va, val = None, None
+        if cfg.val_fraction:  # a validation part of the training fold, groups whole, stratified
+            inner = holdout_split(y[tr], data["groups"][tr], (1 - cfg.val_fraction, cfg.val_fraction, 0.0),
+                                  seed=run.seed * 100 + f)
+            tr, va = tr[inner["train"]], tr[inner["val"]]
+            val_sizes.append(int(len(va)))
+            val = (array_dataset(x[va], None, stage.batch_size, masks=masks[va], labels=y[va].astype("float32"),
+                                 preprocess=pre) if segmentation else
+                   array_dataset(x[va], y[va].astype("float32"), stage.batch_size, preprocess=pre))
         ctx.seed(run.seed * 100 + f)
         model = _model(ctx, segmentation, w, len(tr))
         if segmentation:
@@ -203,16 +225,26 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
             def train(e, tr=tr):
                 return array_dataset(x[tr], y[tr].astype("float32"), stage.batch_size, shuffle=True,
                                      seed=run.seed, epoch=e, augment={**aug, "brightness": 0.0}, preprocess=pre)
-        ctx.fit(model, train, stage, ctx.run_dir(run) / f"fold{f}", label=f"{run.arm} s{run.seed} fold {f + 1}/"
-                f"{cfg.folds}", monitor="loss", mode="min")
+        res = ctx.fit(model, train, stage, ctx.run_dir(run) / f"fold{f}", label=f"{run.arm} s{run.seed} fold "
+                      f"{f + 1}/{cfg.folds}", validation_data=val, monitor="val_loss" if val is not None else "loss", mode="min")
+        best_epochs.append(res.get("best_epoch"))
+        threshold = 0.5
+        if cfg.threshold_rule:
+            vo = ctx.predict(model, np.asarray(pre(x[va])), 32)
+            vl = vo["label"] if isinstance(vo, dict) else vo
+            threshold = choose_threshold(y[va], 1 / (1 + np.exp(-np.asarray(vl, dtype=np.float64)[:, 0])),
+                                         cfg.threshold_rule)
+            thresholds.append(threshold)
         out = ctx.predict(model, np.asarray(pre(x[te])), 32)
         ctx.save_model(model, run, f"fold{f}", kind="multitask" if segmentation else "classifier",
                        input_size=stage.image_size, preprocessing=preprocessing_for(cfg.backbone, None if cfg.weights
                                                                                   == "none" else cfg.weights),
-                       class_names=list(CLASSES), output="logit of malignant (sigmoid > threshold)", threshold=0.5,
+                       class_names=list(CLASSES), output="logit of malignant (sigmoid > threshold)",
+                       threshold=threshold, threshold_rule=cfg.threshold_rule or "fixed 0.5",
                        mc_dropout=False, fold=f, n_test=int(len(te)))
         logit = out["label"] if isinstance(out, dict) else out
         prob[te] = 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)[:, 0]))
+        hard[te] = prob[te] > threshold
         if segmentation:
             pred_mask[te] = out["mask"]
         if ext:  # the ensemble of the fold models: mean probability and mean mask over folds
@@ -239,6 +271,19 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
                                          seed=run.seed)[1:]
     row["specificity_ci"] = bootstrap_ci(lambda p: np.mean(p <= 0.5), prob[neg], n_boot=cfg.n_boot,
                                          seed=run.seed)[1:]
+    if cfg.val_fraction:
+        row.update(val_fraction=cfg.val_fraction, val_n=val_sizes, best_epochs=best_epochs)
+    if cfg.threshold_rule:  # the same out-of-fold predictions, each fold at its validation-chosen threshold
+        mt = classification_metrics(y, p2, y_pred=hard.astype(int), class_names=CLASSES)
+        row.update(threshold_rule=cfg.threshold_rule, thresholds=thresholds)
+        for k in ("accuracy", "sensitivity", "specificity", "f1_pos"):
+            row[f"{k}_tuned"] = mt[k]
+        h = hard.astype(float)
+        row["accuracy_tuned_ci"] = bootstrap_ci(lambda t, d: np.mean(t == (d > 0.5)), y, h, n_boot=cfg.n_boot,
+                                                seed=run.seed)[1:]
+        row["sensitivity_tuned_ci"] = bootstrap_ci(np.mean, h[pos], n_boot=cfg.n_boot, seed=run.seed)[1:]
+        row["specificity_tuned_ci"] = bootstrap_ci(lambda d: np.mean(d < 0.5), h[neg], n_boot=cfg.n_boot,
+                                                   seed=run.seed)[1:]
     if segmentation:
         seg = segmentation_summary(masks, pred_mask)
         row["dice_lesion"] = seg["dice_lesion"]
@@ -254,9 +299,14 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     row["forward_gflop"] = forward_flops(model, shape) / 1e9
     row.update({f"latency_{k}": v for k, v in latency_ms(model, shape, runs=cfg.latency_runs).items()})
     names = np.array([r.name for r in data["recs"]])
-    np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y, prob=prob)
+    np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y, prob=prob,
+             **({"pred_tuned": hard.astype(np.int8)} if cfg.threshold_rule else {}))
     ctx.log(f"{run.arm} seed {run.seed}{ctx.mark}: accuracy {row['accuracy']:.4f} sensitivity "
-            f"{row['sensitivity']:.4f} specificity {row['specificity']:.4f} AUC {row['roc_auc']:.4f}")
+            f"{row['sensitivity']:.4f} specificity {row['specificity']:.4f} AUC {row['roc_auc']:.4f}"
+            + (f"; at thresholds from validation ({cfg.threshold_rule}: "
+               f"{', '.join(f'{t:.3f}' for t in thresholds)}): accuracy {row['accuracy_tuned']:.4f} sensitivity "
+               f"{row['sensitivity_tuned']:.4f} specificity {row['specificity_tuned']:.4f}"
+               if cfg.threshold_rule else ""))
     if segmentation and run.seed == cfg.seeds[0] and run.arm == f"multitask_w{cfg.pos_weight:g}":
         from medattn.evaluation.plots import plot_segmentation_overlays
 
@@ -322,6 +372,14 @@ def report(ctx, rows, final: bool) -> None:
             src[k] = (v, *ci) if ci else (v,)
         src["latency_s"] = (rs[0]["latency_median_ms"] / 1e3,)
         sources[f"ours ({cfg.profile}): {arm}{ctx.mark}"] = src
+        if "accuracy_tuned" in rs[0]:
+            tuned = {}
+            for k in ("accuracy", "sensitivity", "specificity", "f1_pos"):
+                v = float(np.mean([r[f"{k}_tuned"] for r in rs]))
+                ci = rs[0].get(f"{k}_tuned_ci") if len(rs) == 1 else None
+                tuned[k] = (v, *ci) if ci else (v,)
+            sources[f"ours ({cfg.profile}): {arm}, thresholds from validation ({rs[0]['threshold_rule']})"
+                    f"{ctx.mark}"] = tuned
         if "external_n" in rs[0]:
             ext = {}
             for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "dice_lesion"):
@@ -337,15 +395,24 @@ def report(ctx, rows, final: bool) -> None:
                 title=f"EMT-Net: paper vs ours ({cfg.profile} profile){ctx.mark}",
                 description=f"BUSI benign vs malignant (malignant positive), {cfg.folds}-fold cross-validation with "
                             "near-duplicate groups inside one fold; metrics on the pooled out-of-fold predictions "
-                            "at threshold 0.5; brackets: 95 % bootstrap over images. Latency: median seconds per "
+                            "at threshold 0.5; brackets: 95 % bootstrap over images. "
+                            + (f"Each training fold kept {cfg.val_fraction:g} of its images (stratified, groups "
+                               "whole) as validation data; the epoch with the lowest validation loss was kept. "
+                               if cfg.val_fraction else "")
+                            + ("Rows 'thresholds from validation': each fold's decision threshold was chosen on its "
+                               f"validation part ({cfg.threshold_rule}), never on the test fold. "
+                               if cfg.threshold_rule else "")
+                            + "Latency: median seconds per "
                             "image at batch 1 on this machine's CPU (the paper: 0.35 s on a virtual mobile device). "
                             "The re-evaluation row is the same group's later 5-fold result on BUSI+BUSIS."
                             + (" External rows: the mean probability (and mask) of the fold models on a second "
                                "dataset never trained on." if any("external_n" in r for r in rows) else "")
                             + (f" Left out: {'; '.join(ctx.skipped)}." if ctx.skipped else ""))
-    sweep = [{k: r.get(k) for k in ("arm", "seed", "pos_weight", "segmentation", "accuracy", "sensitivity",
-                                    "specificity", "roc_auc", "sensitivity_fold_mean", "sensitivity_fold_sd",
-                                    "specificity_fold_mean", "specificity_fold_sd")} for r in rows]
+    keys = ("arm", "seed", "pos_weight", "segmentation", "accuracy", "sensitivity", "specificity", "roc_auc",
+            "sensitivity_fold_mean", "sensitivity_fold_sd", "specificity_fold_mean", "specificity_fold_sd")
+    if any("accuracy_tuned" in r for r in rows):
+        keys += ("accuracy_tuned", "sensitivity_tuned", "specificity_tuned")
+    sweep = [{k: r.get(k) for k in keys} for r in rows]
     write_table(ctx.out, "sweep", sweep, title=f"EMT-Net: loss weight w vs sensitivity and specificity{ctx.mark}",
                 meta=meta)
     write_table(ctx.out, "runs", flat_rows(rows), title=f"EMT-Net: every run{ctx.mark}", meta=meta)
@@ -430,6 +497,19 @@ def _check(cfg) -> None:
         raise UserError(f"folds must be >= 2, got {cfg.folds}")
     if not cfg.sweep or min(cfg.sweep) <= 0 or cfg.pos_weight <= 0:
         raise UserError("loss weights (sweep, pos_weight) must be > 0")
+    if cfg.val_fraction is not None and not 0 < cfg.val_fraction < 0.5:
+        raise UserError(f"val_fraction must be between 0 and 0.5 (a part of each training fold), got "
+                        f"{cfg.val_fraction}")
+    if cfg.threshold_rule is not None:
+        from medattn.evaluation.classification import parse_threshold_rule
+
+        try:
+            parse_threshold_rule(cfg.threshold_rule)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        if not cfg.val_fraction:
+            raise UserError(f"threshold_rule={cfg.threshold_rule} chooses thresholds on validation data: also set "
+                            "val_fraction (e.g. --set val_fraction=0.15); the test folds are never used for it")
 
 
 REPRODUCTION = Reproduction(

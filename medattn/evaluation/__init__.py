@@ -3,6 +3,7 @@
 from .classification import (
     as_probabilities,
     binary_metrics_from_confusion,
+    choose_threshold,
     classification_metrics,
     confusion_matrix,
     expected_calibration_error,
@@ -17,6 +18,7 @@ __all__ = [
     "as_probabilities",
     "binary_metrics_from_confusion",
     "bootstrap_ci",
+    "choose_threshold",
     "classification_metrics",
     "mcnemar_exact",
     "comparison_rows",

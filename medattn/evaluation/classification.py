@@ -30,6 +30,8 @@ __all__ = [
     "expected_calibration_error",
     "reliability_bins",
     "as_probabilities",
+    "choose_threshold",
+    "parse_threshold_rule",
 ]
 
 
@@ -220,3 +222,52 @@ def expected_calibration_error(y_true, y_prob, n_bins: int = 15) -> float:
     used = bins["count"] > 0
     gap = np.abs(bins["accuracy"][used] - bins["confidence"][used])
     return float(np.sum(bins["count"][used] / n * gap))
+
+
+def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
+    """``"youden"`` -> ``("youden", None)``; ``"sensitivity:0.9"`` -> ``("sensitivity", 0.9)``; anything else
+    raises ValueError with the accepted forms."""
+    r = str(rule).strip().lower()
+    if r == "youden":
+        return "youden", None
+    name, _, value = r.partition(":")
+    if name == "sensitivity" and value:
+        try:
+            target = float(value)
+        except ValueError:
+            target = None
+        if target is not None and 0 < target <= 1:
+            return "sensitivity", target
+    raise ValueError(f"threshold rule {rule!r}: expected 'youden' or 'sensitivity:X' with 0 < X <= 1 "
+                     "(e.g. sensitivity:0.9)")
+
+
+def choose_threshold(y_true, prob, rule: str) -> float:
+    """A decision threshold for a binary score ``prob`` (positive when ``prob > threshold``), chosen on labelled
+    data (a validation set, never the test set) by ``rule``:
+
+    * ``"youden"``: maximises sensitivity + specificity - 1 (ties: the threshold nearest 0.5);
+    * ``"sensitivity:X"``: the highest threshold whose sensitivity on these data is at least X.
+
+    Thresholds are midpoints between consecutive distinct scores (so a score on the data never sits on the
+    threshold). Raises ValueError when the data lack either class."""
+    kind, target = parse_threshold_rule(rule)
+    t = np.asarray(y_true).astype(int).ravel()
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    if len(t) != len(p):
+        raise ValueError(f"y_true has {len(t)} cases but prob has {len(p)}")
+    pos, neg = t == 1, t == 0
+    if not pos.any() or not neg.any():
+        raise ValueError(f"choosing a threshold needs both classes; got {int(pos.sum())} positive and "
+                         f"{int(neg.sum())} negative cases")
+    u = np.unique(p)
+    cand = np.concatenate([[u[0] - 1e-6], (u[:-1] + u[1:]) / 2, [u[-1] + 1e-6]]) if len(u) > 1 else \
+        np.array([u[0] - 1e-6, u[0] + 1e-6])
+    sens = np.array([np.mean(p[pos] > c) for c in cand])
+    spec = np.array([np.mean(p[neg] <= c) for c in cand])
+    if kind == "youden":
+        j = sens + spec - 1
+        best = np.flatnonzero(np.isclose(j, j.max()))
+        return float(cand[best[np.argmin(np.abs(cand[best] - 0.5))]])
+    ok = np.flatnonzero(sens >= target - 1e-12)
+    return float(cand[ok].max())

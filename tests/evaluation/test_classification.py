@@ -108,3 +108,26 @@ def test_macro_f1_matches_classification_metrics_and_sklearn():
         ref = classification_metrics(t, prob, n_classes=3)["f1_macro"]
         assert macro_f1(t, prob, 3) == pytest.approx(ref, abs=1e-12)
         assert macro_f1(t, prob.argmax(1), 3) == pytest.approx(ref, abs=1e-12)
+
+
+def test_choose_threshold_rules_on_validation_scores():
+    import numpy as np
+    import pytest
+
+    from medattn.evaluation import choose_threshold
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.7, 0.25, 0.4, 0.6, 0.8, 0.9, 0.95])
+    t = choose_threshold(y, p, "sensitivity:0.9")  # 9 of 10 positives would need > 0.9 * 6 -> 6 of 6: all
+    assert np.mean(p[y == 1] > t) >= 0.9 and t < 0.25 and t > 0.2
+    t = choose_threshold(y, p, "sensitivity:0.5")  # the highest threshold keeping 3 of 6 positives
+    assert np.mean(p[y == 1] > t) == 0.5 and 0.7 < t < 0.8
+    t = choose_threshold(y, p, "youden")  # between 0.3 and 0.4: sensitivity 5/6, specificity 3/4
+    assert 0.3 < t < 0.4
+    assert not np.any(np.isclose(p, t))
+    with pytest.raises(ValueError, match="both classes"):
+        choose_threshold(np.ones(4), p[:4], "youden")
+    with pytest.raises(ValueError, match="sensitivity:X"):
+        choose_threshold(y, p, "sensitivity:1.5")
+    with pytest.raises(ValueError, match="youden"):
+        choose_threshold(y, p, "f1")

@@ -55,3 +55,41 @@ def test_smoke_on_benign_malignant_phantoms_end_to_end(tmp_path):
 
     pred = np.load(out / "predictions" / "multitask_w2_s0.npz")
     assert len(pred["names"]) == 18 and pred["prob"].min() >= 0 and pred["prob"].max() <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
+    """``val_fraction`` keeps a validation part of each training fold (best validation loss kept) and
+    ``threshold_rule`` chooses each fold's threshold on it: the fold models' cards carry those thresholds, the
+    saved decisions are the test probabilities above their fold's threshold, and the table gets the second row.
+    A rule without a validation part is refused before anything runs."""
+    import numpy as np
+
+    from medattn.datasets.phantom import make_phantom_busi
+
+    data = make_phantom_busi(tmp_path / "busi", counts=(10, 8, 3), seed=5)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    base = [sys.executable, str(REPO / "reproductions" / "emtnet.py"), "--profile", "smoke", "--data-dir", str(data),
+            "--runs-dir", str(tmp_path / "runs"), "--set", "ablation=false", "--set", "threshold_rule=sensitivity:0.9"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "refused")], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path, env=env)
+    assert r.returncode != 0 and "also set val_fraction" in r.stderr and not (tmp_path / "refused").exists()
+    out = tmp_path / "out"
+    r = subprocess.run(base + ["--set", "val_fraction=0.25", "--out", str(out)], capture_output=True, text=True,
+                       timeout=600, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = json.loads((out / "runs.json").read_text())["rows"][0]
+    thresholds, val_n = json.loads(row["thresholds"]), json.loads(row["val_n"])
+    assert len(thresholds) == len(val_n) == 2 and all(n >= 2 for n in val_n)
+    cards = [json.loads((tmp_path / "runs" / "emtnet-smoke" / "multitask_w2_s0" / "models" / f"fold{f}.json")
+                        .read_text()) for f in (0, 1)]
+    assert [c["threshold"] for c in cards] == thresholds and cards[0]["threshold_rule"] == "sensitivity:0.9"
+    pred = np.load(out / "predictions" / "multitask_w2_s0.npz")
+    tuned, prob, y = pred["pred_tuned"].astype(bool), pred["prob"], pred["y_true"]
+    assert all(np.any(tuned == (prob > t)) for t in thresholds)
+    assert np.all((prob > max(thresholds))[~tuned] == False) and np.all((prob > min(thresholds))[tuned])  # noqa: E712
+    assert row["sensitivity_tuned"] == np.mean(tuned[y == 1]) and row["accuracy_tuned"] == np.mean(tuned == (y == 1))
+    sources = {x["source"] for x in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert "ours (smoke): multitask_w2, thresholds from validation (sensitivity:0.9)" in sources
+    assert json.loads((out / "config.json").read_text())["val_fraction"] == 0.25
