@@ -110,6 +110,7 @@ class Context:
         from .reuse import ModelPool
 
         self.pool = ModelPool()
+        self.resumed_stages: list[str] = []  # stages of the current run that continued from a checkpoint
 
     # labels ---------------------------------------------------------------------------------------------------
     @property
@@ -203,10 +204,13 @@ class Context:
         epochs = 1 if self.dry_run else stage.epochs
         steps = 2 if self.dry_run else kwargs.pop("steps_per_epoch", None)
         kwargs.pop("steps_per_epoch", None)
-        return fit(model, data, epochs=epochs, ckpt_dir=ckpt, resume=self.cfg.resume, patience=stage.patience,
-                   verbose=self.cfg.verbose, strategy=self.strategy, batch_size=stage.batch_size,
-                   tensorboard=self.cfg.tensorboard, label=f"{self.repro.name} {label}", steps_per_epoch=steps,
-                   **kwargs)
+        res = fit(model, data, epochs=epochs, ckpt_dir=ckpt, resume=self.cfg.resume, patience=stage.patience,
+                  verbose=self.cfg.verbose, strategy=self.strategy, batch_size=stage.batch_size,
+                  tensorboard=self.cfg.tensorboard, label=f"{self.repro.name} {label}", steps_per_epoch=steps,
+                  **kwargs)
+        if res.get("resumed_from"):  # the row's wall time then covers only this process's part
+            self.resumed_stages.append(f"{label}: after epoch {res['resumed_from']}")
+        return res
 
     def handful(self, records, per_class: int):
         """In a dry run, the first ``per_class`` records of each class; otherwise all of them."""
@@ -519,9 +523,12 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         ctx.log(f"run {i}/{len(plan)}: {spec.arm} seed {spec.seed} ({cfg.profile} profile{ctx.mark})")
         ctx.prepare_run_dir(spec)
         t0 = time.time()
+        ctx.resumed_stages = []
         row = repro.run_one(ctx, spec, data)
         row = {"arm": spec.arm, "seed": spec.seed, **row, "profile": cfg.profile,
-               "wall_time_s": round(time.time() - t0, 1), "git_commit": ctx.recorder.meta["git_commit"],
+               "wall_time_s": round(time.time() - t0, 1),
+               **({"resumed_stages": list(ctx.resumed_stages)} if ctx.resumed_stages else {}),
+               "git_commit": ctx.recorder.meta["git_commit"],
                "synthetic": ctx.synthetic, "dry_run": ctx.dry_run, "identity": ident}
         rows.append(row)
         _append_row(rows_path, row)

@@ -28,6 +28,7 @@ PROFILES = {
 }
 CALLS = []
 CRASH: set = set()
+CRASH_AFTER_FIT: set = set()
 
 
 def _load(ctx):
@@ -57,6 +58,8 @@ def _run_one(ctx, run, data):
     res = ctx.fit(model, lambda e: toy_dataset(x, y, stage.batch_size, run.seed, e), stage,
                   ctx.run_dir(run) / "train", label=f"{run.arm} s{run.seed}", validation_data=data["val"],
                   steps_per_epoch=None)
+    if run.arm in CRASH_AFTER_FIT:  # killed after its checkpoints were written, before its row
+        raise KeyboardInterrupt
     prob = ctx.predict(model, data["val"][0])
     acc = float(np.mean(prob.argmax(1) == data["val"][1]))
     return {"accuracy": acc, "epochs_trained": len(res["history"]), "nan_metric": float("nan")}
@@ -189,6 +192,23 @@ def test_killed_process_still_counts_in_run_json(tmp_path, data, monkeypatch):
     assert run["complete"] is True and len(run["processes"]) == 2
     assert run["processes"][0]["wall_time_s"] == first["processes"][0]["wall_time_s"]
     assert run["wall_time_s"] == pytest.approx(sum(p["wall_time_s"] for p in run["processes"]), abs=0.2)
+
+
+def test_a_row_finished_from_checkpoints_names_its_resumed_stages(tmp_path, data):
+    """A run killed after training and resumed: its row says which stages continued from a checkpoint (its wall time
+    is then only the resuming process's part); a run made in one go has no such field."""
+    repro = _repro(tmp_path)
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
+    CRASH_AFTER_FIT.add("b")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_main(repro, base)
+    finally:
+        CRASH_AFTER_FIT.clear()
+    assert run_main(repro, base + ["--resume"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "toy-smoke" / "results" / "runs.jsonl").open()]
+    assert [r["arm"] for r in rows] == ["a", "b"]
+    assert "resumed_stages" not in rows[0] and rows[1]["resumed_stages"] == ["b s0: after epoch 2"]
 
 
 def test_checkpoints_resume_by_identity_not_by_arm(tmp_path, data):
