@@ -200,6 +200,7 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     per_fold = []
     hard = np.zeros(len(y), bool)  # decisions at each fold's validation-chosen threshold (threshold_rule)
     thresholds, val_sizes, best_epochs = [], [], []
+    val_idx, val_prob, best_val_loss = [], [], []  # each fold's validation part and its model's scores on it
     ext = data.get("external")
     ext_prob = np.zeros(len(ext["y"])) if ext else None
     ext_mask = np.zeros(ext["mask"].shape, np.float32) if ext else None
@@ -229,12 +230,16 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
                       f"{f + 1}/{cfg.folds}", validation_data=val, monitor="val_loss" if val is not None else "loss", mode="min")
         best_epochs.append(res.get("best_epoch"))
         threshold = 0.5
-        if cfg.threshold_rule:
+        if va is not None:  # validation scores: the threshold, and the figures settings are chosen by
             vo = ctx.predict(model, np.asarray(pre(x[va])), 32)
             vl = vo["label"] if isinstance(vo, dict) else vo
-            threshold = choose_threshold(y[va], 1 / (1 + np.exp(-np.asarray(vl, dtype=np.float64)[:, 0])),
-                                         cfg.threshold_rule)
-            thresholds.append(threshold)
+            vp = 1 / (1 + np.exp(-np.asarray(vl, dtype=np.float64)[:, 0]))
+            val_idx.append(va)
+            val_prob.append(vp)
+            best_val_loss.append(res.get("best_value"))
+            if cfg.threshold_rule:
+                threshold = choose_threshold(y[va], vp, cfg.threshold_rule)
+                thresholds.append(threshold)
         out = ctx.predict(model, np.asarray(pre(x[te])), 32)
         ctx.save_model(model, run, f"fold{f}", kind="multitask" if segmentation else "classifier",
                        input_size=stage.image_size, preprocessing=preprocessing_for(cfg.backbone, None if cfg.weights
@@ -272,7 +277,15 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     row["specificity_ci"] = bootstrap_ci(lambda p: np.mean(p <= 0.5), prob[neg], n_boot=cfg.n_boot,
                                          seed=run.seed)[1:]
     if cfg.val_fraction:
-        row.update(val_fraction=cfg.val_fraction, val_n=val_sizes, best_epochs=best_epochs)
+        from sklearn.metrics import roc_auc_score
+
+        vy, vp = y[np.concatenate(val_idx)], np.concatenate(val_prob)
+        # what settings are chosen by (never the test folds): AUC over the pooled validation parts, each scored by
+        # its own fold's model, and the mean of the folds' best validation losses
+        row.update(val_fraction=cfg.val_fraction, val_n=val_sizes, best_epochs=best_epochs,
+                   val_roc_auc=float(roc_auc_score(vy, vp)) if 0 < vy.sum() < len(vy) else float("nan"),
+                   val_loss_mean=float(np.mean([v for v in best_val_loss if v is not None]))
+                   if any(v is not None for v in best_val_loss) else float("nan"))
     if cfg.threshold_rule:  # the same out-of-fold predictions, each fold at its validation-chosen threshold
         mt = classification_metrics(y, p2, y_pred=hard.astype(int), class_names=CLASSES)
         row.update(threshold_rule=cfg.threshold_rule, thresholds=thresholds)

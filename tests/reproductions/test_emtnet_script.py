@@ -93,3 +93,4 @@ def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
     sources = {x["source"] for x in json.loads((out / "comparison.json").read_text())["rows"]}
     assert "ours (smoke): multitask_w2, thresholds from validation (sensitivity:0.9)" in sources
     assert json.loads((out / "config.json").read_text())["val_fraction"] == 0.25
+    assert 0 <= row["val_roc_auc"] <= 1 and row["val_loss_mean"] > 0  # what settings are chosen by
