@@ -169,19 +169,26 @@ def test_audit_rule_enters_identity_and_run_json(tmp_path, data, capsys):
     assert run["audit_rule"].startswith("phash<=6 | ")
 
 
+def _killed_in_arm_b(repro, tmp_path, data, when: set) -> list[str]:
+    """Run the smoke profile until arm b is killed (``when``: CRASH, before it trains; CRASH_AFTER_FIT, after its
+    checkpoints); returns the command line to resume it with."""
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
+    when.add("b")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_main(repro, base)
+    finally:
+        when.clear()
+    return base
+
+
 def test_killed_process_still_counts_in_run_json(tmp_path, data, monkeypatch):
     """run.json is rewritten while training, so the time of a process that dies counts when --resume finishes."""
     from medattn.training import reproduction
 
     monkeypatch.setattr(reproduction, "HEARTBEAT_S", 0.05)
     repro = _repro(tmp_path)
-    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
-    CRASH.add("b")
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_main(repro, base)
-    finally:
-        CRASH.clear()
+    base = _killed_in_arm_b(repro, tmp_path, data, CRASH)
     out = tmp_path / "runs" / "toy-smoke" / "results"
     first = json.loads((out / "run.json").read_text())
     assert first["complete"] is False and len(first["processes"]) == 1 and first["wall_time_s"] >= 0.2
@@ -198,13 +205,7 @@ def test_a_row_finished_from_checkpoints_names_its_resumed_stages(tmp_path, data
     """A run killed after training and resumed: its row says which stages continued from a checkpoint (its wall time
     is then only the resuming process's part); a run made in one go has no such field."""
     repro = _repro(tmp_path)
-    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
-    CRASH_AFTER_FIT.add("b")
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_main(repro, base)
-    finally:
-        CRASH_AFTER_FIT.clear()
+    base = _killed_in_arm_b(repro, tmp_path, data, CRASH_AFTER_FIT)
     assert run_main(repro, base + ["--resume"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "runs" / "toy-smoke" / "results" / "runs.jsonl").open()]
     assert [r["arm"] for r in rows] == ["a", "b"]
