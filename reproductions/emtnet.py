@@ -419,7 +419,7 @@ def report(ctx, rows, final: bool) -> None:
                             "image at batch 1 on this machine's CPU (the paper: 0.35 s on a virtual mobile device). "
                             "The re-evaluation row is the same group's later 5-fold result on BUSI+BUSIS."
                             + (" External rows: the mean probability (and mask) of the fold models on a second "
-                               "dataset never trained on." if any("external_n" in r for r in rows) else "")
+                               "dataset never trained on, at threshold 0.5." if any("external_n" in r for r in rows) else "")
                             + (f" Left out: {'; '.join(ctx.skipped)}." if ctx.skipped else ""))
     keys = ("arm", "seed", "pos_weight", "segmentation", "accuracy", "sensitivity", "specificity", "roc_auc",
             "sensitivity_fold_mean", "sensitivity_fold_sd", "specificity_fold_mean", "specificity_fold_sd")
