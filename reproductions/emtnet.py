@@ -1,7 +1,7 @@
 """Reproduce EMT-Net (ISBI 2022, arXiv 2201.04795): multitask benign/malignant classification + segmentation on BUSI.
 
     python reproductions/emtnet.py --profile smoke --data-dir PATH/busi    # seconds: end-to-end check
-    python reproductions/emtnet.py --profile cpu --data-dir PATH/busi --resume   # our CPU protocol (~2.5 h, resumable)
+    python reproductions/emtnet.py --profile cpu --data-dir PATH/busi --resume   # our CPU protocol (~1.7 h, resumable)
     python reproductions/emtnet.py --profile cpu --data-dir PATH/busi --external-data PATH/other   # + external rows
     python reproductions/emtnet.py --profile paper --data-dir PATH/busi --weights imagenet   # GPU, online
     python reproductions/emtnet.py --profile paper --dry-run --data-dir PATH/busi           # proves it runs
