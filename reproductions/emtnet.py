@@ -82,7 +82,7 @@ PROFILES = {
                                                       image_size=64),),
                        width=0.35, decoder_filters=(16, 16, 8, 8), folds=2, sweep=(2.0,), n_boot=50,
                        latency_runs=3, bn_momentum=0.9, verbose=0),
-    # from scratch on 2 cores: 20-30 min per arm on 2 idle cores, about 2.5 h for the five (measured, 2026-11-25)
+    # from scratch on 2 cores: 12-34 min per arm, 102 min for the five (EPYC, float32, measured 2026-12-02)
     "cpu": EmtConfig(profile="cpu", stages=(Stage("train", epochs=30, batch_size=16, learning_rate=1e-3,
                                                   image_size=128, cosine_alpha=0.05),),
                      width=0.5, decoder_filters=(64, 32, 16, 16), bn_momentum=0.9,
