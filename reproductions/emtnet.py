@@ -182,6 +182,12 @@ def _model(ctx, segmentation, w, n_images):
     return ctx.build(builder, stage, n_images, cls_loss, reuse=("cls_only", w))
 
 
+def _malignancy_prob(out) -> np.ndarray:
+    """P(malignant) from a model's prediction: the sigmoid of the label logit (multitask models return a dict)."""
+    logit = out["label"] if isinstance(out, dict) else out
+    return 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)[:, 0]))
+
+
 def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     """Cross-validate one arm: out-of-fold probabilities and masks for every image, metrics per fold and pooled."""
     from medattn.backbones import preprocess_fn, preprocessing_for
@@ -231,9 +237,7 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
         best_epochs.append(res.get("best_epoch"))
         threshold = 0.5
         if va is not None:  # validation scores: the threshold, and the figures settings are chosen by
-            vo = ctx.predict(model, np.asarray(pre(x[va])), 32)
-            vl = vo["label"] if isinstance(vo, dict) else vo
-            vp = 1 / (1 + np.exp(-np.asarray(vl, dtype=np.float64)[:, 0]))
+            vp = _malignancy_prob(ctx.predict(model, np.asarray(pre(x[va])), 32))
             val_idx.append(va)
             val_prob.append(vp)
             best_val_loss.append(res.get("best_value"))
@@ -247,15 +251,13 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
                        class_names=list(CLASSES), output="logit of malignant (sigmoid > threshold)",
                        threshold=threshold, threshold_rule=cfg.threshold_rule or "fixed 0.5",
                        mc_dropout=False, fold=f, n_test=int(len(te)))
-        logit = out["label"] if isinstance(out, dict) else out
-        prob[te] = 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)[:, 0]))
+        prob[te] = _malignancy_prob(out)
         hard[te] = prob[te] > threshold
         if segmentation:
             pred_mask[te] = out["mask"]
         if ext:  # the ensemble of the fold models: mean probability and mean mask over folds
             eo = ctx.predict(model, np.asarray(pre(ext["x"])), 32)
-            el = eo["label"] if isinstance(eo, dict) else eo
-            ext_prob += 1 / (1 + np.exp(-np.asarray(el, dtype=np.float64)[:, 0])) / cfg.folds
+            ext_prob += _malignancy_prob(eo) / cfg.folds
             if segmentation:
                 ext_mask += np.asarray(eo["mask"], dtype=ext_mask.dtype) / cfg.folds
         m = classification_metrics(y[te], np.stack([1 - prob[te], prob[te]], 1), class_names=CLASSES)
