@@ -288,6 +288,9 @@ def fit(
         logs = {"epoch": epoch + 1, **logs, "time_s": round(time.time() - t0, 3)}
         history.append(logs)
         value = logs.get(monitor, None)
+        if value is None and validation_data is not None:  # a misspelt monitor would silently keep the last epoch
+            raise ValueError(f"[{label}] monitor {monitor!r} is not among this model's logs "
+                             f"({', '.join(k for k in logs if k not in ('epoch', 'time_s'))})")
         improved = value is None or (value < best_value if mode == "min" else value > best_value)
         if value is not None and np.isnan(value):
             improved = False

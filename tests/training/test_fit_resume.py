@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from medattn.training import fit, set_seed
 from tests.training._toy import toy_data, toy_dataset, toy_model
@@ -138,3 +139,16 @@ def test_atomic_write_from_two_processes_at_once(tmp_path):
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
     assert path.read_text() == "299\n" and not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_monitor_missing_from_the_logs_is_refused_when_there_is_validation_data(tmp_path):
+    """Without this check a misspelt monitor (``val_auc`` for ``val_label_auc``) kept the last epoch silently."""
+    set_seed(0)
+    x, y = toy_data(32)
+    with pytest.raises(ValueError, match=r"monitor 'val_auc' is not among .*val_accuracy"):
+        fit(toy_model(), lambda e: toy_dataset(x, y, 8, 0, e), epochs=2, ckpt_dir=tmp_path, validation_data=(x, y),
+            monitor="val_auc", mode="max", verbose=0)
+    # without validation data a missing monitor still means "the last epoch is the best", as documented
+    res = fit(toy_model(), lambda e: toy_dataset(x, y, 8, 0, e), epochs=2, ckpt_dir=tmp_path / "b",
+              monitor="val_loss", verbose=0)
+    assert res["best_epoch"] == 2
