@@ -13,8 +13,8 @@ excluded, as in the paper's task); the audit's near-duplicate groups stay inside
 cross-validation; images in a group filed under both labels (the same image as benign and as malignant) are left
 out and listed. Threshold 0.5 on the sigmoid of the logit (no tuning on test folds). With ``--set
 val_fraction=0.15`` each training fold keeps a stratified, group-whole validation part: the epoch with the lowest
-validation loss is kept (instead of the last), and ``--set threshold_rule=sensitivity:0.9`` (or ``youden``) also
-chooses each fold's decision threshold on that part; the table then has a second row of ours at those thresholds
+validation loss is kept (instead of the last; ``--set select_on=val_auc``: the highest validation AUC of the
+classification output), and ``--set threshold_rule=sensitivity:0.9`` (or ``youden``) also chooses each fold's decision threshold on that part; the table then has a second row of ours at those thresholds
 beside the rows at 0.5 (AUC does not depend on the threshold).
 
 Arms: ``multitask_w{w}`` for every loss weight of the sweep (the paper's point: w trades specificity for
@@ -73,7 +73,10 @@ class EmtConfig(ExperimentConfig):
     val_fraction: float | None = None
     # a decision threshold chosen per fold on that validation part: "youden" or "sensitivity:X" (needs val_fraction)
     threshold_rule: str | None = None
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "val_fraction", "threshold_rule")
+    # which epoch of each fold is kept: "val_loss" (lowest; the default with a validation part) or "val_auc"
+    # (highest AUC of the classification output on the validation part; needs val_fraction)
+    select_on: str | None = None
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "val_fraction", "threshold_rule", "select_on")
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("sweep", "ablation")  # pos_weight also names arms; kept in
 
 
@@ -176,10 +179,25 @@ def _model(ctx, segmentation, w, n_images):
         return m
 
     cls_loss = StableWeightedBCE(pos_weight=w)
+    auc = []
+    if cfg.select_on == "val_auc":  # logged as val_label_auc (multitask) or val_auc
+        import keras
+
+        auc = [keras.metrics.AUC(from_logits=True, num_thresholds=1000, name="auc")]
     if segmentation:
-        return ctx.build(builder, stage, n_images, {"label": cls_loss, "mask": dice_loss}, reuse=("multitask", w),
+        return ctx.build(builder, stage, n_images, {"label": cls_loss, "mask": dice_loss},
+                         {"label": auc} if auc else (), reuse=("multitask", w),
                          loss_weights={"label": cfg.cls_loss_weight, "mask": 1.0})
-    return ctx.build(builder, stage, n_images, cls_loss, reuse=("cls_only", w))
+    return ctx.build(builder, stage, n_images, cls_loss, auc, reuse=("cls_only", w))
+
+
+def _monitor(cfg, segmentation: bool, validation: bool) -> tuple[str, str]:
+    """The logged figure that picks each fold's epoch, and whether lower or higher is better."""
+    if not validation:
+        return "loss", "min"  # no validation part: the epoch with the lowest training loss
+    if cfg.select_on == "val_auc":
+        return ("val_label_auc" if segmentation else "val_auc"), "max"
+    return "val_loss", "min"
 
 
 def _malignancy_prob(out) -> np.ndarray:
@@ -232,15 +250,17 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
             def train(e, tr=tr):
                 return array_dataset(x[tr], y[tr].astype("float32"), stage.batch_size, shuffle=True,
                                      seed=run.seed, epoch=e, augment={**aug, "brightness": 0.0}, preprocess=pre)
+        monitor, mode = _monitor(cfg, segmentation, val is not None)
         res = ctx.fit(model, train, stage, ctx.run_dir(run) / f"fold{f}", label=f"{run.arm} s{run.seed} fold "
-                      f"{f + 1}/{cfg.folds}", validation_data=val, monitor="val_loss" if val is not None else "loss", mode="min")
+                      f"{f + 1}/{cfg.folds}", validation_data=val, monitor=monitor, mode=mode)
         best_epochs.append(res.get("best_epoch"))
         threshold = 0.5
         if va is not None:  # validation scores: the threshold, and the figures settings are chosen by
             vp = _malignancy_prob(ctx.predict(model, np.asarray(pre(x[va])), 32))
             val_idx.append(va)
             val_prob.append(vp)
-            best_val_loss.append(res.get("best_value"))
+            best = res["best_epoch"]  # the kept epoch's validation loss, whichever figure chose it
+            best_val_loss.append(res["history"][best - 1].get("val_loss") if best >= 1 else None)
             if cfg.threshold_rule:
                 threshold = choose_threshold(y[va], vp, cfg.threshold_rule)
                 thresholds.append(threshold)
@@ -285,6 +305,7 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
         # what settings are chosen by (never the test folds): AUC over the pooled validation parts, each scored by
         # its own fold's model, and the mean of the folds' best validation losses
         row.update(val_fraction=cfg.val_fraction, val_n=val_sizes, best_epochs=best_epochs,
+                   select_on=cfg.select_on or "val_loss",
                    val_roc_auc=float(roc_auc_score(vy, vp)) if 0 < vy.sum() < len(vy) else float("nan"),
                    val_loss_mean=float(np.mean([v for v in best_val_loss if v is not None]))
                    if any(v is not None for v in best_val_loss) else float("nan"))
@@ -412,7 +433,9 @@ def report(ctx, rows, final: bool) -> None:
                             "near-duplicate groups inside one fold; metrics on the pooled out-of-fold predictions "
                             "at threshold 0.5; brackets: 95 % bootstrap over images. "
                             + (f"Each training fold kept {cfg.val_fraction:g} of its images (stratified, groups "
-                               "whole) as validation data; the epoch with the lowest validation loss was kept. "
+                               "whole) as validation data; the epoch with the "
+                               + ("highest validation AUC" if cfg.select_on == "val_auc" else "lowest validation loss")
+                               + " was kept. "
                                if cfg.val_fraction else "")
                             + ("Rows 'thresholds from validation': each fold's decision threshold was chosen on its "
                                f"validation part ({cfg.threshold_rule}), never on the test fold. "
@@ -525,6 +548,12 @@ def _check(cfg) -> None:
         if not cfg.val_fraction:
             raise UserError(f"threshold_rule={cfg.threshold_rule} chooses thresholds on validation data: also set "
                             "val_fraction (e.g. --set val_fraction=0.15); the test folds are never used for it")
+    if cfg.select_on is not None:
+        if cfg.select_on not in ("val_loss", "val_auc"):
+            raise UserError(f"select_on must be val_loss or val_auc, got {cfg.select_on!r}")
+        if not cfg.val_fraction:
+            raise UserError(f"select_on={cfg.select_on} picks epochs on validation data: also set val_fraction "
+                            "(e.g. --set val_fraction=0.15)")
 
 
 REPRODUCTION = Reproduction(

@@ -140,7 +140,8 @@ class Context:
         fresh ``builder()`` would have (initial weights, optimizer, schedule length for ``n_examples``), so Keras
         does not trace its steps again (:class:`medattn.training.reuse.ModelPool`)."""
         def compile_fn(model):
-            model.compile(optimizer=stage.make_optimizer(n_examples), loss=loss, metrics=list(metrics),
+            model.compile(optimizer=stage.make_optimizer(n_examples), loss=loss,
+                          metrics=metrics if isinstance(metrics, dict) else list(metrics),
                           **compile_kwargs)
 
         with self.scope():

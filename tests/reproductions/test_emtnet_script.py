@@ -94,3 +94,35 @@ def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
     assert "ours (smoke): multitask_w2, thresholds from validation (sensitivity:0.9)" in sources
     assert json.loads((out / "config.json").read_text())["val_fraction"] == 0.25
     assert 0 <= row["val_roc_auc"] <= 1 and row["val_loss_mean"] > 0  # what settings are chosen by
+
+
+@pytest.mark.subprocess
+def test_epochs_kept_on_validation_auc(tmp_path):
+    """``select_on=val_auc`` keeps, in every fold of both kinds of arm, the epoch with the highest validation AUC of
+    the classification output (``val_label_auc`` for the multitask model, ``val_auc`` without the decoder), and the
+    rows say so; without a validation part, or with another value, it is refused before anything runs."""
+    import numpy as np
+
+    from medattn.datasets.phantom import make_phantom_busi
+
+    data = make_phantom_busi(tmp_path / "busi", counts=(10, 8, 3), seed=5)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    base = [sys.executable, str(REPO / "reproductions" / "emtnet.py"), "--profile", "smoke", "--data-dir", str(data),
+            "--runs-dir", str(tmp_path / "runs")]
+    for extra, message in ((["--set", "select_on=val_auc"], "also set val_fraction"),
+                           (["--set", "select_on=auc", "--set", "val_fraction=0.25"], "val_loss or val_auc")):
+        r = subprocess.run(base + extra + ["--out", str(tmp_path / "refused")], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path, env=env)
+        assert r.returncode != 0 and message in r.stderr and not (tmp_path / "refused").exists()
+    out = tmp_path / "out"
+    r = subprocess.run(base + ["--set", "val_fraction=0.25", "--set", "select_on=val_auc", "--set", "train.epochs=3",
+                               "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {r["arm"]: r for r in json.loads((out / "runs.json").read_text())["rows"]}
+    assert set(rows) == {"multitask_w2", "cls_only_w2"}
+    for arm, key in (("multitask_w2", "val_label_auc"), ("cls_only_w2", "val_auc")):
+        assert rows[arm]["select_on"] == "val_auc"
+        for f, best in enumerate(json.loads(rows[arm]["best_epochs"])):
+            log = json.loads((tmp_path / "runs" / "emtnet-smoke" / f"{arm}_s0" / f"fold{f}" / "log.json").read_text())
+            assert best == int(np.argmax([h[key] for h in log])) + 1
+    assert json.loads((out / "config.json").read_text())["select_on"] == "val_auc"
