@@ -14,8 +14,9 @@ cross-validation; images in a group filed under both labels (the same image as b
 out and listed. Threshold 0.5 on the sigmoid of the logit (no tuning on test folds). With ``--set
 val_fraction=0.15`` each training fold keeps a stratified, group-whole validation part: the epoch with the lowest
 validation loss is kept (instead of the last; ``--set select_on=val_auc``: the highest validation AUC of the
-classification output), and ``--set threshold_rule=sensitivity:0.9`` (or ``youden``) also chooses each fold's decision threshold on that part; the table then has a second row of ours at those thresholds
-beside the rows at 0.5 (AUC does not depend on the threshold).
+classification output), and ``--set threshold_rule=sensitivity:0.9`` (or ``youden``) also chooses each fold's
+decision threshold on that part; the table then has a second row of ours at those thresholds beside the rows at 0.5
+(AUC does not depend on the threshold).
 
 Arms: ``multitask_w{w}`` for every loss weight of the sweep (the paper's point: w trades specificity for
 sensitivity) and ``cls_only_w{w}`` (no decoder) at the main weight: does segmentation help? Every arm uses the same
