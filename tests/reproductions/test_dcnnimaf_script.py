@@ -297,10 +297,10 @@ def test_seed_tables_spread_and_paired_differences():
 
 
 def test_cpu_profile_segmenters_train_every_epoch_and_the_classifier_stops_early():
-    """Selection run H (results/dcnnimaf/selection/README.md): segmenters without early stopping; the best
-    validation epoch is still the one kept. The other profiles keep patience on both stages."""
+    """Selection runs H and I (results/dcnnimaf/selection/README.md): segmenters without early stopping, 60
+    epochs; the best validation epoch is still the one kept. The other profiles keep patience on both stages."""
     mod = _script()
     cpu = mod.PROFILES["cpu"]
     assert cpu.stage("seg").patience is None and cpu.stage("cls").patience == 8
-    assert cpu.stage("seg").epochs == 40
+    assert cpu.stage("seg").epochs == 60
     assert mod.PROFILES["paper"].stage("seg").patience == 15 and mod.PROFILES["synthetic"].stage("seg").patience == 8
