@@ -63,7 +63,9 @@ class DcatConfig(ExperimentConfig):
     backbone_a: str = "efficientnetb4"
     backbone_b: str = "resnet34"
     variants: tuple[str, ...] = tuple(VARIANTS)
-    ARM_FIELDS: ClassVar[tuple[str, ...]] = ("variants",)
+    # the variants that get every seed of ``--seeds``; the others only the first (None: every variant, every seed)
+    multi_seed_variants: tuple[str, ...] | None = None
+    ARM_FIELDS: ClassVar[tuple[str, ...]] = ("variants", "multi_seed_variants")
     dim: int = 256
     num_heads: int = 8
     dropout: float = 0.5
@@ -202,7 +204,8 @@ def _chest_split(path) -> str:
 
 
 def plan(cfg: DcatConfig) -> list[RunSpec]:
-    return [RunSpec(v, s) for v in cfg.variants for s in cfg.seeds]
+    multi = cfg.variants if cfg.multi_seed_variants is None else cfg.multi_seed_variants
+    return [RunSpec(v, s) for v in cfg.variants for s in (cfg.seeds if v in multi else cfg.seeds[:1])]
 
 
 # one run -----------------------------------------------------------------------------------------------------------
@@ -341,7 +344,7 @@ def _plot_risk_coverage(y, prob, ent, path, title):
 
 # report ------------------------------------------------------------------------------------------------------------
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import comparison_rows, write_table
+    from medattn.evaluation import comparison_rows, seed_interval, write_table
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
     meta = {**ctx.meta, "complete": final}
@@ -351,10 +354,13 @@ def report(ctx, rows, final: bool) -> None:
         rs = [r for r in rows if r["variant"] == v]
         src = {}
         for k in METRICS:
-            val = float(np.mean([r[k] for r in rs]))
-            ci = rs[0].get(f"{k}_ci") if len(rs) == 1 else None
-            src[k] = (val, *ci) if ci else (val,)
-        sources[f"ours ({cfg.profile}{mark}): {v}"] = src
+            if len(rs) == 1:
+                ci = rs[0].get(f"{k}_ci")
+                src[k] = (float(rs[0][k]), *ci) if ci else (float(rs[0][k]),)
+            else:  # mean over seeds, mean +- t standard errors (seed-to-seed spread)
+                src[k] = seed_interval([r[k] for r in rs])
+        seeds = f" ({len(rs)} seeds)" if len(rs) > 1 else ""
+        sources[f"ours ({cfg.profile}{mark}): {v}{seeds}"] = src
     if kind == "pneumoniamnist":
         sources.update({k: {m: (val,) for m, val in d.items()} for k, d in MEDMNIST_BASELINES.items()})
     paper = {k: PAPER.get(kind, {}).get(k) for k in METRICS}
@@ -363,8 +369,9 @@ def report(ctx, rows, final: bool) -> None:
                 title=f"DCAT on {kind}: paper vs ours ({cfg.profile} profile){mark}",
                 description=f"{n_test} test images; probabilities are the mean of {rows[0]['mc_passes']} MC-dropout "
                             "passes (ece_single_pass: one pass). accuracy_refer_10/20: accuracy on the test images "
-                            "left after referring the 10 % / 20 % with the highest predictive entropy. Brackets: 95 % "
-                            "bootstrap over test images (one seed). "
+                            "left after referring the 10 % / 20 % with the highest predictive entropy. Brackets: one "
+                            "seed, 95 % bootstrap over test images; several seeds (the column says how many), mean "
+                            "+- t(0.975, n-1) standard errors over seeds (seed-to-seed spread only). "
                             + ("Paper column: the paper's pneumonia chest X-ray result (Kermany images at full "
                                "resolution, not PneumoniaMNIST's 28 px). " if kind == "pneumoniamnist" else "")
                             + ("Trained from scratch (no ImageNet weights offline)." if cfg.weights == "none" else
@@ -379,6 +386,9 @@ def _check(cfg: DcatConfig) -> None:
     bad = [v for v in cfg.variants if v not in VARIANTS]
     if bad:
         raise UserError(f"variants: {bad[0]!r} is not one of {tuple(VARIANTS)}")
+    bad = [v for v in cfg.multi_seed_variants or () if v not in cfg.variants]
+    if bad:
+        raise UserError(f"multi_seed_variants: {bad[0]!r} is not one of the run's variants {cfg.variants}")
     if cfg.stage("train").image_size % 32:
         raise UserError(f"--image-size {cfg.stage('train').image_size}: must be a multiple of 32 (both backbones "
                         "have stride 32)")

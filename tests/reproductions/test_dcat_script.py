@@ -66,6 +66,29 @@ def test_smoke_on_a_medmnist_file(tmp_path):
     for name in ("reliability_dcat.png", "reliability_dcat_single_pass.png", "risk_coverage_dcat.png",
                  "highest_entropy_dcat.png", "roc_pr_a_only.png"):
         assert (out / "plots" / name).exists(), name
+    # more seeds for one variant only: --resume keeps the seed-0 rows and trains dcat seed 1 alone; the table
+    # averages the two dcat seeds with an interval over seeds, and a_only keeps its one seed's bootstrap interval
+    r = _run(["--profile", "smoke", "--data-dir", data, "--out", out, "--runs-dir", tmp_path / "runs", "--resume",
+              "--seeds", "0,1", "--set", "multi_seed_variants=dcat"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    rows = sorted(rows, key=lambda x: (x["variant"] != "dcat", x["seed"]))
+    assert [(x["variant"], x["seed"]) for x in rows] == [("dcat", 0), ("dcat", 1), ("a_only", 0)]
+    assert [x["variant"] for x in json.loads((out / "runs.json").read_text())["rows"]] == ["dcat", "dcat", "a_only"]
+    assert rows[0]["roc_auc"] == runs[0]["roc_auc"]  # seed 0 reused, not retrained
+    from medattn.evaluation import seed_interval
+
+    comp = {(x["metric"], x["source"]): x for x in json.loads((out / "comparison.json").read_text())["rows"]}
+    two = comp[("roc_auc", "ours (smoke): dcat (2 seeds)")]
+    m, lo, hi = seed_interval([rows[0]["roc_auc"], rows[1]["roc_auc"]])
+    assert two["value"] == pytest.approx(m)
+    assert (two["ci_low"], two["ci_high"]) == pytest.approx((lo, hi), nan_ok=True)
+    one = comp[("roc_auc", "ours (smoke): a_only")]
+    assert one["value"] == pytest.approx(rows[2]["roc_auc"])
+    assert (one["ci_low"], one["ci_high"]) == pytest.approx(tuple(rows[2]["roc_auc_ci"]))
+    r = _run(["--profile", "smoke", "--data-dir", data, "--out", tmp_path / "o2", "--runs-dir", tmp_path / "r2",
+              "--set", "multi_seed_variants=concat"], tmp_path)
+    assert r.returncode == 2 and "multi_seed_variants: 'concat'" in r.stderr
 
 
 @pytest.mark.slow
