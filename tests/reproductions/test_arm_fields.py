@@ -9,7 +9,7 @@ from medattn.training.config import config_hash
 from tests.conftest import load_script
 
 EXPECTED = {"dcnnimaf": ("protocols",), "mias_fusion": ("models", "multi_seed_models"),
-            "emtnet": ("sweep", "ablation"), "brain_tumor_transfer": ("backbones",), "dcat": ("variants",)}
+            "emtnet": ("sweep", "ablation"), "brain_tumor_transfer": ("backbones",), "dcat": ("variants", "multi_seed_variants")}
 
 
 def _script(name):
