@@ -34,3 +34,21 @@ def test_no_data_prints_instructions(tmp_path):
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120, env=env,
                        cwd=tmp_path)
     assert r.returncode == 2 and "MIAS_ROIs.zip" in r.stderr
+
+
+def test_cpu_profile_is_the_configuration_the_selection_runs_chose():
+    """results/mias_fusion/selection/: 40 epochs (M40) won on validation; its rows (bf16, as `auto` resolved on that
+    machine) carry the cpu profile's identity, so the profile's table resumes from them and no setting drifted."""
+    import dataclasses
+
+    from medattn.training.config import config_hash
+    from tests.conftest import load_script
+
+    cfg = load_script("reproductions", "mias_fusion").PROFILES["cpu"]
+    assert cfg.stage("train").epochs == 40 and cfg.mixed_precision == "auto"
+    sel = REPO / "results" / "mias_fusion" / "selection"
+    chosen = [json.loads(line) for line in (sel / "M40" / "runs.jsonl").read_text().splitlines()]
+    reference = [json.loads(line) for line in (sel / "R" / "runs.jsonl").read_text().splitlines()]
+    bf16 = config_hash(dataclasses.replace(cfg, mixed_precision="bf16"))
+    assert {r["identity"]["config_sha256"] for r in chosen} == {bf16}
+    assert {r["identity"]["config_sha256"] for r in reference} != {bf16}  # the 4-epoch profile differs
