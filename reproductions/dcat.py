@@ -344,7 +344,7 @@ def _plot_risk_coverage(y, prob, ent, path, title):
 
 # report ------------------------------------------------------------------------------------------------------------
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import comparison_rows, seed_interval, write_table
+    from medattn.evaluation import comparison_rows, seed_cell, seeds_mark, write_table
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
     meta = {**ctx.meta, "complete": final}
@@ -352,15 +352,7 @@ def report(ctx, rows, final: bool) -> None:
     sources = {}
     for v in dict.fromkeys(r["variant"] for r in rows):
         rs = [r for r in rows if r["variant"] == v]
-        src = {}
-        for k in METRICS:
-            if len(rs) == 1:
-                ci = rs[0].get(f"{k}_ci")
-                src[k] = (float(rs[0][k]), *ci) if ci else (float(rs[0][k]),)
-            else:  # mean over seeds, mean +- t standard errors (seed-to-seed spread)
-                src[k] = seed_interval([r[k] for r in rs])
-        seeds = f" ({len(rs)} seeds)" if len(rs) > 1 else ""
-        sources[f"ours ({cfg.profile}{mark}): {v}{seeds}"] = src
+        sources[f"ours ({cfg.profile}{mark}): {v}{seeds_mark(len(rs))}"] = {k: seed_cell(rs, k) for k in METRICS}
     if kind == "pneumoniamnist":
         sources.update({k: {m: (val,) for m, val in d.items()} for k, d in MEDMNIST_BASELINES.items()})
     paper = {k: PAPER.get(kind, {}).get(k) for k in METRICS}

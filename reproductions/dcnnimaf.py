@@ -480,7 +480,7 @@ def plan(cfg) -> list[RunSpec]:
 
 
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import comparison_rows, seed_interval, write_table
+    from medattn.evaluation import comparison_rows, seed_cell, seeds_mark, write_table
 
     sources = {}
     for proto in dict.fromkeys(r["protocol"] for r in rows):
@@ -488,19 +488,14 @@ def report(ctx, rows, final: bool) -> None:
         src = {}
         for k in ("dice_lesion", "iou_lesion", "pixel_accuracy", "accuracy", "f1_macro", "precision_macro",
                   "recall_macro"):
-            if len(rs) > 1 and k in SEED_METRICS:
-                src[k] = seed_interval([r[k] for r in rs])
-                continue
-            v = float(np.mean([r[k] for r in rs]))
-            ci = rs[0].get(f"{k}_ci") if len(rs) == 1 else None
-            src[k] = (v, *ci) if ci else (v,)
+            # several seeds: an interval over seeds for SEED_METRICS, the plain mean for the others
+            src[k] = seed_cell(rs, k) if len(rs) == 1 or k in SEED_METRICS else (float(np.mean([r[k] for r in rs])),)
         # beside Dice: how often a normal image gets a lesion mask, and the masks before the cleaning
         for k in ("false_positive_rate_empty", "dice_lesion_raw", "false_positive_rate_empty_raw"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             if vals:
                 src[k] = (float(np.mean(vals)),)
-        seeds = f" ({len(rs)} seeds)" if len(rs) > 1 else ""
-        sources[f"ours: {proto}{seeds}{ctx.mark}"] = src
+        sources[f"ours: {proto}{seeds_mark(len(rs))}{ctx.mark}"] = src
         if "external_n" in rs[0]:
             ext = {}
             for k in ("dice_lesion", "iou_lesion", "accuracy"):

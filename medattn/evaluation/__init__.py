@@ -10,7 +10,7 @@ from .classification import (
     one_vs_rest_accuracy,
     reliability_bins,
 )
-from .intervals import bootstrap_ci, mcnemar_exact, seed_interval, wilson_interval
+from .intervals import bootstrap_ci, mcnemar_exact, seed_cell, seed_interval, seeds_mark, wilson_interval
 from .segmentation import per_image_dice, per_image_iou, pixel_accuracy, segmentation_summary
 from .tables import comparison_rows, render_markdown, write_table
 
@@ -30,7 +30,9 @@ __all__ = [
     "pixel_accuracy",
     "reliability_bins",
     "render_markdown",
+    "seed_cell",
     "seed_interval",
+    "seeds_mark",
     "segmentation_summary",
     "wilson_interval",
     "write_table",

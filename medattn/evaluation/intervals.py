@@ -111,3 +111,18 @@ def seed_interval(values, clip: tuple[float, float] | None = (0.0, 1.0)) -> tupl
     if clip is not None:
         lo, hi = max(clip[0], lo), min(clip[1], hi)
     return m, lo, hi
+
+
+def seed_cell(rows, key: str) -> tuple[float, ...]:
+    """One table cell for ``key`` over the seeds' ``rows``: one row gives its value with the bootstrap interval it
+    recorded as ``<key>_ci`` (just the value if none); several give :func:`seed_interval` of their values."""
+    if len(rows) == 1:
+        ci = rows[0].get(f"{key}_ci")
+        return (float(rows[0][key]), *ci) if ci else (float(rows[0][key]),)
+    return seed_interval([r[key] for r in rows])
+
+
+def seeds_mark(n: int) -> str:
+    """The label mark of a column or row averaged over ``n`` seeds (" (3 seeds)"; none for one), which
+    :mod:`medattn.evaluation.report` reads back when it matches targets to table cells."""
+    return f" ({n} seeds)" if n > 1 else ""

@@ -98,6 +98,19 @@ def test_seed_interval_is_mean_plus_minus_t_standard_errors():
     assert seed_interval([0.7, float("nan"), 0.9])[0] == pytest.approx(0.8)
 
 
+def test_seed_cell_one_row_keeps_its_bootstrap_several_rows_get_the_interval_over_seeds():
+    from medattn.evaluation import seed_cell, seed_interval, seeds_mark
+    from medattn.evaluation.report import _seeds_marked, _unmarked
+
+    one = [{"auc": 0.9, "auc_ci": [0.85, 0.95], "ece": 0.03}]
+    assert seed_cell(one, "auc") == (0.9, 0.85, 0.95) and seed_cell(one, "ece") == (0.03,)
+    three = [{"auc": 0.9, "auc_ci": [0.8, 1.0]}, {"auc": 0.94}, {"auc": 0.92}]
+    assert seed_cell(three, "auc") == seed_interval([0.9, 0.94, 0.92])  # the rows' own bootstraps are not used
+    label = "ours: dcat" + seeds_mark(3)
+    assert label == "ours: dcat (3 seeds)" and _seeds_marked(label) == 3 and _unmarked(label) == "ours: dcat"
+    assert seeds_mark(1) == ""
+
+
 def test_combine_runs_takes_columns_from_each_folder_with_its_provenance(tmp_path):
     from medattn.evaluation.report import main as report_main
 
