@@ -141,7 +141,7 @@ def time_model(builder, shape, batch, target, loss, precision, steps, slow):
             ts.append(time.perf_counter() - t)
             if ts[-1] > slow:
                 break
-        train = statistics.median(ts)
+        train, train_steps = statistics.median(ts), ts
         model.predict_on_batch(x)
         ts = []
         for _ in range(steps):
@@ -152,7 +152,8 @@ def time_model(builder, shape, batch, target, loss, precision, steps, slow):
                 break
         infer = statistics.median(ts)
         flops = forward_flops(model, shape) if precision == "float32" else None
-        return {"params": int(model.count_params()), "train_step_s": train, "train_images_per_s": batch / train,
+        return {"params": int(model.count_params()), "train_step_s": train, "train_step_times_s": train_steps,
+                "train_images_per_s": batch / train,
                 "infer_images_per_s": batch / infer, "forward_gflop_per_image": flops / 1e9 if flops else None}
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -186,7 +187,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="cpu", help="cpu, paper or cpu,paper")
     ap.add_argument("--precisions", default="float32,bf16")
     ap.add_argument("--only", default=None, help="comma-separated reproductions to time (default: all)")
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--models", default=None,
+                    help="comma-separated substrings of model names to time, e.g. xception (default: all)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per cell (after one build-and-trace step); "
+                    "every step's time goes to the JSON")
     ap.add_argument("--slow", type=float, default=20.0, help="time a step slower than this (s) only once")
     ap.add_argument("--busi", default=None, help="BUSI folder for the pipeline figure")
     ap.add_argument("--json", help="write the figures here")
@@ -206,6 +210,8 @@ def main(argv=None) -> int:
     for repro, name, profile, builder, shape, batch, target, loss in _models(args.sizes.split(",")):
         if only and repro not in only:
             continue
+        if args.models and not any(m.lower() in name.lower() for m in args.models.split(",")):
+            continue
         flops = None
         for p in precisions:
             r = time_model(builder, shape, batch, target, loss, p, args.steps, args.slow)
@@ -214,12 +220,14 @@ def main(argv=None) -> int:
             row = {"reproduction": repro, "model": name, "profile": profile, "input": "x".join(map(str, shape)),
                    "batch": batch, "precision": p, "params": r["params"], "forward_gflop_per_image": flops,
                    "train_images_per_s": r["train_images_per_s"], "infer_images_per_s": r["infer_images_per_s"],
+                   "train_step_times_s": [round(t, 4) for t in r["train_step_times_s"]],
                    "train_gflop_per_s": train_gflops,
                    "train_pct_of_peak": 100 * train_gflops / peak[p] if train_gflops else None,
                    "infer_gflop_per_s": flops * r["infer_images_per_s"] if flops else None}
             rows.append(row)
             print(f"{repro:12s} {name:42s} {p:7s} train {row['train_images_per_s']:7.1f} img/s "
-                  f"({row['train_pct_of_peak'] or 0:4.1f} % of peak), infer {row['infer_images_per_s']:7.1f} img/s",
+                  f"({row['train_pct_of_peak'] or 0:4.1f} % of peak), infer {row['infer_images_per_s']:7.1f} img/s; "
+                  f"steps {' '.join(f'{t:.3f}' for t in row['train_step_times_s'])} s",
                   flush=True)
     pipe = pipeline_rate(busi)
     print(f"input pipeline: {pipe['what']}: {pipe['images_per_s']:.0f} images/s", flush=True)

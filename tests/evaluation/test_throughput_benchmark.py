@@ -26,3 +26,19 @@ def test_render_says_whether_bf16_is_native_and_keeps_the_ratio():
     assert "bf16 (" not in old.splitlines()[0]
     bf16_row = next(line for line in native.splitlines() if "| bf16 |" in line)
     assert bf16_row.rstrip(" |").endswith("| 0.50")
+
+
+def test_models_filter_times_only_the_named_model_and_keeps_every_step(tmp_path, monkeypatch):
+    bench = load_script("benchmarks", "throughput")
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, **kw: 100.0)  # the peak is not under test
+    monkeypatch.setattr(bench, "pipeline_rate", lambda busi: {"what": "skipped", "images_per_s": 1.0})
+    out = tmp_path / "t.json"
+    assert bench.main(["--only", "mias_fusion", "--models", "BASELINE", "--precisions", "float32", "--steps", "2",
+                       "--json", str(out)]) == 0
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["vgg16 baseline (w0.25, BN)"]
+    steps = rows[0]["train_step_times_s"]
+    assert len(steps) == 2 and all(t > 0 for t in steps)
+    assert abs(rows[0]["train_images_per_s"] * sum(steps) / 2 / 32 - 1) < 0.01  # the median of the two steps
