@@ -155,6 +155,8 @@ def render_markdown(table: Mapping) -> str:
                   "wall_time_s", "started", "synthetic", "dry_run", "strategy", "replicas"):
             if k in meta:
                 out.append(f"- {k}: `{meta[k]}`")
+        if meta.get("complete") is False:  # the training process stopped with runs of its plan left
+            out.append("- complete: `False` (the training process stopped before every run of its plan was done)")
         for src in meta.get("sources") or ():  # a table combined from several runs: each run's provenance
             rest = ", ".join(f"{k} `{v}`" for k, v in src.items() if k not in ("folder", "command"))
             out.append(f"- {src.get('folder')}: `{src.get('command')}` ({rest})")

@@ -128,4 +128,5 @@ def parse_config(profiles: Mapping[str, ExperimentConfig], argv=None, *, descrip
         cfg = override(cfg, changes)
     except (ValueError, TypeError, KeyError) as e:
         ap.error(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+    args.config_changes = tuple(changes)  # the fields this command line set (``seg.epochs``, ``seeds``, ...)
     return cfg, args

@@ -111,6 +111,9 @@ class Context:
 
         self.pool = ModelPool()
         self.resumed_stages: list[str] = []  # stages of the current run that continued from a checkpoint
+        # False while a training process has runs of its plan left (and in --report-only when the training
+        # process stopped before its plan was done): the tables' provenance says so
+        self.complete: bool | None = None
 
     # labels ---------------------------------------------------------------------------------------------------
     @property
@@ -261,6 +264,8 @@ class Context:
     def meta(self) -> dict:
         """Provenance for every table: the recorder's snapshot plus what marks these numbers."""
         m = {**self.recorder.snapshot(), "synthetic": self.synthetic, "dry_run": self.dry_run}
+        if self.complete is False:
+            m["complete"] = False
         if self.skipped:
             m["skipped_files"] = list(self.skipped)
         return m
@@ -323,7 +328,7 @@ def _main(repro: Reproduction, argv) -> int:
     default = repro.default_profile if has_data or not repro.profile_without_data else repro.profile_without_data
     parser = build_parser(repro.description, tuple(repro.profiles), default_profile=default, prog=prog,
                           extra_flags=repro.extra_flags)
-    cfg, _ = parse_config(repro.profiles, argv, dataset=repro.dataset, refused=repro.refused, parser=parser)
+    cfg, args = parse_config(repro.profiles, argv, dataset=repro.dataset, refused=repro.refused, parser=parser)
     # where the data is
     if cfg.data_dir is None and repro.resolve_data is None:
         raise UserError(repro.no_data)
@@ -394,6 +399,7 @@ def _main(repro: Reproduction, argv) -> int:
     _log_onednn(ctx)
     ctx.precision_requested = precision_requested
     ctx.previous_run = prev  # run.json of the processes before this one ({} if none)
+    ctx.config_changes = args.config_changes
     try:
         return _run(repro, cfg, ctx, rows_path, weights_note, DatasetError)
     finally:
@@ -420,6 +426,8 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         rows = _rows(rows_path)
         if not rows:
             raise UserError(f"--report-only needs finished runs in {rows_path}")
+        _refuse_report_only_changes(cfg, out, ctx.config_changes, ctx.precision_requested)
+        ctx.complete = ctx.previous_run.get("complete")
         ctx.recorder.meta["report_command"] = ctx.recorder.meta["command"]
         prev = ctx.recorder.previous
         if prev:  # provenance stays that of the training processes
@@ -430,8 +438,8 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         if skipped is None and (out / "runs.json").exists():  # run.json from before it recorded them
             skipped = json.loads((out / "runs.json").read_text()).get("meta", {}).get("skipped_files", [])
         ctx.skipped.extend(skipped or [])
-        kept = {k: ctx.previous_run[k] for k in ("synthetic", "dry_run", "phases_this_process", "audit_rule")
-                if k in ctx.previous_run}
+        kept = {k: ctx.previous_run[k] for k in ("synthetic", "dry_run", "phases_this_process", "audit_rule",
+                                                  "complete") if k in ctx.previous_run}
         repro.report(ctx, rows, True)
         ctx.recorder.finish(n_runs=len(rows), skipped=list(ctx.skipped), **kept)
         return 0
@@ -457,6 +465,36 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
     record(n_runs=len(rows), complete=True)
     ctx.log(f"wrote {ctx.out} ({ctx.recorder.wall_time_s} s)")
     return 0
+
+
+def _refuse_report_only_changes(cfg, out: Path, set_here, precision_requested: str) -> None:
+    """``--report-only`` rebuilds the tables of the finished runs as they ran: a setting given on this command line
+    (``--set``, ``--epochs``, ``--seeds``...; ``set_here`` names them) that differs from the training process's
+    ``config.json`` would be ignored, so it is refused, naming the setting and both values. Settings equal to the
+    recorded ones (a training command repeated with ``--report-only``) and run-only flags (``--out``,
+    ``--data-dir``...) pass."""
+    from .config import RUN_ONLY_FIELDS, STAGE_FIELDS
+
+    fields = []
+    for k in set_here:
+        field = "stages" if "." in k or k in STAGE_FIELDS else k
+        if field not in RUN_ONLY_FIELDS and field not in fields:
+            fields.append(field)
+    if not fields:
+        return
+    given = {**json.loads(json.dumps(cfg.to_dict(), default=str)), "mixed_precision": precision_requested}
+    path = out / "config.json"
+    recorded = json.loads(path.read_text()) if path.exists() else None
+    for k in fields:
+        if recorded is None:
+            raise UserError(f"--report-only: {k} = {given.get(k)!r} was given, but {path} is missing, so it cannot "
+                            f"be checked against what ran; --report-only changes no setting: drop it")
+        same = given.get(k) == recorded.get(k) or (k == "mixed_precision"
+                                                   and given.get(k) == recorded.get("mixed_precision_requested"))
+        if not same:
+            raise UserError(f"--report-only rebuilds the tables of {out / 'runs.jsonl'} as they ran ({path}); "
+                            f"{k} = {given.get(k)!r} here but {recorded.get(k)!r} there would be ignored: drop it, "
+                            f"or train with it (--resume adds the runs it changes)")
 
 
 HEARTBEAT_S = 60.0  # how often run.json is rewritten while a process trains
@@ -506,6 +544,7 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
                                                  "mixed_precision_requested": ctx.precision_requested,
                                                  **({"weights_unavailable": weights_note} if weights_note else {})})
     rows = []
+    ctx.complete = False
     for i, spec in enumerate(plan, 1):
         ident = ctx.identity(spec)
         prev = done.get((spec.arm, spec.seed))
@@ -537,6 +576,7 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         repro.report(ctx, rows, False)  # tables after every run: an interrupted run keeps what it finished
         phases[f"run {spec.key}_s"] = row["wall_time_s"]
         phases[f"report after {spec.key}_s"] = round(time.time() - t_report, 1)
+    ctx.complete = True
     repro.report(ctx, rows, True)
     return rows
 

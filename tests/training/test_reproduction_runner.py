@@ -381,3 +381,30 @@ def test_the_callers_dtype_policy_is_restored_after_a_run(tmp_path, data):
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_report_only_refuses_a_setting_it_would_ignore_and_keeps_an_unfinished_run_marked(tmp_path, data,
+                                                                                            capsys):
+    """--report-only rebuilds tables as the runs ran: a --set that differs from config.json is refused with both
+    values (not silently ignored), the training command's own settings pass; a training process that stopped
+    before its plan was done stays marked (run.json ``complete`` and the tables' provenance)."""
+    repro = _repro(tmp_path)
+    runs = tmp_path / "runs"
+    args = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set", "arms=a"]
+    assert run_main(repro, args) == 0
+    out = runs / "toy-smoke" / "results"
+    capsys.readouterr()
+    assert run_main(repro, args[:-2] + ["--set", "arms=a,b", "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert "arms" in err and "['a', 'b']" in err and "['a']" in err and "drop it" in err
+    assert run_main(repro, args[:-2] + ["--epochs", "5", "--report-only"]) == 2
+    assert "stages" in capsys.readouterr().err
+    assert run_main(repro, args + ["--report-only"]) == 0  # the training command's settings: fine
+    assert "complete" not in json.loads((out / "runs.json").read_text())["meta"]
+    # a process stopped with runs of its plan left (its heartbeat wrote complete=false)
+    run = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**run, "complete": False}))
+    assert run_main(repro, args + ["--report-only"]) == 0
+    assert json.loads((out / "run.json").read_text())["complete"] is False
+    assert json.loads((out / "runs.json").read_text())["meta"]["complete"] is False
+    assert "- complete: `False` (the training process stopped" in (out / "runs.md").read_text()
