@@ -126,3 +126,20 @@ def test_epochs_kept_on_validation_auc(tmp_path):
             log = json.loads((tmp_path / "runs" / "emtnet-smoke" / f"{arm}_s0" / f"fold{f}" / "log.json").read_text())
             assert best == int(np.argmax([h[key] for h in log])) + 1
     assert json.loads((out / "config.json").read_text())["select_on"] == "val_auc"
+
+
+def test_cpu_profile_is_the_configuration_the_selection_run_chose():
+    """results/emtnet/selection/: E1 (160 px) cleared the amended bar on validation AUC; its row carries the cpu
+    profile's identity (so the profile's table resumes from it) and the committed 128 px rows do not."""
+    from medattn.training.config import config_hash
+    from tests.conftest import load_script
+
+    repo = REPO
+    cfg = load_script("reproductions", "emtnet").PROFILES["cpu"]
+    assert cfg.stage("train").image_size == 160
+    sel = repo / "results" / "emtnet" / "selection"
+    chosen = [json.loads(line) for line in (sel / "E1" / "runs.jsonl").read_text().splitlines()]
+    assert chosen[0]["val_roc_auc"] >= 0.821  # the bar of the amended rule in selection/README.md
+    assert {r["identity"]["config_sha256"] for r in chosen} == {config_hash(cfg)}
+    committed = [json.loads(line) for line in (repo / "results" / "emtnet" / "runs.jsonl").read_text().splitlines()]
+    assert config_hash(cfg) not in {r["identity"]["config_sha256"] for r in committed}
