@@ -264,7 +264,7 @@ def report(ctx, rows, final: bool) -> None:
     from medattn.evaluation.plots import plot_confusion_matrix
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
-    meta = {**ctx.meta, "complete": final}
+    meta = ctx.meta
     comp = []
     for b in dict.fromkeys(r["backbone"] for r in rows):
         rs = [r for r in rows if r["backbone"] == b]

@@ -347,7 +347,7 @@ def report(ctx, rows, final: bool) -> None:
     from medattn.evaluation import comparison_rows, seed_cell, seeds_mark, write_table
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
-    meta = {**ctx.meta, "complete": final}
+    meta = ctx.meta
     kind = rows[0]["dataset"]
     sources = {}
     for v in dict.fromkeys(r["variant"] for r in rows):

@@ -506,7 +506,7 @@ def report(ctx, rows, final: bool) -> None:
             absent = f"; absent: {rs[0]['external_absent']}" if rs[0]["external_absent"] else ""
             sources[f"ours: {proto} on external {rs[0]['external_name']} (n={rs[0]['external_n']}{absent})"
                     f"{ctx.mark}"] = ext
-    meta = {**ctx.meta, "protocols_done": list(dict.fromkeys(r["protocol"] for r in rows)), "complete": final}
+    meta = {**ctx.meta, "protocols_done": list(dict.fromkeys(r["protocol"] for r in rows))}
     tag = ("synthetic" if ctx.synthetic else ctx.cfg.profile) + (
         ", SELECTION run: a quarter of the training part, never the test split" if ctx.cfg.selection else "")
     title = f"Multi-attention LinkNet + DCNNIMAF: paper vs ours ({tag}{ctx.mark.replace(' (', ', ').replace(')', '')})"

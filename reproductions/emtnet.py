@@ -396,7 +396,7 @@ def report(ctx, rows, final: bool) -> None:
     from medattn.evaluation.plots import plot_roc_pr
 
     cfg = ctx.cfg
-    meta = {**ctx.meta, "complete": final}
+    meta = ctx.meta
     main_arm = f"multitask_w{cfg.pos_weight:g}"
     main = [r for r in rows if r["arm"] == main_arm]
     sources = {}

@@ -292,7 +292,7 @@ def write_results(ctx, rows, final: bool):
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
     summary, comp = summarise(rows, cfg, mark)
-    meta = {**ctx.meta, "complete": final}
+    meta = ctx.meta
     n_test = rows[0]["tp"] + rows[0]["fn"] + rows[0]["fp"] + rows[0]["tn"]
     write_table(out, "runs", flat_rows(rows), title=f"MIAS deep fusion: every run ({n_test} test ROIs){mark}",
                 meta=meta)

@@ -263,9 +263,10 @@ class Context:
     @property
     def meta(self) -> dict:
         """Provenance for every table: the recorder's snapshot plus what marks these numbers."""
-        m = {**self.recorder.snapshot(), "synthetic": self.synthetic, "dry_run": self.dry_run}
-        if self.complete is False:
-            m["complete"] = False
+        # complete: False in the tables written while a process has runs of its plan left, and in --report-only
+        # when the training process stopped before its plan was done
+        m = {**self.recorder.snapshot(), "synthetic": self.synthetic, "dry_run": self.dry_run,
+             "complete": self.complete is not False}
         if self.skipped:
             m["skipped_files"] = list(self.skipped)
         return m

@@ -400,7 +400,7 @@ def test_report_only_refuses_a_setting_it_would_ignore_and_keeps_an_unfinished_r
     assert run_main(repro, args[:-2] + ["--epochs", "5", "--report-only"]) == 2
     assert "stages" in capsys.readouterr().err
     assert run_main(repro, args + ["--report-only"]) == 0  # the training command's settings: fine
-    assert "complete" not in json.loads((out / "runs.json").read_text())["meta"]
+    assert json.loads((out / "runs.json").read_text())["meta"]["complete"] is True
     # a process stopped with runs of its plan left (its heartbeat wrote complete=false)
     run = json.loads((out / "run.json").read_text())
     (out / "run.json").write_text(json.dumps({**run, "complete": False}))
