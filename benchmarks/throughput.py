@@ -141,7 +141,7 @@ def time_model(builder, shape, batch, target, loss, precision, steps, slow):
             ts.append(time.perf_counter() - t)
             if ts[-1] > slow:
                 break
-        train, train_steps = statistics.median(ts), ts
+        train_steps, train = ts, statistics.median(ts)
         model.predict_on_batch(x)
         ts = []
         for _ in range(steps):

@@ -134,12 +134,11 @@ def test_cpu_profile_is_the_configuration_the_selection_run_chose():
     from medattn.training.config import config_hash
     from tests.conftest import load_script
 
-    repo = REPO
     cfg = load_script("reproductions", "emtnet").PROFILES["cpu"]
     assert cfg.stage("train").image_size == 160
-    sel = repo / "results" / "emtnet" / "selection"
+    sel = REPO / "results" / "emtnet" / "selection"
     chosen = [json.loads(line) for line in (sel / "E1" / "runs.jsonl").read_text().splitlines()]
     assert chosen[0]["val_roc_auc"] >= 0.821  # the bar of the amended rule in selection/README.md
     assert {r["identity"]["config_sha256"] for r in chosen} == {config_hash(cfg)}
-    committed = [json.loads(line) for line in (repo / "results" / "emtnet" / "runs.jsonl").read_text().splitlines()]
+    committed = [json.loads(line) for line in (REPO / "results" / "emtnet" / "runs.jsonl").read_text().splitlines()]
     assert config_hash(cfg) not in {r["identity"]["config_sha256"] for r in committed}
