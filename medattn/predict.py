@@ -18,7 +18,8 @@ it needs: input size, preprocessing, class names, threshold, MC dropout. By the 
 * ``patch_classifier`` (MIAS deep fusion): each image is taken as a region of interest, resized to the card's
   ``roi_size``; the sliding windows of the card's patch size and stride are classified and the ROI label is the
   majority vote of the patch labels (``vote_fraction``: the share of tumour patches), with the mean patch
-  probability beside it.
+  probability beside it; a card with ``tta`` (``flip`` or ``dihedral``) averages each window's probability over
+  its views first, as the run that saved the model did.
 
 Images: PNG, JPEG, BMP, TIFF, greyscale or RGB, any size (resized to the model's input; masks are resized back).
 Files that cannot be read are listed in ``unreadable.txt`` and in the exit message, and the exit code is 3; they
@@ -84,6 +85,7 @@ def _vote(model, img, card, classes) -> dict:
     import tensorflow as tf
 
     from .datasets.mias import sliding_windows
+    from .evaluation.tta import tta_predict
 
     roi_size, size = int(card["roi_size"]), int(card["input_size"])
     grey = img.astype("float32").mean(-1, keepdims=True)
@@ -91,7 +93,7 @@ def _vote(model, img, card, classes) -> dict:
     win, _ = sliding_windows(roi, size, int(card["stride"]))
     x = np.repeat(win, 3, axis=-1)
     x = x - x.mean(axis=(1, 2, 3), keepdims=True)
-    p = np.asarray(model.predict(x, verbose=0), dtype=np.float64)[:, 1]
+    p = tta_predict(lambda v: np.asarray(model.predict(v, verbose=0), dtype=np.float64)[:, 1], x, card.get("tta"))
     thr = float(card.get("threshold") or 0.5)
     frac = float(np.mean(p > thr))
     return {"vote_fraction": frac, f"mean_p_{classes[1]}": float(p.mean()), "windows": int(len(p)),

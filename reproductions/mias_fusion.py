@@ -16,7 +16,10 @@ Protocol (shared/PAPERS.md section 2; where we depart, the profile says so and r
 * validation: the 25 sliding windows of each val ROI; the checkpoint with the best validation loss is kept;
 * test: 25 windows (72x72, stride 12) per test ROI; the ROI label is the majority vote of the patch labels. AUC is
   computed from the ROI's mean P(tumour) (``roc_auc``); the authors' code computed it from hard labels
-  (``roc_auc_hard_labels``), reported beside it.
+  (``roc_auc_hard_labels``), reported beside it. ``--set tta=dihedral`` (or ``flip``) averages each window's
+  P(tumour) over its 8 rotations and mirror images (2 for flip) before the vote, on validation and test; it changes
+  only the evaluation, so ``--resume --out NEW`` with the same ``--runs-dir`` evaluates finished runs again
+  without training them.
 
 Profiles:
 * ``paper``: VGG16/VGG19 + Model1/Model2 + DenseNet121/ResNet50/MobileNet baselines, frozen ImageNet backbones, SGD
@@ -79,6 +82,12 @@ class MiasConfig(ExperimentConfig):
     stride: int = 12
     n_boot: int = 2000
     balance_classes: bool = False  # class weights so tumour and normal patches weigh the same in the loss
+    # test-time augmentation of every evaluated window: none, flip (2 views) or dihedral (8: rotations by quarter
+    # turns of the window and its mirror image; the models train with rotations of +-180 degrees and flips). It
+    # changes only the evaluation, so --resume re-evaluates finished checkpoints with it instead of training again
+    tta: str | None = None
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta",)
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
 
 
 PROFILES = {
@@ -112,13 +121,15 @@ def samplewise_centre(batch):
 
 
 def _roi_scores(ctx, model, rois, threshold: float = 0.5):
-    """Patch probabilities of every sliding window and the per-ROI vote (patch P(tumour) > threshold, majority of
-    the 25) and mean probability."""
+    """Patch probabilities of every sliding window (with ``tta``: the mean over the window's views) and the
+    per-ROI vote (patch P(tumour) > threshold, majority of the 25) and mean probability."""
     from medattn.datasets import sliding_windows
     from medattn.datasets.pipeline import array_dataset
+    from medattn.evaluation import tta_predict
 
     win, roi_idx = sliding_windows(rois, ctx.cfg.stage("train").image_size, ctx.cfg.stride)
-    prob = ctx.predict(model, array_dataset(win, None, 128, preprocess=samplewise_centre), 128)[:, 1]
+    prob = tta_predict(lambda v: ctx.predict(model, array_dataset(v, None, 128, preprocess=samplewise_centre), 128)[:, 1],
+                       win, ctx.cfg.tta)
     return prob, roi_idx, vote(prob, roi_idx, threshold), prob.reshape(-1, np.bincount(roi_idx)[0]).mean(1)
 
 
@@ -126,6 +137,14 @@ def vote(prob, roi_idx, threshold: float = 0.5):
     """Majority vote of patch labels ``prob > threshold`` per ROI (25 windows: no ties)."""
     per = np.bincount(roi_idx)[0]
     return ((prob > threshold).reshape(-1, per).mean(1) > 0.5).astype(int)
+
+
+def _log_loss(y, p_tumour) -> float:
+    """Mean binary cross-entropy of window labels ``y`` under P(tumour) (the sparse categorical cross-entropy of
+    the two-class softmax), probabilities clipped to [1e-7, 1 - 1e-7] as Keras does."""
+    p = np.clip(np.asarray(p_tumour, dtype=np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(y)
+    return float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p))))
 
 
 def select_threshold(prob, roi_idx, y_roi) -> float:
@@ -187,11 +206,14 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
         "accuracy_mean_prob": ms["accuracy"], "val_threshold": threshold,
         "accuracy_val_threshold": tuned["accuracy"], "recall_tumour_val_threshold": tuned["recall_tumour"],
         "precision_tumour_val_threshold": tuned["precision_tumour"],
-        "val_roi_accuracy": float(np.mean(vote(vprob, vidx2, 0.5) == yva)), "patch_accuracy": patch["accuracy"], "patch_roc_auc": patch["roc_auc"],
+        "val_roi_accuracy": float(np.mean(vote(vprob, vidx2, 0.5) == yva)), "val_window_loss": _log_loss(yva[vidx2], vprob),
+        "tta": cfg.tta or "none", "patch_accuracy": patch["accuracy"], "patch_roc_auc": patch["roc_auc"],
         "best_epoch": res["best_epoch"], "best_val_loss": res["best_value"], "epochs": len(res["history"]),
         "train_patches": n_epoch * len(res["history"]), "train_time_s": round(train_s, 1),
         "train_patches_per_s": round(n_epoch * res["epochs_run"] / max(train_s, 1e-9), 1),
         "resumed_from_epoch": res["resumed_from"],
+        # every epoch's training time, this process's and any earlier one's (a re-evaluation trains none)
+        "train_time_all_epochs_s": round(sum(h.get("time_s", 0.0) for h in res["history"]), 1),
         "params": int(model.count_params()),
     }
     n = len(yte)
@@ -208,7 +230,7 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
                    preprocessing="samplewise_centre (grey to 3 channels, minus each patch's mean)",
                    class_names=CLASS_NAMES, threshold=0.5, mc_dropout=False,
                    roi_rule=f"25 windows of {stage.image_size} px, stride {cfg.stride}, majority vote of patch labels",
-                   roi_size=int(xte.shape[1]), stride=cfg.stride,
+                   roi_size=int(xte.shape[1]), stride=cfg.stride, tta=cfg.tta,
                    metrics={"accuracy": row["accuracy"], "roc_auc": row["roc_auc"]})
     np.savez(ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{seed}.npz", y_true=yte, roi_pred=roi_pred,
              roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx, names=np.array(data["test_names"]))
@@ -320,6 +342,10 @@ def _check(cfg: MiasConfig) -> None:
     size = cfg.stage("train").image_size
     if not 32 <= size <= 120:
         raise UserError(f"--image-size {size}: the patch size must lie between 32 and the ROIs' 120 pixels")
+    from medattn.evaluation import TTA_MODES
+
+    if cfg.tta is not None and cfg.tta not in TTA_MODES:
+        raise UserError(f"tta {cfg.tta!r}: choose none, " + " or ".join(sorted(TTA_MODES)))
     bad = [m for m in cfg.models if m.count(":") != 1]
     if bad:
         raise UserError(f"models must be BACKBONE:VARIANT entries, got {bad[0]!r}")

@@ -128,3 +128,29 @@ def test_patch_classifier_votes_over_windows(tmp_path):
     rows = list(csv.DictReader(open(predict_folder(model, imgs, tmp_path / "o")["csv"])))
     assert len(rows) == 3 and all(r["windows"] == "25" for r in rows)  # (40 - 24) / 4 + 1 = 5 per side
     assert all(r["predicted"] == ("tumour" if float(r["vote_fraction"]) > 0.5 else "normal") for r in rows)
+
+
+def test_patch_classifier_with_a_tta_card_averages_the_dihedral_views(tmp_path):
+    """A card saved with tta=dihedral: each window's probability is the mean over its 8 views, so the ROI's mean
+    probability equals the mean over the 8 rotated and mirrored copies of the image predicted without TTA (the
+    window grid, 5 x 5 over 40 px, is symmetric)."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (40, 40), dtype=np.uint8)
+    plain_dir, views_dir = tmp_path / "one", tmp_path / "views"
+    plain_dir.mkdir()
+    views_dir.mkdir()
+    Image.fromarray(img).save(plain_dir / "roi.png")
+    for i, v in enumerate([np.rot90(a, k) for a in (img, img[:, ::-1]) for k in range(4)]):
+        Image.fromarray(np.ascontiguousarray(v)).save(views_dir / f"v{i}.png")
+    inp = keras.Input((24, 24, 3))
+    x = keras.layers.Flatten()(keras.layers.AveragePooling2D(4)(inp))  # not rotation-invariant
+    m = keras.Model(inp, keras.layers.Dense(2, activation="softmax", kernel_initializer="glorot_normal")(x))
+    card = {"kind": "patch_classifier", "input_size": 24, "preprocessing": "samplewise_centre", "threshold": 0.5,
+            "class_names": ["normal", "tumour"], "roi_size": 40, "stride": 4}
+    plain = save_model_card(m, tmp_path / "plain.keras", card)
+    tta = save_model_card(m, tmp_path / "tta.keras", {**card, "tta": "dihedral"})
+    p_tta = float(next(csv.DictReader(open(predict_folder(tta, plain_dir, tmp_path / "o1")["csv"])))["mean_p_tumour"])
+    p_views = [float(r["mean_p_tumour"]) for r in
+               csv.DictReader(open(predict_folder(plain, views_dir, tmp_path / "o2")["csv"]))]
+    assert len(p_views) == 8 and np.std(p_views) > 1e-4  # the model does see the views differently
+    assert p_tta == pytest.approx(np.mean(p_views), abs=1e-5)

@@ -140,6 +140,9 @@ class ExperimentConfig:
     verbose: int = 1  # 0 quiet, 1 a line per epoch (and a bar on a terminal), 2 lines only
     # fields that only choose which arms run (see config_hash); a subclass lists its own
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # fields that change only how a trained model is evaluated (test-time augmentation): they enter a result row's
+    # identity but not its training checkpoints', so --resume evaluates a finished run again without training
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         if not self.profile or not self.profile.replace("-", "_").isidentifier():

@@ -11,7 +11,9 @@ everything else, the same way for every paper:
 * run identity (script, profile, arm, seed, data manifest hash, configuration hash): checkpoints live under
   ``<runs-dir>/<paper>-<profile>/<arm>_s<seed>/<stage>`` with an ``identity.json``; ``--resume`` continues only a
   run of the same identity and refuses (exit 2, naming the field) otherwise; finished runs are rows of
-  ``runs.jsonl`` in the results folder, reused by ``--resume`` and by ``--report-only``;
+  ``runs.jsonl`` in the results folder, reused by ``--resume`` and by ``--report-only``; settings that change only
+  the evaluation (a config's ``EVAL_ONLY_FIELDS``) are left out of the checkpoints' identity, so ``--resume`` with
+  a new ``--out`` evaluates finished checkpoints with them instead of training again;
 * results folders: ``results/<paper>/`` only for the profile whose results are committed
   (``Reproduction.committed_profile``), ``<runs-dir>/<paper>-<profile>/results`` for the others; ``config.json``
   written when training starts, tables after every run, ``run.json`` with the wall time summed over resumed
@@ -156,26 +158,38 @@ class Context:
                                  stage.warmup_steps(n_examples))
 
     # checkpoints and fit --------------------------------------------------------------------------------------
-    def identity(self, spec: RunSpec) -> dict:
+    def _checkpoint_cfg(self):
+        """The configuration with the experiment's ``EVAL_ONLY_FIELDS`` (settings that change only how a trained
+        model is evaluated, such as test-time augmentation) at their defaults: what the training depended on."""
+        fields = {f.name: f for f in dataclasses.fields(self.cfg)}
+        reset = {k: fields[k].default for k in getattr(self.cfg, "EVAL_ONLY_FIELDS", ())}
+        return dataclasses.replace(self.cfg, **reset) if reset else self.cfg
+
+    def identity(self, spec: RunSpec, checkpoint: bool = False) -> dict:
+        """A run's identity: a row's (every setting) or, with ``checkpoint``, its training checkpoints' (the
+        evaluation-only settings left out, so a finished run can be evaluated again with them, e.g. ``--set
+        tta=dihedral --resume --out NEW``, without training again)."""
         from ..datasets.audit import audit_rule
 
+        cfg = self._checkpoint_cfg() if checkpoint else self.cfg
         ident = {"script": self.repro.name, "profile": self.cfg.profile, "arm": spec.arm, "seed": spec.seed,
-                 "data_sha256": self.data_sha, "config_sha256": config_hash(self.cfg)}
+                 "data_sha256": self.data_sha, "config_sha256": config_hash(cfg)}
         # splits built on the audit's groups: another rule, another split. The hash-only rule every run used
         # before the second tier existed is left out, so those runs keep their identity.
         if self.audit_rule not in (None, audit_rule()):
             ident["audit"] = self.audit_rule
         return ident
 
-    def identity_diff(self, stored: dict, spec: RunSpec) -> list[str]:
-        """The identity fields in which ``stored`` (a row's or a checkpoint's) differs from ``spec``'s run now.
-        A configuration hash recorded before the arm fields left the hash (:func:`legacy_config_hashes`) counts
-        as the same configuration."""
+    def identity_diff(self, stored: dict, spec: RunSpec, checkpoint: bool = False) -> list[str]:
+        """The identity fields in which ``stored`` (a row's or, with ``checkpoint``, a checkpoint's) differs from
+        ``spec``'s run now. A configuration hash recorded before the arm fields left the hash
+        (:func:`legacy_config_hashes`) counts as the same configuration."""
         from .config import legacy_config_hashes
 
-        ident = self.identity(spec)
+        ident = self.identity(spec, checkpoint)
         diff = [k for k in ident if stored.get(k) != ident[k]]
-        if "config_sha256" in diff and stored.get("config_sha256") in legacy_config_hashes(self.cfg, spec.arm):
+        cfg = self._checkpoint_cfg() if checkpoint else self.cfg
+        if "config_sha256" in diff and stored.get("config_sha256") in legacy_config_hashes(cfg, spec.arm):
             diff.remove("config_sha256")
         return diff
 
@@ -185,11 +199,11 @@ class Context:
     def prepare_run_dir(self, spec: RunSpec) -> Path:
         """The run's checkpoint folder, checked against (or stamped with) the run's identity."""
         d = self.run_dir(spec)
-        ident = self.identity(spec)
+        ident = self.identity(spec, checkpoint=True)
         path = d / "identity.json"
         if d.exists() and self.cfg.resume and path.exists():
             stored = json.loads(path.read_text())
-            diff = self.identity_diff(stored, spec)
+            diff = self.identity_diff(stored, spec, checkpoint=True)
             if diff:
                 raise UserError(f"--resume: the checkpoints in {d} belong to another run ({diff[0]}: "
                                 f"{stored.get(diff[0])!r} there, {ident[diff[0]]!r} now); drop --resume to start "

@@ -13,9 +13,9 @@ def test_smoke_profile_end_to_end(tmp_path):
     data = dataset_dir("mias_rois")
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO / "reproductions" / "mias_fusion.py"), "--profile", "smoke", "--data-dir",
-           str(data), "--out", str(out), "--set", "models=vgg16:model2", "--quiet"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                       env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+           str(data), "--out", str(out), "--set", "models=vgg16:model2", "--quiet", "--runs-dir", str(tmp_path / "runs")]
+    env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     comp = json.loads((out / "comparison.json").read_text())
     metrics = {row["metric"]: row for row in comp["rows"]}
@@ -26,6 +26,18 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert json.loads((out / "config.json").read_text())["profile"] == "smoke"
     assert json.loads((out / "run.json").read_text())["data_manifest_sha256"]
     assert (out / "plots" / "confusion_vgg16_model2.png").exists()
+    assert runs[0]["tta"] == "none" and runs[0]["val_window_loss"] > 0
+    # test-time augmentation only changes the evaluation: the finished checkpoint is evaluated again, not trained
+    out2 = tmp_path / "tta"
+    cmd2 = [str(out2) if c == str(out) else c for c in cmd] + ["--resume", "--set", "tta=dihedral"]
+    r = subprocess.run(cmd2, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    tta = json.loads((out2 / "runs.json").read_text())["rows"][0]
+    assert tta["tta"] == "dihedral" and tta["resumed_from_epoch"] == 1 and tta["epochs"] == 1
+    assert tta["train_time_all_epochs_s"] == runs[0]["train_time_all_epochs_s"]
+    assert tta["val_window_loss"] != runs[0]["val_window_loss"]  # eight views per window, another mean
+    card = json.loads(next((tmp_path / "runs").glob("mias_fusion-smoke/vgg16_model2_s0/models/*.json")).read_text())
+    assert card["tta"] == "dihedral"
 
 
 def test_no_data_prints_instructions(tmp_path):
@@ -34,6 +46,13 @@ def test_no_data_prints_instructions(tmp_path):
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120, env=env,
                        cwd=tmp_path)
     assert r.returncode == 2 and "MIAS_ROIs.zip" in r.stderr
+
+
+def test_an_unknown_tta_is_refused(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "mias_fusion.py"), "--profile", "smoke",
+                        "--data-dir", str(tmp_path), "--set", "tta=rotate", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "tta 'rotate'" in r.stderr and "dihedral" in r.stderr
 
 
 def test_cpu_profile_is_the_configuration_the_selection_runs_chose():

@@ -19,7 +19,10 @@ class ToyConfig(ExperimentConfig):
     name: str = "toy"
     arms: tuple[str, ...] = ("a", "b")
     dropout: float = 0.2
+    eval_tag: str | None = None  # an evaluation-only setting (as MIAS's tta): in a row's identity, not a checkpoint's
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("arms",)
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("eval_tag",)
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("eval_tag",)
 
 
 PROFILES = {
@@ -62,7 +65,8 @@ def _run_one(ctx, run, data):
         raise KeyboardInterrupt
     prob = ctx.predict(model, data["val"][0])
     acc = float(np.mean(prob.argmax(1) == data["val"][1]))
-    return {"accuracy": acc, "epochs_trained": len(res["history"]), "nan_metric": float("nan")}
+    return {"accuracy": acc, "epochs_trained": len(res["history"]), "nan_metric": float("nan"),
+            "eval_tag": ctx.cfg.eval_tag, "epochs_run_here": res["epochs_run"]}
 
 
 def _report(ctx, rows, final):
@@ -408,3 +412,29 @@ def test_report_only_refuses_a_setting_it_would_ignore_and_keeps_an_unfinished_r
     assert json.loads((out / "run.json").read_text())["complete"] is False
     assert json.loads((out / "runs.json").read_text())["meta"]["complete"] is False
     assert "- complete: `False` (the training process stopped" in (out / "runs.md").read_text()
+
+
+def test_an_evaluation_only_setting_evaluates_finished_checkpoints_without_training(tmp_path, data, capsys):
+    """EVAL_ONLY_FIELDS (MIAS's tta) enter a row's identity but not its checkpoints': --resume with a new --out
+    evaluates the finished run again with the setting and trains nothing; a training setting is still refused."""
+    repro = _repro(tmp_path)
+    runs = tmp_path / "runs"
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set", "arms=a"]
+    assert run_main(repro, base) == 0
+    ck = runs / "toy-smoke" / "a_s0" / "identity.json"
+    ck_before = ck.read_text()
+    first = json.loads((runs / "toy-smoke" / "results" / "runs.jsonl").read_text())
+    new_out = tmp_path / "eval"
+    assert run_main(repro, base + ["--resume", "--set", "eval_tag=x", "--out", str(new_out)]) == 0
+    row = json.loads((new_out / "runs.jsonl").read_text())
+    assert row["eval_tag"] == "x" and row["epochs_trained"] == 2 and row["epochs_run_here"] == 0
+    assert row["resumed_stages"] == ["a s0: after epoch 2"]
+    assert row["identity"]["config_sha256"] != first["identity"]["config_sha256"]
+    assert ck.read_text() == ck_before  # the checkpoints keep the identity of their training
+    capsys.readouterr()
+    # the first results folder holds the row without the setting: --resume there refuses, naming the hash
+    assert run_main(repro, base + ["--resume", "--set", "eval_tag=x"]) == 2
+    assert "config_sha256" in capsys.readouterr().err
+    # a setting that changes training still needs new checkpoints
+    assert run_main(repro, base + ["--resume", "--set", "dropout=0.3", "--out", str(tmp_path / "other")]) == 2
+    assert "belong to another run" in capsys.readouterr().err
