@@ -160,6 +160,7 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
     from medattn.datasets.pipeline import array_dataset
     from medattn.evaluation import bootstrap_ci, classification_metrics, wilson_interval
     from medattn.models.mias_fusion import build_mias_model
+    from medattn.training.fit import training_seconds
 
     cfg, stage, spec, seed = ctx.cfg, ctx.cfg.stage("train"), run.arm, run.seed
     backbone, variant = spec.split(":")
@@ -213,7 +214,7 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
         "train_patches_per_s": round(n_epoch * res["epochs_run"] / max(train_s, 1e-9), 1),
         "resumed_from_epoch": res["resumed_from"],
         # every epoch's training time, this process's and any earlier one's (a re-evaluation trains none)
-        "train_time_all_epochs_s": round(sum(h.get("time_s", 0.0) for h in res["history"]), 1),
+        "train_time_all_epochs_s": round(training_seconds(res["history"]), 1),
         "params": int(model.count_params()),
     }
     n = len(yte)

@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["fit", "FitResult", "atomic_write_text"]
+__all__ = ["fit", "FitResult", "atomic_write_text", "training_seconds"]
 
 
 class FitResult(dict):
@@ -51,6 +51,21 @@ def atomic_write_text(path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def training_seconds(history: list[dict]) -> float:
+    """Seconds spent training the epochs of ``history`` (a :func:`fit` history), over every process that trained
+    them: the sum of ``epoch_s``; for epochs logged before ``epoch_s`` existed, from the cumulative ``time_s`` of each
+    process (a resumed process starts its clock again, seen as a drop in ``time_s``)."""
+    total, prev = 0.0, 0.0
+    for h in history:
+        t = float(h.get("time_s", 0.0))
+        if "epoch_s" in h:
+            total += float(h["epoch_s"])
+        else:
+            total += t - prev if t >= prev else t
+        prev = t
+    return total
 
 
 def _write_logs(ckpt_dir: Path, history: list[dict]) -> None:
@@ -173,7 +188,7 @@ def _tensorboard_scalars(writer, logs: dict, step: int) -> None:
     meta.plugin_data.plugin_name = "scalars"
     with writer.as_default():
         for k, v in logs.items():
-            if k not in ("epoch", "time_s") and isinstance(v, (int, float)):
+            if k not in ("epoch", "time_s", "epoch_s") and isinstance(v, (int, float)):
                 tf.summary.write(k, tf.constant(float(v), tf.float32), step=step, metadata=meta)
     writer.flush()
 
@@ -285,12 +300,13 @@ def fit(
             logs = {k: float(v[-1]) for k, v in h.history.items()}
         if bar:
             bar.close()
-        logs = {"epoch": epoch + 1, **logs, "time_s": round(time.time() - t0, 3)}
+        # time_s: since this process's fit began (cumulative); epoch_s: this epoch alone
+        logs = {"epoch": epoch + 1, **logs, "time_s": round(time.time() - t0, 3), "epoch_s": round(time.time() - te, 3)}
         history.append(logs)
         value = logs.get(monitor, None)
         if value is None and validation_data is not None:  # a misspelt monitor would silently keep the last epoch
             raise ValueError(f"[{label}] monitor {monitor!r} is not among this model's logs "
-                             f"({', '.join(k for k in logs if k not in ('epoch', 'time_s'))})")
+                             f"({', '.join(k for k in logs if k not in ('epoch', 'time_s', 'epoch_s'))})")
         improved = value is None or (value < best_value if mode == "min" else value > best_value)
         if value is not None and np.isnan(value):
             improved = False
@@ -309,7 +325,7 @@ def fit(
         if writer is not None:
             _tensorboard_scalars(writer, logs, epoch + 1)
         if verbose:
-            shown = "  ".join(f"{k} {_fmt(v)}" for k, v in logs.items() if k not in ("epoch", "time_s"))
+            shown = "  ".join(f"{k} {_fmt(v)}" for k, v in logs.items() if k not in ("epoch", "time_s", "epoch_s"))
             print(f"[{label}] epoch {epoch + 1}/{epochs}  {shown}  best {monitor} {_fmt(best_value)} (epoch "
                   f"{best_epoch})  {time.time() - te:.0f} s", flush=True)
         if patience is not None and wait >= patience:

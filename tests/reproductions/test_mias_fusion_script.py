@@ -26,7 +26,7 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert json.loads((out / "config.json").read_text())["profile"] == "smoke"
     assert json.loads((out / "run.json").read_text())["data_manifest_sha256"]
     assert (out / "plots" / "confusion_vgg16_model2.png").exists()
-    assert runs[0]["tta"] == "none" and runs[0]["val_window_loss"] > 0
+    assert runs[0]["tta"] == "none" and runs[0]["val_window_loss"] > 0 and runs[0]["train_time_all_epochs_s"] > 0
     # test-time augmentation only changes the evaluation: the finished checkpoint is evaluated again, not trained
     out2 = tmp_path / "tta"
     cmd2 = [str(out2) if c == str(out) else c for c in cmd] + ["--resume", "--set", "tta=dihedral"]

@@ -152,3 +152,14 @@ def test_a_monitor_missing_from_the_logs_is_refused_when_there_is_validation_dat
     res = fit(toy_model(), lambda e: toy_dataset(x, y, 8, 0, e), epochs=2, ckpt_dir=tmp_path / "b",
               monitor="val_loss", verbose=0)
     assert res["best_epoch"] == 2
+
+
+def test_training_seconds_sums_every_process_that_trained():
+    """time_s restarts in a resumed process; training_seconds adds the epochs, not the cumulative clock."""
+    from medattn.training.fit import training_seconds
+
+    new = [{"time_s": 5.0, "epoch_s": 5.0}, {"time_s": 9.0, "epoch_s": 4.0}, {"time_s": 3.0, "epoch_s": 3.0}]
+    assert training_seconds(new) == 12.0
+    old = [{"time_s": 10.3}, {"time_s": 18.8}, {"time_s": 29.1}, {"time_s": 7.0}, {"time_s": 15.0}]  # resumed at 4
+    assert training_seconds(old) == pytest.approx(29.1 + 15.0)
+    assert training_seconds([]) == 0.0
