@@ -72,7 +72,8 @@ def update_readme(readme, base=".") -> int:
 
 def combine_runs(folders, out, name: str, columns) -> dict[str, Path]:
     """One table of ``columns`` from the rows of several run folders (their ``runs.jsonl``), each row with its
-    folder name, and the command, commit and profile of the folder's ``run.json`` in the table's meta."""
+    folder name, and the command, commit and profile of the folder's ``run.json`` in the table's meta. A column
+    that only some folders' rows have is empty in the others; one that no row has is refused."""
     from .tables import write_table
 
     rows, sources = [], []
@@ -87,10 +88,13 @@ def combine_runs(folders, out, name: str, columns) -> dict[str, Path]:
         for line in rows_file.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                missing = [c for c in columns if c not in r]
-                if missing:
-                    raise ValueError(f"{rows_file}: rows have no column {missing[0]!r}")
-                rows.append({"run": folder.name, **{c: r[c] for c in columns}})
+                rows.append({"run": folder.name, **{c: r.get(c) for c in columns}, "_has": set(r)})
+    # a column some folders' rows lack (a field added later, such as tta) is left empty there; one no row has is
+    # a typo, named
+    missing = [c for c in columns if not any(c in r["_has"] for r in rows)]
+    if missing:
+        raise ValueError(f"--combine: no row of {', '.join(str(f) for f in folders)} has a column {missing[0]!r}")
+    rows = [{k: v for k, v in r.items() if k != "_has"} for r in rows]
     return write_table(out, name, rows, title=f"{name}: {len(rows)} rows from {len(sources)} run folders",
                        meta={"sources": sources})
 

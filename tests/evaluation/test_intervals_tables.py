@@ -131,6 +131,12 @@ def test_combine_runs_takes_columns_from_each_folder_with_its_provenance(tmp_pat
     assert "0.7000" in md and "- B: `python x.py --run B` (git_commit `abc`" in md
     with pytest.raises(SystemExit):  # a column the rows lack is named, not dropped
         report_main([str(out), "--combine", str(tmp_path / "A"), "--columns", "dice,nope"])
+    # a field only the later folder's rows have (added to the script since the first ran) is empty in the first
+    (tmp_path / "B" / "runs.jsonl").write_text(json.dumps({"seed": 0, "dice": 0.7, "tta": "dihedral"}) + "\n")
+    assert report_main([str(out), "--combine", str(tmp_path / "A"), str(tmp_path / "B"), "--name", "sel",
+                        "--columns", "seed,dice,tta"]) == 0
+    rows = json.loads((out / "sel.json").read_text())["rows"]
+    assert [r["tta"] for r in rows] == [None, "dihedral"]
 
 
 def test_targets_table_reads_each_cell_and_judges_both_directions(tmp_path):
