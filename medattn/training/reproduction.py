@@ -162,7 +162,8 @@ class Context:
         """The configuration with the experiment's ``EVAL_ONLY_FIELDS`` (settings that change only how a trained
         model is evaluated, such as test-time augmentation) at their defaults: what the training depended on."""
         fields = {f.name: f for f in dataclasses.fields(self.cfg)}
-        reset = {k: fields[k].default for k in getattr(self.cfg, "EVAL_ONLY_FIELDS", ())}
+        reset = {k: (fields[k].default if fields[k].default is not dataclasses.MISSING else fields[k].default_factory())
+                 for k in getattr(self.cfg, "EVAL_ONLY_FIELDS", ())}
         return dataclasses.replace(self.cfg, **reset) if reset else self.cfg
 
     def identity(self, spec: RunSpec, checkpoint: bool = False) -> dict:
