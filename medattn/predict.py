@@ -9,7 +9,8 @@ it needs: input size, preprocessing, class names, threshold, MC dropout. By the 
 * ``segmenter``: one mask PNG per image at the image's own size (``masks/<name>.png``, 0/255) and an overlay PNG
   (``overlays/<name>.png``), plus ``predictions.csv`` with the predicted lesion area;
 * ``classifier``: ``predictions.csv`` with one probability column per class and the predicted class; with MC
-  dropout the mean of T passes (``--passes``, default the card's) and the predictive entropy; when the card names a
+  dropout the mean of T passes (``--passes``, default the card's) and the predictive entropy; with the card's
+  ``tta`` (``flip``) each pass is the mean over the image and its mirror image; when the card names a
   ``segmenter`` (the BUSI two-stage pipeline) that segmenter runs first and its mask is the classifier's 4th channel,
   and its masks and overlays are written too (empty for an image called the card's ``empty_mask_when`` class,
   when the run chose that gate on validation data);
@@ -113,6 +114,7 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
     """Run the model at ``model_path`` on every image under ``images``; write the outputs under ``out``. Returns
     ``{"n": processed, "unreadable": [lines], "csv": path}``."""
     from .datasets.core import DatasetError, read_image
+    from .evaluation.tta import tta_predict
     from .saving import load_model
 
     model_path, images, out = Path(model_path), Path(images), Path(out)
@@ -175,8 +177,9 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
 
                 msk = np.asarray(tf.image.resize(mask_small[None, ..., None], (size, size)))[0]
                 x = np.concatenate([x, msk.astype("float32")], axis=-1)
-            samples = np.stack([np.asarray(model(x[None], training=False), dtype=np.float64)[0]
-                                for _ in range(passes)])
+            # the card's tta (brain MRI: flip): each pass is the mean over the image's views
+            samples = np.stack([tta_predict(lambda v: np.asarray(model(v, training=False), dtype=np.float64),
+                                            x[None], card.get("tta"))[0] for _ in range(passes)])
             p = samples.mean(0)
             for c, v in zip(classes, p):
                 row[f"p_{c}"] = float(v)

@@ -81,6 +81,12 @@ class BrainConfig(ExperimentConfig):
     # validation accuracy 0.23-0.33 at training accuracy 0.67-0.81 over its first three epochs (stopped; not in the
     # tables). The smoke and cpu profiles use 0.9. The paper profile fine-tunes with BatchNorm frozen.
     bn_momentum: float | None = None
+    # test-time augmentation: none or flip (class probabilities averaged over the image and its mirror image; the
+    # models train with horizontal flips). It changes only the evaluation, so --resume --out NEW with the same
+    # --runs-dir evaluates finished checkpoints with it instead of training again
+    tta: str | None = None
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta",)
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
 
 
 PROFILES = {
@@ -196,6 +202,7 @@ def _phase(ctx, model, stage, name, data, run, pre, aug, fraction):
 def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     from medattn.backbones import preprocess_fn, preprocessing_for
     from medattn.datasets.pipeline import array_dataset
+    from medattn.evaluation import tta_predict
     from medattn.evaluation.saliency import grad_cam, plot_grad_cam
     from medattn.models.transfer import build_transfer_classifier, last_feature_layer
 
@@ -222,7 +229,8 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     x, y = data["x"][size], data["y"]
 
     def probs(idx):
-        return np.asarray(ctx.predict(model, array_dataset(x[idx], None, 64, preprocess=pre), 64), dtype=np.float64)
+        return tta_predict(lambda v: ctx.predict(model, array_dataset(v, None, 64, preprocess=pre), 64), x[idx],
+                           cfg.tta)
 
     pv = probs(data["val"])
     pt = probs(data["test"])
@@ -234,13 +242,14 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
            "epochs_run": sum(len(h["history"]) for h in history.values()),
            "resumed_from": {k: h["resumed_from"] for k, h in history.items() if h["resumed_from"]} or None,
            "best_epoch": history["train"]["best_epoch"], "val_accuracy": float(np.mean(pv.argmax(1) == y[data["val"]])),
-           "n_val": int(len(data["val"])), "n_test_official": int(len(pt)), "n_test_dedup": int(keep.sum())}
+           "n_val": int(len(data["val"])), "n_test_official": int(len(pt)), "n_test_dedup": int(keep.sum()),
+           "tta": cfg.tta or "none"}
     for name, mask in (("official", np.ones(len(pt), bool)), ("dedup", keep)):
         for k, v in _metrics(y[data["test"]][mask], pt[mask], cfg.n_boot, run.seed).items():
             row[f"{name}_{k}"] = v
     ctx.save_model(model, run, backbone, kind="classifier", input_size=size,
                    preprocessing=preprocessing_for(backbone, weights), class_names=list(CLASSES), threshold=None,
-                   mc_dropout=False, metrics={k: row[k] for k in ("val_accuracy", "official_accuracy",
+                   mc_dropout=False, tta=cfg.tta, metrics={k: row[k] for k in ("val_accuracy", "official_accuracy",
                                                                   "dedup_accuracy", "n_test_dedup")})
     names = np.array(["/".join(Path(data["recs"][i].path).parts[-3:]) for i in data["test"]])  # Testing/<class>/file
     np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[data["test"]], prob=pt, dedup=keep)
@@ -352,6 +361,9 @@ def _check(cfg: BrainConfig) -> None:
         raise UserError(f"unfreeze_fraction must lie in (0, 1], got {cfg.unfreeze_fraction}")
     if not 0.0 < cfg.val_fraction < 0.5:
         raise UserError(f"val_fraction must lie in (0, 0.5), got {cfg.val_fraction}")
+    if cfg.tta not in (None, "flip"):
+        raise UserError(f"tta {cfg.tta!r}: choose none or flip (the models train with horizontal flips and small "
+                        "rotations, not with quarter turns)")
 
 
 REPRODUCTION = Reproduction(

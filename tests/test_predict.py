@@ -154,3 +154,21 @@ def test_patch_classifier_with_a_tta_card_averages_the_dihedral_views(tmp_path):
                csv.DictReader(open(predict_folder(plain, views_dir, tmp_path / "o2")["csv"]))]
     assert len(p_views) == 8 and np.std(p_views) > 1e-4  # the model does see the views differently
     assert p_tta == pytest.approx(np.mean(p_views), abs=1e-5)
+
+
+def test_classifier_with_a_flip_tta_card_averages_the_image_and_its_mirror(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    img = np.random.default_rng(2).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(img).save(imgs / "a.png")
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Flatten()(keras.layers.AveragePooling2D(4)(inp))
+    m = keras.Model(inp, keras.layers.Dense(3, activation="softmax", kernel_initializer="glorot_normal")(x))
+    card = {"kind": "classifier", "input_size": 16, "preprocessing": "unit", "class_names": ["a", "b", "c"],
+            "threshold": None, "mc_dropout": False}
+    tta = save_model_card(m, tmp_path / "t.keras", {**card, "tta": "flip"})
+    row = next(csv.DictReader(open(predict_folder(tta, imgs, tmp_path / "o")["csv"])))
+    x = img.astype("float32")[None] / 255.0
+    want = 0.5 * (np.asarray(m(x)) + np.asarray(m(x[:, :, ::-1])))[0]
+    assert [float(row[f"p_{c}"]) for c in "abc"] == pytest.approx(want.tolist(), abs=1e-5)
+    assert not np.allclose(want, np.asarray(m(x))[0], atol=1e-4)  # the mirror image does change the output

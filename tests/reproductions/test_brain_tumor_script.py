@@ -99,6 +99,19 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
         stack.extend(getattr(la, "layers", []))
         bns += [la] if isinstance(la, keras.layers.BatchNormalization) else []
     assert len(bns) > 10 and all(la.momentum == 0.9 for la in bns)
+    # flip TTA only changes the evaluation: the finished vgg16 checkpoint is evaluated again, not trained
+    out2 = tmp_path / "tta"
+    r = _run(["--profile", "smoke", "--data-dir", data, "--out", out2, "--runs-dir", tmp_path / "runs", "--resume",
+              "--set", "backbones=vgg16", "--set", "tta=flip"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((out2 / "runs.json").read_text())["rows"][0]
+    assert again["tta"] == "flip" and runs[1]["tta"] == "none"
+    assert again["epochs_run"] == runs[1]["epochs_run"] and again["resumed_from"] == {"train": 1}
+    p_plain, p_flip = np.load(out / "predictions" / "vgg16_s0.npz")["prob"], np.load(out2 / "predictions" /
+                                                                                      "vgg16_s0.npz")["prob"]
+    assert np.allclose(p_flip.sum(1), 1, atol=1e-4) and not np.allclose(p_plain, p_flip, atol=1e-6)
+    assert read_model_card(tmp_path / "runs" / "brain_tumor_transfer-smoke" / "vgg16_s0" / "models" /
+                           "vgg16.keras")["tta"] == "flip"
 
 
 def test_frozen_phase_on_random_weights_is_refused(tmp_path):
@@ -107,6 +120,9 @@ def test_frozen_phase_on_random_weights_is_refused(tmp_path):
              tmp_path, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "frozen.epochs=2" in r.stderr and "frozen.epochs=0" in r.stderr
+    r = _run(["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set", "tta=dihedral"],
+             tmp_path, timeout=300)
+    assert r.returncode == 2 and "tta 'dihedral'" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.slow
