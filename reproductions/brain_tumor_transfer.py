@@ -205,6 +205,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     from medattn.evaluation import tta_predict
     from medattn.evaluation.saliency import grad_cam, plot_grad_cam
     from medattn.models.transfer import build_transfer_classifier, last_feature_layer
+    from medattn.training.fit import training_seconds
 
     cfg, backbone = ctx.cfg, run.arm
     weights = None if cfg.weights == "none" else cfg.weights
@@ -241,6 +242,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
            # resumed_from says where it took over)
            "epochs_run": sum(len(h["history"]) for h in history.values()),
            "resumed_from": {k: h["resumed_from"] for k, h in history.items() if h["resumed_from"]} or None,
+           "train_time_all_epochs_s": round(sum(training_seconds(h["history"]) for h in history.values()), 1),
            "best_epoch": history["train"]["best_epoch"], "val_accuracy": float(np.mean(pv.argmax(1) == y[data["val"]])),
            "n_val": int(len(data["val"])), "n_test_official": int(len(pt)), "n_test_dedup": int(keep.sum()),
            "tta": cfg.tta or "none"}

@@ -107,6 +107,7 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
     again = json.loads((out2 / "runs.json").read_text())["rows"][0]
     assert again["tta"] == "flip" and runs[1]["tta"] == "none"
     assert again["epochs_run"] == runs[1]["epochs_run"] and again["resumed_from"] == {"train": 1}
+    assert again["train_time_all_epochs_s"] == runs[1]["train_time_all_epochs_s"] > 0
     p_plain, p_flip = np.load(out / "predictions" / "vgg16_s0.npz")["prob"], np.load(out2 / "predictions" /
                                                                                       "vgg16_s0.npz")["prob"]
     assert np.allclose(p_flip.sum(1), 1, atol=1e-4) and not np.allclose(p_plain, p_flip, atol=1e-6)
