@@ -110,12 +110,17 @@ class DcnnimafConfig(ExperimentConfig):
     # the cleaning); rows then report Dice and the false-positive rate on normal images before the gate too, and
     # the saved pipeline applies it. None: off, and no part of the run identity
     seg_gate: bool | None = None
+    # --set cls_tta=flip: the classifier's probabilities averaged over its input (image + predicted mask) and the
+    # mirror image (it trains with horizontal flips). Evaluation only: --resume --out NEW with the same --runs-dir
+    # evaluates finished checkpoints with it instead of training again. None: off, and no part of the run identity
+    cls_tta: str | None = None
     # --set selection=true: choose settings without the test split. Each protocol's test part is set aside
     # unread; a quarter of its training part (groups whole, stratified) becomes the part the tables report on, so
     # models train on ~52 % of the images. Results go under runs/, never to results/. Part of every run's
     # identity (False included), unlike the optional fields below, which count only when not None.
     selection: bool = False
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters", "seg_gate")
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters", "seg_gate", "cls_tta")
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("cls_tta",)
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("protocols",)
 
 
@@ -281,11 +286,11 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
                                          augment=aug),
             cls_stage, ckroot / "classifier", label=f"{name} s{seed} cls",
             validation_data=(cls_input("val"), xs["val"][2]), class_weight=cw, monitor="val_loss", mode="min")
-    prob = ctx.predict(cls, cls_input("test"), 32)
+    prob = _classify(ctx, cls, cls_input("test"))
+    vprob = _classify(ctx, cls, cls_input("val"))
     yt = xs["test"][2]
     gate_row = {}
     if cfg.seg_gate:  # empty the masks of images the classifier calls normal, if validation Dice says so
-        vprob = ctx.predict(cls, cls_input("val"), 32)
         pred["test"], seg_sum, gate_row = _classifier_gate((xs["val"][1], pred["val"], vprob),
                                                            (xs["test"][1], pred["test"], prob), seg_sum)
     gated = bool(gate_row.get("seg_gate_applied"))
@@ -309,6 +314,9 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
         lambda t, p: macro_f1(t, p, 3), yt, prob, n_boot=cfg.n_boot,
         seed=seed)[1:]
     row["confusion_matrix"] = cm["confusion_matrix"]
+    # the classifier on the validation images (what chose its epoch), and how it was read
+    row["val_accuracy_cls"] = float(np.mean(vprob.argmax(1) == xs["val"][2]))
+    row["cls_tta"] = cfg.cls_tta or "none"
     row.update(external)
     names = [part["test"][i].name for i in range(len(yt))]
     np.savez(ctx.out / "predictions" / f"{name}_s{seed}.npz", y_true=yt, prob=prob, names=np.array(names),
@@ -362,6 +370,13 @@ def _choose_postprocess(cfg, val_true, val_prob):
         "val_dice_all_post": score}
 
 
+def _classify(ctx, cls, x):
+    """Class probabilities of the classifier (with ``cls_tta``: the mean over the input and its mirror image)."""
+    from medattn.evaluation import tta_predict
+
+    return tta_predict(lambda v: ctx.predict(cls, v, 32), x, ctx.cfg.cls_tta)
+
+
 def _evaluate_external(ctx, ext, seg, cls, predict_masks, seed, gated=False) -> dict:
     """The protocol's final segmenter and classifier on the external set: Dice/IoU on its lesion images and
     classification metrics over the classes it has (a class it lacks has no recall, and AUC is averaged over the
@@ -375,7 +390,7 @@ def _evaluate_external(ctx, ext, seg, cls, predict_masks, seed, gated=False) -> 
     x, m, y = ext["arrays"]
     pred = predict_masks(seg, x)
     xin = np.concatenate([_resize(x, size) / 255.0, _resize(pred, size)], axis=-1).astype("float32")
-    prob = np.asarray(ctx.predict(cls, xin, 32), dtype=np.float64)
+    prob = _classify(ctx, cls, xin)
     if gated:
         from medattn.evaluation.segmentation import gate_masks
 
@@ -423,6 +438,7 @@ def _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, post_row, gated=False)
                    class_names=list(CLASSES), threshold=None, mc_dropout=False,
                    extra_input="the segmenter's predicted mask (probabilities, resized) as channel 4",
                    segmenter="segmenter.keras", metrics={"accuracy": float(np.mean(prob.argmax(1) == yt))},
+                   tta=cfg.cls_tta,
                    **({"empty_mask_when": "normal"} if gated else {}))
 
 
@@ -585,6 +601,9 @@ def _check(cfg) -> None:
         raise UserError(f"protocols must be random, grouped or grouped_no_attention, got {bad[0]!r}")
     if cfg.crossfit_folds < 2:
         raise UserError(f"crossfit_folds must be >= 2, got {cfg.crossfit_folds}")
+    if cfg.cls_tta not in (None, "flip"):
+        raise UserError(f"cls_tta {cfg.cls_tta!r}: choose none or flip (the classifier trains with horizontal flips "
+                        "and small rotations, not with quarter turns)")
 
 
 def resolve_data(cfg):

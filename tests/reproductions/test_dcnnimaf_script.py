@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, load_script
@@ -196,6 +197,24 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     ext_rows = [x for x in comp["rows"] if "external hospital_b (n=7; absent: normal)" in x["source"]]
     assert {x["metric"] for x in ext_rows} >= {"dice_lesion", "accuracy"}
     assert json.loads((out / "config.json").read_text())["external_data"] == str(ext)
+    # classifier flip TTA only changes the evaluation: the finished checkpoints are read again, nothing trains
+    out2 = tmp_path / "tta"
+    cmd = [sys.executable, str(REPO / "reproductions" / "dcnnimaf.py"), "--profile", "smoke", "--data-dir",
+           str(train), "--external-data", str(ext), "--out", str(out2), "--runs-dir", str(tmp_path / "runs"), "--set",
+           "seg_gate=true", "--resume", "--set", "cls_tta=flip"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((out2 / "runs.json").read_text())["rows"][0]
+    assert again["cls_tta"] == "flip" and row["cls_tta"] == "none" and "resumed_stages" in again
+    assert again["dice_lesion_raw"] == row["dice_lesion_raw"]  # the same segmenter, the same masks
+    p1 = np.load(out / "predictions" / "grouped_s0.npz")["prob"]
+    p2 = np.load(out2 / "predictions" / "grouped_s0.npz")["prob"]
+    assert p1.shape == p2.shape and not np.allclose(p1, p2, atol=1e-6)
+    assert read_model_card(tmp_path / "runs" / "dcnnimaf-smoke" / "grouped_s0" / "models" /
+                           "classifier.keras")["tta"] == "flip"
+    r = subprocess.run(cmd[:-1] + ["cls_tta=dihedral"], capture_output=True, text=True, timeout=300, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and "cls_tta 'dihedral'" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.slow
