@@ -15,7 +15,7 @@ it needs: input size, preprocessing, class names, threshold, MC dropout. By the 
   and its masks and overlays are written too (empty for an image called the card's ``empty_mask_when`` class,
   when the run chose that gate on validation data);
 * ``multitask`` (EMT-Net): the malignancy probability (sigmoid of the logit, positive above the card's threshold)
-  and the mask;
+  and the mask (with the card's ``tta`` ``flip``: both averaged with the mirror image's);
 * ``patch_classifier`` (MIAS deep fusion): each image is taken as a region of interest, resized to the card's
   ``roi_size``; the sliding windows of the card's patch size and stride are classified and the ROI label is the
   majority vote of the patch labels (``vote_fraction``: the share of tumour patches), with the mean patch
@@ -198,12 +198,18 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
             row.update(_vote(model, img, card, classes))
         if kind == "multitask":
             x = _prepare(img, int(card["input_size"]), card["preprocessing"])
-            o = model(x[None], training=False)
-            prob = float(1 / (1 + np.exp(-float(np.asarray(o["label"]).ravel()[0]))))
+            views = [x[None]] + ([x[None, :, ::-1]] if card.get("tta") == "flip" else [])
+            probs, masks = [], []
+            for i, v in enumerate(views):  # the card's tta: the mean with the mirror image, its mask mirrored back
+                o = model(v, training=False)
+                probs.append(1 / (1 + np.exp(-float(np.asarray(o["label"]).ravel()[0]))))
+                m = np.asarray(o["mask"])[0, ..., 0]
+                masks.append(m[:, ::-1] if i else m)
+            prob = float(np.mean(probs))
             thr = float(card.get("threshold") or 0.5)
             row[f"p_{classes[1]}"] = prob
             row["predicted"] = classes[int(prob > thr)]
-            mask = _resize_mask(np.asarray(o["mask"])[0, ..., 0], img.shape[:2]) > 0.5
+            mask = _resize_mask(np.mean(masks, axis=0), img.shape[:2]) > 0.5
             row["lesion_area_fraction"] = float(mask.mean())
             _save_mask_and_overlay(out, rel, img, mask)
         rows.append(row)

@@ -77,7 +77,13 @@ class EmtConfig(ExperimentConfig):
     # which epoch of each fold is kept: "val_loss" (lowest; the default with a validation part) or "val_auc"
     # (highest AUC of the classification output on the validation part; needs val_fraction)
     select_on: str | None = None
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "val_fraction", "threshold_rule", "select_on")
+    # test-time augmentation: none or flip (P(malignant) and the mask averaged over the image and its mirror image;
+    # the models train with horizontal flips). Evaluation only: --resume --out NEW with the same --runs-dir
+    # evaluates finished folds with it instead of training again
+    tta: str | None = None
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "val_fraction", "threshold_rule", "select_on",
+                                                  "tta")
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("sweep", "ablation")  # pos_weight also names arms; kept in
 
 
@@ -209,6 +215,21 @@ def _malignancy_prob(out) -> np.ndarray:
     return 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)[:, 0]))
 
 
+def _predict(ctx, model, x, pre):
+    """P(malignant) and, for a multitask model, the mask (else None) of images ``x``; with ``tta=flip`` the mean
+    over the image and its mirror image (the mirror's mask mirrored back)."""
+    def once(v):
+        out = ctx.predict(model, np.asarray(pre(v)), 32)
+        return _malignancy_prob(out), (np.asarray(out["mask"]) if isinstance(out, dict) else None)
+
+    prob, mask = once(x)
+    if ctx.cfg.tta == "flip":
+        p2, m2 = once(x[:, :, ::-1])
+        prob = 0.5 * (prob + p2)
+        mask = None if mask is None else 0.5 * (mask + m2[:, :, ::-1])
+    return prob, mask
+
+
 def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     """Cross-validate one arm: out-of-fold probabilities and masks for every image, metrics per fold and pooled."""
     from medattn.backbones import preprocess_fn, preprocessing_for
@@ -259,7 +280,7 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
         best_epochs.append(res.get("best_epoch"))
         threshold = 0.5
         if va is not None:  # validation scores: the threshold, and the figures settings are chosen by
-            vp = _malignancy_prob(ctx.predict(model, np.asarray(pre(x[va])), 32))
+            vp = _predict(ctx, model, x[va], pre)[0]
             val_idx.append(va)
             val_prob.append(vp)
             best = res["best_epoch"]  # the kept epoch's validation loss, whichever figure chose it
@@ -267,27 +288,27 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
             if cfg.threshold_rule:
                 threshold = choose_threshold(y[va], vp, cfg.threshold_rule)
                 thresholds.append(threshold)
-        out = ctx.predict(model, np.asarray(pre(x[te])), 32)
+        p_te, m_te = _predict(ctx, model, x[te], pre)
         ctx.save_model(model, run, f"fold{f}", kind="multitask" if segmentation else "classifier",
                        input_size=stage.image_size, preprocessing=preprocessing_for(cfg.backbone, None if cfg.weights
                                                                                   == "none" else cfg.weights),
                        class_names=list(CLASSES), output="logit of malignant (sigmoid > threshold)",
                        threshold=threshold, threshold_rule=cfg.threshold_rule or "fixed 0.5",
-                       mc_dropout=False, fold=f, n_test=int(len(te)))
-        prob[te] = _malignancy_prob(out)
+                       mc_dropout=False, fold=f, n_test=int(len(te)), tta=cfg.tta)
+        prob[te] = p_te
         hard[te] = prob[te] > threshold
         if segmentation:
-            pred_mask[te] = out["mask"]
+            pred_mask[te] = m_te
         if ext:  # the ensemble of the fold models: mean probability and mean mask over folds
-            eo = ctx.predict(model, np.asarray(pre(ext["x"])), 32)
-            ext_prob += _malignancy_prob(eo) / cfg.folds
+            ep, em = _predict(ctx, model, ext["x"], pre)
+            ext_prob += ep / cfg.folds
             if segmentation:
-                ext_mask += np.asarray(eo["mask"], dtype=ext_mask.dtype) / cfg.folds
+                ext_mask += np.asarray(em, dtype=ext_mask.dtype) / cfg.folds
         m = classification_metrics(y[te], np.stack([1 - prob[te], prob[te]], 1), class_names=CLASSES)
         per_fold.append({k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos")})
     p2 = np.stack([1 - prob, prob], 1)
     m = classification_metrics(y, p2, class_names=CLASSES)
-    row = {"pos_weight": w, "segmentation": segmentation, "n": int(len(y)), "folds": cfg.folds,
+    row = {"pos_weight": w, "segmentation": segmentation, "n": int(len(y)), "folds": cfg.folds, "tta": cfg.tta or "none",
            **{k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "tp", "fn", "fp",
                                 "tn", "ece")}}
     for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos"):
@@ -536,6 +557,9 @@ def _check(cfg) -> None:
         raise UserError(f"--image-size {cfg.stage('train').image_size}: must be a multiple of 32 (five halvings)")
     if cfg.folds < 2:
         raise UserError(f"folds must be >= 2, got {cfg.folds}")
+    if cfg.tta not in (None, "flip"):
+        raise UserError(f"tta {cfg.tta!r}: choose none or flip (the models train with horizontal flips and small "
+                        "rotations, not with quarter turns)")
     if not cfg.sweep or min(cfg.sweep) <= 0 or cfg.pos_weight <= 0:
         raise UserError("loss weights (sweep, pos_weight) must be > 0")
     if cfg.val_fraction is not None and not 0 < cfg.val_fraction < 0.5:

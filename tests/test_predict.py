@@ -172,3 +172,23 @@ def test_classifier_with_a_flip_tta_card_averages_the_image_and_its_mirror(tmp_p
     want = 0.5 * (np.asarray(m(x)) + np.asarray(m(x[:, :, ::-1])))[0]
     assert [float(row[f"p_{c}"]) for c in "abc"] == pytest.approx(want.tolist(), abs=1e-5)
     assert not np.allclose(want, np.asarray(m(x))[0], atol=1e-4)  # the mirror image does change the output
+
+
+def test_multitask_with_a_flip_tta_card_averages_probability_and_mask(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    img = np.random.default_rng(3).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(img).save(imgs / "a.png")
+    inp = keras.Input((16, 16, 3))
+    m = keras.Model(inp, {"label": keras.layers.Dense(1, kernel_initializer="glorot_normal")(keras.layers.Flatten()(inp)),
+                          "mask": keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp)})
+    card = {"kind": "multitask", "input_size": 16, "preprocessing": "unit", "class_names": ["benign", "malignant"],
+            "threshold": 0.5, "mc_dropout": False}
+    plain = save_model_card(m, tmp_path / "p.keras", card)
+    tta = save_model_card(m, tmp_path / "t.keras", {**card, "tta": "flip"})
+    p_plain = float(next(csv.DictReader(open(predict_folder(plain, imgs, tmp_path / "o1")["csv"])))["p_malignant"])
+    p_tta = float(next(csv.DictReader(open(predict_folder(tta, imgs, tmp_path / "o2")["csv"])))["p_malignant"])
+    x = img.astype("float32")[None] / 255.0
+    logit_mirror = float(np.asarray(m(x[:, :, ::-1])["label"]).ravel()[0])
+    assert p_tta == pytest.approx(0.5 * (p_plain + 1 / (1 + np.exp(-logit_mirror))), abs=1e-5)
+    assert abs(p_tta - p_plain) > 1e-4

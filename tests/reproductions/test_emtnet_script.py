@@ -94,6 +94,18 @@ def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
     assert "ours (smoke): multitask_w2, thresholds from validation (sensitivity:0.9)" in sources
     assert json.loads((out / "config.json").read_text())["val_fraction"] == 0.25
     assert 0 <= row["val_roc_auc"] <= 1 and row["val_loss_mean"] > 0  # what settings are chosen by
+    # flip TTA changes only the evaluation: the finished folds are read again (validation, thresholds, test)
+    out2 = tmp_path / "tta"
+    r = subprocess.run(base + ["--set", "val_fraction=0.25", "--out", str(out2), "--resume", "--set", "tta=flip"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((out2 / "runs.json").read_text())["rows"][0]
+    assert again["tta"] == "flip" and row["tta"] == "none" and len(json.loads(again["resumed_stages"])) == 2
+    assert again["best_epochs"] == row["best_epochs"]  # the same kept epochs: nothing trained
+    p2 = np.load(out2 / "predictions" / "multitask_w2_s0.npz")["prob"]
+    assert p2.shape == prob.shape and 0 <= p2.min() and p2.max() <= 1  # (a one-epoch smoke model barely varies)
+    card = json.loads((tmp_path / "runs" / "emtnet-smoke" / "multitask_w2_s0" / "models" / "fold0.json").read_text())
+    assert card["tta"] == "flip"
 
 
 @pytest.mark.subprocess
@@ -142,3 +154,31 @@ def test_cpu_profile_is_the_configuration_the_selection_run_chose():
     assert {r["identity"]["config_sha256"] for r in chosen} == {config_hash(cfg)}
     committed = [json.loads(line) for line in (REPO / "results" / "emtnet" / "runs.jsonl").read_text().splitlines()]
     assert config_hash(cfg) not in {r["identity"]["config_sha256"] for r in committed}
+
+
+def test_flip_tta_averages_probability_and_mirrored_back_mask():
+    """``_predict`` with tta=flip: P(malignant) is the mean of the image's and the mirror image's; the mask is the
+    mean of the image's and the mirror's mask mirrored back. Checked on a model that is not mirror-symmetric."""
+    import types
+
+    import keras
+    import numpy as np
+
+    from tests.conftest import load_script
+
+    emt = load_script("reproductions", "emtnet")
+    inp = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inp)
+    model = keras.Model(inp, {"label": keras.layers.Dense(1, kernel_initializer="glorot_normal")(flat),
+                              "mask": keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp)})
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
+
+    def run(tta):
+        ctx = types.SimpleNamespace(cfg=types.SimpleNamespace(tta=tta), predict=lambda m, v, b: m.predict(v, verbose=0))
+        return emt._predict(ctx, model, x, lambda v: v)
+
+    (p0, m0), (pf, mf) = run(None), run("flip")
+    out = model.predict(x[:, :, ::-1], verbose=0)
+    p_mirror = 1 / (1 + np.exp(-out["label"][:, 0].astype(np.float64)))
+    assert np.allclose(pf, 0.5 * (p0 + p_mirror)) and not np.allclose(pf, p0, atol=1e-4)
+    assert np.allclose(mf, 0.5 * (m0 + out["mask"][:, :, ::-1]), atol=1e-6)
