@@ -156,11 +156,17 @@ def test_patch_classifier_with_a_tta_card_averages_the_dihedral_views(tmp_path):
     assert p_tta == pytest.approx(np.mean(p_views), abs=1e-5)
 
 
-def test_classifier_with_a_flip_tta_card_averages_the_image_and_its_mirror(tmp_path):
+def _one_random_image(tmp_path, seed):
+    """A folder with one random 16 x 16 RGB image, and the image."""
     imgs = tmp_path / "imgs"
     imgs.mkdir()
-    img = np.random.default_rng(2).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    img = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     Image.fromarray(img).save(imgs / "a.png")
+    return imgs, img
+
+
+def test_classifier_with_a_flip_tta_card_averages_the_image_and_its_mirror(tmp_path):
+    imgs, img = _one_random_image(tmp_path, seed=2)
     inp = keras.Input((16, 16, 3))
     x = keras.layers.Flatten()(keras.layers.AveragePooling2D(4)(inp))
     m = keras.Model(inp, keras.layers.Dense(3, activation="softmax", kernel_initializer="glorot_normal")(x))
@@ -175,10 +181,7 @@ def test_classifier_with_a_flip_tta_card_averages_the_image_and_its_mirror(tmp_p
 
 
 def test_multitask_with_a_flip_tta_card_averages_probability_and_mask(tmp_path):
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    img = np.random.default_rng(3).integers(0, 255, (16, 16, 3), dtype=np.uint8)
-    Image.fromarray(img).save(imgs / "a.png")
+    imgs, img = _one_random_image(tmp_path, seed=3)
     inp = keras.Input((16, 16, 3))
     m = keras.Model(inp, {"label": keras.layers.Dense(1, kernel_initializer="glorot_normal")(keras.layers.Flatten()(inp)),
                           "mask": keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp)})
