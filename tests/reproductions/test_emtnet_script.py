@@ -142,7 +142,8 @@ def test_epochs_kept_on_validation_auc(tmp_path):
 
 def test_cpu_profile_is_the_configuration_the_selection_run_chose():
     """results/emtnet/selection/: E1 (160 px) cleared the amended bar on validation AUC; its row carries the cpu
-    profile's identity (so the profile's table resumes from it) and the committed 128 px rows do not."""
+    profile's identity (so the profile's table resumed from it), as does every row of the committed table since it
+    was rerun at 160 px; the previous table's 128 px rows (earlier_e2fdc7f/) do not."""
     from medattn.training.config import config_hash
     from tests.conftest import load_script
 
@@ -153,7 +154,11 @@ def test_cpu_profile_is_the_configuration_the_selection_run_chose():
     assert chosen[0]["val_roc_auc"] >= 0.821  # the bar of the amended rule in selection/README.md
     assert {r["identity"]["config_sha256"] for r in chosen} == {config_hash(cfg)}
     committed = [json.loads(line) for line in (REPO / "results" / "emtnet" / "runs.jsonl").read_text().splitlines()]
-    assert config_hash(cfg) not in {r["identity"]["config_sha256"] for r in committed}
+    assert {r["identity"]["config_sha256"] for r in committed} == {config_hash(cfg)} and len(committed) == 5
+    assert committed[0] == chosen[0]  # the main arm's row is E1's
+    earlier = REPO / "results" / "emtnet" / "earlier_e2fdc7f" / "runs.jsonl"
+    assert config_hash(cfg) not in {json.loads(line)["identity"]["config_sha256"]
+                                    for line in earlier.read_text().splitlines()}
 
 
 def test_flip_tta_averages_probability_and_mirrored_back_mask():
