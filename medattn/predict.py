@@ -114,7 +114,7 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
     """Run the model at ``model_path`` on every image under ``images``; write the outputs under ``out``. Returns
     ``{"n": processed, "unreadable": [lines], "csv": path}``."""
     from .datasets.core import DatasetError, read_image
-    from .evaluation.tta import tta_predict
+    from .evaluation.tta import tta_predict, tta_restore, tta_views
     from .saving import load_model
 
     model_path, images, out = Path(model_path), Path(images), Path(out)
@@ -198,14 +198,10 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
             row.update(_vote(model, img, card, classes))
         if kind == "multitask":
             x = _prepare(img, int(card["input_size"]), card["preprocessing"])
-            views = [x[None]] + ([x[None, :, ::-1]] if card.get("tta") == "flip" else [])
-            probs, masks = [], []
-            for i, v in enumerate(views):  # the card's tta: the mean with the mirror image, its mask mirrored back
-                o = model(v, training=False)
-                probs.append(1 / (1 + np.exp(-float(np.asarray(o["label"]).ravel()[0]))))
-                m = np.asarray(o["mask"])[0, ..., 0]
-                masks.append(m[:, ::-1] if i else m)
-            prob = float(np.mean(probs))
+            # the card's tta: the mean over the image's views, each view's mask mapped back onto the image
+            outs = [model(v, training=False) for v in tta_views(x[None], card.get("tta"))]
+            prob = float(np.mean([1 / (1 + np.exp(-float(np.asarray(o["label"]).ravel()[0]))) for o in outs]))
+            masks = [tta_restore(np.asarray(o["mask"]), card.get("tta"), i)[0, ..., 0] for i, o in enumerate(outs)]
             thr = float(card.get("threshold") or 0.5)
             row[f"p_{classes[1]}"] = prob
             row["predicted"] = classes[int(prob > thr)]

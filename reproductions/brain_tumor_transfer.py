@@ -363,9 +363,11 @@ def _check(cfg: BrainConfig) -> None:
         raise UserError(f"unfreeze_fraction must lie in (0, 1], got {cfg.unfreeze_fraction}")
     if not 0.0 < cfg.val_fraction < 0.5:
         raise UserError(f"val_fraction must lie in (0, 0.5), got {cfg.val_fraction}")
-    if cfg.tta not in (None, "flip"):
-        raise UserError(f"tta {cfg.tta!r}: choose none or flip (the models train with horizontal flips and small "
-                        "rotations, not with quarter turns)")
+    from medattn.evaluation import tta_refusal
+
+    if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "
+                              "not with quarter turns"):
+        raise UserError(refusal)
 
 
 REPRODUCTION = Reproduction(

@@ -601,9 +601,11 @@ def _check(cfg) -> None:
         raise UserError(f"protocols must be random, grouped or grouped_no_attention, got {bad[0]!r}")
     if cfg.crossfit_folds < 2:
         raise UserError(f"crossfit_folds must be >= 2, got {cfg.crossfit_folds}")
-    if cfg.cls_tta not in (None, "flip"):
-        raise UserError(f"cls_tta {cfg.cls_tta!r}: choose none or flip (the classifier trains with horizontal flips "
-                        "and small rotations, not with quarter turns)")
+    from medattn.evaluation import tta_refusal
+
+    if refusal := tta_refusal("cls_tta", cfg.cls_tta, ("flip",), "the classifier trains with horizontal flips and "
+                              "small rotations, not with quarter turns"):
+        raise UserError(refusal)
 
 
 def resolve_data(cfg):

@@ -218,16 +218,14 @@ def _malignancy_prob(out) -> np.ndarray:
 def _predict(ctx, model, x, pre):
     """P(malignant) and, for a multitask model, the mask (else None) of images ``x``; with ``tta=flip`` the mean
     over the image and its mirror image (the mirror's mask mirrored back)."""
-    def once(v):
-        out = ctx.predict(model, np.asarray(pre(v)), 32)
-        return _malignancy_prob(out), (np.asarray(out["mask"]) if isinstance(out, dict) else None)
+    from medattn.evaluation import tta_restore, tta_views
 
-    prob, mask = once(x)
-    if ctx.cfg.tta == "flip":
-        p2, m2 = once(x[:, :, ::-1])
-        prob = 0.5 * (prob + p2)
-        mask = None if mask is None else 0.5 * (mask + m2[:, :, ::-1])
-    return prob, mask
+    mode = ctx.cfg.tta
+    outs = [ctx.predict(model, np.asarray(pre(v)), 32) for v in tta_views(x, mode)]
+    prob = np.mean([_malignancy_prob(o) for o in outs], axis=0)
+    if not isinstance(outs[0], dict):
+        return prob, None
+    return prob, np.mean([tta_restore(np.asarray(o["mask"]), mode, i) for i, o in enumerate(outs)], axis=0)
 
 
 def run_arm(ctx, run: RunSpec, data: dict) -> dict:
@@ -557,9 +555,11 @@ def _check(cfg) -> None:
         raise UserError(f"--image-size {cfg.stage('train').image_size}: must be a multiple of 32 (five halvings)")
     if cfg.folds < 2:
         raise UserError(f"folds must be >= 2, got {cfg.folds}")
-    if cfg.tta not in (None, "flip"):
-        raise UserError(f"tta {cfg.tta!r}: choose none or flip (the models train with horizontal flips and small "
-                        "rotations, not with quarter turns)")
+    from medattn.evaluation import tta_refusal
+
+    if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "
+                              "not with quarter turns"):
+        raise UserError(refusal)
     if not cfg.sweep or min(cfg.sweep) <= 0 or cfg.pos_weight <= 0:
         raise UserError("loss weights (sweep, pos_weight) must be > 0")
     if cfg.val_fraction is not None and not 0 < cfg.val_fraction < 0.5:

@@ -343,10 +343,10 @@ def _check(cfg: MiasConfig) -> None:
     size = cfg.stage("train").image_size
     if not 32 <= size <= 120:
         raise UserError(f"--image-size {size}: the patch size must lie between 32 and the ROIs' 120 pixels")
-    from medattn.evaluation import TTA_MODES
+    from medattn.evaluation import TTA_MODES, tta_refusal
 
-    if cfg.tta is not None and cfg.tta not in TTA_MODES:
-        raise UserError(f"tta {cfg.tta!r}: choose none, " + " or ".join(sorted(TTA_MODES)))
+    if refusal := tta_refusal("tta", cfg.tta, TTA_MODES):
+        raise UserError(refusal)
     bad = [m for m in cfg.models if m.count(":") != 1]
     if bad:
         raise UserError(f"models must be BACKBONE:VARIANT entries, got {bad[0]!r}")

@@ -13,7 +13,7 @@ from .classification import (
 from .intervals import bootstrap_ci, mcnemar_exact, seed_cell, seed_interval, seeds_mark, wilson_interval
 from .segmentation import per_image_dice, per_image_iou, pixel_accuracy, segmentation_summary
 from .tables import comparison_rows, render_markdown, write_table
-from .tta import TTA_MODES, tta_predict, tta_views
+from .tta import TTA_MODES, tta_predict, tta_refusal, tta_restore, tta_views
 
 __all__ = [
     "as_probabilities",
@@ -37,6 +37,8 @@ __all__ = [
     "segmentation_summary",
     "TTA_MODES",
     "tta_predict",
+    "tta_refusal",
+    "tta_restore",
     "tta_views",
     "wilson_interval",
     "write_table",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["TTA_MODES", "tta_views", "tta_predict"]
+__all__ = ["TTA_MODES", "tta_views", "tta_restore", "tta_predict", "tta_refusal"]
 
 TTA_MODES = {"flip": 2, "dihedral": 8}  # mode -> number of views
 
@@ -32,6 +32,23 @@ def tta_views(x: np.ndarray, mode: str | None) -> list[np.ndarray]:
     if x.shape[1] != x.shape[2]:
         raise ValueError(f"tta=dihedral needs square inputs, got {x.shape[1]}x{x.shape[2]}")
     return [np.rot90(v, k, axes=(1, 2)) for v in (x, mirror) for k in range(4)]
+
+
+def tta_restore(y: np.ndarray, mode: str | None, i: int) -> np.ndarray:
+    """Map a dense output (a mask: N, H, W[, C]) of view ``i`` of :func:`tta_views` back onto the original image."""
+    if mode is None or i == 0:
+        return y
+    if mode == "flip":
+        return y[:, :, ::-1]
+    y = np.rot90(y, -(i % 4), axes=(1, 2))
+    return y[:, :, ::-1] if i >= 4 else y
+
+
+def tta_refusal(field: str, mode: str | None, allowed, why: str = "") -> str | None:
+    """None if ``mode`` is off or one of ``allowed``, else the one-line reason a script refuses it with."""
+    if mode is None or mode in allowed:
+        return None
+    return f"{field} {mode!r}: choose none or {' or '.join(sorted(allowed))}" + (f" ({why})" if why else "")
 
 
 def tta_predict(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, mode: str | None) -> np.ndarray:

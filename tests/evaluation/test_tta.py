@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medattn.evaluation import tta_predict, tta_views
+from medattn.evaluation import tta_predict, tta_refusal, tta_restore, tta_views
 
 
 def _batch(n=3, size=5, seed=0):
@@ -50,3 +50,11 @@ def test_bad_modes_and_shapes_are_refused():
     with pytest.raises(ValueError, match="batch of images"):
         tta_views(np.zeros((4, 4)), "flip")
     assert len(tta_views(np.zeros((2, 4, 4)), "dihedral")) == 8  # greyscale windows without a channel axis
+
+
+def test_restore_maps_each_views_dense_output_back_and_refusals_name_the_choices():
+    x = _batch()
+    for mode in (None, "flip", "dihedral"):  # an identity "segmenter": each view's output restored is the image
+        assert all(np.array_equal(tta_restore(v, mode, i), x) for i, v in enumerate(tta_views(x, mode)))
+    assert tta_refusal("tta", None, ("flip",)) is None and tta_refusal("tta", "flip", ("flip",)) is None
+    assert tta_refusal("tta", "rotate", ("flip", "dihedral"), "why") == "tta 'rotate': choose none or dihedral or flip (why)"
