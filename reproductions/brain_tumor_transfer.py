@@ -254,7 +254,9 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
                    mc_dropout=False, tta=cfg.tta, metrics={k: row[k] for k in ("val_accuracy", "official_accuracy",
                                                                   "dedup_accuracy", "n_test_dedup")})
     names = np.array(["/".join(Path(data["recs"][i].path).parts[-3:]) for i in data["test"]])  # Testing/<class>/file
-    np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[data["test"]], prob=pt, dedup=keep)
+    val_names = np.array(["/".join(Path(data["recs"][i].path).parts[-3:]) for i in data["val"]])
+    np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[data["test"]], prob=pt, dedup=keep,
+             val_names=val_names, val_y=y[data["val"]], val_prob=pv)
     # Grad-CAM on the first de-duplicated test images of each class (the same images for every backbone)
     pick = [int(i) for c in range(len(CLASSES))
             for i in np.flatnonzero((y[data["test"]] == c) & keep)[:cfg.gradcam_per_class]]
@@ -270,27 +272,74 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     return row
 
 
+def _source(cfg, ts: str, n: int, mark: str) -> str:
+    label = "official Testing" if ts == "official" else "de-duplicated Testing"
+    return f"ours ({cfg.profile}{mark}): {label} (n={n})"
+
+
+def seed_ensembles(ctx, rows) -> list[dict]:
+    """One row per backbone trained with several seeds: the seed ensemble (class probabilities averaged over the
+    seeds' prediction files) scored like a single model on validation and both test sets, beside the seeds' mean
+    validation accuracy. A backbone whose prediction files are missing or older than the validation
+    probabilities is logged and has no ensemble validation figure."""
+    from medattn.evaluation import seed_ensemble
+
+    out = []
+    for b in dict.fromkeys(r["backbone"] for r in rows):
+        rs = sorted((r for r in rows if r["backbone"] == b), key=lambda r: r["seed"])
+        if len(rs) < 2:
+            continue
+        files = [ctx.out / "predictions" / f"{RunSpec(b, r['seed']).key}.npz" for r in rs]
+        if missing := [str(f) for f in files if not f.exists()]:
+            ctx.log(f"! no seed ensemble for {b}: missing {', '.join(missing)}")
+            continue
+        ens = seed_ensemble(files, [("prob", "names", "y_true"), ("val_prob", "val_names", "val_y")])
+        keep = np.load(files[0])["dedup"]
+        row = {"backbone": b, "image_size": rs[0]["image_size"], "seeds": ", ".join(str(r["seed"]) for r in rs),
+               "n_seeds": len(rs), "val_accuracy_seed_mean": float(np.mean([r["val_accuracy"] for r in rs])),
+               "val_accuracy": None, "n_val": rs[0]["n_val"]}
+        if ens["val_prob"] is None:
+            ctx.log(f"! seed ensemble of {b}: a prediction file has no validation probabilities (written before "
+                    "they were saved); its validation accuracy is left empty")
+        else:
+            row["val_accuracy"] = float(np.mean(ens["val_prob"].argmax(1) == ens["val_y"]))
+        for name, mask in (("official", np.ones(len(keep), bool)), ("dedup", keep)):
+            m = _metrics(ens["y_true"][mask], ens["prob"][mask], ctx.cfg.n_boot, ctx.cfg.seeds[0])
+            row[f"n_test_{name}"] = int(mask.sum())
+            for k, v in m.items():
+                if k not in ("n", "confusion_matrix"):
+                    row[f"{name}_{k}"] = v
+        out.append(row)
+    return out
+
+
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import comparison_rows, write_table
+    from medattn.evaluation import comparison_rows, seed_cell, seed_spread, seeds_mark, write_table
     from medattn.evaluation.plots import plot_confusion_matrix
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
     meta = ctx.meta
     comp = []
+    ensembles = {e["backbone"]: e for e in seed_ensembles(ctx, rows)}
     for b in dict.fromkeys(r["backbone"] for r in rows):
         rs = [r for r in rows if r["backbone"] == b]
-        sources = {}
+        sources, ens_sources = {}, {}
         for ts in TEST_SETS:
-            src = {}
-            for k in METRICS:
-                v = float(np.mean([r[f"{ts}_{k}"] for r in rs]))
-                ci = rs[0].get(f"{ts}_{k}_ci") if len(rs) == 1 else None
-                src[k] = (v, *ci) if ci else (v,)
-            n = rs[0][f"n_test_{ts}"]
-            label = "official Testing" if ts == "official" else "de-duplicated Testing"
-            sources[f"ours ({cfg.profile}{mark}): {label} (n={n})"] = src
+            # one seed: the value and its bootstrap interval; several: the mean over seeds and, for CI_METRICS,
+            # the t interval over seeds
+            sources[_source(cfg, ts, rs[0][f"n_test_{ts}"], mark)] = {
+                k: seed_cell(rs, f"{ts}_{k}") if len(rs) == 1 or k in CI_METRICS
+                else (float(np.mean([r[f"{ts}_{k}"] for r in rs])),) for k in METRICS}
+            if b in ensembles:
+                e = ensembles[b]
+                ens_sources[_source(cfg, ts, e[f"n_test_{ts}"], mark)] = {
+                    k: (e[f"{ts}_{k}"], *e.get(f"{ts}_{k}_ci", ())) for k in METRICS}
         paper = {k: PAPER.get(b, {}).get(k) for k in METRICS}
-        comp += comparison_rows(paper, sources, extra={"model": f"{b} ({rs[0]['image_size']} px)"})
+        comp += comparison_rows(paper, sources, extra={"model": f"{b} ({rs[0]['image_size']} px)"
+                                                                f"{seeds_mark(len(rs))}"})
+        if ens_sources:
+            comp += comparison_rows(paper, ens_sources, extra={
+                "model": f"{b} ({rs[0]['image_size']} px), ensemble of {len(rs)} seeds"})
     for r in comp:
         r["metric"] = f"{r.pop('model')} {r['metric']}"
     n_off, n_dd = rows[0]["n_test_official"], rows[0]["n_test_dedup"]
@@ -301,7 +350,9 @@ def report(ctx, rows, final: bool) -> None:
                             f"image ({n_dd} images). Weighted accuracy = support-weighted mean of per-class "
                             "one-vs-rest accuracies (counts true negatives of every class; probably the paper's "
                             "'accuracy'). The paper reports Xception's weighted accuracy and weighted F1 only. "
-                            "Brackets: 95 % bootstrap over test images (one seed). "
+                            "Brackets: one seed, 95 % bootstrap over test images; several seeds, mean +- "
+                            "t(0.975, n-1) standard errors over seeds (accuracy, weighted accuracy, F1 macro; the "
+                            "other metrics are plain means); a seed ensemble, bootstrap over test images. "
                             + ("ImageNet weights, two phases." if cfg.weights == "imagenet" else
                                "Trained from scratch (no ImageNet weights offline)."))
     summary = [{k: r.get(k) for k in ("backbone", "seed", "image_size", "params", "val_accuracy", "official_accuracy",
@@ -310,6 +361,18 @@ def report(ctx, rows, final: bool) -> None:
                                       "epochs_run", "train_time_s")} for r in rows]
     write_table(out, "summary", summary, title=f"Brain tumour MRI: top-1 on both test sets{mark}", meta=meta)
     write_table(out, "runs", flat_rows(rows), title=f"Brain tumour MRI: every run{mark}", meta=meta)
+    spread = seed_spread(rows, "backbone", ("val_accuracy", *(f"{ts}_{k}" for ts in TEST_SETS for k in CI_METRICS)))
+    if any(r["n_seeds"] > 1 for r in spread):
+        write_table(out, "seeds", spread, title=f"Brain tumour MRI: spread over seeds{mark}", meta=meta,
+                    description="Per backbone trained with several seeds (same split): mean, sample sd, min and max "
+                                "over seeds, the 95 % interval mean +- t(0.975, n-1) standard errors, and every "
+                                "seed's value.")
+    if ensembles:
+        write_table(out, "ensembles", flat_rows(list(ensembles.values())),
+                    title=f"Brain tumour MRI: seed ensembles{mark}", meta=meta,
+                    description="Class probabilities averaged over the seeds of one backbone, scored as one model; "
+                                "val_accuracy_seed_mean is the seeds' own mean on the same validation images. "
+                                "Brackets (_ci): 95 % bootstrap over test images.")
     for r in rows:
         if r["seed"] != cfg.seeds[0]:
             continue

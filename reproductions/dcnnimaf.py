@@ -556,21 +556,12 @@ PAIRS = (("grouped", "random"), ("grouped_no_attention", "grouped"))
 def seed_tables(rows) -> tuple[list[dict], list[dict]]:
     """Spread over seeds per protocol and metric, and the paired-by-seed differences of :data:`PAIRS` (only seeds
     both protocols have; none when fewer than two)."""
-    from medattn.evaluation import seed_interval
+    from medattn.evaluation import seed_interval, seed_spread
 
-    spread, diffs = [], []
+    spread, diffs = seed_spread(rows, "protocol", SEED_METRICS), []
     by = {}
     for r in rows:
         by.setdefault(r["protocol"], {})[r["seed"]] = r
-    for proto, runs in by.items():
-        for k in SEED_METRICS:
-            v = [runs[s][k] for s in sorted(runs) if runs[s].get(k) is not None]
-            if not v:
-                continue
-            m, lo, hi = seed_interval(v)
-            spread.append({"protocol": proto, "metric": k, "n_seeds": len(v), "mean": m,
-                           "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None, "min": min(v), "max": max(v),
-                           "ci_low": lo, "ci_high": hi, "per_seed": ", ".join(f"{x:.4f}" for x in v)})
     for a, b in PAIRS:
         common = sorted(set(by.get(a, {})) & set(by.get(b, {})))
         if len(common) < 2:

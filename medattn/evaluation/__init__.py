@@ -10,7 +10,16 @@ from .classification import (
     one_vs_rest_accuracy,
     reliability_bins,
 )
-from .intervals import bootstrap_ci, mcnemar_exact, seed_cell, seed_interval, seeds_mark, wilson_interval
+from .ensemble import seed_ensemble
+from .intervals import (
+    bootstrap_ci,
+    mcnemar_exact,
+    seed_cell,
+    seed_interval,
+    seed_spread,
+    seeds_mark,
+    wilson_interval,
+)
 from .segmentation import per_image_dice, per_image_iou, pixel_accuracy, segmentation_summary
 from .tables import comparison_rows, render_markdown, write_table
 from .tta import TTA_MODES, tta_predict, tta_refusal, tta_restore, tta_views
@@ -32,7 +41,9 @@ __all__ = [
     "reliability_bins",
     "render_markdown",
     "seed_cell",
+    "seed_ensemble",
     "seed_interval",
+    "seed_spread",
     "seeds_mark",
     "segmentation_summary",
     "TTA_MODES",

@@ -12,7 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "mcnemar_exact", "wilson_interval"]
+__all__ = ["bootstrap_ci", "mcnemar_exact", "seed_cell", "seed_interval", "seed_spread", "seeds_mark",
+           "wilson_interval"]
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -126,3 +127,24 @@ def seeds_mark(n: int) -> str:
     """The label mark of a column or row averaged over ``n`` seeds (" (3 seeds)"; none for one), which
     :mod:`medattn.evaluation.report` reads back when it matches targets to table cells."""
     return f" ({n} seeds)" if n > 1 else ""
+
+
+def seed_spread(rows, by: str, metrics) -> list[dict]:
+    """The spread over seeds of every ``metric`` per value of ``rows``' field ``by`` (protocol, backbone, ...):
+    number of seeds, mean, sample sd, min, max, the 95 % interval of :func:`seed_interval` and every seed's value
+    in seed order. Rows without a value for a metric are left out of that metric's line; a metric no row of a
+    group has gives no line."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(r[by], {})[r["seed"]] = r
+    out = []
+    for name, runs in groups.items():
+        for k in metrics:
+            v = [runs[s][k] for s in sorted(runs) if runs[s].get(k) is not None]
+            if not v:
+                continue
+            m, lo, hi = seed_interval(v)
+            out.append({by: name, "metric": k, "n_seeds": len(v), "mean": m,
+                        "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None, "min": min(v), "max": max(v),
+                        "ci_low": lo, "ci_high": hi, "per_seed": ", ".join(f"{x:.4f}" for x in v)})
+    return out

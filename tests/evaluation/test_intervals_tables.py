@@ -98,6 +98,22 @@ def test_seed_interval_is_mean_plus_minus_t_standard_errors():
     assert seed_interval([0.7, float("nan"), 0.9])[0] == pytest.approx(0.8)
 
 
+def test_seed_spread_groups_by_a_field_in_seed_order_and_skips_missing_values():
+    import numpy as np
+
+    from medattn.evaluation import seed_interval, seed_spread
+
+    rows = [{"arm": "a", "seed": 2, "acc": 0.9, "auc": None}, {"arm": "b", "seed": 0, "acc": 0.5},
+            {"arm": "a", "seed": 0, "acc": 0.8, "auc": 0.7}, {"arm": "a", "seed": 1, "acc": 0.85}]
+    got = seed_spread(rows, "arm", ("acc", "auc", "f1"))
+    assert [(g["arm"], g["metric"], g["n_seeds"]) for g in got] == [("a", "acc", 3), ("a", "auc", 1), ("b", "acc", 1)]
+    a = got[0]
+    assert a["per_seed"] == "0.8000, 0.8500, 0.9000" and (a["min"], a["max"]) == (0.8, 0.9)
+    assert a["sd"] == pytest.approx(np.std([0.8, 0.85, 0.9], ddof=1))
+    assert (a["mean"], a["ci_low"], a["ci_high"]) == pytest.approx(seed_interval([0.8, 0.85, 0.9]))
+    assert got[1]["sd"] is None and np.isnan(got[1]["ci_low"])  # one seed has no spread
+
+
 def test_seed_cell_one_row_keeps_its_bootstrap_several_rows_get_the_interval_over_seeds():
     from medattn.evaluation import seed_cell, seed_interval, seeds_mark
     from medattn.evaluation.report import _seeds_marked, _unmarked

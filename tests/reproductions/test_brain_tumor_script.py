@@ -115,6 +115,54 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
                            "vgg16.keras")["tta"] == "flip"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_two_seeds_give_the_spread_and_a_seed_ensemble_of_the_saved_probabilities(tmp_path):
+    data = _fake_release(tmp_path / "brain_tumor_mri")
+    out = tmp_path / "out"
+    r = _run(["--profile", "smoke", "--data-dir", data, "--out", out, "--runs-dir", tmp_path / "runs",
+              "--set", "backbones=mobilenetv2", "--seeds", "0,1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = json.loads((out / "runs.json").read_text())["rows"]
+    assert [(x["backbone"], x["seed"]) for x in runs] == [("mobilenetv2", 0), ("mobilenetv2", 1)]
+    p0, p1 = (np.load(out / "predictions" / f"mobilenetv2_s{s}.npz") for s in (0, 1))
+    assert list(p0["val_names"]) == list(p1["val_names"]) and len(p0["val_names"]) == runs[0]["n_val"]
+    for p, row in ((p0, runs[0]), (p1, runs[1])):  # the saved validation probabilities give the row's figure
+        assert np.mean(p["val_prob"].argmax(1) == p["val_y"]) == pytest.approx(row["val_accuracy"])
+    assert not np.allclose(p0["prob"], p1["prob"])  # two seeds, two models
+    ens = json.loads((out / "ensembles.json").read_text())["rows"]
+    assert len(ens) == 1 and ens[0]["seeds"] == "0, 1" and ens[0]["n_seeds"] == 2
+    mean_val, mean_test = (p0["val_prob"] + p1["val_prob"]) / 2, (p0["prob"] + p1["prob"]) / 2
+    assert ens[0]["val_accuracy"] == pytest.approx(np.mean(mean_val.argmax(1) == p0["val_y"]))
+    assert ens[0]["official_accuracy"] == pytest.approx(np.mean(mean_test.argmax(1) == p0["y_true"]))
+    keep = p0["dedup"]
+    assert ens[0]["dedup_accuracy"] == pytest.approx(np.mean(mean_test[keep].argmax(1) == p0["y_true"][keep]))
+    assert ens[0]["val_accuracy_seed_mean"] == pytest.approx((runs[0]["val_accuracy"] + runs[1]["val_accuracy"]) / 2)
+    spread = json.loads((out / "seeds.json").read_text())["rows"]
+    dd = next(x for x in spread if x["metric"] == "dedup_accuracy")
+    assert dd["n_seeds"] == 2 and dd["mean"] == pytest.approx((runs[0]["dedup_accuracy"] + runs[1]["dedup_accuracy"]) / 2)
+    metrics = {x["metric"] for x in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert "mobilenetv2 (32 px) (2 seeds) accuracy" in metrics
+    assert "mobilenetv2 (32 px), ensemble of 2 seeds accuracy" in metrics
+
+
+def test_a_seed_ensemble_refuses_predictions_of_other_cases(tmp_path):
+    from medattn.evaluation import seed_ensemble
+
+    a, b, c = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "c.npz"
+    np.savez(a, names=np.array(["x", "y"]), y_true=np.array([0, 1]), prob=np.array([[0.8, 0.2], [0.4, 0.6]]))
+    np.savez(b, names=np.array(["x", "y"]), y_true=np.array([0, 1]), prob=np.array([[0.6, 0.4], [0.2, 0.8]]))
+    np.savez(c, names=np.array(["y", "x"]), y_true=np.array([1, 0]), prob=np.array([[0.5, 0.5], [0.5, 0.5]]))
+    parts = [("prob", "names", "y_true"), ("val_prob", "val_names", "val_y")]
+    got = seed_ensemble([a, b], parts)
+    assert np.allclose(got["prob"], [[0.7, 0.3], [0.3, 0.7]]) and list(got["y_true"]) == [0, 1]
+    assert got["val_prob"] is None and got["val_y"] is None  # files written before validation probabilities
+    with pytest.raises(ValueError, match="c.npz: 'names' differs"):
+        seed_ensemble([a, c], parts)
+    with pytest.raises(ValueError, match="at least two"):
+        seed_ensemble([a], parts)
+
+
 def test_frozen_phase_on_random_weights_is_refused(tmp_path):
     data = _fake_release(tmp_path / "brain_tumor_mri", per_class=2, n_test=1, copies=())
     r = _run(["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set", "frozen.epochs=2"],
