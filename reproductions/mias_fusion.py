@@ -234,7 +234,8 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
                    roi_size=int(xte.shape[1]), stride=cfg.stride, tta=cfg.tta,
                    metrics={"accuracy": row["accuracy"], "roc_auc": row["roc_auc"]})
     np.savez(ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{seed}.npz", y_true=yte, roi_pred=roi_pred,
-             roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx, names=np.array(data["test_names"]))
+             roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx, names=np.array(data["test_names"]),
+             val_patch_prob=vprob, val_roi_idx=vidx2, val_y=yva, val_names=np.array(data["val_names"]))
     return row
 
 
@@ -280,6 +281,48 @@ def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "") -> tuple[list[d
     return summary, comp
 
 
+def seed_ensembles(ctx, rows) -> list[dict]:
+    """One row per model trained with several seeds: the seed ensemble (every window's P(tumour) averaged over the
+    seeds, then the same majority vote at 0.5) on the validation and test ROIs, beside the seeds' mean validation
+    ROI accuracy. Models whose prediction files are missing, or older than the saved validation probabilities,
+    are logged and get no validation figure."""
+    from sklearn.metrics import roc_auc_score
+
+    from medattn.evaluation import seed_ensemble, wilson_interval
+
+    out = []
+    for spec in dict.fromkeys(r["model"] for r in rows):
+        rs = sorted((r for r in rows if r["model"] == spec), key=lambda r: r["seed"])
+        if len(rs) < 2:
+            continue
+        files = [ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{r['seed']}.npz" for r in rs]
+        if missing := [str(f) for f in files if not f.exists()]:
+            ctx.log(f"! no seed ensemble for {spec}: missing {', '.join(missing)}")
+            continue
+        ens = seed_ensemble(files, [("patch_prob", "names", "y_true"), ("val_patch_prob", "val_names", "val_y")])
+        p0 = np.load(files[0])
+        roi_idx = p0["roi_idx"]
+        pred = vote(ens["patch_prob"], roi_idx)
+        score = ens["patch_prob"].reshape(-1, np.bincount(roi_idx)[0]).mean(1)
+        y = ens["y_true"]
+        correct = int(np.sum(pred == y))
+        row = {"model": spec, "seeds": ", ".join(str(r["seed"]) for r in rs), "n_seeds": len(rs),
+               "val_roi_accuracy_seed_mean": float(np.mean([r["val_roi_accuracy"] for r in rs])),
+               "val_roi_accuracy": None, "accuracy": correct / len(y),
+               "accuracy_wilson_low": wilson_interval(correct, len(y))[0],
+               "accuracy_wilson_high": wilson_interval(correct, len(y))[1],
+               "accuracy_seed_mean": float(np.mean([r["accuracy"] for r in rs])),
+               "recall_tumour": float(np.mean(pred[y == 1] == 1)), "specificity": float(np.mean(pred[y == 0] == 0)),
+               "roc_auc": float(roc_auc_score(y, score)) if len(set(y)) > 1 else float("nan"), "n_test": len(y)}
+        if ens["val_patch_prob"] is None:
+            ctx.log(f"! seed ensemble of {spec}: a prediction file has no validation probabilities (written before "
+                    "they were saved); its validation accuracy is left empty")
+        else:
+            row["val_roi_accuracy"] = float(np.mean(vote(ens["val_patch_prob"], p0["val_roi_idx"]) == ens["val_y"]))
+        out.append(row)
+    return out
+
+
 def plots(rows, out: Path, mark: str = ""):
     from medattn.evaluation.plots import plot_confusion_matrix, plot_roc_pr
 
@@ -302,6 +345,7 @@ def load_data(ctx) -> dict:
     recs = [r for s in ("train", "val", "test") for r in ctx.handful([r for r in recs if r.split == s], 2)]
     data = {s: load_rois([r for r in recs if r.split == s]) for s in ("train", "val", "test")}
     data["test_names"] = [r.name for r in recs if r.split == "test"]
+    data["val_names"] = [r.name for r in recs if r.split == "val"]
     return data
 
 
@@ -329,6 +373,11 @@ def write_results(ctx, rows, final: bool):
                             "(seed-to-seed spread only, clipped to [0, 1]). The second column votes with the "
                             "patch threshold that maximised ROI accuracy on the 65 validation ROIs (never the test "
                             "set).")
+    if ensembles := seed_ensembles(ctx, rows):
+        write_table(out, "ensembles", ensembles, title=f"MIAS deep fusion: seed ensembles{mark}", meta=meta,
+                    description="Every window's P(tumour) averaged over the seeds of one model, then the majority "
+                                "vote at 0.5 per ROI, as for one model; val_roi_accuracy_seed_mean and "
+                                "accuracy_seed_mean are the seeds' own means. Wilson 95 % interval over the test ROIs.")
     plots(rows, out, mark)
     last = rows[-1]
     if not final and cfg.verbose:

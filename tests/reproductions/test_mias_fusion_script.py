@@ -38,6 +38,31 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert tta["val_window_loss"] != runs[0]["val_window_loss"]  # eight views per window, another mean
     card = json.loads(next((tmp_path / "runs").glob("mias_fusion-smoke/vgg16_model2_s0/models/*.json")).read_text())
     assert card["tta"] == "dihedral"
+    # two seeds: seed 0 evaluated again from its checkpoint, seed 1 trained; the seed ensemble averages the saved
+    # window probabilities and votes as one model does
+    out3 = tmp_path / "seeds"
+    cmd3 = [str(out3) if c == str(out) else c for c in cmd] + ["--resume", "--seeds", "0,1", "--set",
+                                                                "multi_seed_models=vgg16:model2"]
+    r = subprocess.run(cmd3, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import numpy as np
+
+    rows = json.loads((out3 / "runs.json").read_text())["rows"]
+    assert [x["seed"] for x in rows] == [0, 1] and rows[0]["accuracy"] == runs[0]["accuracy"]
+    p0, p1 = (np.load(out3 / "predictions" / f"vgg16_model2_s{s}.npz") for s in (0, 1))
+    assert len(p0["val_names"]) == 65 and len(p0["val_patch_prob"]) == 65 * 25
+    per = 25
+
+    def vote(prob, y):
+        return float(np.mean(((prob > 0.5).reshape(-1, per).mean(1) > 0.5) == y))
+
+    assert vote(p0["val_patch_prob"], p0["val_y"]) == pytest.approx(rows[0]["val_roi_accuracy"])
+    ens = json.loads((out3 / "ensembles.json").read_text())["rows"]
+    assert len(ens) == 1 and ens[0]["model"] == "vgg16:model2" and ens[0]["seeds"] == "0, 1"
+    assert ens[0]["val_roi_accuracy"] == pytest.approx(vote((p0["val_patch_prob"] + p1["val_patch_prob"]) / 2,
+                                                            p0["val_y"]))
+    assert ens[0]["accuracy"] == pytest.approx(vote((p0["patch_prob"] + p1["patch_prob"]) / 2, p0["y_true"]))
+    assert ens[0]["accuracy_seed_mean"] == pytest.approx((rows[0]["accuracy"] + rows[1]["accuracy"]) / 2)
 
 
 def test_no_data_prints_instructions(tmp_path):
