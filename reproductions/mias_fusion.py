@@ -239,8 +239,9 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
     return row
 
 
-def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "") -> tuple[list[dict], list[dict]]:
-    """Mean +- std over seeds per model, and the paper comparison rows."""
+def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "", ensembles=()) -> tuple[list[dict], list[dict]]:
+    """Mean +- std over seeds per model, and the paper comparison rows (with a row block for each seed ensemble of
+    :func:`seed_ensembles` after its model's)."""
     from medattn.evaluation import comparison_rows, seed_interval
 
     summary = []
@@ -276,6 +277,12 @@ def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "") -> tuple[list[d
         comp += comparison_rows(paper, {f"ours ({cfg.profile}{mark}), vote at 0.5": ours,
                                         f"ours ({cfg.profile}{mark}), vote at val-selected threshold": tuned},
                                 extra={"model": f"{s['model']} ({len(rs)} seed{'s' * (len(rs) > 1)})"})
+        for e in ensembles:
+            if e["model"] == s["model"]:
+                ens = {"accuracy": (e["accuracy"], e["accuracy_wilson_low"], e["accuracy_wilson_high"]),
+                       "recall_tumour": (e["recall_tumour"],), "roc_auc": (e["roc_auc"],)}
+                comp += comparison_rows({k: paper.get(k) for k in ens}, {f"ours ({cfg.profile}{mark}), vote at 0.5": ens},
+                                        extra={"model": f"{s['model']}, ensemble of {e['n_seeds']} seeds"})
     for r in comp:
         r["metric"] = f"{r.pop('model')} {r['metric']}"
     return summary, comp
@@ -358,7 +365,8 @@ def write_results(ctx, rows, final: bool):
     from medattn.evaluation import write_table
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
-    summary, comp = summarise(rows, cfg, mark)
+    ensembles = seed_ensembles(ctx, rows)
+    summary, comp = summarise(rows, cfg, mark, ensembles)
     meta = ctx.meta
     n_test = rows[0]["tp"] + rows[0]["fn"] + rows[0]["fp"] + rows[0]["tn"]
     write_table(out, "runs", flat_rows(rows), title=f"MIAS deep fusion: every run ({n_test} test ROIs){mark}",
@@ -373,7 +381,7 @@ def write_results(ctx, rows, final: bool):
                             "(seed-to-seed spread only, clipped to [0, 1]). The second column votes with the "
                             "patch threshold that maximised ROI accuracy on the 65 validation ROIs (never the test "
                             "set).")
-    if ensembles := seed_ensembles(ctx, rows):
+    if ensembles:
         write_table(out, "ensembles", ensembles, title=f"MIAS deep fusion: seed ensembles{mark}", meta=meta,
                     description="Every window's P(tumour) averaged over the seeds of one model, then the majority "
                                 "vote at 0.5 per ROI, as for one model; val_roi_accuracy_seed_mean and "
