@@ -339,7 +339,7 @@ def report(ctx, rows, final: bool) -> None:
                                                                 f"{seeds_mark(len(rs))}"})
         if ens_sources:
             comp += comparison_rows(paper, ens_sources, extra={
-                "model": f"{b} ({rs[0]['image_size']} px), ensemble of {len(rs)} seeds"})
+                "model": f"{b} ({rs[0]['image_size']} px), ensemble{seeds_mark(len(rs))}"})
     for r in comp:
         r["metric"] = f"{r.pop('model')} {r['metric']}"
     n_off, n_dd = rows[0]["n_test_official"], rows[0]["n_test_dedup"]

@@ -242,7 +242,7 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
 def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "", ensembles=()) -> tuple[list[dict], list[dict]]:
     """Mean +- std over seeds per model, and the paper comparison rows (with a row block for each seed ensemble of
     :func:`seed_ensembles` after its model's)."""
-    from medattn.evaluation import comparison_rows, seed_interval
+    from medattn.evaluation import comparison_rows, seed_interval, seeds_mark
 
     summary = []
     metrics = ("accuracy", "recall_tumour", "precision_tumour", "specificity", "roc_auc", "roc_auc_hard_labels",
@@ -282,7 +282,7 @@ def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "", ensembles=()) -
                 ens = {"accuracy": (e["accuracy"], e["accuracy_wilson_low"], e["accuracy_wilson_high"]),
                        "recall_tumour": (e["recall_tumour"],), "roc_auc": (e["roc_auc"],)}
                 comp += comparison_rows({k: paper.get(k) for k in ens}, {f"ours ({cfg.profile}{mark}), vote at 0.5": ens},
-                                        extra={"model": f"{s['model']}, ensemble of {e['n_seeds']} seeds"})
+                                        extra={"model": f"{s['model']}, ensemble{seeds_mark(e['n_seeds'])}"})
     for r in comp:
         r["metric"] = f"{r.pop('model')} {r['metric']}"
     return summary, comp

@@ -143,7 +143,7 @@ def test_two_seeds_give_the_spread_and_a_seed_ensemble_of_the_saved_probabilitie
     assert dd["n_seeds"] == 2 and dd["mean"] == pytest.approx((runs[0]["dedup_accuracy"] + runs[1]["dedup_accuracy"]) / 2)
     metrics = {x["metric"] for x in json.loads((out / "comparison.json").read_text())["rows"]}
     assert "mobilenetv2 (32 px) (2 seeds) accuracy" in metrics
-    assert "mobilenetv2 (32 px), ensemble of 2 seeds accuracy" in metrics
+    assert "mobilenetv2 (32 px), ensemble (2 seeds) accuracy" in metrics
 
 
 def test_a_seed_ensemble_refuses_predictions_of_other_cases(tmp_path):

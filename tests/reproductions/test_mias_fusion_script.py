@@ -64,8 +64,8 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert ens[0]["accuracy"] == pytest.approx(vote((p0["patch_prob"] + p1["patch_prob"]) / 2, p0["y_true"]))
     assert ens[0]["accuracy_seed_mean"] == pytest.approx((rows[0]["accuracy"] + rows[1]["accuracy"]) / 2)
     comp = {row["metric"]: row for row in json.loads((out3 / "comparison.json").read_text())["rows"]}
-    assert comp["vgg16:model2, ensemble of 2 seeds accuracy"]["value"] == pytest.approx(ens[0]["accuracy"])
-    assert comp["vgg16:model2, ensemble of 2 seeds accuracy"]["paper"] == 0.875
+    assert comp["vgg16:model2, ensemble (2 seeds) accuracy"]["value"] == pytest.approx(ens[0]["accuracy"])
+    assert comp["vgg16:model2, ensemble (2 seeds) accuracy"]["paper"] == 0.875
 
 
 def test_no_data_prints_instructions(tmp_path):
