@@ -282,17 +282,11 @@ def seed_ensembles(ctx, rows) -> list[dict]:
     seeds' prediction files) scored like a single model on validation and both test sets, beside the seeds' mean
     validation accuracy. A backbone whose prediction files are missing or older than the validation
     probabilities is logged and has no ensemble validation figure."""
-    from medattn.evaluation import seed_ensemble
+    from medattn.evaluation import seed_ensemble, seed_groups
 
     out = []
-    for b in dict.fromkeys(r["backbone"] for r in rows):
-        rs = sorted((r for r in rows if r["backbone"] == b), key=lambda r: r["seed"])
-        if len(rs) < 2:
-            continue
-        files = [ctx.out / "predictions" / f"{RunSpec(b, r['seed']).key}.npz" for r in rs]
-        if missing := [str(f) for f in files if not f.exists()]:
-            ctx.log(f"! no seed ensemble for {b}: missing {', '.join(missing)}")
-            continue
+    for b, rs, files in seed_groups(rows, "backbone", lambda b, s: ctx.out / "predictions" / f"{RunSpec(b, s).key}.npz",
+                                    ctx.log):
         ens = seed_ensemble(files, [("prob", "names", "y_true"), ("val_prob", "val_names", "val_y")])
         keep = np.load(files[0])["dedup"]
         row = {"backbone": b, "image_size": rs[0]["image_size"], "seeds": ", ".join(str(r["seed"]) for r in rs),

@@ -295,17 +295,11 @@ def seed_ensembles(ctx, rows) -> list[dict]:
     are logged and get no validation figure."""
     from sklearn.metrics import roc_auc_score
 
-    from medattn.evaluation import seed_ensemble, wilson_interval
+    from medattn.evaluation import seed_ensemble, seed_groups, wilson_interval
 
     out = []
-    for spec in dict.fromkeys(r["model"] for r in rows):
-        rs = sorted((r for r in rows if r["model"] == spec), key=lambda r: r["seed"])
-        if len(rs) < 2:
-            continue
-        files = [ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{r['seed']}.npz" for r in rs]
-        if missing := [str(f) for f in files if not f.exists()]:
-            ctx.log(f"! no seed ensemble for {spec}: missing {', '.join(missing)}")
-            continue
+    for spec, rs, files in seed_groups(rows, "model", lambda m, s: ctx.out / "predictions" /
+                                       f"{m.replace(':', '_')}_s{s}.npz", ctx.log):
         ens = seed_ensemble(files, [("patch_prob", "names", "y_true"), ("val_patch_prob", "val_names", "val_y")])
         p0 = np.load(files[0])
         roi_idx = p0["roi_idx"]

@@ -10,7 +10,7 @@ from .classification import (
     one_vs_rest_accuracy,
     reliability_bins,
 )
-from .ensemble import seed_ensemble
+from .ensemble import seed_ensemble, seed_groups
 from .intervals import (
     bootstrap_ci,
     mcnemar_exact,
@@ -42,6 +42,7 @@ __all__ = [
     "render_markdown",
     "seed_cell",
     "seed_ensemble",
+    "seed_groups",
     "seed_interval",
     "seed_spread",
     "seeds_mark",

@@ -8,11 +8,11 @@ number).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["seed_ensemble"]
+__all__ = ["seed_ensemble", "seed_groups"]
 
 
 def seed_ensemble(files: Sequence[str | Path], parts: Sequence[tuple[str, str, str]]) -> dict[str, np.ndarray | None]:
@@ -45,3 +45,19 @@ def seed_ensemble(files: Sequence[str | Path], parts: Sequence[tuple[str, str, s
         out[prob_key] = np.mean([d[prob_key].astype("float64") for d in data], axis=0)
         out[labels_key] = np.asarray(ref[labels_key])
     return out
+
+
+def seed_groups(rows, by: str, path: Callable[[str, int], Path],
+                log: Callable[[str], None] = print) -> Iterator[tuple[str, list[dict], list[Path]]]:
+    """The groups of ``rows`` (same value of field ``by``: a model, a backbone) with several seeds, as
+    ``(name, rows in seed order, prediction files)``; ``path(name, seed)`` is a run's prediction file. A group with a
+    missing file is logged (``"! no seed ensemble for ...: missing ..."``) and left out, never silently."""
+    for name in dict.fromkeys(r[by] for r in rows):
+        rs = sorted((r for r in rows if r[by] == name), key=lambda r: r["seed"])
+        if len(rs) < 2:
+            continue
+        files = [Path(path(name, r["seed"])) for r in rs]
+        if missing := [str(f) for f in files if not f.exists()]:
+            log(f"! no seed ensemble for {name}: missing {', '.join(missing)}")
+            continue
+        yield name, rs, files

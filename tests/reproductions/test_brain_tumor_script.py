@@ -162,6 +162,16 @@ def test_a_seed_ensemble_refuses_predictions_of_other_cases(tmp_path):
     with pytest.raises(ValueError, match="at least two"):
         seed_ensemble([a], parts)
 
+    from medattn.evaluation import seed_groups
+
+    rows = [{"m": "x", "seed": 1}, {"m": "x", "seed": 0}, {"m": "y", "seed": 0}, {"m": "z", "seed": 0},
+            {"m": "z", "seed": 1}]
+    paths = {("x", 0): a, ("x", 1): b, ("z", 0): a, ("z", 1): tmp_path / "gone.npz"}
+    said = []
+    got = list(seed_groups(rows, "m", lambda m, s: paths[(m, s)], said.append))
+    assert [(n, [r["seed"] for r in rs], fs) for n, rs, fs in got] == [("x", [0, 1], [a, b])]  # y: one seed
+    assert said == [f"! no seed ensemble for z: missing {tmp_path / 'gone.npz'}"]
+
 
 def test_frozen_phase_on_random_weights_is_refused(tmp_path):
     data = _fake_release(tmp_path / "brain_tumor_mri", per_class=2, n_test=1, copies=())
