@@ -130,7 +130,12 @@ def _roi_scores(ctx, model, rois, threshold: float = 0.5):
     win, roi_idx = sliding_windows(rois, ctx.cfg.stage("train").image_size, ctx.cfg.stride)
     prob = tta_predict(lambda v: ctx.predict(model, array_dataset(v, None, 128, preprocess=samplewise_centre), 128)[:, 1],
                        win, ctx.cfg.tta)
-    return prob, roi_idx, vote(prob, roi_idx, threshold), prob.reshape(-1, np.bincount(roi_idx)[0]).mean(1)
+    return prob, roi_idx, vote(prob, roi_idx, threshold), roi_mean(prob, roi_idx)
+
+
+def roi_mean(prob, roi_idx):
+    """Mean patch P(tumour) per ROI (the ROI score the AUC is computed from)."""
+    return prob.reshape(-1, np.bincount(roi_idx)[0]).mean(1)
 
 
 def vote(prob, roi_idx, threshold: float = 0.5):
@@ -293,9 +298,7 @@ def seed_ensembles(ctx, rows) -> list[dict]:
     seeds, then the same majority vote at 0.5) on the validation and test ROIs, beside the seeds' mean validation
     ROI accuracy. Models whose prediction files are missing, or older than the saved validation probabilities,
     are logged and get no validation figure."""
-    from sklearn.metrics import roc_auc_score
-
-    from medattn.evaluation import seed_ensemble, seed_groups, wilson_interval
+    from medattn.evaluation import classification_metrics, seed_ensemble, seed_groups, wilson_interval
 
     out = []
     for spec, rs, files in seed_groups(rows, "model", lambda m, s: ctx.out / "predictions" /
@@ -303,18 +306,16 @@ def seed_ensembles(ctx, rows) -> list[dict]:
         ens = seed_ensemble(files, [("patch_prob", "names", "y_true"), ("val_patch_prob", "val_names", "val_y")])
         p0 = np.load(files[0])
         roi_idx = p0["roi_idx"]
-        pred = vote(ens["patch_prob"], roi_idx)
-        score = ens["patch_prob"].reshape(-1, np.bincount(roi_idx)[0]).mean(1)
         y = ens["y_true"]
-        correct = int(np.sum(pred == y))
+        # scored as train_and_evaluate scores one model: the vote at 0.5, the AUC of the ROI mean probability
+        m = classification_metrics(y, y_pred=vote(ens["patch_prob"], roi_idx), n_classes=2, class_names=CLASS_NAMES)
+        auc = classification_metrics(y, roi_mean(ens["patch_prob"], roi_idx), class_names=CLASS_NAMES)["roc_auc"]
+        low, high = wilson_interval(m["tp"] + m["tn"], len(y))
         row = {"model": spec, "seeds": ", ".join(str(r["seed"]) for r in rs), "n_seeds": len(rs),
                "val_roi_accuracy_seed_mean": float(np.mean([r["val_roi_accuracy"] for r in rs])),
-               "val_roi_accuracy": None, "accuracy": correct / len(y),
-               "accuracy_wilson_low": wilson_interval(correct, len(y))[0],
-               "accuracy_wilson_high": wilson_interval(correct, len(y))[1],
-               "accuracy_seed_mean": float(np.mean([r["accuracy"] for r in rs])),
-               "recall_tumour": float(np.mean(pred[y == 1] == 1)), "specificity": float(np.mean(pred[y == 0] == 0)),
-               "roc_auc": float(roc_auc_score(y, score)) if len(set(y)) > 1 else float("nan"), "n_test": len(y)}
+               "val_roi_accuracy": None, "accuracy": m["accuracy"], "accuracy_wilson_low": low,
+               "accuracy_wilson_high": high, "accuracy_seed_mean": float(np.mean([r["accuracy"] for r in rs])),
+               "recall_tumour": m["recall_tumour"], "specificity": m["specificity"], "roc_auc": auc, "n_test": len(y)}
         if ens["val_patch_prob"] is None:
             ctx.log(f"! seed ensemble of {spec}: a prediction file has no validation probabilities (written before "
                     "they were saved); its validation accuracy is left empty")
