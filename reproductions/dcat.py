@@ -203,6 +203,14 @@ def _chest_split(path) -> str:
     raise UserError(f"--data-dir {path}: no <split>/{{NORMAL,PNEUMONIA,...}} folder")
 
 
+def _precision_model(cfg, arm: str) -> tuple[str, int]:
+    """The model as :mod:`medattn.training.precision` names it (``--mixed-precision auto``): the benchmark timed the
+    cpu profile's EfficientNetB0 + ResNet-34 pair, so another pair has another name."""
+    pair = "" if (cfg.backbone_a, cfg.backbone_b) == ("efficientnetb0", "resnet34") else \
+        f"{cfg.backbone_a}+{cfg.backbone_b}:"
+    return f"dcat:{pair}{VARIANTS[arm]}", cfg.stage("train").image_size
+
+
 def plan(cfg: DcatConfig) -> list[RunSpec]:
     multi = cfg.variants if cfg.multi_seed_variants is None else cfg.multi_seed_variants
     return [RunSpec(v, s) for v in cfg.variants for s in (cfg.seeds if v in multi else cfg.seeds[:1])]
@@ -260,7 +268,8 @@ def run_variant(ctx, run: RunSpec, data: dict) -> dict:
                        weights_a=weights, weights_b=None)
         return m if cfg.bn_momentum is None else set_bn_momentum(m, cfg.bn_momentum)
 
-    model = ctx.build(builder, stage, len(idx["train"]), "sparse_categorical_crossentropy", ["accuracy"])
+    model = ctx.build(builder, stage, len(idx["train"]), "sparse_categorical_crossentropy", ["accuracy"],
+                      precision=_precision_model(cfg, run.arm))
     tr, va, te = idx["train"], idx["val"], idx["test"]
     counts = np.bincount(y[tr], minlength=n_cls)
     cw = {c: len(tr) / (n_cls * max(counts[c], 1)) for c in range(n_cls)}
@@ -398,6 +407,7 @@ REPRODUCTION = Reproduction(
             "Radiography, TB Chest X-ray or OCT2017) or set MEDATTN_DATA_DIR (default: its pneumoniamnist)",
     dry_run_overrides=lambda cfg: {"n_boot": 20, "mc_passes": 2}, check=_check,
     dataset_tag=lambda cfg, source: detect(source.path),  # runs/dcat-cpu-<kind>/, results/dcat/<kind>/
+    models=lambda cfg, arm: [_precision_model(cfg, arm)],
 )
 
 

@@ -175,7 +175,8 @@ def _seg_model(ctx, attention, n_images):
         set_bn_momentum(m, cfg.bn_momentum)
         return m
 
-    return ctx.build(builder, stage, n_images, bce_dice_loss, [DiceMetric(name="dice")], reuse=("seg", attention))
+    return ctx.build(builder, stage, n_images, bce_dice_loss, [DiceMetric(name="dice")], reuse=("seg", attention),
+                     precision=("dcnnimaf:segmenter", stage.image_size))
 
 
 def _cls_model(ctx, attention, n_images):
@@ -192,7 +193,7 @@ def _cls_model(ctx, attention, n_images):
         return m
 
     return ctx.build(builder, stage, n_images, "sparse_categorical_crossentropy", ["accuracy"],
-                     reuse=("cls", attention))
+                     reuse=("cls", attention), precision=("dcnnimaf:classifier", stage.image_size))
 
 
 def _train_seg(ctx, train, val, attention, ckpt, seed, label):
@@ -622,6 +623,8 @@ REPRODUCTION = Reproduction(
     load_data=load_data, plan=plan, run_one=run_protocol, report=report, resolve_data=resolve_data,
     profile_without_data="synthetic", no_data=NO_DATA, check=_check,
     backbones=lambda cfg: [cfg.seg_backbone],
+    models=lambda cfg, arm: [("dcnnimaf:segmenter", cfg.stage("seg").image_size),
+                             ("dcnnimaf:classifier", cfg.stage("cls").image_size)],
     # a dry run trains two cross-fit folds (a third repeats the same code) on a handful of images
     dry_run_overrides=lambda cfg: {"n_boot": 20, "crossfit_folds": 2},
     extra_flags={"--external-data": ("external_data", "a second dataset in the BUSI layout (any subset of benign/"

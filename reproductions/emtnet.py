@@ -193,11 +193,17 @@ def _model(ctx, segmentation, w, n_images):
         import keras
 
         auc = [keras.metrics.AUC(from_logits=True, num_thresholds=1000, name="auc")]
+    precision = _precision_model(cfg, segmentation)
     if segmentation:
         return ctx.build(builder, stage, n_images, {"label": cls_loss, "mask": dice_loss},
-                         {"label": auc} if auc else (), reuse=("multitask", w),
+                         {"label": auc} if auc else (), reuse=("multitask", w), precision=precision,
                          loss_weights={"label": cfg.cls_loss_weight, "mask": 1.0})
-    return ctx.build(builder, stage, n_images, cls_loss, auc, reuse=("cls_only", w))
+    return ctx.build(builder, stage, n_images, cls_loss, auc, reuse=("cls_only", w), precision=precision)
+
+
+def _precision_model(cfg, segmentation: bool) -> tuple[str, int]:
+    """The model as :mod:`medattn.training.precision` names it (``--mixed-precision auto``)."""
+    return (f"emtnet:{cfg.backbone}" + ("" if segmentation else "-classifier"), cfg.stage("train").image_size)
 
 
 def _monitor(cfg, segmentation: bool, validation: bool) -> tuple[str, str]:
@@ -586,6 +592,7 @@ def _check(cfg) -> None:
 REPRODUCTION = Reproduction(
     name="emtnet", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="busi",
     load_data=load_data, plan=plan, run_one=run_arm, report=report, backbones=lambda cfg: [cfg.backbone],
+    models=lambda cfg, arm: [_precision_model(cfg, not arm.startswith("cls_only"))],
     no_data="no BUSI data found: pass --data-dir PATH/busi (Dataset_BUSI_with_GT, Al-Dhabyani et al. 2020) or set "
             "MEDATTN_DATA_DIR", check=_check,
     dry_run_overrides=lambda cfg: {"n_boot": 20, "folds": 2, "latency_runs": 3},

@@ -176,7 +176,8 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
     model = ctx.build(lambda: build_mias_model(
         variant, backbone, stage.image_size, weights=None if cfg.weights == "none" else cfg.weights, width=cfg.width,
         batch_norm=cfg.batch_norm, freeze_backbone=cfg.freeze_backbone, units=cfg.units),
-        stage, n_epoch, loss="sparse_categorical_crossentropy", metrics=["accuracy"], reuse=spec)
+        stage, n_epoch, loss="sparse_categorical_crossentropy", metrics=["accuracy"], reuse=spec,
+        precision=(f"mias_fusion:{spec}", stage.image_size))
     aug = {"rotation": cfg.rotation, "zoom": cfg.zoom, "flip": "horizontal", "fill_mode": "nearest"}
 
     def train_data(epoch):
@@ -414,6 +415,7 @@ REPRODUCTION = Reproduction(
     no_data="no data. Download the MIAS ROIs released with the paper's code (MIAS_ROIs.zip, see README 'Data'), "
             "then run with --data-dir PATH/mias_rois or set MEDATTN_DATA_DIR.",
     dry_run_overrides=lambda cfg: {"n_boot": 20}, check=_check,
+    models=lambda cfg, arm: [(f"mias_fusion:{arm}", cfg.stage("train").image_size)],
 )
 
 

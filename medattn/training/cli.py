@@ -60,7 +60,9 @@ def build_parser(description: str, profiles: Sequence[str] = ("smoke", "cpu", "p
     ap.add_argument("--weights", help="none | imagenet (needs internet or keras' cache) | path to a weights file")
     ap.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker", "tpu"])
     ap.add_argument("--mixed-precision", choices=["off", "bf16", "fp16", "auto"],
-                    help="auto: bf16 on a GPU >= sm80 or a CPU with AVX512_BF16/AMX, else off")
+                    help="auto: bf16 on a GPU >= sm80 or a CPU with AVX512_BF16/AMX, else off; on a "
+                    "CPU with AVX512_BF16 and no AMX, float32 for the models measured faster in it "
+                    "(medattn.training.precision)")
     ap.add_argument("--resume", action="store_true", default=None,
                     help="continue from the checkpoints and finished runs of the same identity")
     ap.add_argument("--deterministic", action="store_true", default=None, help="enable TF op determinism")

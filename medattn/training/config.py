@@ -128,7 +128,8 @@ class ExperimentConfig:
     stages: tuple[Stage, ...] = (Stage(),)
     weights: str = "none"  # none | imagenet | path to a weights file
     strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu
-    mixed_precision: str = "off"  # off | bf16 | fp16 | auto (bf16 where the hardware computes it natively)
+    # off | bf16 | fp16 | auto (bf16 where the hardware computes it natively; per model: medattn.training.precision)
+    mixed_precision: str = "off"
     deterministic: bool = False
     data_dir: str | None = None
     out: str | None = None

@@ -27,6 +27,7 @@ everything else, the same way for every paper:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -95,6 +96,10 @@ class Reproduction:
     # <runs-dir>/<paper>-<profile>-<name>/ and default results to results/<paper>/<name>/, so two datasets never share
     # checkpoints or tables; None: one dataset per script
     dataset_tag: Callable[[ExperimentConfig, DataSource], str] | None = None
+    # (cfg, arm) -> [(model name, input size), ...]: the models a run of the arm builds, named as
+    # medattn.training.precision names them, so ``--mixed-precision auto`` can train a model measured faster in
+    # float32 in float32 (and the run's identity says so)
+    models: Callable[[ExperimentConfig, str], list[tuple[str, int]]] = lambda cfg, arm: []
 
 
 class Context:
@@ -116,6 +121,8 @@ class Context:
         # False while a training process has runs of its plan left (and in --report-only when the training
         # process stopped before its plan was done): the tables' provenance says so
         self.complete: bool | None = None
+        self.precision_requested = cfg.mixed_precision
+        self._per_model: bool | None = None  # whether medattn.training.precision's exceptions apply here
 
     # labels ---------------------------------------------------------------------------------------------------
     @property
@@ -136,9 +143,37 @@ class Context:
     def scope(self):
         return self.strategy.scope()
 
+    def precision(self, model: str, size: int) -> str:
+        """The precision model ``model`` at input ``size`` trains in (the run's, or float32 where ``auto`` met a
+        model measured faster in float32 here: :mod:`medattn.training.precision`)."""
+        from .precision import cpu_per_model_precision, model_precision, precision_key
+
+        if self.precision_requested != "auto" or self.cfg.mixed_precision != "bf16":
+            return self.cfg.mixed_precision
+        if self._per_model is None:
+            self._per_model = cpu_per_model_precision()
+        return model_precision(self.cfg.mixed_precision, self.precision_requested, precision_key(model, size),
+                               per_model=self._per_model)
+
+    def precision_overrides(self, arm: str) -> dict[str, str]:
+        """``{model@size: precision}`` for the models of ``arm`` that do not train in the run's precision."""
+        from .precision import precision_key
+
+        return {precision_key(m, s): p for m, s in self.repro.models(self.cfg, arm)
+                if (p := self.precision(m, s)) != self.cfg.mixed_precision}
+
+    def precision_scope(self, model: str, size: int):
+        """Build ``model`` inside this block: its layers take the precision :meth:`precision` gives."""
+        from .precision import policy_scope
+
+        return policy_scope(self.precision(model, size))
+
     def build(self, builder: Callable[[], Any], stage: Stage, n_examples: int, loss, metrics=(), *,
-              reuse: Any = None, **compile_kwargs):
+              reuse: Any = None, precision: tuple[str, int] | None = None, **compile_kwargs):
         """``builder()`` compiled with the stage's optimizer, inside the strategy's scope.
+
+        ``precision``: ``(model, input size)`` as the script's ``models`` names it; the model is built in the
+        precision :meth:`precision` gives (default: the run's).
 
         ``reuse``: a key naming the architecture (whatever ``builder`` depends on, and the loss and metrics).
         Every later build with the same key and stage in this run returns the first model, reset to the state a
@@ -149,7 +184,7 @@ class Context:
                           metrics=metrics if isinstance(metrics, dict) else list(metrics),
                           **compile_kwargs)
 
-        with self.scope():
+        with self.scope(), (self.precision_scope(*precision) if precision else contextlib.nullcontext()):
             if reuse is None:
                 model = builder()
                 compile_fn(model)
@@ -179,6 +214,11 @@ class Context:
         # before the second tier existed is left out, so those runs keep their identity.
         if self.audit_rule not in (None, audit_rule()):
             ident["audit"] = self.audit_rule
+        # a model trained in another precision than the run's is another run; absent when there is none, so runs
+        # from before per-model precision keep their identity
+        overrides = self.precision_overrides(spec.arm)
+        if overrides:
+            ident["model_precision"] = overrides
         return ident
 
     def identity_diff(self, stored: dict, spec: RunSpec, checkpoint: bool = False) -> list[str]:
@@ -189,6 +229,8 @@ class Context:
 
         ident = self.identity(spec, checkpoint)
         diff = [k for k in ident if stored.get(k) != ident[k]]
+        if "model_precision" in stored and "model_precision" not in ident:  # trained in another precision then
+            diff.append("model_precision")
         cfg = self._checkpoint_cfg() if checkpoint else self.cfg
         if "config_sha256" in diff and stored.get("config_sha256") in legacy_config_hashes(cfg, spec.arm):
             diff.remove("config_sha256")
@@ -207,7 +249,7 @@ class Context:
             diff = self.identity_diff(stored, spec, checkpoint=True)
             if diff:
                 raise UserError(f"--resume: the checkpoints in {d} belong to another run ({diff[0]}: "
-                                f"{stored.get(diff[0])!r} there, {ident[diff[0]]!r} now); drop --resume to start "
+                                f"{stored.get(diff[0])!r} there, {ident.get(diff[0])!r} now); drop --resume to start "
                                 f"over or pass --runs-dir to keep both")
         elif d.exists() and not self.cfg.resume:
             shutil.rmtree(d)
@@ -555,9 +597,14 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         rows_path.unlink()
     for sub in ("predictions", "plots"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    over = {k: v for spec in plan for k, v in ctx.precision_overrides(spec.arm).items()}
+    if over:
+        ctx.log(f"--mixed-precision auto: {', '.join(f'{k} in {v}' for k, v in over.items())} (measured faster "
+                f"than bf16 on this kind of CPU: medattn.training.precision)")
     save_config(cfg, out / "config.json", extra={"synthetic": ctx.synthetic, "data_dir": ctx.data.path if not
                                                  ctx.synthetic else None,
                                                  "mixed_precision_requested": ctx.precision_requested,
+                                                 **({"model_precision": over} if over else {}),
                                                  **({"weights_unavailable": weights_note} if weights_note else {})})
     rows = []
     ctx.complete = False
@@ -572,7 +619,7 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
             diff = ctx.identity_diff(prev["identity"], spec)
             if diff:
                 raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from another run "
-                                f"({diff[0]}: {prev.get('identity', {}).get(diff[0])!r} there, {ident[diff[0]]!r} "
+                                f"({diff[0]}: {prev.get('identity', {}).get(diff[0])!r} there, {ident.get(diff[0])!r} "
                                 f"now); drop --resume to start over or pass --out to keep both")
             rows.append(prev)
             continue
