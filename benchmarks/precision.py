@@ -27,7 +27,6 @@ The decisions feed :data:`medattn.training.precision.CPU_FLOAT32_FASTER` (a test
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -137,7 +136,7 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", help="write the table here")
     args = ap.parse_args(argv)
 
-    from throughput import matmul_peak
+    from throughput import matmul_peak, write_outputs
 
     from medattn.training.records import machine_description, package_versions
 
@@ -164,13 +163,7 @@ def main(argv=None) -> int:
               "rounds": args.rounds, "steps": args.steps, "peak_before_gflop_per_s": peak_before,
               "peak_after_gflop_per_s": peak_after, "rows": rows, "command": " ".join(["python"] + sys.argv),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    md = render(result)
-    print(md)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(md)
+    write_outputs(result, render(result), args.json, args.markdown)
     return 0
 
 

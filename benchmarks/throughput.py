@@ -240,14 +240,18 @@ def main(argv=None) -> int:
     result = {"machine": machine_description(), "packages": package_versions(), "peak_gflop_per_s": peak,
               "pipeline": pipe, "rows": rows, "command": " ".join(["python"] + sys.argv),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    md = render(result)
-    print(md)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(md)
+    write_outputs(result, render(result), args.json, args.markdown)
     return 0
+
+
+def write_outputs(result: dict, md: str, json_path: str | None, md_path: str | None) -> None:
+    """Print the table; write the figures to ``json_path`` and the table to ``md_path`` when given."""
+    print(md)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+    if md_path:
+        Path(md_path).write_text(md)
 
 
 def render(result: dict) -> str:

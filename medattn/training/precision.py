@@ -43,22 +43,14 @@ def precision_key(model: str, size: int) -> str:
 def cpu_per_model_precision(cpuinfo: str | None = None, n_gpus: int | None = None) -> bool:
     """Whether the per-model exceptions apply here: no GPU, and a CPU with native bf16 but without AMX (the kind of
     CPU the exceptions were measured on)."""
-    from .strategy import native_bf16
+    from .strategy import cpu_flags
 
     if n_gpus is None:
         import tensorflow as tf
 
         n_gpus = len(tf.config.list_physical_devices("GPU"))
-    if n_gpus:
-        return False
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return False
-    amx = any(line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo.splitlines())
-    return native_bf16(cpuinfo) and not amx
+    flags = cpu_flags(cpuinfo)
+    return not n_gpus and "avx512_bf16" in flags and "amx_bf16" not in flags
 
 
 def model_precision(run_precision: str, requested: str, key: str, *, per_model: bool) -> str:

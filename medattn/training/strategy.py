@@ -17,7 +17,7 @@ import os
 from typing import Mapping
 
 __all__ = ["resolve_strategy_name", "get_strategy", "set_mixed_precision", "workers_in_tf_config",
-           "resolve_mixed_precision", "native_bf16"]
+           "resolve_mixed_precision", "native_bf16", "cpu_flags"]
 
 
 def workers_in_tf_config(env: Mapping[str, str] | None = None) -> int:
@@ -82,17 +82,22 @@ def native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16). Without them oneDNN emulates bf16
     and convolutions run many times slower than in float32 (full-width VGG16: 16x slower on an AMD EPYC without
     them, 2.8x faster on a Xeon with AMX; benchmarks/throughput.py)."""
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags from ``cpuinfo`` (default: ``/proc/cpuinfo``; none where it cannot be read)."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo") as f:
                 cpuinfo = f.read()
         except OSError:
-            return False
+            return set()
     flags = set()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[1].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return flags
 
 
 def resolve_mixed_precision(mode: str, n_gpus: int | None = None, gpu_capability=None,
