@@ -224,13 +224,19 @@ class Context:
     def identity_diff(self, stored: dict, spec: RunSpec, checkpoint: bool = False) -> list[str]:
         """The identity fields in which ``stored`` (a row's or, with ``checkpoint``, a checkpoint's) differs from
         ``spec``'s run now. A configuration hash recorded before the arm fields left the hash
-        (:func:`legacy_config_hashes`) counts as the same configuration."""
+        (:func:`legacy_config_hashes`) counts as the same configuration. A finished row without
+        ``model_precision`` ran every model in the run's precision (its configuration hash): it is kept where a
+        per-model exception would now train one in float32 (rows made before the exceptions existed stay
+        reusable); a row or checkpoint made with an exception is another run wherever that exception differs,
+        and a checkpoint never continues in another precision than it started in."""
         from .config import legacy_config_hashes
 
         ident = self.identity(spec, checkpoint)
         diff = [k for k in ident if stored.get(k) != ident[k]]
-        if "model_precision" in stored and "model_precision" not in ident:  # trained in another precision then
+        if "model_precision" in stored and "model_precision" not in ident:
             diff.append("model_precision")
+        if "model_precision" in diff and "model_precision" not in stored and not checkpoint:
+            diff.remove("model_precision")
         cfg = self._checkpoint_cfg() if checkpoint else self.cfg
         if "config_sha256" in diff and stored.get("config_sha256") in legacy_config_hashes(cfg, spec.arm):
             diff.remove("config_sha256")
@@ -597,7 +603,9 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         rows_path.unlink()
     for sub in ("predictions", "plots"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    over = {k: v for spec in plan for k, v in ctx.precision_overrides(spec.arm).items()}
+    # the models this process trains (a finished row kept by --resume says in its identity how it ran)
+    over = {k: v for spec in plan if (spec.arm, spec.seed) not in done
+            for k, v in ctx.precision_overrides(spec.arm).items()}
     if over:
         ctx.log(f"--mixed-precision auto: {', '.join(f'{k} in {v}' for k, v in over.items())} (measured faster "
                 f"than bf16 on this kind of CPU: medattn.training.precision)")

@@ -114,8 +114,9 @@ def _toy(tmp_path):
 
 def test_the_runner_trains_a_measured_exception_in_float32_and_says_so(tmp_path, monkeypatch, capsys):
     """Under auto on the measured kind of CPU, the model listed as faster in float32 is built in float32, the others
-    in bf16; its run's identity and config.json say so, and a resume where the list changed is refused (another
-    precision is another run). An explicit --mixed-precision bf16 trains every model in bf16."""
+    in bf16; its run's identity and config.json say so, and a resume where its exception no longer applies is
+    refused (another precision is another run). Rows from before the exceptions are kept; checkpoints are not
+    continued in another precision. An explicit --mixed-precision bf16 trains every model in bf16."""
     import medattn.training.strategy as S
 
     data = tmp_path / "data"
@@ -139,6 +140,18 @@ def test_the_runner_trains_a_measured_exception_in_float32_and_says_so(tmp_path,
     capsys.readouterr()
     assert run_main(repro, base + ["--mixed-precision", "auto", "--resume"]) == 2
     assert "model_precision: {'toy:a@8': 'off'} there, None now" in capsys.readouterr().err
+    # a finished row without model_precision (made before the exceptions existed, in the run's bf16) is kept where
+    # an exception now applies to it; config.json lists only the models this process trains
+    monkeypatch.setattr(P, "CPU_FLOAT32_FASTER", frozenset({"toy:a@8", "toy:b@8"}))
+    before = (out / "runs.jsonl").read_text()
+    assert run_main(repro, base + ["--mixed-precision", "auto", "--resume"]) == 0
+    assert (out / "runs.jsonl").read_text() == before  # nothing trained again
+    assert "model_precision" not in json.loads((out / "config.json").read_text())
+    # ... but its checkpoint never continues in another precision
+    (out / "runs.jsonl").write_text(before.splitlines()[0] + "\n")  # arm b's row gone, its checkpoints kept
+    capsys.readouterr()
+    assert run_main(repro, base + ["--mixed-precision", "auto", "--resume"]) == 2
+    assert "checkpoints" in capsys.readouterr().err
     # asked for explicitly: every model in bf16, nothing recorded per model
     monkeypatch.setattr(P, "CPU_FLOAT32_FASTER", frozenset({"toy:a@8"}))
     assert run_main(repro, base + ["--mixed-precision", "bf16", "--out", str(tmp_path / "o2")]) == 0
