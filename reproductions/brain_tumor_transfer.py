@@ -98,6 +98,8 @@ PROFILES = {
     # and 75), 12 epochs. Measured training speed in bf16 on the 2-core Xeon (batch 32): MobileNetV2 126 img/s,
     # ResNet50 55, VGG16 33, DenseNet121 62 at 64 px; Xception 47, InceptionV3 82 at 80 px: about 9 min per epoch
     # for the six, about 2 h in all. At 96 px the six need 15 min per epoch (8 epochs in 2 h).
+    # auto: bf16 where native, but MobileNetV2 in float32 on a CPU with AVX512_BF16 and no AMX (0.71x in bf16 there:
+    # benchmarks/results/precision_epyc.md); the committed table ran all six in bf16 on an AMX Xeon
     "cpu": BrainConfig(profile="cpu", large_input_size=80, mixed_precision="auto", bn_momentum=0.9,
                        stages=(Stage("frozen", epochs=0, batch_size=32, learning_rate=1e-3, image_size=64),
                                Stage("train", epochs=12, batch_size=32, learning_rate=1e-3, image_size=64,

@@ -29,8 +29,10 @@ Profiles:
   trains at ~10 patches/s on 2 cores, bf16 at 0.6/s), Adam 1e-3 with cosine decay, fewer patches. Our default where
   the paper is silent.
   Mixed precision ``auto``: bfloat16 where the CPU computes it natively (AVX512_BF16/AMX: 1.1-1.5x faster training
-  for these models, benchmarks/results/throughput.md), float32 elsewhere (emulated bf16 is many times slower).
-  The committed results were made in float32 on an AMD EPYC without bf16 instructions.
+  for these models, benchmarks/results/throughput.md), float32 elsewhere (emulated bf16 is many times slower);
+  the MobileNet baseline trains in float32 on a CPU with AVX512_BF16 and no AMX (0.71x in bf16 there,
+  benchmarks/results/precision_epyc.md; :mod:`medattn.training.precision`). The committed 40-epoch results ran
+  every model in bf16 (their config.json), before that exception existed.
 * ``smoke``: two tiny runs on a few patches; for tests.
 
 Everything else (command line, strategy, checkpoints, resume, records, dry run) is the shared runner's

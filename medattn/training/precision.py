@@ -11,7 +11,9 @@ precisions side by side in ABBA rounds, by a rule committed before it ran
 The float32 ones train in float32 under ``auto`` on such a CPU; everything else is unchanged.
 
 A key names a model as the benchmark does, ``<reproduction>:<model>@<input size>``: the cpu profiles' models at
-their sizes. Another size is not covered (at the paper sizes bf16 was faster for most models) and keeps bf16. On a
+their sizes. Another size is not covered (at the paper sizes bf16 was faster for most models) and keeps bf16; other
+settings at the same size (a width, a decoder, an attention block changed with ``--set``) take the decision of the
+profile's model, not measured (DCAT names another backbone pair apart, since its key would otherwise hide it). On a
 GPU, on a CPU with AMX (not measured here) and under an explicit ``--mixed-precision bf16`` every model keeps the
 run's precision. ``tests/test_precision.py`` keeps this set equal to the committed benchmark's float32 decisions.
 """

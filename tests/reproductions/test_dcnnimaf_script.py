@@ -71,10 +71,11 @@ class _Ctx:
         from medattn.training.reuse import ModelPool
 
         self.cfg, self.pool, self.strategy = cfg, ModelPool(), tf.distribute.get_strategy()
+        self.precision_requested, self._per_model = cfg.mixed_precision, None
 
     from medattn.training.reproduction import Context
 
-    build, scope = Context.build, Context.scope
+    build, scope, precision, precision_scope = Context.build, Context.scope, Context.precision, Context.precision_scope
 
 
 def test_bn_momentum_reaches_every_batchnorm_of_both_models():
