@@ -3,11 +3,11 @@
 ``auto`` resolves per machine (:func:`medattn.training.strategy.resolve_mixed_precision`): mixed bfloat16 on a GPU
 of compute capability 8.0 or more and on a CPU that computes bf16 natively, float32 elsewhere. On a CPU with
 AVX512_BF16 but no AMX (the Zen 4 AMD EPYC this project runs on), some models train *slower* in bf16: those built
-on depthwise-separable convolutions (MobileNet, MobileNetV2, EfficientNet), whose oneDNN bf16 kernels gain nothing
-from the narrower type while every layer pays for the casts. ``benchmarks/precision.py`` decided it per model, both
+on depthwise-separable convolutions (MobileNet, MobileNetV2, EfficientNet); likely (not measured per layer) their
+depthwise kernels gain little from bf16 while every layer pays for the casts. ``benchmarks/precision.py`` decided it per model, both
 precisions side by side in ABBA rounds, by a rule committed before it ran
 (``benchmarks/results/precision_epyc.md``; EMT-Net again at its cpu profile's 160 px in
-``precision_epyc_emtnet160.md``): of 23 model/size pairs, bf16 for 11, float32 for 7, a tie for 5 (ties keep bf16).
+``precision_epyc_emtnet160.md``): of 23 model/size pairs, bf16 for 10, float32 for 7, a tie for 6 (ties keep bf16).
 The float32 ones train in float32 under ``auto`` on such a CPU; everything else is unchanged.
 
 A key names a model as the benchmark does, ``<reproduction>:<model>@<input size>``: the cpu profiles' models at
@@ -15,7 +15,7 @@ their sizes. Another size is not covered (at the paper sizes bf16 was faster for
 settings at the same size (a width, a decoder, an attention block changed with ``--set``) take the decision of the
 profile's model, not measured (DCAT names another backbone pair apart, since its key would otherwise hide it). On a
 GPU, on a CPU with AMX (not measured here) and under an explicit ``--mixed-precision bf16`` every model keeps the
-run's precision. ``tests/test_precision.py`` keeps this set equal to the committed benchmark's float32 decisions.
+run's precision. ``tests/training/test_precision.py`` keeps this set equal to the committed benchmark's float32 decisions.
 """
 
 from __future__ import annotations
