@@ -14,7 +14,8 @@ ratio of three models (README, Speed). This benchmark is built to decide instead
   median (above 1: bf16 faster). Drift of the machine within a round touches both precisions alike;
 - the matmul peak is measured before and after, so a machine that changed speed during the run shows.
 
-The rule (written and committed before the first run of this file, 2026-12-03):
+The rule (committed in 391edb8, 2026-12-03, before the first full run; a two-round, one-step smoke of four models
+had only checked that the code ran):
 
 - ``bf16`` when the median of the round ratios is at least 1.05 and at most one round is below 1;
 - ``float32`` when the median is at most 0.95 and at most one round is above 1;
