@@ -108,6 +108,11 @@ PROFILES = {
 }
 
 
+def _precision_model(cfg: BrainConfig, backbone: str) -> tuple[str, int]:
+    """The model as :mod:`medattn.training.precision` names it (``--mixed-precision auto``)."""
+    return f"brain_tumor_transfer:{backbone}", image_size(cfg, backbone)
+
+
 def image_size(cfg: BrainConfig, backbone: str) -> int:
     """The input size of ``backbone``: the stages' size (``--image-size``), and at least ``large_input_size`` for
     Xception and InceptionV3."""
@@ -215,7 +220,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     pre = preprocess_fn(preprocessing_for(backbone, weights))
     aug = {"rotation": 15 / 360, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
     ctx.seed(run.seed)
-    with ctx.scope(), ctx.precision_scope(f"brain_tumor_transfer:{backbone}", size):
+    with ctx.scope(), ctx.precision_scope(*_precision_model(cfg, backbone)):
         model = build_transfer_classifier(backbone, size, len(CLASSES), weights=weights)
         if cfg.bn_momentum is not None:
             from medattn.models import set_bn_momentum
@@ -433,7 +438,7 @@ REPRODUCTION = Reproduction(
     name="brain_tumor_transfer", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER,
     dataset="brain_tumor_mri", load_data=load_data, plan=plan, run_one=run_backbone, report=report,
     backbones=lambda cfg: list(cfg.backbones),
-    models=lambda cfg, arm: [(f"brain_tumor_transfer:{arm}", image_size(cfg, arm))],
+    models=lambda cfg, arm: [_precision_model(cfg, arm)],
     no_data="no data: download the Brain Tumor MRI Dataset (Nickparvar, Kaggle) and pass --data-dir "
             "PATH/brain_tumor_mri (Training/ and Testing/ inside) or set MEDATTN_DATA_DIR",
     dry_run_overrides=lambda cfg: {"n_boot": 20, "gradcam_per_class": 1}, check=_check,

@@ -159,6 +159,12 @@ def _seg_preprocess(cfg):
     return preprocess_fn(preprocessing_for(cfg.seg_backbone, _weights(cfg)))
 
 
+def _precision_models(cfg) -> list[tuple[str, int]]:
+    """The segmenter and the classifier as :mod:`medattn.training.precision` names them (``--mixed-precision
+    auto``)."""
+    return [("dcnnimaf:segmenter", cfg.stage("seg").image_size), ("dcnnimaf:classifier", cfg.stage("cls").image_size)]
+
+
 def _seg_model(ctx, attention, n_images):
     """The compiled segmenter; every segmenter of a run with the same attention setting is the same model, reset
     (its steps are traced once: :meth:`Context.build`)."""
@@ -176,7 +182,7 @@ def _seg_model(ctx, attention, n_images):
         return m
 
     return ctx.build(builder, stage, n_images, bce_dice_loss, [DiceMetric(name="dice")], reuse=("seg", attention),
-                     precision=("dcnnimaf:segmenter", stage.image_size))
+                     precision=_precision_models(cfg)[0])
 
 
 def _cls_model(ctx, attention, n_images):
@@ -193,7 +199,7 @@ def _cls_model(ctx, attention, n_images):
         return m
 
     return ctx.build(builder, stage, n_images, "sparse_categorical_crossentropy", ["accuracy"],
-                     reuse=("cls", attention), precision=("dcnnimaf:classifier", stage.image_size))
+                     reuse=("cls", attention), precision=_precision_models(cfg)[1])
 
 
 def _train_seg(ctx, train, val, attention, ckpt, seed, label):
@@ -623,8 +629,7 @@ REPRODUCTION = Reproduction(
     load_data=load_data, plan=plan, run_one=run_protocol, report=report, resolve_data=resolve_data,
     profile_without_data="synthetic", no_data=NO_DATA, check=_check,
     backbones=lambda cfg: [cfg.seg_backbone],
-    models=lambda cfg, arm: [("dcnnimaf:segmenter", cfg.stage("seg").image_size),
-                             ("dcnnimaf:classifier", cfg.stage("cls").image_size)],
+    models=lambda cfg, arm: _precision_models(cfg),
     # a dry run trains two cross-fit folds (a third repeats the same code) on a handful of images
     dry_run_overrides=lambda cfg: {"n_boot": 20, "crossfit_folds": 2},
     extra_flags={"--external-data": ("external_data", "a second dataset in the BUSI layout (any subset of benign/"

@@ -135,6 +135,11 @@ def _roi_scores(ctx, model, rois, threshold: float = 0.5):
     return prob, roi_idx, vote(prob, roi_idx, threshold), roi_mean(prob, roi_idx)
 
 
+def _precision_model(cfg, spec: str) -> tuple[str, int]:
+    """The model as :mod:`medattn.training.precision` names it (``--mixed-precision auto``)."""
+    return f"mias_fusion:{spec}", cfg.stage("train").image_size
+
+
 def roi_mean(prob, roi_idx):
     """Mean patch P(tumour) per ROI (the ROI score the AUC is computed from)."""
     return prob.reshape(-1, np.bincount(roi_idx)[0]).mean(1)
@@ -179,7 +184,7 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
         variant, backbone, stage.image_size, weights=None if cfg.weights == "none" else cfg.weights, width=cfg.width,
         batch_norm=cfg.batch_norm, freeze_backbone=cfg.freeze_backbone, units=cfg.units),
         stage, n_epoch, loss="sparse_categorical_crossentropy", metrics=["accuracy"], reuse=spec,
-        precision=(f"mias_fusion:{spec}", stage.image_size))
+        precision=_precision_model(cfg, spec))
     aug = {"rotation": cfg.rotation, "zoom": cfg.zoom, "flip": "horizontal", "fill_mode": "nearest"}
 
     def train_data(epoch):
@@ -417,7 +422,7 @@ REPRODUCTION = Reproduction(
     no_data="no data. Download the MIAS ROIs released with the paper's code (MIAS_ROIs.zip, see README 'Data'), "
             "then run with --data-dir PATH/mias_rois or set MEDATTN_DATA_DIR.",
     dry_run_overrides=lambda cfg: {"n_boot": 20}, check=_check,
-    models=lambda cfg, arm: [(f"mias_fusion:{arm}", cfg.stage("train").image_size)],
+    models=lambda cfg, arm: [_precision_model(cfg, arm)],
 )
 
 
