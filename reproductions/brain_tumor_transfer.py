@@ -316,7 +316,7 @@ def seed_ensembles(ctx, rows) -> list[dict]:
 
 def report(ctx, rows, final: bool) -> None:
     from medattn.evaluation import comparison_rows, seed_cell, seed_spread, seeds_mark, write_table
-    from medattn.evaluation.plots import plot_confusion_matrix
+    from medattn.evaluation.plots import plot_classifier_curves, plot_confusion_matrix
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
     meta = ctx.meta
@@ -374,13 +374,19 @@ def report(ctx, rows, final: bool) -> None:
                     description="Class probabilities averaged over the seeds of one backbone, scored as one model; "
                                 "val_accuracy_seed_mean is the seeds' own mean on the same validation images. "
                                 "Brackets (_ci): 95 % bootstrap over test images.")
-    for r in rows:
+    for r in rows:  # per backbone and test set (first seed): confusion matrix, ROC/PR and reliability
         if r["seed"] != cfg.seeds[0]:
             continue
+        path = out / "predictions" / f"{RunSpec(r['backbone'], r['seed']).key}.npz"
+        p = np.load(path) if path.exists() else None
         for ts in TEST_SETS:
+            what = f"{r['backbone']}: {ts} Testing (n={r[f'n_test_{ts}']}){mark}"
             plot_confusion_matrix(np.array(r[f"{ts}_confusion_matrix"]), list(CLASSES),
-                                  out / "plots" / f"confusion_{r['backbone']}_{ts}.png",
-                                  title=f"{r['backbone']}: {ts} Testing (n={r[f'n_test_{ts}']}){mark}")
+                                  out / "plots" / f"confusion_{r['backbone']}_{ts}.png", title=what)
+            if p is not None:
+                keep = p["dedup"].astype(bool) if ts == "dedup" else slice(None)
+                plot_classifier_curves(p["y_true"][keep], p["prob"][keep], list(CLASSES), out / "plots",
+                                       f"{r['backbone']}_{ts}", title=what)
     _plot_bars(rows, out / "plots" / "accuracy_official_vs_dedup.png", mark)
     best = max(rows, key=lambda r: r["val_accuracy"])
     if final:

@@ -548,12 +548,27 @@ def report(ctx, rows, final: bool) -> None:
                         description="Each seed's difference (the two protocols of a seed share the seed, not the "
                                     "split: grouped and random split differently), its mean and the 95 % t interval "
                                     "over seeds; `beyond_seed_spread` is true when the interval excludes 0.")
+    _plot_curves(ctx, rows)
     if final:
         print((ctx.out / "comparison.md").read_text())
         if ctx.synthetic:
             print("[dcnnimaf] These results are SYNTHETIC. To run on BUSI: download Dataset_BUSI_with_GT "
                   "(Al-Dhabyani et al., Data in Brief 2020), then: python reproductions/dcnnimaf.py --data-dir "
                   "PATH/busi --profile cpu")
+
+
+def _plot_curves(ctx, rows) -> None:
+    """ROC/PR and reliability of the classifier on each protocol's test images, from the prediction file of its
+    first seed (so ``--report-only`` draws them for a finished table too)."""
+    from medattn.evaluation.plots import plot_classifier_curves
+
+    for proto in dict.fromkeys(r["protocol"] for r in rows):
+        seed = next(r["seed"] for r in rows if r["protocol"] == proto)
+        path = ctx.out / "predictions" / f"{proto}_s{seed}.npz"
+        if path.exists():
+            p = np.load(path)
+            plot_classifier_curves(p["y_true"], p["prob"], CLASSES, ctx.out / "plots", proto,
+                                   title=f"{proto} seed {seed} (n={len(p['y_true'])}){ctx.mark}")
 
 
 SEED_METRICS = ("dice_lesion", "iou_lesion", "accuracy", "f1_macro", "false_positive_rate_empty", "roc_auc")

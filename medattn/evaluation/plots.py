@@ -12,7 +12,8 @@ import numpy as np
 
 from .classification import as_probabilities, reliability_bins
 
-__all__ = ["plot_confusion_matrix", "plot_roc_pr", "plot_reliability", "plot_segmentation_overlays"]
+__all__ = ["plot_confusion_matrix", "plot_roc_pr", "plot_reliability", "plot_classifier_curves",
+           "plot_segmentation_overlays"]
 
 
 def _plt():
@@ -92,6 +93,18 @@ def plot_reliability(y_true, y_prob, path, n_bins: int = 10, title: str = "Relia
     a2.bar(centres, b["count"], width=1 / n_bins, edgecolor="k")
     a2.set(xlabel="confidence", ylabel="count")
     return _save(fig, path)
+
+
+def plot_classifier_curves(y_true, y_prob, class_names: Sequence[str], folder, tag: str, title: str = "") -> list[Path]:
+    """``roc_pr_<tag>.png`` and ``reliability_<tag>.png`` in ``folder`` for one classifier's test predictions
+    (the reliability title carries the ECE over 10 bins)."""
+    from .classification import expected_calibration_error
+
+    folder = Path(folder)
+    ece = expected_calibration_error(y_true, y_prob, n_bins=10)
+    return [plot_roc_pr(y_true, y_prob, class_names, folder / f"roc_pr_{tag}.png", title=title),
+            plot_reliability(y_true, y_prob, folder / f"reliability_{tag}.png", n_bins=10,
+                             title=f"Reliability {title}: ECE {ece:.3f}")]
 
 
 def plot_segmentation_overlays(images, truths, preds, path, titles: Sequence[str] | None = None,

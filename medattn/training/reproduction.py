@@ -497,6 +497,9 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         if prev:  # provenance stays that of the training processes
             ctx.recorder.meta.update({k: prev[-1].get(k) for k in ("command", "git_commit", "started")})
             ctx.recorder.trains = False  # wall time and processes are those of the training runs
+        # the machine, packages, split rule and strategy the rows were trained with, not this process's (a table
+        # rebuilt on another machine must not name it); every table's meta is built from these
+        ctx.recorder.meta.update({k: ctx.previous_run[k] for k in TRAINING_PROVENANCE if k in ctx.previous_run})
         # what the training processes found in the data (files skipped or left out) and how they ran
         skipped = ctx.previous_run.get("skipped")
         if skipped is None and (out / "runs.json").exists():  # run.json from before it recorded them
@@ -529,6 +532,9 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
     record(n_runs=len(rows), complete=True)
     ctx.log(f"wrote {ctx.out} ({ctx.recorder.wall_time_s} s)")
     return 0
+
+
+TRAINING_PROVENANCE = ("machine", "packages", "audit_rule", "strategy", "replicas")
 
 
 def _refuse_report_only_changes(cfg, out: Path, set_here, precision_requested: str) -> None:

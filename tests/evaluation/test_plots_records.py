@@ -3,6 +3,7 @@ import json
 import numpy as np
 
 from medattn.evaluation.plots import (
+    plot_classifier_curves,
     plot_confusion_matrix,
     plot_reliability,
     plot_roc_pr,
@@ -23,6 +24,8 @@ def test_plots_write_pngs(tmp_path):
     assert _is_png(plot_roc_pr(y, p, ["a", "b", "c"], tmp_path / "roc.png"))
     assert _is_png(plot_roc_pr(y % 2, p[:, 1], ["neg", "pos"], tmp_path / "roc2.png"))
     assert _is_png(plot_reliability(y, p, tmp_path / "rel.png"))
+    paths = plot_classifier_curves(y, p, ["a", "b", "c"], tmp_path / "curves", "arm")
+    assert [q.name for q in paths] == ["roc_pr_arm.png", "reliability_arm.png"] and all(map(_is_png, paths))
     img = rng.random((2, 16, 16))
     t = np.zeros((2, 16, 16))
     t[0, 4:8, 4:8] = 1

@@ -76,7 +76,7 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
     assert any("official Testing (n=12)" in s for s in sources)
     assert any(f"de-duplicated Testing (n={row['n_test_dedup']})" in s for s in sources)
     for name in ("accuracy_official_vs_dedup.png", "gradcam_mobilenetv2.png", "confusion_vgg16_dedup.png",
-                 "confusion_vgg16_official.png"):
+                 "confusion_vgg16_official.png", "roc_pr_vgg16_dedup.png", "reliability_mobilenetv2_official.png"):
         assert (out / "plots" / name).exists(), name
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["stages"]["frozen"]["epochs"] == 0 and cfg["backbones"] == ["mobilenetv2", "vgg16"]

@@ -27,7 +27,8 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     # the mask cleaning chosen on validation: never worse there than none (no cleaning is a candidate)
     assert run["val_dice_all_post"] >= run["val_dice_all_raw"] and run["seg_post_min_area"] is not None
     assert 0 <= run["false_positive_rate_empty_raw"] <= 1 and 0 <= run["dice_lesion_raw"] <= 1
-    assert (out / "plots" / "overlays_grouped.png").exists() and (out / "plots" / "confusion_grouped.png").exists()
+    for name in ("overlays_grouped.png", "confusion_grouped.png", "roc_pr_grouped.png", "reliability_grouped.png"):
+        assert (out / "plots" / name).exists(), name
     assert json.loads((out / "config.json").read_text())["synthetic"] is True
     # the protocol's final models, with the cards a user needs to run them (the two-stage pipeline)
     import numpy as np

@@ -237,10 +237,17 @@ def test_report_only_keeps_training_provenance(tmp_path, data):
     assert run_main(repro, args) == 0
     out = runs / "toy-smoke" / "results"
     before = json.loads((out / "run.json").read_text())
+    # as if trained on another machine with other packages: the rebuilt tables name that machine, not this one
+    before["machine"] = {"cpu": "the training machine", "cores": 64}
+    before["packages"] = {"keras": "0.0-training"}
+    (out / "run.json").write_text(json.dumps(before))
     CALLS.clear()
     assert run_main(repro, args + ["--report-only"]) == 0
     assert CALLS == []
     after = json.loads((out / "run.json").read_text())
+    for meta in (after, json.loads((out / "runs.json").read_text())["meta"]):
+        assert meta["machine"] == before["machine"] and meta["packages"] == before["packages"]
+        assert meta.get("audit_rule") == before.get("audit_rule") and meta["strategy"] == before["strategy"]
     assert after["command"] == before["command"] and "--report-only" in after["report_command"]
     assert after["wall_time_s"] == before["wall_time_s"]
     assert before["skipped"] == after["skipped"] == ["x (3).png: unreadable"]
