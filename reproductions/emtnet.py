@@ -418,7 +418,7 @@ def _external_metrics(ext, prob, pred_mask, n_boot, seed) -> dict:
 
 def report(ctx, rows, final: bool) -> None:
     from medattn.evaluation import comparison_rows, write_table
-    from medattn.evaluation.plots import plot_roc_pr
+    from medattn.evaluation.plots import plot_classifier_curves
 
     cfg = ctx.cfg
     meta = ctx.meta
@@ -495,8 +495,8 @@ def report(ctx, rows, final: bool) -> None:
         _plot_sweep(multi, ctx.out / "plots" / "sweep.png", ctx.mark)
     if main:
         p = np.load(ctx.out / "predictions" / f"{RunSpec(main[0]['arm'], main[0]['seed']).key}.npz")
-        plot_roc_pr(p["y_true"], np.stack([1 - p["prob"], p["prob"]], 1), CLASSES, ctx.out / "plots" / "roc_pr.png",
-                    title=f"EMT-Net {main[0]['arm']} (out-of-fold){ctx.mark}")
+        plot_classifier_curves(p["y_true"], p["prob"], CLASSES, ctx.out / "plots", main[0]["arm"],
+                               title=f"EMT-Net {main[0]['arm']} (out-of-fold){ctx.mark}")
     if final:
         print((ctx.out / "comparison.md").read_text())
 

@@ -49,7 +49,7 @@ def test_smoke_on_benign_malignant_phantoms_end_to_end(tmp_path):
     assert [a["metric"] for a in abl] == ["accuracy", "sensitivity", "specificity", "roc_auc"]
     assert abl[0]["comparison"] == "multitask_w2 - cls_only_w2" and 0 <= abl[0]["mcnemar_p"] <= 1
     assert abl[0]["ci_low"] <= abl[0]["difference"] <= abl[0]["ci_high"]
-    for name in ("sweep.png", "roc_pr.png", "overlays.png"):
+    for name in ("sweep.png", "roc_pr_multitask_w2.png", "reliability_multitask_w2.png", "overlays.png"):
         assert (out / "plots" / name).exists()
     import numpy as np
 

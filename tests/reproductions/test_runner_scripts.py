@@ -123,7 +123,7 @@ def test_emtnet_paper_profile_dry_run(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["stages"]["train"]["image_size"] == 224 and cfg["stages"]["train"]["batch_size"] == 32
     assert cfg["width"] == 1.0 and cfg["dry_run"] is True and cfg["weights"] in ("none", "imagenet")
-    assert (out / "plots" / "sweep.png").exists() and (out / "plots" / "roc_pr.png").exists()
+    assert (out / "plots" / "sweep.png").exists() and (out / "plots" / "roc_pr_multitask_w2.png").exists()
 
 
 def test_user_errors_are_one_line(tmp_path):
