@@ -534,7 +534,7 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
     return 0
 
 
-TRAINING_PROVENANCE = ("machine", "packages", "audit_rule", "strategy", "replicas")
+TRAINING_PROVENANCE = ("machine", "packages", "data_dir", "data_manifest_sha256", "audit_rule", "strategy", "replicas")
 
 
 def _refuse_report_only_changes(cfg, out: Path, set_here, precision_requested: str) -> None:

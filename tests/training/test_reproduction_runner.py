@@ -240,6 +240,7 @@ def test_report_only_keeps_training_provenance(tmp_path, data):
     # as if trained on another machine with other packages: the rebuilt tables name that machine, not this one
     before["machine"] = {"cpu": "the training machine", "cores": 64}
     before["packages"] = {"keras": "0.0-training"}
+    before["data_dir"], before["data_manifest_sha256"] = "/where/it/trained/busi", "0" * 64
     (out / "run.json").write_text(json.dumps(before))
     CALLS.clear()
     assert run_main(repro, args + ["--report-only"]) == 0
@@ -247,6 +248,7 @@ def test_report_only_keeps_training_provenance(tmp_path, data):
     after = json.loads((out / "run.json").read_text())
     for meta in (after, json.loads((out / "runs.json").read_text())["meta"]):
         assert meta["machine"] == before["machine"] and meta["packages"] == before["packages"]
+        assert meta["data_dir"] == before["data_dir"] and meta["data_manifest_sha256"] == "0" * 64
         assert meta.get("audit_rule") == before.get("audit_rule") and meta["strategy"] == before["strategy"]
     assert after["command"] == before["command"] and "--report-only" in after["report_command"]
     assert after["wall_time_s"] == before["wall_time_s"]
