@@ -377,8 +377,9 @@ def report(ctx, rows, final: bool) -> None:
     for r in rows:  # per backbone and test set (first seed): confusion matrix, ROC/PR and reliability
         if r["seed"] != cfg.seeds[0]:
             continue
+        # the curves from the prediction file: at the end of a process and in --report-only, not after every run
         path = out / "predictions" / f"{RunSpec(r['backbone'], r['seed']).key}.npz"
-        p = np.load(path) if path.exists() else None
+        p = np.load(path) if final and path.exists() else None
         for ts in TEST_SETS:
             what = f"{r['backbone']}: {ts} Testing (n={r[f'n_test_{ts}']}){mark}"
             plot_confusion_matrix(np.array(r[f"{ts}_confusion_matrix"]), list(CLASSES),

@@ -548,8 +548,8 @@ def report(ctx, rows, final: bool) -> None:
                         description="Each seed's difference (the two protocols of a seed share the seed, not the "
                                     "split: grouped and random split differently), its mean and the 95 % t interval "
                                     "over seeds; `beyond_seed_spread` is true when the interval excludes 0.")
-    _plot_curves(ctx, rows)
     if final:
+        _plot_curves(ctx, rows)
         print((ctx.out / "comparison.md").read_text())
         if ctx.synthetic:
             print("[dcnnimaf] These results are SYNTHETIC. To run on BUSI: download Dataset_BUSI_with_GT "
@@ -559,7 +559,8 @@ def report(ctx, rows, final: bool) -> None:
 
 def _plot_curves(ctx, rows) -> None:
     """ROC/PR and reliability of the classifier on each protocol's test images, from the prediction file of its
-    first seed (so ``--report-only`` draws them for a finished table too)."""
+    first seed: drawn once at the end of a training process and by ``--report-only`` (for a finished table too),
+    not after every run as the tables are (a second apiece; the no-data default has a time target)."""
     from medattn.evaluation.plots import plot_classifier_curves
 
     for proto in dict.fromkeys(r["protocol"] for r in rows):

@@ -493,7 +493,7 @@ def report(ctx, rows, final: bool) -> None:
     multi = sorted((r for r in rows if r["segmentation"]), key=lambda r: r["pos_weight"])
     if multi:
         _plot_sweep(multi, ctx.out / "plots" / "sweep.png", ctx.mark)
-    if main:
+    if main and final:  # at the end of a process and in --report-only, not after every arm
         p = np.load(ctx.out / "predictions" / f"{RunSpec(main[0]['arm'], main[0]['seed']).key}.npz")
         plot_classifier_curves(p["y_true"], p["prob"], CLASSES, ctx.out / "plots", main[0]["arm"],
                                title=f"EMT-Net {main[0]['arm']} (out-of-fold){ctx.mark}")
