@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["per_image_dice", "per_image_iou", "pixel_accuracy", "segmentation_summary", "binarize",
-           "postprocess_masks", "choose_min_area", "gate_masks", "choose_gate"]
+           "postprocess_masks", "choose_min_area", "gate_masks", "choose_gate", "MISS_KINDS", "miss_kinds",
+           "miss_breakdown"]
 
 
 def binarize(mask, threshold: float = 0.5) -> np.ndarray:
@@ -160,3 +161,61 @@ def choose_gate(y_true, prob, empty, threshold: float = 0.5) -> tuple[bool, dict
     without = float(np.mean(per_image_dice(y_true, prob, threshold)))
     gated = float(np.mean(per_image_dice(y_true, gate_masks(prob, empty), threshold)))
     return round(gated, 12) > round(without, 12), {"without": without, "with": gated}
+
+
+MISS_KINDS = ("empty", "elsewhere", "wrong_component", "small_overlap")
+
+
+def miss_kinds(y_true, prob, threshold: float = 0.5, miss_dice: float = 0.1) -> list[str]:
+    """Per image, why a lesion was missed: ``"-"`` for an image without a lesion or with Dice >= ``miss_dice``;
+    otherwise ``"empty"`` (no pixel above ``threshold``), ``"elsewhere"`` (predicted pixels, none on the lesion),
+    ``"wrong_component"`` (some predicted pixels on the lesion, but not in the largest 8-connected component, which
+    the usual one-lesion cleaning would keep) or ``"small_overlap"`` (the largest component touches the lesion, yet
+    Dice stays below ``miss_dice``)."""
+    from skimage.measure import label
+
+    t, p = binarize(y_true, 0.5), binarize(prob, threshold)
+    if t.shape != p.shape:
+        raise ValueError(f"truth masks have shape {t.shape} but predictions have shape {p.shape}")
+    if t.ndim == 2:
+        t, p = t[None], p[None]
+    dice = per_image_dice(t, p)
+    kinds = []
+    for ti, pi, d in zip(t, p, dice):
+        if not ti.any() or d >= miss_dice:
+            kinds.append("-")
+        elif not pi.any():
+            kinds.append("empty")
+        elif not (pi & ti).any():
+            kinds.append("elsewhere")
+        else:
+            lab = label(pi, connectivity=2)
+            sizes = np.bincount(lab.ravel())
+            sizes[0] = 0
+            kinds.append("small_overlap" if ((lab == sizes.argmax()) & ti).any() else "wrong_component")
+    return kinds
+
+
+def miss_breakdown(y_true, prob, threshold: float = 0.5, miss_dice: float = 0.1) -> dict:
+    """Where the lesion Dice is lost (for images that are not the test split, to decide what to try next): the
+    number of lesion images, how many are missed (Dice below ``miss_dice``) and of which kind
+    (:func:`miss_kinds`), the mean lesion Dice, the mean Dice of the lesion images that are not missed, and the
+    median of the highest predicted probability inside the lesion of the ``empty`` misses (near ``threshold``:
+    a lower threshold would find them; near 0: the model does not see them)."""
+    t = binarize(y_true, 0.5)
+    if t.ndim == 2:
+        t = t[None]
+    a = np.asarray(prob, dtype=np.float64)
+    a = a[..., 0] if a.ndim == t.ndim + 1 else a
+    a = a.reshape(t.shape)
+    kinds = np.array(miss_kinds(t, a, threshold, miss_dice))
+    dice = per_image_dice(t, a, threshold)
+    lesion = t.reshape(len(t), -1).any(axis=1)
+    found = lesion & (kinds == "-")
+    empty = kinds == "empty"
+    return {"n_lesion": int(lesion.sum()), "n_missed": int((lesion & ~found).sum()),
+            **{f"missed_{k}": int(np.sum(kinds == k)) for k in MISS_KINDS},
+            "dice_lesion": float(dice[lesion].mean()) if lesion.any() else float("nan"),
+            "dice_found": float(dice[found].mean()) if found.any() else float("nan"),
+            "empty_max_prob_median": (float(np.median([a[i][t[i]].max() for i in np.flatnonzero(empty)]))
+                                      if empty.any() else float("nan"))}

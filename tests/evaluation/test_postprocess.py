@@ -72,3 +72,35 @@ def test_gate_empties_flagged_masks_and_is_chosen_by_dice_over_all_images():
     assert choose_gate(truth, prob, [False, False, False])[0] is False
     with pytest.raises(ValueError, match="3 masks but"):
         gate_masks(prob, [True, False])
+
+
+def test_miss_breakdown_hand_cases():
+    n = 8
+    truth = np.zeros((6, n, n), dtype=np.float32)
+    prob = np.zeros((6, n, n), dtype=np.float32)
+    prob[0, 2:4, 2:4] = 0.9  # 0: normal image (a false positive is not a missed lesion)
+    truth[1, 1:4, 1:4] = 1
+    prob[1, 1:4, 1:4] = 0.9  # 1: found, Dice 1
+    truth[2, 1:4, 1:4] = 1
+    prob[2, 1:4, 1:4] = 0.3  # 2: nothing above 0.5, 0.3 at most inside the lesion -> empty
+    truth[3, 1:4, 1:4] = 1
+    prob[3, 6:8, 6:8] = 0.9  # 3: predicted far from the lesion -> elsewhere
+    truth[4, 0:3, 0:3] = 1  # 9 lesion pixels
+    prob[4, 2, 2] = 0.9  # one predicted pixel on the lesion ...
+    prob[4, 4:8, 4:8] = 0.9  # ... and a 16-pixel component apart: Dice 2/26 < 0.1 -> wrong_component
+    truth[5, 0:3, 0:3] = 1
+    prob[5, 2:8, 4:8] = 0.9  # 24 pixels, not touching (column 3 is empty) ...
+    prob[5, 2, 2:4] = 0.9  # ... joined through (2, 3) to one pixel on the lesion: Dice 2/35 -> small_overlap
+    kinds = S.miss_kinds(truth, prob)
+    assert kinds == ["-", "-", "empty", "elsewhere", "wrong_component", "small_overlap"]
+    b = S.miss_breakdown(truth[..., None], prob[..., None])
+    assert (b["n_lesion"], b["n_missed"]) == (5, 4)
+    assert [b[f"missed_{k}"] for k in S.MISS_KINDS] == [1, 1, 1, 1]
+    assert b["dice_found"] == pytest.approx(1.0)
+    assert b["dice_lesion"] == pytest.approx((1 + 0 + 0 + 2 / 26 + 2 / 35) / 5)
+    assert b["empty_max_prob_median"] == pytest.approx(0.3)
+    # a lower miss bar or threshold changes the verdicts as it should
+    assert S.miss_kinds(truth, prob, miss_dice=0.06)[4:] == ["-", "small_overlap"]  # Dice 0.077 and 0.057
+    assert S.miss_kinds(truth, prob, threshold=0.2)[2] == "-"
+    with pytest.raises(ValueError, match="shape"):
+        S.miss_kinds(truth, prob[:, :4])

@@ -253,6 +253,23 @@ def test_smoke_on_busi_then_predict_on_busi_images(tmp_path):
                          str(tmp_path / "pred")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "pred" / "predictions.csv")))
     assert sorted(r["image"] for r in rows) == ["benign (1).png", "malignant (1).png"]
+    # where its Dice is lost, on the images outside the test split only (reproductions/analysis/dcnnimaf_misses.py)
+    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "analysis" / "dcnnimaf_misses.py"), "--runs-dir",
+                        str(tmp_path / "runs"), "--data-dir", str(busi), "--runs", "grouped_s0", "--profile", "smoke",
+                        "--out", str(tmp_path / "misses")], capture_output=True, text=True, timeout=600, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    parts = json.loads((tmp_path / "misses" / "misses.json").read_text())["rows"]
+    assert [p["part"] for p in parts] == ["train, out of fold", "validation"]
+    assert sum(p["n_images"] for p in parts) == 780 - row["n_test"]  # every image but the test split's
+    for p in parts:
+        assert p["n_missed"] == sum(p[f"missed_{k}"] for k in ("empty", "elsewhere", "wrong_component",
+                                                                "small_overlap")) <= p["n_lesion"] <= p["n_images"]
+    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "analysis" / "dcnnimaf_misses.py"), "--runs-dir",
+                        str(tmp_path / "runs"), "--data-dir", str(busi), "--runs", "random_s0", "--profile", "smoke",
+                        "--out", str(tmp_path / "misses")], capture_output=True, text=True, timeout=600, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and "random_s0/identity.json not found" in r.stderr
 
 
 def test_selection_split_never_touches_the_test_part_and_keeps_groups_whole():
