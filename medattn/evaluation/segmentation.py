@@ -203,11 +203,10 @@ def miss_breakdown(y_true, prob, threshold: float = 0.5, miss_dice: float = 0.1)
     median of the highest predicted probability inside the lesion of the ``empty`` misses (near ``threshold``:
     a lower threshold would find them; near 0: the model does not see them)."""
     t = binarize(y_true, 0.5)
-    if t.ndim == 2:
-        t = t[None]
     a = np.asarray(prob, dtype=np.float64)
-    a = a[..., 0] if a.ndim == t.ndim + 1 else a
-    a = a.reshape(t.shape)
+    if a.ndim >= 3 and a.shape[-1] == 1:  # the channel axis, as binarize drops it
+        a = a[..., 0]
+    t, a = (t[None] if t.ndim == 2 else t), (a[None] if a.ndim == 2 else a)
     kinds = np.array(miss_kinds(t, a, threshold, miss_dice))
     dice = per_image_dice(t, a, threshold)
     lesion = t.reshape(len(t), -1).any(axis=1)

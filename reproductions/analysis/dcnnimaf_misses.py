@@ -11,6 +11,10 @@ would give. The test images are never predicted.
 
     python reproductions/analysis/dcnnimaf_misses.py --runs-dir runs/busi_j --data-dir ../shared/datasets/busi \\
         --runs grouped_s0 --out results/dcnnimaf/misses
+
+The runs must have been made with the profile as this code defines it (no ``--set`` changes to the segmenter, not a
+selection run): the segmenter is rebuilt from the profile; its saved card's input size and flip TTA are checked, and
+loading the checkpoints fails, naming the file, when the encoder differs.
 """
 
 from __future__ import annotations
@@ -95,6 +99,12 @@ def main(argv=None) -> int:
         if ident.get("audit", audit["rule"]) != audit["rule"]:
             print(f"error: {root / r} was split with audit rule {ident['audit']!r}, this code's is {audit['rule']!r}",
                   file=sys.stderr)
+            return 2
+        card = json.loads(path.read_text()) if (path := root / r / "models" / "segmenter.json").is_file() else {}
+        made = (card.get("input_size", st.image_size), card.get("tta_flip", cfg.seg_tta))
+        if made != (st.image_size, cfg.seg_tta):  # a run made with --set changes to the segmenter
+            print(f"error: {root / r} has a segmenter at {made[0]} px (flip TTA {made[1]}), the {args.profile} profile "
+                  f"{st.image_size} px ({cfg.seg_tta}): this analysis rebuilds the profile as it is", file=sys.stderr)
             return 2
         idents[r] = ident
         arm, seed = ident["arm"], int(ident["seed"])

@@ -104,3 +104,6 @@ def test_miss_breakdown_hand_cases():
     assert S.miss_kinds(truth, prob, threshold=0.2)[2] == "-"
     with pytest.raises(ValueError, match="shape"):
         S.miss_kinds(truth, prob[:, :4])
+    with pytest.raises(ValueError, match="shape"):
+        S.miss_breakdown(truth, prob[:, :4, :, None])
+    assert S.miss_breakdown(truth[2], prob[2])["missed_empty"] == 1  # one (H, W) mask

@@ -270,6 +270,15 @@ def test_smoke_on_busi_then_predict_on_busi_images(tmp_path):
                         "--out", str(tmp_path / "misses")], capture_output=True, text=True, timeout=600, env=env,
                        cwd=tmp_path)
     assert r.returncode == 2 and "random_s0/identity.json not found" in r.stderr
+    card_path = models / "segmenter.json"  # a segmenter trained at another size than the profile's is refused
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, "input_size": card["input_size"] + 32}))
+    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "analysis" / "dcnnimaf_misses.py"), "--runs-dir",
+                        str(tmp_path / "runs"), "--data-dir", str(busi), "--runs", "grouped_s0", "--profile", "smoke",
+                        "--out", str(tmp_path / "misses2")], capture_output=True, text=True, timeout=600, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and f"segmenter at {card['input_size'] + 32} px" in r.stderr
+    assert not (tmp_path / "misses2").exists()
 
 
 def test_selection_split_never_touches_the_test_part_and_keeps_groups_whole():
