@@ -165,6 +165,16 @@ def _precision_models(cfg) -> list[tuple[str, int]]:
     return [("dcnnimaf:segmenter", cfg.stage("seg").image_size), ("dcnnimaf:classifier", cfg.stage("cls").image_size)]
 
 
+def seg_predict(predict, cfg, x):
+    """The segmenter's probability masks for decoded images ``x``: ``predict(batch)`` on the encoder's input
+    transform, averaged with its left-right mirror when ``cfg.seg_tta`` (the augmentation it trained with)."""
+    pre = _seg_preprocess(cfg)
+    p = predict(pre(x))
+    if cfg.seg_tta:
+        p = 0.5 * (p + predict(pre(x[:, :, ::-1]))[:, :, ::-1])
+    return p
+
+
 def _seg_model(ctx, attention, n_images):
     """The compiled segmenter; every segmenter of a run with the same attention setting is the same model, reset
     (its steps are traced once: :meth:`Context.build`)."""
@@ -256,13 +266,9 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     ctx.log(f"{name}: train {len(part['train'])}, val {len(part['val'])}, test {len(part['test'])} images; "
             f"segmenter ({'with' if attention else 'without'} attention)")
     xs = {k: tuple(a[idx] for a in data["arrays"]) for k, idx in split.items()}  # decoded once in load_data
-    pre = _seg_preprocess(cfg)
 
     def predict_masks(model, x):
-        p = ctx.predict(model, pre(x), 8)
-        if cfg.seg_tta:  # horizontal flip, the augmentation the segmenter was trained with
-            p = 0.5 * (p + ctx.predict(model, pre(x[:, :, ::-1]), 8)[:, :, ::-1])
-        return p
+        return seg_predict(lambda batch: ctx.predict(model, batch, 8), cfg, x)
 
     # out-of-fold masks for the classifier's training images
     oof = np.zeros_like(xs["train"][1])

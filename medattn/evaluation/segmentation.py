@@ -101,6 +101,16 @@ def segmentation_summary(y_true, y_pred, threshold: float = 0.5) -> dict:
     }
 
 
+def _largest_component(mask) -> np.ndarray:
+    """The largest 8-connected component of a non-empty boolean mask ``(H, W)``."""
+    from skimage.measure import label
+
+    lab = label(mask, connectivity=2)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == sizes.argmax()
+
+
 def postprocess_masks(prob, min_area: float = 0.0, largest_component: bool = True,
                       threshold: float = 0.5) -> np.ndarray:
     """Predicted probability masks ``(n, H, W[, 1])`` cleaned for a one-lesion task: outside the largest
@@ -108,8 +118,6 @@ def postprocess_masks(prob, min_area: float = 0.0, largest_component: bool = Tru
     (``largest_component``), and a mask whose kept area is below ``min_area`` (a fraction of the image) is set to
     0 everywhere, so an image the model sees no real lesion in gets an empty mask. Other probabilities are left as
     they are (a classifier may take them); the output has the input's shape and dtype."""
-    from skimage.measure import label
-
     a = np.asarray(prob)
     out = a.copy()
     flat = out[..., 0] if a.ndim == 4 else out
@@ -119,10 +127,7 @@ def postprocess_masks(prob, min_area: float = 0.0, largest_component: bool = Tru
     for i in range(len(pos)):
         keep = pos[i]
         if largest_component and keep.any():
-            lab = label(keep, connectivity=2)
-            sizes = np.bincount(lab.ravel())
-            sizes[0] = 0
-            keep = lab == sizes.argmax()
+            keep = _largest_component(keep)
         if keep.mean() < min_area:
             flat[i] = 0
         else:
@@ -172,7 +177,6 @@ def miss_kinds(y_true, prob, threshold: float = 0.5, miss_dice: float = 0.1) -> 
     ``"wrong_component"`` (some predicted pixels on the lesion, but not in the largest 8-connected component, which
     the usual one-lesion cleaning would keep) or ``"small_overlap"`` (the largest component touches the lesion, yet
     Dice stays below ``miss_dice``)."""
-    from skimage.measure import label
 
     t, p = binarize(y_true, 0.5), binarize(prob, threshold)
     if t.shape != p.shape:
@@ -189,10 +193,7 @@ def miss_kinds(y_true, prob, threshold: float = 0.5, miss_dice: float = 0.1) -> 
         elif not (pi & ti).any():
             kinds.append("elsewhere")
         else:
-            lab = label(pi, connectivity=2)
-            sizes = np.bincount(lab.ravel())
-            sizes[0] = 0
-            kinds.append("small_overlap" if ((lab == sizes.argmax()) & ti).any() else "wrong_component")
+            kinds.append("small_overlap" if (_largest_component(pi) & ti).any() else "wrong_component")
     return kinds
 
 

@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     from medattn.datasets.audit import audit_records
     from medattn.evaluation.tables import write_table
     from medattn.models.linknet import build_linknet
+    from medattn.training.custom_loop import predict as loop_predict
     from medattn.training.fit import load_variables
     from medattn.training.records import run_metadata
     from medattn.training.strategy import resolve_mixed_precision, set_mixed_precision
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
                                 or audit)
     data = dcn.load_data(ctx)
     labels = np.array([r.label for r in data["recs"]])
-    pre, st = dcn._seg_preprocess(cfg), cfg.stage("seg")
+    st = cfg.stage("seg")
     rows, idents = [], {}
     for r in runs:
         ident = json.loads((root / r / "identity.json").read_text())
@@ -117,12 +118,8 @@ def main(argv=None) -> int:
                               encoder_width=cfg.encoder_width,
                               final_filters=32 if cfg.seg_final_filters is None else cfg.seg_final_filters)
 
-        def predict(x, m=model):
-            p = np.asarray(m.predict(pre(x), batch_size=8, verbose=0), dtype=np.float32)
-            if cfg.seg_tta:
-                p = 0.5 * (p + np.asarray(m.predict(pre(x[:, :, ::-1]), batch_size=8, verbose=0),
-                                          dtype=np.float32)[:, :, ::-1])
-            return p
+        def predict(x, m=model):  # as the run predicted them
+            return dcn.seg_predict(lambda batch: loop_predict(m, batch, 8), cfg, x)
 
         t0 = time.time()
         oof = np.zeros(xs["train"][1].shape, dtype=np.float32)
