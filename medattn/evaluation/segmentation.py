@@ -177,7 +177,6 @@ def miss_kinds(y_true, prob, threshold: float = 0.5, miss_dice: float = 0.1) -> 
     ``"wrong_component"`` (some predicted pixels on the lesion, but not in the largest 8-connected component, which
     the usual one-lesion cleaning would keep) or ``"small_overlap"`` (the largest component touches the lesion, yet
     Dice stays below ``miss_dice``)."""
-
     t, p = binarize(y_true, 0.5), binarize(prob, threshold)
     if t.shape != p.shape:
         raise ValueError(f"truth masks have shape {t.shape} but predictions have shape {p.shape}")
