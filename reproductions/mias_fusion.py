@@ -75,8 +75,8 @@ class MiasConfig(ExperimentConfig):
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("models", "multi_seed_models")
     patches_tumour: int = 1000  # random patches per tumour ROI per epoch
     patches_normal: int = 250
-    width: float = 1.0
-    batch_norm: bool = False
+    width: float = 1.0  # VGG's filter multiplier and MobileNet's alpha; ResNet50 and DenseNet121 are always full size
+    batch_norm: bool = False  # VGG only (the other backbones have their own BatchNorm)
     freeze_backbone: bool = False
     units: int = 1024
     rotation: float = 0.5  # fraction of a turn: 0.5 = +-180 degrees

@@ -102,14 +102,25 @@ def _apps(fn_name):
     return build
 
 
+def _alpha(name: str, weights, width) -> float:
+    """MobileNet's alpha from ``width``: any positive value from scratch (or for a weights file); ImageNet weights
+    only at 1.0, the one file the registry names (refused, never silently replaced)."""
+    if not (isinstance(width, (int, float)) and 0 < width <= 4):
+        raise ValueError(f"{name}: width (alpha) must be in (0, 4], got {width!r}")
+    if weights == "imagenet" and width != 1.0:
+        raise ValueError(f"{name}: ImageNet weights here are the alpha 1.0 file, so width must be 1.0 with "
+                         f"weights='imagenet', got width={width!r}")
+    return float(width)
+
+
 def _mobilenet(input_shape, weights, width=1.0, **_):
-    alpha = 1.0 if weights == "imagenet" else width if width in (0.25, 0.5, 0.75, 1.0) else 1.0
-    return keras.applications.MobileNet(include_top=False, weights=weights, input_shape=input_shape, alpha=alpha)
+    return keras.applications.MobileNet(include_top=False, weights=weights, input_shape=input_shape,
+                                        alpha=_alpha("mobilenet", weights, width))
 
 
 def _mobilenetv2(input_shape, weights, width=1.0, **_):
-    alpha = 1.0 if weights == "imagenet" else width
-    return keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=input_shape, alpha=alpha)
+    return keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=input_shape,
+                                          alpha=_alpha("mobilenetv2", weights, width))
 
 
 def _vgg(depth):
@@ -233,6 +244,11 @@ def _entry(name: str) -> _Entry:
     return BACKBONES[name]
 
 
+def backbone_options(name: str) -> tuple[str, ...]:
+    """The options :func:`get_backbone` accepts for backbone ``name`` (e.g. ``("width",)`` for MobileNetV2)."""
+    return _entry(name).options
+
+
 def get_backbone(name: str, input_shape=(224, 224, 3), weights=None, *, preprocessing: str = "auto",
                  **options) -> Backbone:
     """Build backbone ``name`` without its top.
@@ -242,7 +258,8 @@ def get_backbone(name: str, input_shape=(224, 224, 3), weights=None, *, preproce
             from the same architecture.
         preprocessing: ``"auto"`` (see the module docstring) or one of :data:`PREPROCESSING`.
         options: ``width`` and ``batch_norm`` for VGG (width-scaled VGG-BN), ``width`` as MobileNet's and
-            MobileNetV2's alpha without ImageNet weights. Other backbones take none.
+            MobileNetV2's alpha (1.0 with ImageNet weights: another value is refused). Other backbones take none
+            (:func:`backbone_options`).
     """
     entry = _entry(name)
     unknown = set(options) - set(entry.options)

@@ -5,6 +5,7 @@ import pytest
 
 from medattn.backbones import (
     BACKBONES,
+    backbone_options,
     get_backbone,
     imagenet_weights_status,
     preprocess_fn,
@@ -69,6 +70,21 @@ def test_bad_names_options_and_paths():
         get_backbone("resnet50", (64, 64, 3), width=0.5)
     with pytest.raises(ValueError, match="does not exist"):
         get_backbone("vgg16", (64, 64, 3), weights="/no/such/file.h5")
+
+
+def test_mobilenet_width_is_its_alpha_and_never_silently_replaced():
+    """Any positive width from scratch (0.35 used to become 1.0 for MobileNet); with ImageNet weights only 1.0, the
+    one file the registry names: another width is refused before anything is downloaded."""
+    m = get_backbone("mobilenet", (64, 64, 3), width=0.35).model
+    assert m.get_layer("conv1").filters == int(32 * 0.35)
+    m = get_backbone("mobilenetv2", (64, 64, 3), width=0.35).model
+    assert m.get_layer("Conv1").filters < 32
+    for name in ("mobilenet", "mobilenetv2"):
+        with pytest.raises(ValueError, match="width must be 1.0"):
+            get_backbone(name, (64, 64, 3), weights="imagenet", width=0.5)
+        with pytest.raises(ValueError, match=r"must be in \(0, 4\]"):
+            get_backbone(name, (64, 64, 3), width=0)
+    assert backbone_options("mobilenetv2") == ("width",) and backbone_options("resnet50") == ()
 
 
 def test_imagenet_status_names_the_file_and_the_remedy(tmp_path, monkeypatch):

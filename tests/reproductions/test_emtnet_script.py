@@ -187,3 +187,25 @@ def test_flip_tta_averages_probability_and_mirrored_back_mask():
     p_mirror = 1 / (1 + np.exp(-out["label"][:, 0].astype(np.float64)))
     assert np.allclose(pf, 0.5 * (p0 + p_mirror)) and not np.allclose(pf, p0, atol=1e-4)
     assert np.allclose(mf, 0.5 * (m0 + out["mask"][:, :, ::-1]), atol=1e-6)
+
+
+def test_width_is_refused_where_it_would_be_ignored():
+    """``width`` scales VGG and MobileNet encoders; with another backbone, or with ImageNet weights (the alpha 1.0
+    file), it used to be dropped silently (the cpu profile's 0.5 with ``--set backbone=resnet50``): now refused."""
+    import dataclasses
+
+    from medattn.training.reproduction import UserError
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "emtnet")
+    cfg = mod.PROFILES["cpu"]
+    mod._check(cfg)
+    mod._check(dataclasses.replace(cfg, backbone="vgg16"))  # VGG takes a width
+    mod._check(dataclasses.replace(cfg, backbone="resnet50", width=1.0))
+    with pytest.raises(UserError, match="resnet50 has no width option"):
+        mod._check(dataclasses.replace(cfg, backbone="resnet50"))
+    with pytest.raises(UserError, match="only at width 1.0"):
+        mod._check(dataclasses.replace(cfg, weights="imagenet"))
+    with pytest.raises(UserError, match="backbone must be one of"):
+        mod._check(dataclasses.replace(cfg, backbone="resnet18"))
+    mod._check(mod.PROFILES["paper"])
