@@ -410,6 +410,11 @@ def _check(cfg: MiasConfig) -> None:
     bad = [m for m in cfg.models if m.count(":") != 1]
     if bad:
         raise UserError(f"models must be BACKBONE:VARIANT entries, got {bad[0]!r}")
+    scaled = [m for m in cfg.models if m.split(":")[0] in ("vgg16", "vgg19", "mobilenet")]
+    if cfg.weights == "imagenet" and scaled and (cfg.width != 1.0 or cfg.batch_norm):
+        raise UserError(f"--weights imagenet: ImageNet weights exist only at width 1.0 without VGG BatchNorm, and "
+                        f"{scaled[0]} would be built with width={cfg.width:g}, batch_norm={cfg.batch_norm}: use "
+                        f"--profile paper, or add --set width=1.0 --set batch_norm=false")
 
 
 def _backbones(cfg: MiasConfig) -> list[str]:

@@ -83,6 +83,23 @@ def test_an_unknown_tta_is_refused(tmp_path):
     assert r.returncode == 2 and "tta 'rotate'" in r.stderr and "dihedral" in r.stderr
 
 
+def test_imagenet_weights_with_a_scaled_backbone_are_refused_before_anything_runs():
+    """The cpu profile's quarter-width VGG-BN and MobileNet have no ImageNet weights: --weights imagenet with it is
+    refused up front (it failed at the first model before, and MobileNet silently became alpha 1.0)."""
+    import dataclasses
+
+    from medattn.training.reproduction import UserError
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "mias_fusion")
+    cpu = mod.PROFILES["cpu"]
+    with pytest.raises(UserError, match="width=0.25, batch_norm=True"):
+        mod._check(dataclasses.replace(cpu, weights="imagenet"))
+    mod._check(dataclasses.replace(cpu, weights="imagenet", width=1.0, batch_norm=False))
+    mod._check(dataclasses.replace(cpu, weights="imagenet", models=("resnet50:baseline",)))
+    mod._check(mod.PROFILES["paper"])
+
+
 def test_cpu_profile_is_the_configuration_the_selection_runs_chose():
     """results/mias_fusion/selection/: 40 epochs (M40) won on validation; its rows (bf16, as `auto` resolved on that
     machine) carry the cpu profile's identity, so the profile's table resumes from them and no setting drifted."""
