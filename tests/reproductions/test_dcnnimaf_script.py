@@ -146,6 +146,24 @@ def test_profiles_are_runnable_shapes():
     assert set(mod.PROFILES["synthetic"].protocols) == {"random", "grouped", "grouped_no_attention"}
 
 
+def test_encoder_width_is_refused_where_it_cannot_apply():
+    """Every profile passes the script's checks; a width for a non-VGG encoder, or the cpu profile's quarter-width
+    VGG with ImageNet weights, is refused before anything runs (both failed only when the first model was built)."""
+    import dataclasses
+
+    from medattn.training.reproduction import UserError
+
+    mod = _script()
+    for cfg in mod.PROFILES.values():
+        mod._check(cfg)
+    cpu = mod.PROFILES["cpu"]
+    with pytest.raises(UserError, match="inceptionresnetv2 has no width"):
+        mod._check(dataclasses.replace(cpu, seg_backbone="inceptionresnetv2"))
+    with pytest.raises(UserError, match="only at encoder_width 1.0, got 0.25"):
+        mod._check(dataclasses.replace(cpu, weights="imagenet"))
+    mod._check(dataclasses.replace(cpu, weights="imagenet", encoder_width=1.0))
+
+
 def test_overlay_picks_one_per_class_and_the_worst_lesion():
     import numpy as np
 
