@@ -432,6 +432,10 @@ def _check(cfg: BrainConfig) -> None:
                         "the cpu profile does) or give pretrained weights")
     if not 0.0 < cfg.unfreeze_fraction <= 1.0:
         raise UserError(f"unfreeze_fraction must lie in (0, 1], got {cfg.unfreeze_fraction}")
+    default = BrainConfig.__dataclass_fields__["unfreeze_fraction"].default
+    if cfg.weights == "none" and cfg.unfreeze_fraction != default:
+        raise UserError(f"unfreeze_fraction={cfg.unfreeze_fraction:g} applies to fine-tuning pretrained weights; with "
+                        "--weights none every layer trains from scratch: drop it or give weights")
     if not 0.0 < cfg.val_fraction < 0.5:
         raise UserError(f"val_fraction must lie in (0, 0.5), got {cfg.val_fraction}")
     from medattn.evaluation import tta_refusal

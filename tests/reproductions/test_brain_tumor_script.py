@@ -184,6 +184,22 @@ def test_frozen_phase_on_random_weights_is_refused(tmp_path):
     assert r.returncode == 2 and "tta 'dihedral'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_unfreeze_fraction_without_pretrained_weights_is_refused():
+    """unfreeze_fraction only chooses which pretrained layers fine-tune; from scratch every layer trains, so setting
+    it there changed nothing, silently: refused, while the profiles themselves pass."""
+    import dataclasses
+
+    from medattn.training.reproduction import UserError
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "brain_tumor_transfer")
+    for cfg in mod.PROFILES.values():
+        mod._check(cfg)
+    with pytest.raises(UserError, match="unfreeze_fraction=0.5 applies to fine-tuning"):
+        mod._check(dataclasses.replace(mod.PROFILES["cpu"], unfreeze_fraction=0.5))
+    mod._check(dataclasses.replace(mod.PROFILES["paper"], unfreeze_fraction=0.5))
+
+
 @pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.subprocess
