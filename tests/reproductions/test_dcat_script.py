@@ -104,3 +104,23 @@ def test_paper_profile_dry_run(tmp_path):
     assert cfg["backbone_a"] == "efficientnetb4" and cfg["stages"]["train"]["image_size"] == 224
     row = json.loads((out / "runs.json").read_text())["rows"][0]
     assert row["params"] > 35_000_000 and "DRY RUN" in json.loads((out / "comparison.json").read_text())["title"]
+
+
+def test_weights_for_a_second_branch_that_ignores_them_are_refused():
+    """--weights loads into the EfficientNet branch only; the second branch trains from scratch (the paper's ResNet-34
+    has no Keras ImageNet weights). With another second backbone that would pass silently: refused, as are unknown
+    backbone names, while every profile passes."""
+    import dataclasses
+
+    from medattn.training.reproduction import UserError
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "dcat")
+    for cfg in mod.PROFILES.values():
+        mod._check(cfg)
+    paper = mod.PROFILES["paper"]
+    with pytest.raises(UserError, match=r"backbone_b \(resnet50\) always trains from scratch"):
+        mod._check(dataclasses.replace(paper, backbone_b="resnet50"))
+    mod._check(dataclasses.replace(mod.PROFILES["cpu"], backbone_b="resnet50"))  # from scratch: nothing ignored
+    with pytest.raises(UserError, match="backbone_a must be one of"):
+        mod._check(dataclasses.replace(paper, backbone_a="efficientnetb7"))
