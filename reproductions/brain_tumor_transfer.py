@@ -453,6 +453,8 @@ REPRODUCTION = Reproduction(
     no_data="no data: download the Brain Tumor MRI Dataset (Nickparvar, Kaggle) and pass --data-dir "
             "PATH/brain_tumor_mri (Training/ and Testing/ inside) or set MEDATTN_DATA_DIR",
     dry_run_overrides=lambda cfg: {"n_boot": 20, "gradcam_per_class": 1}, check=_check,
+    not_used=lambda cfg: ({"unfreeze_fraction": "weights none: every layer trains from scratch"}
+                          if cfg.weights == "none" else {}),
 )
 
 

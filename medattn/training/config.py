@@ -298,10 +298,12 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def save_config(cfg: ExperimentConfig, path, extra: Mapping[str, Any] | None = None) -> Path:
+def save_config(cfg: ExperimentConfig, path, extra: Mapping[str, Any] | None = None, drop=()) -> Path:
+    """Write ``cfg`` (less the fields named in ``drop``: settings the run does not read) and ``extra``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps({"config_class": type(cfg).__name__, **cfg.to_dict(), **(extra or {})},
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in drop}
+    _atomic_write_text(path, json.dumps({"config_class": type(cfg).__name__, **fields, **(extra or {})},
                                         indent=2) + "\n")
     return path
 

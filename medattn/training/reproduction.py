@@ -100,6 +100,9 @@ class Reproduction:
     # medattn.training.precision names them, so ``--mixed-precision auto`` can train a model measured faster in
     # float32 in float32 (and the run's identity says so)
     models: Callable[[ExperimentConfig, str], list[tuple[str, int]]] = lambda cfg, arm: []
+    # (cfg) -> {field: why}: settings of ``cfg`` this run does not read (e.g. a fine-tuning setting when training
+    # from scratch); config.json records only what ran, so they are left out of it and named under "not_used"
+    not_used: Callable[[ExperimentConfig], Mapping[str, str]] = lambda cfg: {}
 
 
 class Context:
@@ -615,11 +618,14 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
     if over:
         ctx.log(f"--mixed-precision auto: {', '.join(f'{k} in {v}' for k, v in over.items())} (measured faster "
                 f"than bf16 on this kind of CPU: medattn.training.precision)")
+    not_used = dict(repro.not_used(cfg))
     save_config(cfg, out / "config.json", extra={"synthetic": ctx.synthetic, "data_dir": ctx.data.path if not
                                                  ctx.synthetic else None,
                                                  "mixed_precision_requested": ctx.precision_requested,
                                                  **({"model_precision": over} if over else {}),
-                                                 **({"weights_unavailable": weights_note} if weights_note else {})})
+                                                 **({"weights_unavailable": weights_note} if weights_note else {}),
+                                                 **({"not_used": not_used} if not_used else {})},
+                drop=tuple(not_used))
     rows = []
     ctx.complete = False
     for i, spec in enumerate(plan, 1):

@@ -186,7 +186,8 @@ def test_frozen_phase_on_random_weights_is_refused(tmp_path):
 
 def test_unfreeze_fraction_without_pretrained_weights_is_refused():
     """unfreeze_fraction only chooses which pretrained layers fine-tune; from scratch every layer trains, so setting
-    it there changed nothing, silently: refused, while the profiles themselves pass."""
+    it there changed nothing, silently: refused, while the profiles themselves pass. Its default is left out of a
+    from-scratch run's config.json (named under "not_used"), which records only what ran."""
     import dataclasses
 
     from medattn.training.reproduction import UserError
@@ -198,6 +199,8 @@ def test_unfreeze_fraction_without_pretrained_weights_is_refused():
     with pytest.raises(UserError, match="unfreeze_fraction=0.5 applies to fine-tuning"):
         mod._check(dataclasses.replace(mod.PROFILES["cpu"], unfreeze_fraction=0.5))
     mod._check(dataclasses.replace(mod.PROFILES["paper"], unfreeze_fraction=0.5))
+    assert list(mod.REPRODUCTION.not_used(mod.PROFILES["cpu"])) == ["unfreeze_fraction"]
+    assert not mod.REPRODUCTION.not_used(mod.PROFILES["paper"])
 
 
 @pytest.mark.slow

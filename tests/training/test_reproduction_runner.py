@@ -131,6 +131,24 @@ def test_folders_config_and_resume_reuse(tmp_path, data, capsys):
     assert (tmp_path / "repo" / "results" / "toy" / "runs.json").exists()
 
 
+def test_settings_a_run_does_not_read_stay_out_of_config_json(tmp_path, data):
+    """config.json records only what ran: a field the script's ``not_used`` names for this configuration is left
+    out and listed with its reason; the file still reads back (the field at its default)."""
+    from medattn.training import load_config
+
+    why = "the toy model has no dropout at this size"
+    repro = _repro(tmp_path, not_used=lambda cfg: {"dropout": why} if cfg.profile == "smoke" else {})
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "r")]) == 0
+    path = tmp_path / "r" / "toy-smoke" / "results" / "config.json"
+    cfg = json.loads(path.read_text())
+    assert "dropout" not in cfg and cfg["not_used"] == {"dropout": why} and "seeds" in cfg
+    assert load_config(ToyConfig, path).dropout == 0.2
+    assert run_main(repro, ["--profile", "cpu", "--data-dir", str(data), "--runs-dir", str(tmp_path / "r"),
+                            "--out", str(tmp_path / "o"), "--seeds", "0", "--epochs", "1"]) == 0
+    cfg = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert cfg["dropout"] == 0.2 and "not_used" not in cfg
+
+
 def test_resume_refuses_another_identity(tmp_path, data, capsys):
     repro = _repro(tmp_path)
     base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--set", "arms=a"]
