@@ -621,12 +621,15 @@ def _check(cfg) -> None:
         raise UserError(f"protocols must be random, grouped or grouped_no_attention, got {bad[0]!r}")
     if cfg.crossfit_folds < 2:
         raise UserError(f"crossfit_folds must be >= 2, got {cfg.crossfit_folds}")
-    if cfg.encoder_width != 1.0 and cfg.seg_backbone not in ("vgg16", "vgg19"):
-        raise UserError(f"encoder_width={cfg.encoder_width:g} scales VGG encoders only; {cfg.seg_backbone} has no "
-                        f"width: add --set encoder_width=1.0")
-    if cfg.encoder_width != 1.0 and cfg.weights == "imagenet":
-        raise UserError(f"--weights imagenet: ImageNet VGG weights exist only at encoder_width 1.0, got "
-                        f"{cfg.encoder_width:g}: add --set encoder_width=1.0, or use --profile paper")
+    from medattn.backbones import check_backbone
+
+    try:  # the registry's own refusals (a width for a non-VGG encoder, ImageNet weights for a scaled one), up front
+        check_backbone(cfg.seg_backbone, cfg.weights, **({"width": cfg.encoder_width} if cfg.encoder_width != 1.0
+                                                         else {}))
+    except ValueError as e:
+        raise UserError(f"seg_backbone={cfg.seg_backbone}, encoder_width={cfg.encoder_width:g}: {e}"
+                        + ("; add --set encoder_width=1.0, or use --profile paper" if cfg.encoder_width != 1.0
+                           else "")) from None
     from medattn.evaluation import tta_refusal
 
     if refusal := tta_refusal("cls_tta", cfg.cls_tta, ("flip",), "the classifier trains with horizontal flips and "

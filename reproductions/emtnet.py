@@ -171,13 +171,13 @@ def _load_external(ctx) -> dict:
 def _model(ctx, segmentation, w, n_images):
     """The compiled model of an arm; its cross-validation folds reuse one model, reset to fresh initial weights
     (Keras traces its steps once per arm: :meth:`Context.build`)."""
-    from medattn.backbones import backbone_options
+    from medattn.backbones import options_for
     from medattn.evaluation.keras_metrics import dice_loss
     from medattn.losses import StableWeightedBCE
     from medattn.models.emtnet import build_emtnet
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("train")
-    opts = {"width": cfg.width} if "width" in backbone_options(cfg.backbone) else {}  # _check refuses the rest
+    opts = options_for(cfg.backbone, width=cfg.width)  # _check refuses a width it has no option for
 
     def builder():
         m = build_emtnet(stage.image_size, cfg.backbone, weights=None if cfg.weights == "none" else cfg.weights,
@@ -562,16 +562,14 @@ def _check(cfg) -> None:
         raise UserError(f"--image-size {cfg.stage('train').image_size}: must be a multiple of 32 (five halvings)")
     if cfg.folds < 2:
         raise UserError(f"folds must be >= 2, got {cfg.folds}")
-    from medattn.backbones import BACKBONES, backbone_options
+    from medattn.backbones import check_backbone
 
-    if cfg.backbone not in BACKBONES:
-        raise UserError(f"backbone must be one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
-    if cfg.width != 1.0 and "width" not in backbone_options(cfg.backbone):
-        raise UserError(f"width={cfg.width:g} scales VGG and MobileNet encoders only; {cfg.backbone} has no width "
-                        f"option: add --set width=1.0 (the cpu profile sets 0.5 for its MobileNetV2)")
-    if cfg.width != 1.0 and cfg.weights == "imagenet":
-        raise UserError(f"width={cfg.width:g}: ImageNet weights exist here only at width 1.0; add --set width=1.0 "
-                        f"or train from scratch (--weights none)")
+    try:  # the registry's own refusals (unknown backbone, a width it has no option for or no ImageNet weights at)
+        check_backbone(cfg.backbone, cfg.weights, **({"width": cfg.width} if cfg.width != 1.0 else {}))
+    except ValueError as e:
+        raise UserError(f"backbone={cfg.backbone}, width={cfg.width:g}: {e}"
+                        + ("; add --set width=1.0 (the cpu profile sets 0.5 for its MobileNetV2), or train from "
+                           "scratch (--weights none)" if cfg.width != 1.0 else "")) from None
     from medattn.evaluation import tta_refusal
 
     if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "

@@ -410,11 +410,13 @@ def _check(cfg: MiasConfig) -> None:
     bad = [m for m in cfg.models if m.count(":") != 1]
     if bad:
         raise UserError(f"models must be BACKBONE:VARIANT entries, got {bad[0]!r}")
-    scaled = [m for m in cfg.models if m.split(":")[0] in ("vgg16", "vgg19", "mobilenet")]
-    if cfg.weights == "imagenet" and scaled and (cfg.width != 1.0 or cfg.batch_norm):
-        raise UserError(f"--weights imagenet: ImageNet weights exist only at width 1.0 without VGG BatchNorm, and "
-                        f"{scaled[0]} would be built with width={cfg.width:g}, batch_norm={cfg.batch_norm}: use "
-                        f"--profile paper, or add --set width=1.0 --set batch_norm=false")
+    from medattn.models.mias_fusion import backbone_settings
+
+    for name in dict.fromkeys(m.split(":")[0] for m in cfg.models):
+        try:  # the registry's own refusals (ImageNet weights for the cpu profile's scaled VGG-BN or MobileNet)
+            backbone_settings(name, cfg.weights, cfg.width, cfg.batch_norm)
+        except ValueError as e:
+            raise UserError(f"{e}: use --profile paper, or add --set width=1.0 --set batch_norm=false") from None
 
 
 def _backbones(cfg: MiasConfig) -> list[str]:

@@ -12,9 +12,11 @@ from .registry import (
                        Backbone,
                        FeatureTap,
                        backbone_options,
+                       check_backbone,
                        get_backbone,
                        imagenet_file,
                        imagenet_weights_status,
+                       options_for,
                        preprocess_fn,
                        preprocessing_for,
 )
@@ -24,5 +26,5 @@ from .vgg import VGG_TAPS, vgg
 FEATURE_TAPS = {name: dict(entry.taps) for name, entry in BACKBONES.items()}
 
 __all__ = ["BACKBONES", "Backbone", "FEATURE_TAPS", "FeatureTap", "IRV2_TAPS", "PREPROCESSING", "RESNET34_TAPS",
-           "VGG_TAPS", "backbone_options", "get_backbone", "imagenet_file", "imagenet_weights_status",
-           "inception_resnet_v2_same", "preprocess_fn", "preprocessing_for", "resnet34", "vgg"]
+           "VGG_TAPS", "backbone_options", "check_backbone", "get_backbone", "imagenet_file", "imagenet_weights_status",
+           "inception_resnet_v2_same", "options_for", "preprocess_fn", "preprocessing_for", "resnet34", "vgg"]

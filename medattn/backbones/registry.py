@@ -32,7 +32,7 @@ from .resnet34 import RESNET34_TAPS, resnet34
 from .vgg import VGG_TAPS, vgg
 
 __all__ = ["Backbone", "FeatureTap", "get_backbone", "BACKBONES", "PREPROCESSING", "preprocess_fn",
-           "imagenet_weights_status", "imagenet_file", "preprocessing_for"]
+           "imagenet_weights_status", "imagenet_file", "preprocessing_for", "check_backbone", "options_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,25 +102,14 @@ def _apps(fn_name):
     return build
 
 
-def _alpha(name: str, weights, width) -> float:
-    """MobileNet's alpha from ``width``: any positive value from scratch (or for a weights file); ImageNet weights
-    only at 1.0, the one file the registry names (refused, never silently replaced)."""
-    if not (isinstance(width, (int, float)) and 0 < width <= 4):
-        raise ValueError(f"{name}: width (alpha) must be in (0, 4], got {width!r}")
-    if weights == "imagenet" and width != 1.0:
-        raise ValueError(f"{name}: ImageNet weights here are the alpha 1.0 file, so width must be 1.0 with "
-                         f"weights='imagenet', got width={width!r}")
-    return float(width)
-
-
-def _mobilenet(input_shape, weights, width=1.0, **_):
+def _mobilenet(input_shape, weights, width=1.0, **_):  # width: alpha, checked by check_backbone
     return keras.applications.MobileNet(include_top=False, weights=weights, input_shape=input_shape,
-                                        alpha=_alpha("mobilenet", weights, width))
+                                        alpha=float(width))
 
 
 def _mobilenetv2(input_shape, weights, width=1.0, **_):
     return keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=input_shape,
-                                          alpha=_alpha("mobilenetv2", weights, width))
+                                          alpha=float(width))
 
 
 def _vgg(depth):
@@ -249,6 +238,34 @@ def backbone_options(name: str) -> tuple[str, ...]:
     return _entry(name).options
 
 
+def options_for(name: str, **settings) -> dict:
+    """The subset of ``settings`` (e.g. a script's ``width`` and ``batch_norm``) that backbone ``name`` takes."""
+    return {k: v for k, v in settings.items() if k in _entry(name).options}
+
+
+def check_backbone(name: str, weights=None, **options) -> None:
+    """What :func:`get_backbone` would refuse, found without building anything (scripts call it before loading
+    data): an unknown backbone or option, a width outside (0, 4], ImageNet weights for a backbone Keras has none
+    for, or for a scaled (width != 1.0) or BatchNorm variant, whose ImageNet weights do not exist (refused, never
+    silently replaced by the full-size model). Raises ValueError naming the problem."""
+    entry = _entry(name)
+    unknown = set(options) - set(entry.options)
+    if unknown:
+        raise ValueError(f"{name} has no {' or '.join(sorted(unknown))} option (it takes "
+                         f"{', '.join(entry.options) or 'none'})")
+    width = options.get("width", 1.0)
+    if not (isinstance(width, (int, float)) and not isinstance(width, bool) and 0 < width <= 4):
+        raise ValueError(f"{name}: width must be in (0, 4], got {width!r}")
+    if weights != "imagenet":
+        return
+    if entry.imagenet_file is None:
+        raise ValueError(f"backbone {name!r} has no ImageNet weights in Keras; pass a weights file path")
+    if width != 1.0 or options.get("batch_norm"):
+        bn = " without BatchNorm" if "batch_norm" in entry.options else ""
+        got = ", ".join(f"{k}={options[k]!r}" for k in ("width", "batch_norm") if k in options)
+        raise ValueError(f"{name}: ImageNet weights exist only at width 1.0{bn}, got {got} with weights='imagenet'")
+
+
 def get_backbone(name: str, input_shape=(224, 224, 3), weights=None, *, preprocessing: str = "auto",
                  **options) -> Backbone:
     """Build backbone ``name`` without its top.
@@ -262,12 +279,8 @@ def get_backbone(name: str, input_shape=(224, 224, 3), weights=None, *, preproce
             (:func:`backbone_options`).
     """
     entry = _entry(name)
-    unknown = set(options) - set(entry.options)
-    if unknown:
-        raise ValueError(f"backbone {name!r} takes options {entry.options}, got {sorted(unknown)}")
     weights = None if weights in (None, "none") else weights
-    if weights == "imagenet" and entry.imagenet_file is None:
-        raise ValueError(f"backbone {name!r} has no ImageNet weights in Keras; pass a weights file path")
+    check_backbone(name, weights, **options)
     path = weights if weights not in (None, "imagenet") else None
     if path is not None and not Path(path).is_file():
         raise ValueError(f"weights file {path!r} does not exist")

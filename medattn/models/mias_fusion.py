@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..backbones import VGG_TAPS, get_backbone
+from ..backbones import VGG_TAPS, check_backbone, get_backbone, options_for
 from ..layers import CrossChannelFusion, GlobalPoolFusion
 
 __all__ = ["build_mias_model", "fusion_head", "VARIANTS", "BACKBONES"]
@@ -56,11 +56,19 @@ def _wire(backbone: keras.Model, variant: str, units: int, dropout: float, pool_
     return keras.Model(backbone.input, out, name=f"{backbone.name}_{variant}")
 
 
-def _backbone(name: str, input_shape, weights, width: float, batch_norm: bool) -> keras.Model:
+def backbone_settings(name: str, weights, width: float, batch_norm: bool) -> dict:
+    """The registry options of MIAS backbone ``name`` (``width`` for VGG and MobileNet, ``batch_norm`` for VGG; the
+    others are always full size), checked by the registry without building (ValueError: e.g. ImageNet weights for
+    a scaled or BatchNorm variant)."""
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
-    opts = {"vgg16": {"width": width, "batch_norm": batch_norm}, "vgg19": {"width": width, "batch_norm": batch_norm},
-            "mobilenet": {"width": width}}.get(name, {})
+    opts = options_for(name, width=width, batch_norm=batch_norm)
+    check_backbone(name, weights, **opts)
+    return opts
+
+
+def _backbone(name: str, input_shape, weights, width: float, batch_norm: bool) -> keras.Model:
+    opts = backbone_settings(name, weights, width, batch_norm)
     return get_backbone(name, input_shape, weights=weights, **opts).model
 
 

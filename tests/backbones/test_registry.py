@@ -80,7 +80,7 @@ def test_mobilenet_width_is_its_alpha_and_never_silently_replaced():
     m = get_backbone("mobilenetv2", (64, 64, 3), width=0.35).model
     assert m.get_layer("Conv1").filters < 32
     for name in ("mobilenet", "mobilenetv2"):
-        with pytest.raises(ValueError, match="width must be 1.0"):
+        with pytest.raises(ValueError, match="only at width 1.0, got width=0.5"):
             get_backbone(name, (64, 64, 3), weights="imagenet", width=0.5)
         with pytest.raises(ValueError, match=r"must be in \(0, 4\]"):
             get_backbone(name, (64, 64, 3), width=0)
@@ -97,3 +97,26 @@ def test_imagenet_status_names_the_file_and_the_remedy(tmp_path, monkeypatch):
     (tmp_path / "models" / "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"x")
     assert imagenet_weights_status(["inceptionresnetv2"], probe_network=lambda: False) == []
     assert imagenet_weights_status(["vgg16"], probe_network=lambda: True) == []  # downloadable
+
+
+def test_check_backbone_refuses_what_get_backbone_would_without_building():
+    """Scripts call check_backbone before loading data: the same refusals as get_backbone, nothing built; and
+    options_for keeps only the settings a backbone takes (VGG width and BatchNorm, MobileNet width, ResNet none)."""
+    from medattn.backbones import check_backbone, options_for
+
+    check_backbone("vgg16", "imagenet")
+    check_backbone("vgg16", None, width=0.25, batch_norm=True)
+    check_backbone("vgg16", "/some/file.weights.h5", width=0.25)  # a weights file of the scaled model
+    for name, opts, msg in [("vgg16", {"width": 0.25}, "vgg16: ImageNet weights exist only at width 1.0 without "
+                                                       "BatchNorm, got width=0.25"),
+                            ("vgg19", {"batch_norm": True}, "got batch_norm=True"),
+                            ("mobilenetv2", {"width": 0.5}, "only at width 1.0, got width=0.5"),
+                            ("resnet34", {}, "no ImageNet weights"),
+                            ("resnet50", {"width": 1.0}, r"resnet50 has no width option \(it takes none\)")]:
+        with pytest.raises(ValueError, match=msg):
+            check_backbone(name, "imagenet", **opts)
+    with pytest.raises(ValueError, match="'resnet18'"):
+        check_backbone("resnet18")
+    assert options_for("vgg16", width=0.25, batch_norm=True) == {"width": 0.25, "batch_norm": True}
+    assert options_for("mobilenet", width=0.25, batch_norm=True) == {"width": 0.25}
+    assert options_for("densenet121", width=0.25, batch_norm=True) == {}

@@ -159,7 +159,7 @@ def test_encoder_width_is_refused_where_it_cannot_apply():
     cpu = mod.PROFILES["cpu"]
     with pytest.raises(UserError, match="inceptionresnetv2 has no width"):
         mod._check(dataclasses.replace(cpu, seg_backbone="inceptionresnetv2"))
-    with pytest.raises(UserError, match="only at encoder_width 1.0, got 0.25"):
+    with pytest.raises(UserError, match="only at width 1.0 without BatchNorm, got width=0.25"):
         mod._check(dataclasses.replace(cpu, weights="imagenet"))
     mod._check(dataclasses.replace(cpu, weights="imagenet", encoder_width=1.0))
 
