@@ -369,3 +369,22 @@ def test_cpu_profile_segmenters_train_every_epoch_and_the_classifier_stops_early
     assert cpu.stage("seg").patience is None and cpu.stage("cls").patience == 8
     assert cpu.stage("seg").epochs == 60
     assert mod.PROFILES["paper"].stage("seg").patience == 15 and mod.PROFILES["synthetic"].stage("seg").patience == 8
+
+
+def test_committed_table_is_the_cpu_profile_as_it_is():
+    """results/dcnnimaf/ holds the cpu profile's three-seed table: its nine rows (bf16, as `auto` resolved on that
+    machine) carry the profile's identity, so `--resume` continues from them and no setting drifted since; the
+    40-epoch table it replaced (earlier_b02840a/) does not."""
+    import dataclasses
+
+    from medattn.training.config import config_hash
+
+    cfg = _script().PROFILES["cpu"]
+    bf16 = config_hash(dataclasses.replace(cfg, mixed_precision="bf16"))
+    results = REPO / "results" / "dcnnimaf"
+    rows = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    assert sorted((r["arm"], r["seed"]) for r in rows) == sorted(
+        (p, s) for p in ("random", "grouped", "grouped_no_attention") for s in (0, 1, 2))
+    assert {r["identity"]["config_sha256"] for r in rows} == {bf16}
+    earlier = [json.loads(line) for line in (results / "earlier_b02840a" / "runs.jsonl").read_text().splitlines()]
+    assert {r["identity"]["config_sha256"] for r in earlier} != {bf16}
