@@ -19,6 +19,7 @@ from .registry import (
                        options_for,
                        preprocess_fn,
                        preprocessing_for,
+                       weights_card,
 )
 from .resnet34 import RESNET34_TAPS, resnet34
 from .vgg import VGG_TAPS, vgg
@@ -27,4 +28,5 @@ FEATURE_TAPS = {name: dict(entry.taps) for name, entry in BACKBONES.items()}
 
 __all__ = ["BACKBONES", "Backbone", "FEATURE_TAPS", "FeatureTap", "IRV2_TAPS", "PREPROCESSING", "RESNET34_TAPS",
            "VGG_TAPS", "backbone_options", "check_backbone", "get_backbone", "imagenet_file", "imagenet_weights_status",
-           "inception_resnet_v2_same", "options_for", "preprocess_fn", "preprocessing_for", "resnet34", "vgg"]
+           "inception_resnet_v2_same", "options_for", "preprocess_fn", "preprocessing_for", "resnet34", "vgg",
+           "weights_card"]

@@ -11,7 +11,10 @@ After segmentation_models' ``get_backbone`` / ``get_feature_layers`` / ``get_pre
 
 Preprocessing follows the weights, not the architecture: ImageNet weights (``"imagenet"`` or a path, which is
 taken to be a copy of them) get the transform they were trained with (``caffe``: BGR minus the ImageNet mean;
-``tf``: [-1, 1]; ``torch``: [0, 1] then ImageNet mean/std); random weights (``None``) get ``unit`` ([0, 1]).
+``tf``: [-1, 1]; ``torch``: [0, 1] then ImageNet mean/std); random weights (``None``) get ``unit`` ([0, 1]). A
+weights file with a card beside it (``<file>.json``, as ``reproductions/analysis/pretrain_encoder.py`` writes for
+an encoder pretrained on local data) gets the card's ``preprocessing``, and is refused for another backbone or
+other options than the card names.
 EfficientNet carries its own rescaling layers, so it always takes raw [0, 255]. ``preprocessing=`` overrides.
 
 ``weights="imagenet"`` needs the file in Keras' cache (``$KERAS_HOME/models`` or ``~/.keras/models``) or the
@@ -32,7 +35,8 @@ from .resnet34 import RESNET34_TAPS, resnet34
 from .vgg import VGG_TAPS, vgg
 
 __all__ = ["Backbone", "FeatureTap", "get_backbone", "BACKBONES", "PREPROCESSING", "preprocess_fn",
-           "imagenet_weights_status", "imagenet_file", "preprocessing_for", "check_backbone", "options_for"]
+           "imagenet_weights_status", "imagenet_file", "preprocessing_for", "check_backbone", "options_for",
+           "weights_card"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,10 +178,29 @@ BACKBONES: dict[str, _Entry] = {
 }
 
 
+def weights_card(weights) -> dict | None:
+    """The card of a weights file (``<file>.json`` beside it: backbone, options, preprocessing, provenance), or
+    None for ``None``/``"none"``/``"imagenet"`` and files without one (taken to be copies of ImageNet weights)."""
+    if weights in (None, "none", "imagenet"):
+        return None
+    card = Path(f"{weights}.json")
+    if not card.is_file():
+        return None
+    import json
+
+    try:
+        return json.loads(card.read_text())
+    except ValueError as e:
+        raise ValueError(f"{card}: not a readable weights card ({e})") from None
+
+
 def preprocessing_for(name: str, weights) -> str:
     """The preprocessing that belongs to backbone ``name`` with ``weights`` (see the module docstring)."""
     entry = _entry(name)
-    return entry.scratch_preprocessing if weights in (None, "none") else entry.imagenet_preprocessing
+    if weights in (None, "none"):
+        return entry.scratch_preprocessing
+    card = weights_card(weights)
+    return card.get("preprocessing", entry.imagenet_preprocessing) if card else entry.imagenet_preprocessing
 
 
 def imagenet_file(name: str) -> str | None:
@@ -256,6 +279,13 @@ def check_backbone(name: str, weights=None, **options) -> None:
     width = options.get("width", 1.0)
     if not (isinstance(width, (int, float)) and not isinstance(width, bool) and 0 < width <= 4):
         raise ValueError(f"{name}: width must be in (0, 4], got {width!r}")
+    card = weights_card(weights)
+    if card is not None:  # a file pretrained here: the backbone and options it was saved from
+        saved = {k: v for k, v in card.get("options", {}).items() if k in entry.options}
+        given = {k: v for k, v in options.items() if v is not None}
+        if card.get("backbone") != name or {**saved, **given} != saved:
+            raise ValueError(f"weights file {weights} holds {card.get('backbone')} with options {saved} (its card "
+                             f"{weights}.json), not {name} with {given}")
     if weights != "imagenet":
         return
     if entry.imagenet_file is None:

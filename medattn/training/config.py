@@ -17,6 +17,7 @@ top-level ``epochs`` that nothing reads.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import typing
@@ -182,10 +183,29 @@ def _hash(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes (cached by path, size and modification time)."""
+    st = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _hashed_fields(cfg: ExperimentConfig, exclude) -> dict:
     optional = getattr(cfg, "IDENTITY_IF_SET", ())
-    return {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"
-            and not (k in optional and v is None)}
+    d = {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"
+         and not (k in optional and v is None)}
+    w = d.get("weights")
+    if isinstance(w, str) and w not in ("none", "imagenet") and Path(w).is_file():
+        d["weights"] = "sha256:" + file_sha256(w)  # a weights file by its content, wherever it lies
+    return d
 
 
 def config_hash(cfg: ExperimentConfig, exclude=RUN_ONLY_FIELDS) -> str:
