@@ -283,7 +283,8 @@ def check_backbone(name: str, weights=None, **options) -> None:
     if card is not None:  # a file pretrained here: the backbone and options it was saved from
         saved = {k: v for k, v in card.get("options", {}).items() if k in entry.options}
         given = {k: v for k, v in options.items() if v is not None}
-        if card.get("backbone") != name or {**saved, **given} != saved:
+        width_differs = "width" in entry.options and saved.get("width", 1.0) != width  # 1.0: no width given
+        if card.get("backbone") != name or {**saved, **given} != saved or width_differs:
             raise ValueError(f"weights file {weights} holds {card.get('backbone')} with options {saved} (its card "
                              f"{weights}.json), not {name} with {given}")
     if weights != "imagenet":

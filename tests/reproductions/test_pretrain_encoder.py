@@ -47,6 +47,8 @@ def test_pretrained_encoder_loads_with_its_card_and_is_refused_elsewhere(tmp_pat
     assert bb.preprocess is not None
     with pytest.raises(ValueError, match="holds vgg16 with options"):
         get_backbone("vgg16", (32, 32, 3), weights=str(out), width=0.25)
+    with pytest.raises(ValueError, match="holds vgg16 with options"):  # no width given: the full-width VGG16
+        get_backbone("vgg16", (32, 32, 3), weights=str(out))
     with pytest.raises(ValueError, match="not vgg19"):
         get_backbone("vgg19", (32, 32, 3), weights=str(out), width=0.125)
     # bad input: one line, exit 2
