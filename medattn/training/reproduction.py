@@ -458,7 +458,8 @@ def _main(repro: Reproduction, argv) -> int:
                                                                         "wall_time_s")}]
     recorder = RunRecorder(out, previous=previous, profile=cfg.profile, seeds=cfg.seeds,
                            data_dir=None if source.synthetic else source.path, argv=[f"reproductions/{prog}"] + argv,
-                           extra={"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync})
+                           extra={"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+                                  **_weights_provenance(cfg.weights)})
     ctx = Context(repro, cfg, out=out, root=root, strategy=strategy, recorder=recorder, data=source,
                   data_sha=data_sha)
     if precision_requested != cfg.mixed_precision:
@@ -537,7 +538,23 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
     return 0
 
 
-TRAINING_PROVENANCE = ("machine", "packages", "data_dir", "data_manifest_sha256", "audit_rule", "strategy", "replicas")
+TRAINING_PROVENANCE = ("machine", "packages", "data_dir", "data_manifest_sha256", "audit_rule", "strategy", "replicas",
+                       "weights_sha256", "weights_card")
+
+
+def _weights_provenance(weights) -> dict:
+    """A weights file's SHA-256 and, when it has one, its card's provenance (what it was trained on, by which
+    command and commit), for run.json; nothing for none/imagenet."""
+    if weights in (None, "none", "imagenet") or not Path(weights).is_file():
+        return {}
+    from ..backbones import weights_card
+    from .config import file_sha256
+
+    card = weights_card(weights) or {}
+    keep = ("backbone", "options", "preprocessing", "data_dir", "data_manifest_sha256", "best_epoch",
+            "best_val_accuracy", "command", "git_commit")
+    return {"weights_sha256": file_sha256(weights),
+            **({"weights_card": {k: card.get(k) for k in keep}} if card else {})}
 
 
 def _refuse_report_only_changes(cfg, out: Path, set_here, precision_requested: str) -> None:

@@ -149,6 +149,22 @@ def test_settings_a_run_does_not_read_stay_out_of_config_json(tmp_path, data):
     assert cfg["dropout"] == 0.2 and "not_used" not in cfg
 
 
+def test_a_weights_file_is_recorded_by_its_hash_and_card(tmp_path, data):
+    """run.json names a --weights file by its SHA-256 and carries its card's provenance (what it was pretrained on,
+    by which command), so a table says which encoder it started from wherever the file lies."""
+    import hashlib
+
+    w = tmp_path / "enc.weights.h5"
+    w.write_bytes(b"pretend weights")
+    (tmp_path / "enc.weights.h5.json").write_text(json.dumps({"backbone": "vgg16", "options": {"width": 0.25},
+                                                              "command": "python pretrain_encoder.py ..."}))
+    assert run_main(_repro(tmp_path), ["--profile", "smoke", "--data-dir", str(data), "--runs-dir",
+                                       str(tmp_path / "r"), "--weights", str(w)]) == 0
+    run = json.loads((tmp_path / "r" / "toy-smoke" / "results" / "run.json").read_text())
+    assert run["weights_sha256"] == hashlib.sha256(b"pretend weights").hexdigest()
+    assert run["weights_card"]["command"] == "python pretrain_encoder.py ..."
+
+
 def test_resume_refuses_another_identity(tmp_path, data, capsys):
     repro = _repro(tmp_path)
     base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--set", "arms=a"]
