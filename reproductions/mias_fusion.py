@@ -416,7 +416,8 @@ def _check(cfg: MiasConfig) -> None:
         try:  # the registry's own refusals (ImageNet weights for the cpu profile's scaled VGG-BN or MobileNet)
             backbone_settings(name, cfg.weights, cfg.width, cfg.batch_norm)
         except ValueError as e:
-            raise UserError(f"{e}: use --profile paper, or add --set width=1.0 --set batch_norm=false") from None
+            hint = ": use --profile paper, or add --set width=1.0 --set batch_norm=false" if cfg.weights == "imagenet" else ""
+            raise UserError(f"{e}{hint}") from None
 
 
 def _backbones(cfg: MiasConfig) -> list[str]:
