@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     set_seed(args.seed)
     precision = set_mixed_precision(resolve_mixed_precision(args.mixed_precision))
     t0 = time.time()
-    x = np.concatenate([b[0].numpy() for b in image_dataset(recs, args.image_size, 64, with_labels=True)])
+    x = np.concatenate([b[0].numpy() for b in image_dataset(recs, args.image_size, 64, cache=False)])  # read once
     print(f"[pretrain] {len(recs)} images of {len(classes)} classes ({', '.join(classes)}) decoded at "
           f"{args.image_size} px in {time.time() - t0:.0f} s; train {len(split['train'])}, val {len(split['val'])}; "
           f"{precision}", flush=True)
