@@ -397,11 +397,15 @@ def _check(cfg: DcatConfig) -> None:
         raise UserError(f"dim {cfg.dim} must be divisible by num_heads {cfg.num_heads}")
     if cfg.mc_passes < 1:
         raise UserError(f"mc_passes must be >= 1, got {cfg.mc_passes}")
-    from medattn.backbones import BACKBONES
+    from medattn.backbones import check_backbone
 
-    for field in ("backbone_a", "backbone_b"):
-        if getattr(cfg, field) not in BACKBONES:
-            raise UserError(f"{field} must be one of {', '.join(BACKBONES)}, got {getattr(cfg, field)!r}")
+    # the registry's own refusals (an unknown backbone, ImageNet weights it has none for); backbone_b never loads
+    # weights (below)
+    for field, weights in (("backbone_a", cfg.weights), ("backbone_b", "none")):
+        try:
+            check_backbone(getattr(cfg, field), weights)
+        except ValueError as e:
+            raise UserError(f"{field}={getattr(cfg, field)}: {e}") from None
     if cfg.weights != "none" and cfg.backbone_b != "resnet34":
         raise UserError(f"--weights {cfg.weights} loads into backbone_a ({cfg.backbone_a}) only; backbone_b "
                         f"({cfg.backbone_b}) always trains from scratch, as the paper's ResNet-34 (Keras has no "

@@ -366,6 +366,19 @@ def _append_row(path: Path, row: dict) -> None:
     atomic_write_text(path, text + json.dumps(to_jsonable(row), allow_nan=False) + "\n")
 
 
+def _refuse_unused_settings(repro: Reproduction, cfg) -> None:
+    """A setting the script's ``not_used`` names for this configuration, given by the user at another value than
+    the profile's, would change nothing, silently: refused, naming the field and why it is not read."""
+    base = repro.profiles.get(cfg.profile)
+    if base is None:
+        return
+    for field, why in dict(repro.not_used(cfg)).items():
+        val = getattr(cfg, field)
+        if val != getattr(base, field):
+            raise UserError(f"{field}={val!r} is not read by this run ({why}): drop it (the profile's "
+                            f"{getattr(base, field)!r} is what config.json leaves out)")
+
+
 def main(repro: Reproduction, argv=None) -> int:
     """Run ``repro`` from the command line ``argv``; returns the exit code. Keras' global dtype policy, which the
     run sets from ``--mixed-precision``, is put back as it was when the run ends (a caller in the same process, a
@@ -410,6 +423,7 @@ def _main(repro: Reproduction, argv) -> int:
                                   **dict(repro.dry_run_overrides(cfg) if repro.dry_run_overrides else {}))
     if repro.check is not None:
         repro.check(cfg)
+    _refuse_unused_settings(repro, cfg)
     # weights
     weights_note = None
     if cfg.weights == "imagenet":

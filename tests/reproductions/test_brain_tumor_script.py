@@ -184,21 +184,21 @@ def test_frozen_phase_on_random_weights_is_refused(tmp_path):
     assert r.returncode == 2 and "tta 'dihedral'" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_unfreeze_fraction_without_pretrained_weights_is_refused():
+def test_unfreeze_fraction_without_pretrained_weights_is_refused(tmp_path, capsys):
     """unfreeze_fraction only chooses which pretrained layers fine-tune; from scratch every layer trains, so setting
-    it there changed nothing, silently: refused, while the profiles themselves pass. Its default is left out of a
-    from-scratch run's config.json (named under "not_used"), which records only what ran."""
-    import dataclasses
-
-    from medattn.training.reproduction import UserError
+    it there would change nothing, silently: the runner refuses it (the script's ``not_used`` names it), while the
+    profiles themselves pass. Its default is left out of a from-scratch run's config.json (named under "not_used"),
+    which records only what ran."""
     from tests.conftest import load_script
 
     mod = load_script("reproductions", "brain_tumor_transfer")
     for cfg in mod.PROFILES.values():
         mod._check(cfg)
-    with pytest.raises(UserError, match="unfreeze_fraction=0.5 applies to fine-tuning"):
-        mod._check(dataclasses.replace(mod.PROFILES["cpu"], unfreeze_fraction=0.5))
-    mod._check(dataclasses.replace(mod.PROFILES["paper"], unfreeze_fraction=0.5))
+    assert mod.main(["--profile", "cpu", "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "r"),
+                     "--set", "unfreeze_fraction=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "unfreeze_fraction=0.5 is not read by this run" in err and "--weights none" in err
+    assert not (tmp_path / "r").exists()
     assert list(mod.REPRODUCTION.not_used(mod.PROFILES["cpu"])) == ["unfreeze_fraction"]
     assert not mod.REPRODUCTION.not_used(mod.PROFILES["paper"])
 

@@ -122,5 +122,9 @@ def test_weights_for_a_second_branch_that_ignores_them_are_refused():
     with pytest.raises(UserError, match=r"backbone_b \(resnet50\) always trains from scratch"):
         mod._check(dataclasses.replace(paper, backbone_b="resnet50"))
     mod._check(dataclasses.replace(mod.PROFILES["cpu"], backbone_b="resnet50"))  # from scratch: nothing ignored
-    with pytest.raises(UserError, match="backbone_a must be one of"):
+    with pytest.raises(UserError, match="backbone_a=efficientnetb7: backbone must be one of"):
         mod._check(dataclasses.replace(paper, backbone_a="efficientnetb7"))
+    # the registry's ImageNet rule, before any data is read (ResNet-34 has no Keras ImageNet weights)
+    with pytest.raises(UserError, match="backbone_a=resnet34: .*no ImageNet weights"):
+        mod._check(dataclasses.replace(paper, backbone_a="resnet34"))
+    mod._check(dataclasses.replace(mod.PROFILES["cpu"], backbone_a="resnet34"))

@@ -131,9 +131,10 @@ def test_folders_config_and_resume_reuse(tmp_path, data, capsys):
     assert (tmp_path / "repo" / "results" / "toy" / "runs.json").exists()
 
 
-def test_settings_a_run_does_not_read_stay_out_of_config_json(tmp_path, data):
+def test_settings_a_run_does_not_read_stay_out_of_config_json(tmp_path, data, capsys):
     """config.json records only what ran: a field the script's ``not_used`` names for this configuration is left
-    out and listed with its reason; the file still reads back (the field at its default)."""
+    out and listed with its reason; the file still reads back (the field at its default). Given by the user there,
+    it is refused (it would change nothing, silently)."""
     from medattn.training import load_config
 
     why = "the toy model has no dropout at this size"
@@ -147,6 +148,18 @@ def test_settings_a_run_does_not_read_stay_out_of_config_json(tmp_path, data):
                             "--out", str(tmp_path / "o"), "--seeds", "0", "--epochs", "1"]) == 0
     cfg = json.loads((tmp_path / "o" / "config.json").read_text())
     assert cfg["dropout"] == 0.2 and "not_used" not in cfg
+    # set by the user where it is not read: refused before anything runs, naming the field and the reason
+    CALLS.clear()
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "r2"),
+                            "--set", "dropout=0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "dropout=0.3 is not read by this run" in err and why in err and CALLS == []
+    assert not (tmp_path / "r2").exists()
+    # where it is read, the same setting runs
+    assert run_main(repro, ["--profile", "cpu", "--data-dir", str(data), "--runs-dir", str(tmp_path / "r"),
+                            "--out", str(tmp_path / "o2"), "--seeds", "0", "--epochs", "1", "--set",
+                            "dropout=0.3"]) == 0
+    assert json.loads((tmp_path / "o2" / "config.json").read_text())["dropout"] == 0.3
 
 
 def test_a_weights_file_is_recorded_by_its_hash_and_card(tmp_path, data):
