@@ -116,3 +116,21 @@ def test_cpu_profile_is_the_configuration_the_selection_runs_chose():
     bf16 = config_hash(dataclasses.replace(cfg, mixed_precision="bf16"))
     assert {r["identity"]["config_sha256"] for r in chosen} == {bf16}
     assert {r["identity"]["config_sha256"] for r in reference} != {bf16}  # the 4-epoch profile differs
+
+
+def test_committed_table_is_the_cpu_profile_complete():
+    """results/mias_fusion/ is the cpu profile's whole plan: every model of the profile with the three seeds the README
+    gives, each row with the profile's identity (bf16, as `auto` resolved), and the provenance says complete."""
+    import dataclasses
+
+    from medattn.training.config import config_hash
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "mias_fusion")
+    cfg = mod.PROFILES["cpu"]
+    res = REPO / "results" / "mias_fusion"
+    rows = [json.loads(line) for line in (res / "runs.jsonl").read_text().splitlines() if line.strip()]
+    assert sorted((r["arm"], r["seed"]) for r in rows) == sorted((arm, s) for arm in cfg.models for s in (0, 1, 2))
+    assert {r["identity"]["config_sha256"] for r in rows} == {
+        config_hash(dataclasses.replace(cfg, mixed_precision="bf16"))}
+    assert json.loads((res / "run.json").read_text())["complete"] is True
