@@ -101,7 +101,8 @@ class Reproduction:
     # float32 in float32 (and the run's identity says so)
     models: Callable[[ExperimentConfig, str], list[tuple[str, int]]] = lambda cfg, arm: []
     # (cfg) -> {field: why}: settings of ``cfg`` this run does not read (e.g. a fine-tuning setting when training
-    # from scratch); config.json records only what ran, so they are left out of it and named under "not_used"
+    # from scratch); config.json records only what ran, so they are left out of it and named under "not_used", and
+    # one the user set to another value than the profile's is refused (_refuse_unused_settings)
     not_used: Callable[[ExperimentConfig], Mapping[str, str]] = lambda cfg: {}
 
 
