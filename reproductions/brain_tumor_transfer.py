@@ -85,7 +85,10 @@ class BrainConfig(ExperimentConfig):
     # models train with horizontal flips). It changes only the evaluation, so --resume --out NEW with the same
     # --runs-dir evaluates finished checkpoints with it instead of training again
     tta: str | None = None
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta",)
+    # label smoothing of the training loss (medattn.losses.SmoothedSparseCategoricalCrossentropy); None: the plain
+    # sparse categorical cross-entropy, as every committed run so far
+    label_smoothing: float | None = None
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta", "label_smoothing")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
 
 
@@ -196,7 +199,12 @@ def _phase(ctx, model, stage, name, data, run, pre, aug, fraction):
     from medattn.models.transfer import set_backbone_trainable
 
     set_backbone_trainable(model, fraction)
-    model = ctx.build(lambda: model, stage, len(data["train"]), "sparse_categorical_crossentropy", ["accuracy"])
+    loss = "sparse_categorical_crossentropy"
+    if ctx.cfg.label_smoothing is not None:
+        from medattn.losses import SmoothedSparseCategoricalCrossentropy
+
+        loss = SmoothedSparseCategoricalCrossentropy(label_smoothing=ctx.cfg.label_smoothing)
+    model = ctx.build(lambda: model, stage, len(data["train"]), loss, ["accuracy"])
     x = data["x"][image_size(ctx.cfg, run.arm)]
     tr, va, y = data["train"], data["val"], data["y"]
     val = array_dataset(x[va], y[va], 64, preprocess=pre)
@@ -252,7 +260,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
            "train_time_all_epochs_s": round(sum(training_seconds(h["history"]) for h in history.values()), 1),
            "best_epoch": history["train"]["best_epoch"], "val_accuracy": float(np.mean(pv.argmax(1) == y[data["val"]])),
            "n_val": int(len(data["val"])), "n_test_official": int(len(pt)), "n_test_dedup": int(keep.sum()),
-           "tta": cfg.tta or "none"}
+           "tta": cfg.tta or "none", "label_smoothing": cfg.label_smoothing or 0.0}
     for name, mask in (("official", np.ones(len(pt), bool)), ("dedup", keep)):
         for k, v in _metrics(y[data["test"]][mask], pt[mask], cfg.n_boot, run.seed).items():
             row[f"{name}_{k}"] = v
@@ -434,6 +442,8 @@ def _check(cfg: BrainConfig) -> None:
         raise UserError(f"unfreeze_fraction must lie in (0, 1], got {cfg.unfreeze_fraction}")
     if not 0.0 < cfg.val_fraction < 0.5:
         raise UserError(f"val_fraction must lie in (0, 0.5), got {cfg.val_fraction}")
+    if cfg.label_smoothing is not None and not 0.0 <= cfg.label_smoothing < 1.0:
+        raise UserError(f"label_smoothing must lie in [0, 1) or be none, got {cfg.label_smoothing}")
     from medattn.evaluation import tta_refusal
 
     if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "

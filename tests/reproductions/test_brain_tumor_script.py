@@ -219,3 +219,24 @@ def test_paper_profile_dry_run(tmp_path):
     assert {row["backbone"]: row["image_size"] for row in runs}["resnet50"] == 224
     assert all(row["epochs_run"] == 2 for row in runs)  # one dry-run epoch in each phase
     assert "DRY RUN" in json.loads((out / "comparison.json").read_text())["title"]
+
+
+def test_label_smoothing_enters_the_identity_only_when_set_and_is_checked(tmp_path, capsys):
+    """Runs made before the option existed keep their identity (so --resume finds them); a smoothed run is another
+    configuration; a value outside [0, 1) is refused before any data is read."""
+    import dataclasses
+
+    from medattn.training.config import config_hash
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "brain_tumor_transfer")
+    cpu = mod.PROFILES["cpu"]
+    assert cpu.label_smoothing is None
+    smoothed = dataclasses.replace(cpu, label_smoothing=0.1)
+    assert config_hash(smoothed) != config_hash(cpu)
+    assert config_hash(dataclasses.replace(cpu, label_smoothing=None)) == config_hash(cpu)
+    mod._check(smoothed)
+    assert mod.main(["--profile", "cpu", "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "r"),
+                     "--set", "label_smoothing=1.5"]) == 2
+    assert "label_smoothing must lie in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
