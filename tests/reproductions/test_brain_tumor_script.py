@@ -118,13 +118,20 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_seeds_give_the_spread_and_a_seed_ensemble_of_the_saved_probabilities(tmp_path):
+    """Two seeds of one backbone (trained with label smoothing, which this run also checks)."""
     data = _fake_release(tmp_path / "brain_tumor_mri")
     out = tmp_path / "out"
     r = _run(["--profile", "smoke", "--data-dir", data, "--out", out, "--runs-dir", tmp_path / "runs",
-              "--set", "backbones=mobilenetv2", "--seeds", "0,1"], tmp_path)
+              "--set", "backbones=mobilenetv2", "--seeds", "0,1", "--set", "label_smoothing=0.1"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = json.loads((out / "runs.json").read_text())["rows"]
     assert [(x["backbone"], x["seed"]) for x in runs] == [("mobilenetv2", 0), ("mobilenetv2", 1)]
+    # trained with the smoothed loss, and the saved model says so
+    from medattn.saving import load_model
+
+    assert all(x["label_smoothing"] == 0.1 for x in runs)
+    saved = load_model(next((tmp_path / "runs").glob("*/mobilenetv2_s0/models/mobilenetv2.keras")))
+    assert type(saved.loss).__name__ == "SmoothedSparseCategoricalCrossentropy" and saved.loss.label_smoothing == 0.1
     p0, p1 = (np.load(out / "predictions" / f"mobilenetv2_s{s}.npz") for s in (0, 1))
     assert list(p0["val_names"]) == list(p1["val_names"]) and len(p0["val_names"]) == runs[0]["n_val"]
     for p, row in ((p0, runs[0]), (p1, runs[1])):  # the saved validation probabilities give the row's figure
