@@ -442,8 +442,13 @@ def _check(cfg: BrainConfig) -> None:
         raise UserError(f"unfreeze_fraction must lie in (0, 1], got {cfg.unfreeze_fraction}")
     if not 0.0 < cfg.val_fraction < 0.5:
         raise UserError(f"val_fraction must lie in (0, 0.5), got {cfg.val_fraction}")
-    if cfg.label_smoothing is not None and not 0.0 <= cfg.label_smoothing < 1.0:
-        raise UserError(f"label_smoothing must lie in [0, 1) or be none, got {cfg.label_smoothing}")
+    if cfg.label_smoothing is not None:  # the loss's own check, before any data is read
+        from medattn.losses import SmoothedSparseCategoricalCrossentropy
+
+        try:
+            SmoothedSparseCategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+        except ValueError as e:
+            raise UserError(f"{e} (or none: the plain loss)") from None
     from medattn.evaluation import tta_refusal
 
     if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "
