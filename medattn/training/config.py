@@ -29,6 +29,11 @@ __all__ = ["ExperimentConfig", "Stage", "override", "save_config", "load_config"
            "config_hash", "legacy_config_hashes", "RUN_ONLY_FIELDS"]
 
 
+# variable names (Keras 3 ``Variable.name``, matched as substrings) that ``Stage.weight_decay`` leaves alone:
+# normalisation scales and offsets and biases, as AdamW is usually run
+WEIGHT_DECAY_EXEMPT = ("gamma", "beta", "bias")
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """One training stage: what ``fit`` and the optimizer of that stage use."""
@@ -45,6 +50,10 @@ class Stage:
     patience: int | None = None  # early stopping on the stage's monitored validation metric; None: never
     warmup_epochs: float = 0.0  # cosine only: linear warm-up from 0 over these epochs, then the cosine decay
     global_clipnorm: float | None = None  # rescale each step's gradients to at most this global L2 norm; None: off
+    # decoupled weight decay (AdamW; for sgd Keras' decoupled form too): each step multiplies every weight by
+    # 1 - weight_decay * (the step's scheduled learning rate); BatchNorm/LayerNorm scales and offsets and biases are
+    # exempt (names in WEIGHT_DECAY_EXEMPT). 0: off
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -66,6 +75,8 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: warmup_epochs needs schedule=cosine (got {self.schedule!r})")
         if self.global_clipnorm is not None and not self.global_clipnorm > 0:
             raise ValueError(f"stage {self.name!r}: global_clipnorm must be > 0 or none, got {self.global_clipnorm}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"stage {self.name!r}: weight_decay must be >= 0, got {self.weight_decay}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"stage {self.name!r}: patience must be >= 1 or none, got {self.patience}")
 
@@ -92,16 +103,26 @@ class Stage:
             lr = CosineDecaySteps(self.learning_rate, self.decay_steps(n_examples), alpha=self.cosine_alpha)
         else:
             lr = self.learning_rate
-        clip = {"global_clipnorm": self.global_clipnorm} if self.global_clipnorm is not None else {}
+        kw = {"global_clipnorm": self.global_clipnorm} if self.global_clipnorm is not None else {}
+        if self.weight_decay:
+            kw["weight_decay"] = self.weight_decay
         if self.optimizer == "sgd":
-            return keras.optimizers.SGD(lr, momentum=self.momentum, **clip)
-        return keras.optimizers.Adam(lr, **clip)
+            opt = keras.optimizers.SGD(lr, momentum=self.momentum, **kw)
+        elif self.weight_decay:
+            opt = keras.optimizers.AdamW(lr, **kw)
+        else:
+            opt = keras.optimizers.Adam(lr, **kw)
+        if self.weight_decay:
+            opt.exclude_from_weight_decay(var_names=list(WEIGHT_DECAY_EXEMPT))
+        return opt
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that take effect (``momentum`` only for SGD, ``cosine_alpha`` only for cosine,
-        ``warmup_epochs`` only when not 0 and ``global_clipnorm`` only when set, so the identity of runs made before
-        they existed is unchanged)."""
+        ``warmup_epochs`` and ``weight_decay`` only when not 0 and ``global_clipnorm`` only when set, so the
+        identity of runs made before they existed is unchanged)."""
         d = dataclasses.asdict(self)
+        if not self.weight_decay:
+            d.pop("weight_decay")
         if not self.warmup_epochs:
             d.pop("warmup_epochs")
         if self.global_clipnorm is None:

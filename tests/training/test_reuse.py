@@ -188,3 +188,42 @@ def test_stage_global_clipnorm_limits_the_step_and_is_outside_old_identities():
     assert config_hash(base) != config_hash(ExperimentConfig(stages=(Stage("train", epochs=3, global_clipnorm=1.0),)))
     with pytest.raises(ValueError, match="global_clipnorm"):
         Stage("s", global_clipnorm=0.0)
+
+
+def test_stage_weight_decay_shrinks_kernels_not_norms_or_biases_and_is_outside_old_identities():
+    import keras
+    import numpy as np
+
+    from medattn.training import Stage
+    from medattn.training.config import ExperimentConfig, config_hash
+
+    def one_step(stage):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization(),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer=stage.make_optimizer(8), loss="mse")
+        model.layers[1].gamma.assign(np.full(3, 2.0, "float32"))
+        model.layers[1].beta.assign(np.full(3, 0.5, "float32"))
+        model.layers[0].bias.assign(np.full(3, 0.25, "float32"))
+        names = [v.name for v in model.trainable_variables]  # kernel, bias, gamma, beta, kernel, bias
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        rng = np.random.default_rng(0)
+        model.train_on_batch(rng.normal(size=(8, 4)).astype("float32"), rng.normal(size=(8, 1)).astype("float32"))
+        return names, before, [v.numpy() for v in model.trainable_variables]
+
+    kw = dict(epochs=1, batch_size=8, learning_rate=0.1, schedule="constant")
+    for optimizer in ("adam", "sgd"):
+        names, w0, decayed = one_step(Stage("s", weight_decay=0.5, optimizer=optimizer, **kw))
+        _, _, plain = one_step(Stage("s", optimizer=optimizer, **kw))
+        # the same gradient step, plus (decoupled) -wd * lr * w for every weight but the exempt ones
+        assert names == ["kernel", "bias", "gamma", "beta", "kernel", "bias"]
+        for name, a, d, p in zip(names, w0, decayed, plain):
+            np.testing.assert_allclose(d - p, -0.05 * a if name == "kernel" else 0 * a, atol=1e-6,
+                                       err_msg=f"{optimizer} {name}")
+    assert "weight_decay" not in Stage("s").to_dict()
+    assert Stage("s", weight_decay=0.5).to_dict()["weight_decay"] == 0.5
+    base = ExperimentConfig(stages=(Stage("train", epochs=3),))
+    assert config_hash(base) == config_hash(ExperimentConfig(stages=(Stage("train", epochs=3, weight_decay=0.0),)))
+    assert config_hash(base) != config_hash(ExperimentConfig(stages=(Stage("train", epochs=3, weight_decay=0.5),)))
+    with pytest.raises(ValueError, match="weight_decay"):
+        Stage("s", weight_decay=-0.1)
