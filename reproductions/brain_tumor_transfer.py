@@ -88,7 +88,10 @@ class BrainConfig(ExperimentConfig):
     # label smoothing of the training loss (medattn.losses.SmoothedSparseCategoricalCrossentropy); None: the plain
     # sparse categorical cross-entropy, as every committed run so far
     label_smoothing: float | None = None
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta", "label_smoothing")
+    # random translation added to the training augmentation, +- this fraction of the size in x and y (one warp with
+    # the rotation and zoom); None: none, as every committed run so far
+    translate: float | None = None
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta", "label_smoothing", "translate")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
 
 
@@ -214,6 +217,15 @@ def _phase(ctx, model, stage, name, data, run, pre, aug, fraction):
                           monitor="val_loss", mode="min")
 
 
+def augmentation(cfg: BrainConfig) -> dict:
+    """The training augmentation (:func:`medattn.datasets.pipeline.augmenter` arguments): rotation +-15 degrees,
+    zoom 0.1, horizontal flips, brightness 0.1, and translation when ``translate`` is set."""
+    aug = {"rotation": 15 / 360, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
+    if cfg.translate is not None:
+        aug["translate"] = cfg.translate
+    return aug
+
+
 def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     from medattn.backbones import preprocess_fn, preprocessing_for
     from medattn.datasets.pipeline import array_dataset
@@ -226,7 +238,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     weights = None if cfg.weights == "none" else cfg.weights
     size = image_size(cfg, backbone)
     pre = preprocess_fn(preprocessing_for(backbone, weights))
-    aug = {"rotation": 15 / 360, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
+    aug = augmentation(cfg)
     ctx.seed(run.seed)
     with ctx.scope(), ctx.precision_scope(*_precision_model(cfg, backbone)):
         model = build_transfer_classifier(backbone, size, len(CLASSES), weights=weights)
@@ -260,7 +272,8 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
            "train_time_all_epochs_s": round(sum(training_seconds(h["history"]) for h in history.values()), 1),
            "best_epoch": history["train"]["best_epoch"], "val_accuracy": float(np.mean(pv.argmax(1) == y[data["val"]])),
            "n_val": int(len(data["val"])), "n_test_official": int(len(pt)), "n_test_dedup": int(keep.sum()),
-           "tta": cfg.tta or "none", "label_smoothing": cfg.label_smoothing or 0.0}
+           "tta": cfg.tta or "none", "label_smoothing": cfg.label_smoothing or 0.0, "translate": cfg.translate or 0.0,
+           "weight_decay": cfg.stage("train").weight_decay}
     for name, mask in (("official", np.ones(len(pt), bool)), ("dedup", keep)):
         for k, v in _metrics(y[data["test"]][mask], pt[mask], cfg.n_boot, run.seed).items():
             row[f"{name}_{k}"] = v
@@ -449,6 +462,9 @@ def _check(cfg: BrainConfig) -> None:
             SmoothedSparseCategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
         except ValueError as e:
             raise UserError(f"{e} (or none: the plain loss)") from None
+    if cfg.translate is not None and not 0.0 <= cfg.translate < 0.5:
+        raise UserError(f"translate must lie in [0, 0.5) (a fraction of the image size), got {cfg.translate} "
+                        "(or none: no translation)")
     from medattn.evaluation import tta_refusal
 
     if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "

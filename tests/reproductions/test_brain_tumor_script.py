@@ -118,18 +118,21 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_seeds_give_the_spread_and_a_seed_ensemble_of_the_saved_probabilities(tmp_path):
-    """Two seeds of one backbone (trained with label smoothing, which this run also checks)."""
+    """Two seeds of one backbone (trained with label smoothing, translation and weight decay, which this run also
+    checks)."""
     data = _fake_release(tmp_path / "brain_tumor_mri")
     out = tmp_path / "out"
     r = _run(["--profile", "smoke", "--data-dir", data, "--out", out, "--runs-dir", tmp_path / "runs",
-              "--set", "backbones=mobilenetv2", "--seeds", "0,1", "--set", "label_smoothing=0.1"], tmp_path)
+              "--set", "backbones=mobilenetv2", "--seeds", "0,1", "--set", "label_smoothing=0.1",
+              "--set", "translate=0.1", "--set", "train.weight_decay=0.5"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = json.loads((out / "runs.json").read_text())["rows"]
     assert [(x["backbone"], x["seed"]) for x in runs] == [("mobilenetv2", 0), ("mobilenetv2", 1)]
     # trained with the smoothed loss, and the saved model says so
     from medattn.saving import load_model
 
-    assert all(x["label_smoothing"] == 0.1 for x in runs)
+    assert all(x["label_smoothing"] == 0.1 and x["translate"] == 0.1 and x["weight_decay"] == 0.5 for x in runs)
+    assert json.loads((out / "config.json").read_text())["stages"]["train"]["weight_decay"] == 0.5
     saved = load_model(next((tmp_path / "runs").glob("*/mobilenetv2_s0/models/mobilenetv2.keras")))
     assert type(saved.loss).__name__ == "SmoothedSparseCategoricalCrossentropy" and saved.loss.label_smoothing == 0.1
     p0, p1 = (np.load(out / "predictions" / f"mobilenetv2_s{s}.npz") for s in (0, 1))
@@ -246,4 +249,26 @@ def test_label_smoothing_enters_the_identity_only_when_set_and_is_checked(tmp_pa
     assert mod.main(["--profile", "cpu", "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "r"),
                      "--set", "label_smoothing=1.5"]) == 2
     assert "label_smoothing must lie in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_translate_enters_the_identity_only_when_set_and_is_checked(tmp_path, capsys):
+    """As label smoothing: runs made before the option keep their identity; a value outside [0, 0.5) is refused
+    before any data is read."""
+    import dataclasses
+
+    from medattn.training.config import config_hash
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "brain_tumor_transfer")
+    cpu = mod.PROFILES["cpu"]
+    assert cpu.translate is None
+    assert config_hash(dataclasses.replace(cpu, translate=0.1)) != config_hash(cpu)
+    assert config_hash(dataclasses.replace(cpu, translate=None)) == config_hash(cpu)
+    mod._check(dataclasses.replace(cpu, translate=0.1))
+    assert "translate" not in mod.augmentation(cpu)
+    assert mod.augmentation(dataclasses.replace(cpu, translate=0.1)) == {**mod.augmentation(cpu), "translate": 0.1}
+    assert mod.main(["--profile", "cpu", "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "r"),
+                     "--set", "translate=0.6"]) == 2
+    assert "translate must lie in [0, 0.5)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
