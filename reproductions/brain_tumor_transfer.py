@@ -462,9 +462,13 @@ def _check(cfg: BrainConfig) -> None:
             SmoothedSparseCategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
         except ValueError as e:
             raise UserError(f"{e} (or none: the plain loss)") from None
-    if cfg.translate is not None and not 0.0 <= cfg.translate < 0.5:
-        raise UserError(f"translate must lie in [0, 0.5) (a fraction of the image size), got {cfg.translate} "
-                        "(or none: no translation)")
+    if cfg.translate is not None:  # the augmenter's own check, before any data is read
+        from medattn.datasets.pipeline import augmenter
+
+        try:
+            augmenter(**augmentation(cfg))
+        except ValueError as e:
+            raise UserError(f"{e} (or none: no translation)") from None
     from medattn.evaluation import tta_refusal
 
     if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "

@@ -42,6 +42,8 @@ def augmenter(rotation: float = 0.0, zoom: float = 0.0, flip: str | None = "hori
         raise ValueError(f"fill_mode must be one of {tuple(modes)}, got {fill_mode!r}")
     if flip not in (None, "horizontal", "vertical", "horizontal_and_vertical"):
         raise ValueError(f"flip must be horizontal, vertical, horizontal_and_vertical or None, got {flip!r}")
+    if not 0.0 <= translate < 0.5:
+        raise ValueError(f"translate must lie in [0, 0.5) (a fraction of the image size), got {translate}")
 
     def fn(images, seed):
         """``images`` a batch ``(B, H, W, C)`` float; ``seed`` a shape-[2] int tensor."""

@@ -108,10 +108,8 @@ class Stage:
             kw["weight_decay"] = self.weight_decay
         if self.optimizer == "sgd":
             opt = keras.optimizers.SGD(lr, momentum=self.momentum, **kw)
-        elif self.weight_decay:
-            opt = keras.optimizers.AdamW(lr, **kw)
         else:
-            opt = keras.optimizers.Adam(lr, **kw)
+            opt = (keras.optimizers.AdamW if self.weight_decay else keras.optimizers.Adam)(lr, **kw)
         if self.weight_decay:
             opt.exclude_from_weight_decay(var_names=list(WEIGHT_DECAY_EXEMPT))
         return opt

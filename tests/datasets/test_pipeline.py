@@ -81,3 +81,13 @@ def test_array_dataset_traced_transform_reused_and_deterministic():
     for (a, b), (c, d) in zip(e0, batches(0)):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
+
+
+def test_augmenter_refuses_a_translation_of_half_the_image_or_more():
+    from medattn.datasets.pipeline import augmenter
+
+    augmenter(translate=0.0)
+    augmenter(translate=0.49)
+    for bad in (0.5, -0.1):
+        with pytest.raises(ValueError, match=r"translate must lie in \[0, 0.5\)"):
+            augmenter(translate=bad)
