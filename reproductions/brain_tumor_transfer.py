@@ -273,7 +273,8 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
            "best_epoch": history["train"]["best_epoch"], "val_accuracy": float(np.mean(pv.argmax(1) == y[data["val"]])),
            "n_val": int(len(data["val"])), "n_test_official": int(len(pt)), "n_test_dedup": int(keep.sum()),
            "tta": cfg.tta or "none", "label_smoothing": cfg.label_smoothing or 0.0, "translate": cfg.translate or 0.0,
-           "weight_decay": cfg.stage("train").weight_decay}  # stage "train"; "frozen": config.json
+           "weight_decay": cfg.stage("train").weight_decay,  # stage "train"; "frozen": config.json
+           "ema": cfg.stage("train").ema}
     for name, mask in (("official", np.ones(len(pt), bool)), ("dedup", keep)):
         for k, v in _metrics(y[data["test"]][mask], pt[mask], cfg.n_boot, run.seed).items():
             row[f"{name}_{k}"] = v

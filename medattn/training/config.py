@@ -54,6 +54,10 @@ class Stage:
     # 1 - weight_decay * (the step's scheduled learning rate); BatchNorm/LayerNorm scales and offsets and biases are
     # exempt (names in WEIGHT_DECAY_EXEMPT). 0: off
     weight_decay: float = 0.0
+    # decay of an exponential moving average of the weights and BatchNorm statistics, updated after every step
+    # (with the warm-up min(ema, (1 + t) / (10 + t)) at step t); validation, the best checkpoint and the final model
+    # use the average (medattn.training.fit.WeightEma). 0: off
+    ema: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -77,6 +81,8 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: global_clipnorm must be > 0 or none, got {self.global_clipnorm}")
         if not self.weight_decay >= 0:
             raise ValueError(f"stage {self.name!r}: weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"stage {self.name!r}: ema must be >= 0 and below 1 (0: off), got {self.ema}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"stage {self.name!r}: patience must be >= 1 or none, got {self.patience}")
 
@@ -116,11 +122,13 @@ class Stage:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that take effect (``momentum`` only for SGD, ``cosine_alpha`` only for cosine,
-        ``warmup_epochs`` and ``weight_decay`` only when not 0 and ``global_clipnorm`` only when set, so the
+        ``warmup_epochs``, ``weight_decay`` and ``ema`` only when not 0 and ``global_clipnorm`` only when set, so the
         identity of runs made before they existed is unchanged)."""
         d = dataclasses.asdict(self)
         if not self.weight_decay:
             d.pop("weight_decay")
+        if not self.ema:
+            d.pop("ema")
         if not self.warmup_epochs:
             d.pop("warmup_epochs")
         if self.global_clipnorm is None:

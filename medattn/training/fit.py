@@ -12,6 +12,9 @@ tf.distribute strategy.
   uninterrupted run with the same seed; an unreadable checkpoint is reported with its path and the stage starts
   over;
 * keep the best weights by a monitored validation metric (``best.npz``) and stop early;
+* with ``ema`` > 0, keep an exponential moving average of the model's weights (:class:`WeightEma`), updated after
+  every batch: validation, ``best.npz`` and the model ``fit`` returns use the averaged weights, training the raw
+  ones, and ``last.npz`` holds both, so a resumed run continues the average exactly;
 * append every epoch to ``log.csv`` / ``log.json`` and, with ``tensorboard=True``, TensorBoard scalars in
   ``ckpt_dir/tensorboard``;
 * print one line per epoch (``verbose=2``), with a progress bar over the batches on a terminal (``verbose=1``).
@@ -35,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["fit", "FitResult", "atomic_write_text", "training_seconds"]
+__all__ = ["fit", "FitResult", "WeightEma", "atomic_write_text", "training_seconds"]
 
 
 class FitResult(dict):
@@ -79,6 +82,92 @@ def _write_logs(ckpt_dir: Path, history: list[dict]) -> None:
     os.replace(tmp, ckpt_dir / "log.csv")
 
 
+class WeightEma:
+    """An exponential moving average of a model's floating-point variables: every weight and the BatchNorm
+    statistics (integer variables, the RNG states of dropout and noise layers, are left alone).
+
+    After the ``t``-th update (``t`` = 1, 2, ...) the average is ``a <- d * a + (1 - d) * w`` with
+    ``d = min(decay, (1 + t) / (10 + t))``: the warm-up of ``tf.train.ExponentialMovingAverage``'s
+    ``num_updates``, so the first steps do not tie the average to the initial weights (0.999 ** 1800 is still 0.17).
+    The average starts at the weights the model has when this object is made.
+
+    Keras' own ``compile(..., use_ema)`` / ``optimizer(use_ema=True)`` is not used: it writes the average over the
+    model's weights at the end of every ``model.fit`` call, and :func:`fit` calls ``model.fit`` once per epoch,
+    so training would continue from the average every epoch."""
+
+    def __init__(self, model, decay: float):
+        import tensorflow as tf
+
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.targets = [v for v in model.variables if "float" in str(v.dtype)]
+        with tf.init_scope():  # plain variables, outside any strategy's scope: one copy, updated in cross-replica context
+            self.shadow = [tf.Variable(np.asarray(v.numpy(), dtype="float32"), trainable=False,
+                                       name=f"ema_{i}") for i, v in enumerate(self.targets)]
+            self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_count")
+        self._update = tf.function(self._update_fn)
+
+    def _update_fn(self):
+        import tensorflow as tf
+
+        self.count.assign_add(1)
+        t = tf.cast(self.count, tf.float32)
+        d = tf.minimum(tf.constant(self.decay, tf.float32), (1.0 + t) / (10.0 + t))
+        for a, v in zip(self.shadow, self.targets):
+            a.assign_sub((1.0 - d) * (a - tf.cast(tf.convert_to_tensor(v.value), tf.float32)))
+
+    def update(self) -> None:
+        """One step of the average (after each optimizer step)."""
+        self._update()
+
+    def variables(self) -> list:
+        """The average and its step count, for ``last.npz``."""
+        return self.shadow + [self.count]
+
+    def copy_to_model(self) -> None:
+        """Write the average over the model's variables (for good: the model then holds the averaged weights)."""
+        for v, a in zip(self.targets, self.shadow):
+            v.assign(a.numpy().astype(np.dtype(str(v.dtype))))
+
+    def applied(self):
+        """A context in which the model holds the averaged weights; its own come back on leaving it."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            raw = [v.numpy() for v in self.targets]
+            self.copy_to_model()
+            try:
+                yield
+            finally:
+                for v, r in zip(self.targets, raw):
+                    v.assign(r)
+
+        return ctx()
+
+
+def _ema_callback(ema: WeightEma):
+    import keras
+
+    class EmaCallback(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ema.update()
+
+    return EmaCallback()
+
+
+def _evaluate(model, validation_data) -> dict:
+    """``model.evaluate`` on validation data given as ``fit`` takes it (a dataset, or a tuple ``(x, y[, w])``), as
+    a dict with ``val_`` names, as ``model.fit``'s validation logs them."""
+    if isinstance(validation_data, (tuple, list)):
+        x, y, *w = validation_data
+        res = model.evaluate(x, y, sample_weight=w[0] if w else None, verbose=0, return_dict=True)
+    else:
+        res = model.evaluate(validation_data, verbose=0, return_dict=True)
+    return {f"val_{k}": float(v) for k, v in res.items()}
+
+
 def _worker_dir(ckpt_dir: Path, strategy) -> Path:
     from .custom_loop import worker_index
 
@@ -99,7 +188,7 @@ def save_variables(variables, path: Path) -> None:
     tmp = path.with_name(f".tmp-{path.name}")
     arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     with open(tmp, "wb") as f:
-        np.savez(f, _paths=np.array([str(v.path) for v in variables]), **arrays)
+        np.savez(f, _paths=np.array([str(getattr(v, "path", v.name)) for v in variables]), **arrays)
     os.replace(tmp, path)
 
 
@@ -114,7 +203,7 @@ def load_variables(variables, path: Path) -> None:
         values = [z[f"v{i}"] for i in range(n)]
     for i, (v, val) in enumerate(zip(variables, values)):
         if tuple(val.shape) != tuple(v.shape):
-            raise ValueError(f"{path}: variable {i} ({v.path}) has shape {tuple(v.shape)} in the model but "
+            raise ValueError(f"{path}: variable {i} ({getattr(v, 'path', v.name)}) has shape {tuple(v.shape)} in the model but "
                              f"{tuple(val.shape)} in the file")
     for v, val in zip(variables, values):
         v.assign(val)
@@ -130,9 +219,10 @@ def _build_optimizer(model, strategy) -> None:
             opt.build(model.trainable_variables)
 
 
-def _load_state(model, ckpt_dir: Path, verbose: int):
-    """The saved state after loading ``last.npz`` into ``model``; None (stage starts over) if there is none or
-    it is unreadable, which is said with the path."""
+def _load_state(model, ckpt_dir: Path, verbose: int, extra=()):
+    """The saved state after loading ``last.npz`` into ``model`` (and ``extra`` variables saved after the model's
+    and optimizer's: the weight average's); None (stage starts over) if there is none or it is unreadable, which
+    is said with the path."""
     state_path, last_path = ckpt_dir / "state.json", ckpt_dir / "last.npz"
     if not (state_path.exists() and last_path.exists()):
         if (ckpt_dir / "last.keras").exists():
@@ -142,7 +232,7 @@ def _load_state(model, ckpt_dir: Path, verbose: int):
         return None, False
     try:
         state = json.loads(state_path.read_text())  # the optimizer is built: fit calls _build_optimizer first
-        load_variables(_checkpoint_variables(model, True), last_path)
+        load_variables(_checkpoint_variables(model, True) + list(extra), last_path)
         return state, False
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint means: start this stage over
         print(f"[medattn] checkpoint {last_path} is unreadable ({type(e).__name__}: {e}); starting this stage "
@@ -218,6 +308,7 @@ def fit(
     batch_size: int | None = None,
     tensorboard: bool = False,
     label: str = "fit",
+    ema: float = 0.0,
 ) -> FitResult:
     """Train ``model`` (already compiled, built inside the strategy scope) for ``epochs`` epochs.
 
@@ -234,6 +325,9 @@ def fit(
         strategy: the strategy the model was built under (None: the current one); multi-worker strategies train
             with the custom loop, which needs ``batch_size`` (the global batch).
         label: the prefix of the progress lines (e.g. ``dcnnimaf grouped s0 seg``).
+        ema: decay of an exponential moving average of the weights (:class:`WeightEma`), updated after every
+            batch; validation, ``best.npz`` and the returned model use the average. 0: off. Not supported under
+            a multi-worker strategy (refused).
     """
     from .custom_loop import custom_epoch, custom_evaluate, for_replicas, needs_custom_loop
 
@@ -251,9 +345,14 @@ def fit(
             validation_data = for_replicas(validation_data, replicas, batch_size or 32)
         except ValueError as e:
             raise ValueError(f"[{label}] validation data: {e} (use fewer replicas or more validation images)") from e
+    if ema and custom:
+        raise ValueError(f"[{label}] ema (a moving average of the weights) is not supported under a multi-worker "
+                         f"strategy; set ema=0 or train on one machine")
     if custom and batch_size is None:
         raise ValueError("fit under a multi-worker strategy needs batch_size (the global batch)")
     _build_optimizer(model, strategy)
+    averager = WeightEma(model, ema) if ema else None
+    extra = averager.variables() if averager else []
     ckpt_dir = _worker_dir(Path(ckpt_dir), strategy)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     state_path, last_path, best_path = ckpt_dir / "state.json", ckpt_dir / "last.npz", ckpt_dir / "best.npz"
@@ -265,7 +364,7 @@ def fit(
     resumed_from = None
     restarted = False
     if resume:
-        state, restarted = _load_state(model, ckpt_dir, verbose)
+        state, restarted = _load_state(model, ckpt_dir, verbose, extra)
         if state is not None:
             history = state["history"]
             start_epoch = state["epochs_done"]
@@ -293,11 +392,16 @@ def fit(
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in custom_evaluate(model, validation_data).items()})
         else:
-            cbs = list(callbacks or []) + ([_bar_callback(bar)] if bar else [])
-            h = model.fit(ds, validation_data=validation_data, epochs=epoch + 1, initial_epoch=epoch,
-                          steps_per_epoch=steps_per_epoch, class_weight=class_weight, callbacks=cbs,
-                          verbose=0, shuffle=False)  # datasets are shuffled per epoch by `data(epoch)`
+            cbs = (list(callbacks or []) + ([_ema_callback(averager)] if averager else [])
+                   + ([_bar_callback(bar)] if bar else []))
+            # with a weight average, validation runs here on the average, not in model.fit on the raw weights
+            h = model.fit(ds, validation_data=None if averager else validation_data, epochs=epoch + 1,
+                          initial_epoch=epoch, steps_per_epoch=steps_per_epoch, class_weight=class_weight,
+                          callbacks=cbs, verbose=0, shuffle=False)  # datasets are shuffled per epoch by `data(epoch)`
             logs = {k: float(v[-1]) for k, v in h.history.items()}
+            if averager and validation_data is not None:
+                with averager.applied():
+                    logs.update(_evaluate(model, validation_data))
         if bar:
             bar.close()
         # time_s: since this process's fit began (cumulative); epoch_s: this epoch alone
@@ -314,10 +418,14 @@ def fit(
             best_value = value if value is not None else best_value
             best_epoch = epoch + 1
             wait = 0
-            save_variables(_checkpoint_variables(model, False), best_path)
+            if averager:
+                with averager.applied():
+                    save_variables(_checkpoint_variables(model, False), best_path)
+            else:
+                save_variables(_checkpoint_variables(model, False), best_path)
         else:
             wait += 1
-        save_variables(_checkpoint_variables(model, True), last_path)
+        save_variables(_checkpoint_variables(model, True) + extra, last_path)
         state = {"epochs_done": epoch + 1, "history": history, "best_value": best_value, "best_epoch": best_epoch,
                  "wait": wait, "monitor": monitor, "mode": mode}
         atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
@@ -337,6 +445,8 @@ def fit(
             break
     if restore_best and best_path.exists():
         load_variables(_checkpoint_variables(model, False), best_path)
+    elif averager:  # the model a weight-averaged fit returns is the average
+        averager.copy_to_model()
     return FitResult(history=history, best_epoch=best_epoch, best_value=best_value,
                      epochs_run=len(history) - (resumed_from or 0), resumed_from=resumed_from,
                      wall_time_s=time.time() - t0, stopped_early=stopped_early, restarted=restarted)

@@ -268,15 +268,15 @@ class Context:
         return d
 
     def fit(self, model, data, stage: Stage, ckpt: Path, *, label: str, **kwargs):
-        """:func:`medattn.training.fit` with the stage's epochs, batch and patience, the strategy, resume,
-        TensorBoard and progress settings; a dry run trains one epoch of two steps."""
+        """:func:`medattn.training.fit` with the stage's epochs, batch, patience and weight average, the strategy,
+        resume, TensorBoard and progress settings; a dry run trains one epoch of two steps."""
         from .fit import fit
 
         epochs = 1 if self.dry_run else stage.epochs
         steps = 2 if self.dry_run else kwargs.pop("steps_per_epoch", None)
         kwargs.pop("steps_per_epoch", None)
         res = fit(model, data, epochs=epochs, ckpt_dir=ckpt, resume=self.cfg.resume, patience=stage.patience,
-                  verbose=self.cfg.verbose, strategy=self.strategy, batch_size=stage.batch_size,
+                  ema=stage.ema, verbose=self.cfg.verbose, strategy=self.strategy, batch_size=stage.batch_size,
                   tensorboard=self.cfg.tensorboard, label=f"{self.repro.name} {label}", steps_per_epoch=steps,
                   **kwargs)
         if res.get("resumed_from"):  # the row's wall time then covers only this process's part
@@ -455,8 +455,12 @@ def _main(repro: Reproduction, argv) -> int:
     out = Path(cfg.out).resolve() if cfg.out else (results if committed else root / "results")
     # the strategy comes first: splitting the CPU into logical devices must happen before TensorFlow starts
     strategy = get_strategy(cfg.strategy)
-    from .custom_loop import worker_index
+    from .custom_loop import needs_custom_loop, worker_index
 
+    averaged = [st.name for st in cfg.stages if st.ema]
+    if averaged and needs_custom_loop(strategy):
+        raise UserError(f"ema (a moving average of the weights; stage {', '.join(averaged)}) is not supported under "
+                        f"the multi-worker strategy: set ema=0 or train on one machine")
     chief = worker_index(strategy) == 0
     if not chief:  # other workers compute the same thing; only the chief writes results
         out = Path(tempfile.mkdtemp(prefix=f"{repro.name}-worker-"))

@@ -118,16 +118,18 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_seeds_give_the_spread_and_a_seed_ensemble_of_the_saved_probabilities(tmp_path):
-    """Two seeds of one backbone (trained with label smoothing, translation and weight decay, which this run also
-    checks)."""
+    """Two seeds of one backbone (trained with label smoothing, translation, weight decay and a moving average of the
+    weights, which this run also checks)."""
     data = _fake_release(tmp_path / "brain_tumor_mri")
     out = tmp_path / "out"
     r = _run(["--profile", "smoke", "--data-dir", data, "--out", out, "--runs-dir", tmp_path / "runs",
               "--set", "backbones=mobilenetv2", "--seeds", "0,1", "--set", "label_smoothing=0.1",
-              "--set", "translate=0.1", "--set", "train.weight_decay=0.5"], tmp_path)
+              "--set", "translate=0.1", "--set", "train.weight_decay=0.5", "--set", "train.ema=0.99"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = json.loads((out / "runs.json").read_text())["rows"]
     assert [(x["backbone"], x["seed"]) for x in runs] == [("mobilenetv2", 0), ("mobilenetv2", 1)]
+    assert all(x["ema"] == 0.99 for x in runs)
+    assert json.loads((out / "config.json").read_text())["stages"]["train"]["ema"] == 0.99
     # trained with the smoothed loss, and the saved model says so
     from medattn.saving import load_model
 

@@ -494,3 +494,27 @@ def test_an_evaluation_only_setting_evaluates_finished_checkpoints_without_train
     # a setting that changes training still needs new checkpoints
     assert run_main(repro, base + ["--resume", "--set", "dropout=0.3", "--out", str(tmp_path / "other")]) == 2
     assert "belong to another run" in capsys.readouterr().err
+
+
+def test_a_weight_average_runs_is_recorded_and_a_multi_worker_run_refuses_it(tmp_path, data, capsys, monkeypatch):
+    """``--set ema=D`` reaches fit (the stage's checkpoint folder holds the average), config.json records it under
+    the stage; without it config.json has no ``ema``; under the multi-worker strategy it is refused before anything
+    runs."""
+    repro = _repro(tmp_path)
+    runs = tmp_path / "runs"
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set",
+                            "arms=a", "--out", str(tmp_path / "plain")]) == 0
+    assert "ema" not in json.loads((tmp_path / "plain" / "config.json").read_text())["stages"]["train"]
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set",
+                            "arms=a", "--set", "ema=0.9", "--out", str(tmp_path / "ema")]) == 0
+    assert json.loads((tmp_path / "ema" / "config.json").read_text())["stages"]["train"]["ema"] == 0.9
+    with np.load(runs / "toy-smoke" / "a_s0" / "train" / "last.npz") as z:
+        assert any("ema_count" in p for p in z["_paths"])
+    from medattn.training import custom_loop
+
+    monkeypatch.setattr(custom_loop, "needs_custom_loop", lambda strategy: True)
+    CALLS.clear()
+    assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "r2"),
+                            "--set", "ema=0.9"]) == 2
+    assert "ema (a moving average of the weights; stage train) is not supported" in capsys.readouterr().err
+    assert CALLS == [] and not (tmp_path / "r2").exists()

@@ -58,6 +58,19 @@ def test_mirrored_strategy_fit_on_two_cpu_replicas(tmp_path):
     assert res["loss"][-1] < res["loss"][0]
 
 
+@pytest.mark.subprocess
+def test_mirrored_fit_with_a_weight_average_on_two_cpu_replicas(tmp_path):
+    """The moving average (weights and BatchNorm statistics) under MirroredStrategy: validation runs on it, and the
+    model fit returns is it (its loss is the last epoch's logged validation loss)."""
+    out = tmp_path / "ema.npz"
+    r = subprocess.run([sys.executable, str(HERE / "_dist_worker.py"), "mirrored-ema", str(out)], env=_env(),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = np.load(out)
+    assert int(res["replicas"]) == 2 and res["loss"][-1] < res["loss"][0]
+    assert float(res["eval_loss"]) == pytest.approx(float(res["val_loss"][-1]), rel=1e-5)
+
+
 def test_replica_batch_plan_gives_every_replica_a_part_of_every_batch():
     from medattn.training.custom_loop import _splits_evenly, replica_batch_plan
 
