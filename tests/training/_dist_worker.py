@@ -48,4 +48,5 @@ np.savez(out, *model.get_weights(), replicas=strategy.num_replicas_in_sync, stra
          loss=np.array([h["loss"] for h in res["history"]]),
          val_accuracy=np.array([h["val_accuracy"] for h in res["history"]]),
          val_loss=np.array([h["val_loss"] for h in res["history"]]),
-         eval_loss=model.evaluate(x, y, verbose=0, return_dict=True)["loss"])
+         # Keras' evaluate does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585)
+         eval_loss=model.evaluate(x, y, verbose=0, return_dict=True)["loss"] if ema else np.nan)
