@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     res = {"backbone": args.backbone, "size": args.size, "batch": args.batch, "precision": precision,
            "averaged_values": n, "train_step_s": step, "ema_update_s": update, "ema_update_pct_of_step":
            100 * update / step, "swap_in_and_out_s": swap, "steps": args.steps, "machine": machine_description(),
-           "packages": package_versions(), "command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:]))}
+           "packages": package_versions(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:]))}
     line = (f"{args.backbone} {args.size} px batch {args.batch} ({precision}, {n:,} averaged values): train step "
             f"{step * 1000:.0f} ms, average update {update * 1000:.1f} ms ({res['ema_update_pct_of_step']:.1f} % "
             f"of the step), the average in and the weights back out {swap * 1000:.0f} ms")
@@ -81,8 +81,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(f"# Weight average (EMA) cost\n\n`{res['command']}` on "
-                                       f"{res['machine'].get('cpu', '?')}:\n\n{line}.\n")
+        Path(args.markdown).write_text(f"{line} (`{res['command']}`, {res['machine'].get('cpu', '?')}, "
+                                       f"{res['machine'].get('cores', '?')} cores, {res['date']}).\n")
     return 0
 
 
