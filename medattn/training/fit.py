@@ -27,6 +27,7 @@ checkpoints to its own folder (the chief to ``ckpt_dir``, worker ``i`` to ``ckpt
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -130,21 +131,16 @@ class WeightEma:
         for v, a in zip(self.targets, self.shadow):
             v.assign(a.numpy().astype(np.dtype(str(v.dtype))))
 
+    @contextlib.contextmanager
     def applied(self):
         """A context in which the model holds the averaged weights; its own come back on leaving it."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def ctx():
-            raw = [v.numpy() for v in self.targets]
-            self.copy_to_model()
-            try:
-                yield
-            finally:
-                for v, r in zip(self.targets, raw):
-                    v.assign(r)
-
-        return ctx()
+        raw = [v.numpy() for v in self.targets]
+        self.copy_to_model()
+        try:
+            yield
+        finally:
+            for v, r in zip(self.targets, raw):
+                v.assign(r)
 
 
 def _ema_callback(ema: WeightEma):
@@ -418,10 +414,7 @@ def fit(
             best_value = value if value is not None else best_value
             best_epoch = epoch + 1
             wait = 0
-            if averager:
-                with averager.applied():
-                    save_variables(_checkpoint_variables(model, False), best_path)
-            else:
+            with averager.applied() if averager else contextlib.nullcontext():  # the average is what is kept
                 save_variables(_checkpoint_variables(model, False), best_path)
         else:
             wait += 1
