@@ -91,7 +91,15 @@ class BrainConfig(ExperimentConfig):
     # random translation added to the training augmentation, +- this fraction of the size in x and y (one warp with
     # the rotation and zoom); None: none, as every committed run so far
     translate: float | None = None
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta", "label_smoothing", "translate")
+    # knowledge distillation (medattn.losses.DistillationLoss): prediction files (predictions/<run>.npz) of earlier
+    # runs of this script on the same data and split, whose class probabilities on the train images
+    # (train_names/train_prob), softened with distill_temperature and averaged over the files, are a soft target
+    # beside the labels; None: plain labels, as every committed run so far
+    teachers: tuple[str, ...] | None = None
+    distill_temperature: float | None = None  # with teachers; None: 4
+    distill_weight: float | None = None  # the soft term's share, with teachers; None: 0.9
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta", "label_smoothing", "translate", "teachers",
+                                                  "distill_temperature", "distill_weight")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
 
 
@@ -202,19 +210,79 @@ def _phase(ctx, model, stage, name, data, run, pre, aug, fraction):
     from medattn.models.transfer import set_backbone_trainable
 
     set_backbone_trainable(model, fraction)
-    loss = "sparse_categorical_crossentropy"
+    loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
+    tr, va, y = data["train"], data["val"], data["y"]
+    y_tr, y_va = y[tr], y[va]
     if ctx.cfg.label_smoothing is not None:
         from medattn.losses import SmoothedSparseCategoricalCrossentropy
 
         loss = SmoothedSparseCategoricalCrossentropy(label_smoothing=ctx.cfg.label_smoothing)
-    model = ctx.build(lambda: model, stage, len(data["train"]), loss, ["accuracy"])
+    if ctx.cfg.teachers is not None:
+        from medattn.losses import DistillationLoss, pack_targets, packed_accuracy
+
+        t, w = distillation(ctx.cfg)
+        loss, metrics = DistillationLoss(temperature=t, weight=w), [packed_accuracy()]
+        # validation rows carry no soft target: their loss is the plain cross-entropy the checkpoint is chosen on
+        y_tr, y_va = pack_targets(y_tr, teacher_targets(ctx, data)), pack_targets(y_va, None, len(CLASSES))
+    model = ctx.build(lambda: model, stage, len(data["train"]), loss, metrics)
     x = data["x"][image_size(ctx.cfg, run.arm)]
-    tr, va, y = data["train"], data["val"], data["y"]
-    val = array_dataset(x[va], y[va], 64, preprocess=pre)
-    return model, ctx.fit(model, lambda e: array_dataset(x[tr], y[tr], stage.batch_size, shuffle=True, seed=run.seed,
+    val = array_dataset(x[va], y_va, 64, preprocess=pre)
+    return model, ctx.fit(model, lambda e: array_dataset(x[tr], y_tr, stage.batch_size, shuffle=True, seed=run.seed,
                                                          epoch=e, augment=aug, preprocess=pre),
                           stage, ctx.run_dir(run) / name, label=f"{run.arm} s{run.seed} {name}", validation_data=val,
                           monitor="val_loss", mode="min")
+
+
+def distillation(cfg: BrainConfig) -> tuple[float, float]:
+    """The temperature and soft-term weight of distillation (defaults 4 and 0.9, Hinton et al.'s range)."""
+    t = 4.0 if cfg.distill_temperature is None else cfg.distill_temperature
+    return t, 0.9 if cfg.distill_weight is None else cfg.distill_weight
+
+
+def _rel_names(recs, idx) -> np.ndarray:
+    """``<split folder>/<class>/<file>`` of ``recs[idx]``, the names prediction files use."""
+    return np.array(["/".join(Path(recs[i].path).parts[-3:]) for i in idx])
+
+
+def teacher_targets(ctx, data: dict) -> np.ndarray:
+    """The soft targets of the train images: every teacher file's ``train_prob`` softened with the temperature and
+    averaged (:func:`medattn.losses.soften`), in the order of ``data["train"]``. Computed once per process. A
+    teacher is refused (UserError naming the file) unless it holds every train image and none of the validation
+    or test images among the images it trained on: a teacher that saw them would leak them into the student."""
+    from medattn.losses import soften
+
+    if "_soft" in data:
+        return data["_soft"]
+    train = _rel_names(data["recs"], data["train"])
+    held_out = set(_rel_names(data["recs"], data["val"]).tolist()) | set(
+        _rel_names(data["recs"], data["test"]).tolist())
+    probs = []
+    for f in ctx.cfg.teachers:
+        p = np.load(f)
+        if "train_prob" not in p.files:
+            raise UserError(f"teachers: {f} has no train_prob (prediction files hold the train images' "
+                            "probabilities since distillation was added; evaluate the teacher's checkpoint again "
+                            "with --resume and a new --out)")
+        names = [str(n) for n in p["train_names"]]
+        seen = sorted(held_out.intersection(names))
+        if seen:
+            raise UserError(f"teachers: {f} trained on {len(seen)} of this run's validation or test images "
+                            f"(first: {seen[0]}); a teacher must share this run's split")
+        pos = {n: i for i, n in enumerate(names)}
+        missing = [n for n in train if n not in pos]
+        if missing:
+            raise UserError(f"teachers: {f} has no probabilities for {len(missing)} of the {len(train)} train "
+                            f"images (first: {missing[0]})")
+        prob = p["train_prob"][[pos[n] for n in train]]
+        if prob.shape[1] != len(CLASSES):
+            raise UserError(f"teachers: {f} has {prob.shape[1]} classes, not {len(CLASSES)}")
+        probs.append(prob)
+    t, _ = distillation(ctx.cfg)
+    data["_soft"] = soften(np.stack(probs), t).astype(np.float32)
+    data["_teachers_train_accuracy"] = agree = float(np.mean(data["_soft"].argmax(1) == data["y"][data["train"]]))
+    ctx.log(f"distillation: {len(probs)} teacher(s), temperature {t:g}; the teachers' averaged top-1 on the "
+            f"{len(train)} train images {agree:.4f}")
+    return data["_soft"]
 
 
 def augmentation(cfg: BrainConfig) -> dict:
@@ -262,6 +330,8 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
 
     pv = probs(data["val"])
     pt = probs(data["test"])
+    # the train images' probabilities (no augmentation, no TTA): what a later run distils from (teachers)
+    ptr = ctx.predict(model, array_dataset(x[data["train"]], None, 64, preprocess=pre), 64)
     keep = np.isin(data["test"], data["dedup"])
     row = {"backbone": backbone, "seed": run.seed, "image_size": size, "weights": cfg.weights,
            "params": int(model.count_params()), "train_time_s": round(train_s, 1),
@@ -275,6 +345,12 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
            "tta": cfg.tta or "none", "label_smoothing": cfg.label_smoothing or 0.0, "translate": cfg.translate or 0.0,
            "weight_decay": cfg.stage("train").weight_decay,  # stage "train"; "frozen": config.json
            "ema": cfg.stage("train").ema}
+    if cfg.teachers is not None:
+        from medattn.training.config import file_sha256
+
+        row["distill_temperature"], row["distill_weight"] = distillation(cfg)
+        row["teachers"] = [{"file": str(f), "sha256": file_sha256(f)} for f in cfg.teachers]
+        row["teachers_train_accuracy"] = data["_teachers_train_accuracy"]  # their averaged soft target's top-1
     for name, mask in (("official", np.ones(len(pt), bool)), ("dedup", keep)):
         for k, v in _metrics(y[data["test"]][mask], pt[mask], cfg.n_boot, run.seed).items():
             row[f"{name}_{k}"] = v
@@ -282,10 +358,10 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
                    preprocessing=preprocessing_for(backbone, weights), class_names=list(CLASSES), threshold=None,
                    mc_dropout=False, tta=cfg.tta, metrics={k: row[k] for k in ("val_accuracy", "official_accuracy",
                                                                   "dedup_accuracy", "n_test_dedup")})
-    names = np.array(["/".join(Path(data["recs"][i].path).parts[-3:]) for i in data["test"]])  # Testing/<class>/file
-    val_names = np.array(["/".join(Path(data["recs"][i].path).parts[-3:]) for i in data["val"]])
+    names = _rel_names(data["recs"], data["test"])  # Testing/<class>/file
     np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[data["test"]], prob=pt, dedup=keep,
-             val_names=val_names, val_y=y[data["val"]], val_prob=pv)
+             val_names=_rel_names(data["recs"], data["val"]), val_y=y[data["val"]], val_prob=pv,
+             train_names=_rel_names(data["recs"], data["train"]), train_y=y[data["train"]], train_prob=ptr)
     # Grad-CAM on the first de-duplicated test images of each class (the same images for every backbone)
     pick = [int(i) for c in range(len(CLASSES))
             for i in np.flatnonzero((y[data["test"]] == c) & keep)[:cfg.gradcam_per_class]]
@@ -470,6 +546,23 @@ def _check(cfg: BrainConfig) -> None:
             augmenter(**augmentation(cfg))
         except ValueError as e:
             raise UserError(f"{e} (or none: no translation)") from None
+    if cfg.teachers is None:
+        unused = [k for k in ("distill_temperature", "distill_weight") if getattr(cfg, k) is not None]
+        if unused:
+            raise UserError(f"{unused[0]} is set but teachers is not: distillation needs teacher prediction files "
+                            "(--set teachers=A.npz,B.npz)")
+    else:
+        from medattn.losses import DistillationLoss
+
+        if not cfg.teachers:
+            raise UserError("teachers: give at least one prediction file (or none: no distillation)")
+        for f in cfg.teachers:
+            if not Path(f).is_file():
+                raise UserError(f"teachers: {f}: no such file (a predictions/<run>.npz of an earlier run)")
+        try:
+            DistillationLoss(*distillation(cfg))
+        except ValueError as e:
+            raise UserError(f"distill_{e}") from None
     from medattn.evaluation import tta_refusal
 
     if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "

@@ -268,3 +268,74 @@ def test_translate_is_added_to_the_augmentation_only_when_set():
     cpu = mod.PROFILES["cpu"]
     assert "translate" not in mod.augmentation(cpu)
     assert mod.augmentation(dataclasses.replace(cpu, translate=0.1)) == {**mod.augmentation(cpu), "translate": 0.1}
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_student_distils_from_a_teachers_train_probabilities_and_a_leaky_teacher_is_refused(tmp_path):
+    """A smoke run saves every train image's probabilities; a second run trains with them as a soft target
+    (DistillationLoss, validation loss the plain cross-entropy); a teacher whose train images include this run's
+    validation images is refused, naming the file."""
+    data = _fake_release(tmp_path / "brain_tumor_mri")
+    base = ["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set",
+            "backbones=mobilenetv2"]
+    r = _run([*base, "--out", tmp_path / "teacher"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    teacher = tmp_path / "teacher" / "predictions" / "mobilenetv2_s0.npz"
+    p = np.load(teacher)
+    assert len(p["train_names"]) == len(p["train_y"]) == len(p["train_prob"]) > 0
+    assert all(str(n).startswith("Training/") for n in p["train_names"])
+    assert not set(p["train_names"].tolist()) & set(p["val_names"].tolist())
+    assert np.allclose(p["train_prob"].sum(1), 1, atol=1e-4)
+    r = _run([*base, "--out", tmp_path / "student", "--set", f"teachers={teacher}", "--set",
+              "distill_temperature=2", "--seeds", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = json.loads((tmp_path / "student" / "runs.json").read_text())["rows"][0]
+    assert row["teachers_train_accuracy"] == pytest.approx(np.mean(p["train_prob"].argmax(1) == p["train_y"]))
+    assert (row["distill_temperature"], row["distill_weight"]) == (2.0, 0.9)
+    teachers = json.loads(row["teachers"]) if isinstance(row["teachers"], str) else row["teachers"]
+    assert teachers[0]["file"] == str(teacher) and len(teachers[0]["sha256"]) == 64
+    cfg = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert cfg["teachers"] == [str(teacher)] and cfg["distill_temperature"] == 2.0
+    from medattn.losses import DistillationLoss
+    from medattn.saving import load_model
+
+    saved = load_model(next((tmp_path / "runs").glob("*/mobilenetv2_s1/models/mobilenetv2.keras")))
+    assert isinstance(saved.loss, DistillationLoss) and saved.loss.temperature == 2.0
+    log = json.loads(next((tmp_path / "runs").glob("*/mobilenetv2_s1/train/log.json")).read_text())
+    assert "val_accuracy" in json.dumps(log)
+    # a teacher that trained on this run's validation images
+    leaky = tmp_path / "leaky.npz"
+    np.savez(leaky, **{**{k: p[k] for k in p.files},
+                       "train_names": np.concatenate([p["train_names"], p["val_names"][:1]]),
+                       "train_prob": np.concatenate([p["train_prob"], p["val_prob"][:1]])})
+    r = _run([*base, "--out", tmp_path / "bad", "--set", f"teachers={leaky}", "--seeds", "2"], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"teachers: {leaky} trained on 1 of this run's validation or test images" in r.stderr
+
+
+def test_distillation_options_are_checked_before_any_data_is_read(tmp_path, capsys):
+    import dataclasses
+
+    from medattn.training.config import config_hash
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "brain_tumor_transfer")
+    cpu = mod.PROFILES["cpu"]
+    f = tmp_path / "t.npz"
+    np.savez(f, x=np.zeros(1))
+    with_it = dataclasses.replace(cpu, teachers=(str(f),))
+    mod._check(with_it)
+    assert config_hash(with_it) != config_hash(cpu)
+    assert config_hash(dataclasses.replace(with_it, distill_weight=0.5)) != config_hash(with_it)
+    assert mod.distillation(with_it) == (4.0, 0.9)
+    for sets, message in ((["distill_temperature=2"], "distill_temperature is set but teachers is not"),
+                          ([f"teachers={tmp_path / 'gone.npz'}"], "gone.npz: no such file"),
+                          ([f"teachers={f}", "distill_weight=1.5"], "distill_weight must lie in [0, 1]"),
+                          ([f"teachers={f}", "distill_temperature=0"], "distill_temperature must be > 0")):
+        args = ["--profile", "cpu", "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "r")]
+        for s in sets:
+            args += ["--set", s]
+        assert mod.main(args) == 2, sets
+        assert message in capsys.readouterr().err, sets
+    assert not (tmp_path / "r").exists()
