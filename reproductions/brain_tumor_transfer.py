@@ -98,8 +98,12 @@ class BrainConfig(ExperimentConfig):
     teachers: tuple[str, ...] | None = None
     distill_temperature: float | None = None  # with teachers; None: 4
     distill_weight: float | None = None  # the soft term's share, with teachers; None: 0.9
+    # "i/k": a cross-fitting teacher, trained on the train part without fold i of k (stratified, duplicate groups
+    # whole, the same folds for every i) and scoring fold i, which it never saw (heldout_names/heldout_prob in its
+    # prediction file); k such teachers give every train image a held-out soft target. None: the whole train part
+    teacher_fold: str | None = None
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta", "label_smoothing", "translate", "teachers",
-                                                  "distill_temperature", "distill_weight")
+                                                  "distill_temperature", "distill_weight", "teacher_fold")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
 
 
@@ -173,7 +177,7 @@ def load_data(ctx) -> dict:
     x = {s: _decode(recs, s) for s in sizes}
     ctx.log(f"decoded {len(recs)} images at {', '.join(f'{s} px' for s in sizes)} once ({time.time() - t0:.0f} s)")
     return {"recs": recs, "x": x, "y": labels, "train": tr_idx[part["train"]], "val": tr_idx[part["val"]],
-            "test": test_idx, "dedup": test_idx[~leaky], "n_leaky": int(leaky.sum())}
+            "test": test_idx, "dedup": test_idx[~leaky], "n_leaky": int(leaky.sum()), "groups": groups}
 
 
 def plan(cfg: BrainConfig) -> list[RunSpec]:
@@ -244,11 +248,38 @@ def _rel_names(recs, idx) -> np.ndarray:
     return np.array(["/".join(Path(recs[i].path).parts[-3:]) for i in idx])
 
 
+def parse_fold(spec: str) -> tuple[int, int]:
+    """``"i/k"`` -> ``(i, k)`` with 1 <= i <= k and k >= 2; ValueError otherwise."""
+    try:
+        i, k = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"teacher_fold must be i/k (fold i of k, e.g. 1/2), got {spec!r}") from None
+    if k < 2 or not 1 <= i <= k:
+        raise ValueError(f"teacher_fold {spec!r}: needs k >= 2 and 1 <= i <= k")
+    return i, k
+
+
+def fold_data(cfg: BrainConfig, data: dict) -> dict:
+    """``data`` for a cross-fitting teacher (``teacher_fold`` i/k): ``train`` without fold i of the train part's k
+    stratified group folds (:func:`medattn.datasets.kfold_split`, seed 0: the same folds for every i), and
+    ``heldout``, fold i. Without ``teacher_fold``: ``data`` itself."""
+    if cfg.teacher_fold is None:
+        return data
+    from medattn.datasets.splits import kfold_split
+
+    i, k = parse_fold(cfg.teacher_fold)
+    tr = data["train"]
+    fold = kfold_split(data["y"][tr], data["groups"][tr], k, seed=0)[i - 1]
+    return {**data, "train": tr[fold["train"]], "heldout": tr[fold["test"]]}
+
+
 def teacher_targets(ctx, data: dict) -> np.ndarray:
-    """The soft targets of the train images: every teacher file's ``train_prob`` softened with the temperature and
-    averaged (:func:`medattn.losses.soften`), in the order of ``data["train"]``. Computed once per process. A
-    teacher is refused (UserError naming the file) unless it holds every train image and none of the validation
-    or test images among the images it trained on: a teacher that saw them would leak them into the student."""
+    """The soft targets of the train images, in the order of ``data["train"]``: per image, the teachers'
+    probabilities softened with the temperature (:func:`medattn.losses.soften`) and averaged over the teachers that
+    give one. A cross-fitting teacher (``teacher_fold``) gives only its held-out fold's (``heldout_prob``), any
+    other its own train images' (``train_prob``). Computed once per process. A teacher is refused (UserError naming
+    the file) if any validation or test image of this run is among the images it trained on (it would leak them
+    into the student), and the teachers together must cover every train image."""
     from medattn.losses import soften
 
     if "_soft" in data:
@@ -256,31 +287,33 @@ def teacher_targets(ctx, data: dict) -> np.ndarray:
     train = _rel_names(data["recs"], data["train"])
     held_out = set(_rel_names(data["recs"], data["val"]).tolist()) | set(
         _rel_names(data["recs"], data["test"]).tolist())
-    probs = []
+    t, _ = distillation(ctx.cfg)
+    total, count = np.zeros((len(train), len(CLASSES))), np.zeros(len(train))
     for f in ctx.cfg.teachers:
         p = np.load(f)
         if "train_prob" not in p.files:
             raise UserError(f"teachers: {f} has no train_prob (prediction files hold the train images' "
                             "probabilities since distillation was added; evaluate the teacher's checkpoint again "
                             "with --resume and a new --out)")
-        names = [str(n) for n in p["train_names"]]
-        seen = sorted(held_out.intersection(names))
+        seen = sorted(held_out.intersection(str(n) for n in p["train_names"]))
         if seen:
             raise UserError(f"teachers: {f} trained on {len(seen)} of this run's validation or test images "
                             f"(first: {seen[0]}); a teacher must share this run's split")
-        pos = {n: i for i, n in enumerate(names)}
-        missing = [n for n in train if n not in pos]
-        if missing:
-            raise UserError(f"teachers: {f} has no probabilities for {len(missing)} of the {len(train)} train "
-                            f"images (first: {missing[0]})")
-        prob = p["train_prob"][[pos[n] for n in train]]
+        part = "heldout" if "heldout_prob" in p.files else "train"
+        prob = p[f"{part}_prob"]
         if prob.shape[1] != len(CLASSES):
             raise UserError(f"teachers: {f} has {prob.shape[1]} classes, not {len(CLASSES)}")
-        probs.append(prob)
-    t, _ = distillation(ctx.cfg)
-    data["_soft"] = soften(np.stack(probs), t).astype(np.float32)
+        pos = {str(n): i for i, n in enumerate(p[f"{part}_names"])}
+        have = np.array([n in pos for n in train])
+        total[have] += soften(prob[[pos[n] for n in train[have]]], t)
+        count[have] += 1
+    if not count.all():
+        missing = train[count == 0]
+        raise UserError(f"teachers: {len(missing)} of the {len(train)} train images have no teacher probabilities "
+                        f"(first: {missing[0]}); cross-fitting teachers need every fold (teacher_fold 1/k ... k/k)")
+    data["_soft"] = (total / count[:, None]).astype(np.float32)
     data["_teachers_train_accuracy"] = agree = float(np.mean(data["_soft"].argmax(1) == data["y"][data["train"]]))
-    ctx.log(f"distillation: {len(probs)} teacher(s), temperature {t:g}; the teachers' averaged top-1 on the "
+    ctx.log(f"distillation: {len(ctx.cfg.teachers)} teacher(s), temperature {t:g}; their averaged top-1 on the "
             f"{len(train)} train images {agree:.4f}")
     return data["_soft"]
 
@@ -303,6 +336,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     from medattn.training.fit import training_seconds
 
     cfg, backbone = ctx.cfg, run.arm
+    data = fold_data(cfg, data)
     weights = None if cfg.weights == "none" else cfg.weights
     size = image_size(cfg, backbone)
     pre = preprocess_fn(preprocessing_for(backbone, weights))
@@ -332,6 +366,11 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     pt = probs(data["test"])
     # the train images' probabilities (no augmentation, no TTA): what a later run distils from (teachers)
     ptr = ctx.predict(model, array_dataset(x[data["train"]], None, 64, preprocess=pre), 64)
+    heldout = {}
+    if "heldout" in data:  # a cross-fitting teacher: the fold it never saw
+        h = data["heldout"]
+        heldout = {"heldout_names": _rel_names(data["recs"], h), "heldout_y": y[h],
+                   "heldout_prob": ctx.predict(model, array_dataset(x[h], None, 64, preprocess=pre), 64)}
     keep = np.isin(data["test"], data["dedup"])
     row = {"backbone": backbone, "seed": run.seed, "image_size": size, "weights": cfg.weights,
            "params": int(model.count_params()), "train_time_s": round(train_s, 1),
@@ -351,6 +390,9 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
         row["distill_temperature"], row["distill_weight"] = distillation(cfg)
         row["teachers"] = [{"file": str(f), "sha256": file_sha256(f)} for f in cfg.teachers]
         row["teachers_train_accuracy"] = data["_teachers_train_accuracy"]  # their averaged soft target's top-1
+    if cfg.teacher_fold is not None:
+        row["teacher_fold"], row["n_train"] = cfg.teacher_fold, int(len(data["train"]))
+        row["heldout_accuracy"] = float(np.mean(heldout["heldout_prob"].argmax(1) == heldout["heldout_y"]))
     for name, mask in (("official", np.ones(len(pt), bool)), ("dedup", keep)):
         for k, v in _metrics(y[data["test"]][mask], pt[mask], cfg.n_boot, run.seed).items():
             row[f"{name}_{k}"] = v
@@ -361,7 +403,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     names = _rel_names(data["recs"], data["test"])  # Testing/<class>/file
     np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[data["test"]], prob=pt, dedup=keep,
              val_names=_rel_names(data["recs"], data["val"]), val_y=y[data["val"]], val_prob=pv,
-             train_names=_rel_names(data["recs"], data["train"]), train_y=y[data["train"]], train_prob=ptr)
+             train_names=_rel_names(data["recs"], data["train"]), train_y=y[data["train"]], train_prob=ptr, **heldout)
     # Grad-CAM on the first de-duplicated test images of each class (the same images for every backbone)
     pick = [int(i) for c in range(len(CLASSES))
             for i in np.flatnonzero((y[data["test"]] == c) & keep)[:cfg.gradcam_per_class]]
@@ -546,6 +588,13 @@ def _check(cfg: BrainConfig) -> None:
             augmenter(**augmentation(cfg))
         except ValueError as e:
             raise UserError(f"{e} (or none: no translation)") from None
+    if cfg.teacher_fold is not None:
+        try:
+            parse_fold(cfg.teacher_fold)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        if cfg.teachers is not None:
+            raise UserError("teacher_fold and teachers together: a cross-fitting teacher trains on labels only")
     if cfg.teachers is None:
         unused = [k for k in ("distill_temperature", "distill_weight") if getattr(cfg, k) is not None]
         if unused:

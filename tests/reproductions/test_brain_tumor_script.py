@@ -329,13 +329,57 @@ def test_distillation_options_are_checked_before_any_data_is_read(tmp_path, caps
     assert config_hash(with_it) != config_hash(cpu)
     assert config_hash(dataclasses.replace(with_it, distill_weight=0.5)) != config_hash(with_it)
     assert mod.distillation(with_it) == (4.0, 0.9)
+    assert mod.parse_fold("2/3") == (2, 3)
+    assert config_hash(dataclasses.replace(cpu, teacher_fold="1/2")) != config_hash(cpu)
     for sets, message in ((["distill_temperature=2"], "distill_temperature is set but teachers is not"),
                           ([f"teachers={tmp_path / 'gone.npz'}"], "gone.npz: no such file"),
                           ([f"teachers={f}", "distill_weight=1.5"], "distill_weight must lie in [0, 1]"),
-                          ([f"teachers={f}", "distill_temperature=0"], "distill_temperature must be > 0")):
+                          ([f"teachers={f}", "distill_temperature=0"], "distill_temperature must be > 0"),
+                          (["teacher_fold=3/2"], "needs k >= 2 and 1 <= i <= k"),
+                          (["teacher_fold=half"], "teacher_fold must be i/k"),
+                          (["teacher_fold=1/2", f"teachers={f}"], "a cross-fitting teacher trains on labels only")):
         args = ["--profile", "cpu", "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "r")]
         for s in sets:
             args += ["--set", s]
         assert mod.main(args) == 2, sets
         assert message in capsys.readouterr().err, sets
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_cross_fitting_teachers_give_every_train_image_a_held_out_soft_target(tmp_path):
+    """teacher_fold 1/2 and 2/2 train on complementary halves of the train part (groups whole) and score the half
+    they never saw; a student distils from both, each train image's target from the teacher that did not train on
+    it; one fold alone leaves half the images without a target and is refused."""
+    data = _fake_release(tmp_path / "brain_tumor_mri")
+    base = ["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set",
+            "backbones=mobilenetv2"]
+    files = []
+    for i in (1, 2):
+        r = _run([*base, "--out", tmp_path / f"fold{i}", "--set", f"teacher_fold={i}/2"], tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        files.append(tmp_path / f"fold{i}" / "predictions" / "mobilenetv2_s0.npz")
+    a, b = (np.load(f) for f in files)
+    assert list(a["val_names"]) == list(b["val_names"])
+    for p, q in ((a, b), (b, a)):
+        assert not set(p["train_names"].tolist()) & set(p["heldout_names"].tolist())  # scored what it never saw
+        assert set(p["heldout_names"].tolist()) == set(q["train_names"].tolist())  # the other fold's training set
+        assert np.allclose(p["heldout_prob"].sum(1), 1, atol=1e-4)
+    full = set(a["train_names"].tolist()) | set(a["heldout_names"].tolist())
+    rows = [json.loads((tmp_path / f"fold{i}" / "runs.json").read_text())["rows"][0] for i in (1, 2)]
+    assert [r["teacher_fold"] for r in rows] == ["1/2", "2/2"]
+    assert rows[0]["n_train"] + rows[1]["n_train"] == len(full)
+    assert rows[0]["heldout_accuracy"] == pytest.approx(np.mean(a["heldout_prob"].argmax(1) == a["heldout_y"]))
+    r = _run([*base, "--out", tmp_path / "student", "--set", f"teachers={files[0]},{files[1]}", "--seeds", "1"],
+             tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = json.loads((tmp_path / "student" / "runs.json").read_text())["rows"][0]
+    held = np.concatenate([a["heldout_prob"], b["heldout_prob"]]).argmax(1)
+    truth = np.concatenate([a["heldout_y"], b["heldout_y"]])
+    assert len(truth) == len(full)
+    assert row["teachers_train_accuracy"] == pytest.approx(np.mean(held == truth))
+    r = _run([*base, "--out", tmp_path / "half", "--set", f"teachers={files[0]}", "--seeds", "2"], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    missing = len(full) - len(a["heldout_names"])  # the images only the absent fold-2 teacher scored
+    assert f"teachers: {missing} of the {len(full)} train images have no teacher probabilities" in r.stderr
