@@ -91,6 +91,11 @@ class BrainConfig(ExperimentConfig):
     # random translation added to the training augmentation, +- this fraction of the size in x and y (one warp with
     # the rotation and zoom); None: none, as every committed run so far
     translate: float | None = None
+    # the training augmentation's random rotation (+- fraction of a full turn, as mias_fusion's and the augmenter's:
+    # 15 degrees = 15/360) and zoom (+- fraction of the size); None: the paper's 15 degrees and 0.1, as every
+    # committed run so far; 0 turns either off (both 0: flips and brightness only)
+    rotation: float | None = None
+    zoom: float | None = None
     # knowledge distillation (medattn.losses.DistillationLoss): prediction files (predictions/<run>.npz) of earlier
     # runs of this script on the same data and split, whose class probabilities on the train images
     # (train_names/train_prob), softened with distill_temperature and averaged over the files, are a soft target
@@ -102,7 +107,8 @@ class BrainConfig(ExperimentConfig):
     # whole, the same folds for every i) and scoring fold i, which it never saw (heldout_names/heldout_prob in its
     # prediction file); k such teachers give every train image a held-out soft target. None: the whole train part
     teacher_fold: str | None = None
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta", "label_smoothing", "translate", "teachers",
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta", "label_smoothing", "translate", "rotation", "zoom",
+                                                  "teachers",
                                                   "distill_temperature", "distill_weight", "teacher_fold")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
 
@@ -320,8 +326,10 @@ def teacher_targets(ctx, data: dict) -> np.ndarray:
 
 def augmentation(cfg: BrainConfig) -> dict:
     """The training augmentation (:func:`medattn.datasets.pipeline.augmenter` arguments): rotation +-15 degrees,
-    zoom 0.1, horizontal flips, brightness 0.1, and translation when ``translate`` is set."""
-    aug = {"rotation": 15 / 360, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
+    zoom 0.1 (or ``rotation``/``zoom`` where set), horizontal flips, brightness 0.1, and translation when
+    ``translate`` is set."""
+    aug = {"rotation": 15 / 360 if cfg.rotation is None else cfg.rotation, "zoom": 0.1 if cfg.zoom is None else cfg.zoom,
+           "flip": "horizontal", "brightness": 0.1}
     if cfg.translate is not None:
         aug["translate"] = cfg.translate
     return aug
@@ -382,6 +390,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
            "best_epoch": history["train"]["best_epoch"], "val_accuracy": float(np.mean(pv.argmax(1) == y[data["val"]])),
            "n_val": int(len(data["val"])), "n_test_official": int(len(pt)), "n_test_dedup": int(keep.sum()),
            "tta": cfg.tta or "none", "label_smoothing": cfg.label_smoothing or 0.0, "translate": cfg.translate or 0.0,
+           "rotation": augmentation(cfg)["rotation"], "zoom": augmentation(cfg)["zoom"],  # fractions (turn, size)
            "weight_decay": cfg.stage("train").weight_decay,  # stage "train"; "frozen": config.json
            "ema": cfg.stage("train").ema}
     if cfg.teachers is not None:
@@ -581,13 +590,14 @@ def _check(cfg: BrainConfig) -> None:
             SmoothedSparseCategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
         except ValueError as e:
             raise UserError(f"{e} (or none: the plain loss)") from None
-    if cfg.translate is not None:  # the augmenter's own check, before any data is read
-        from medattn.datasets.pipeline import augmenter
+    if any(getattr(cfg, k) is not None for k in ("translate", "rotation", "zoom")):
+        from medattn.datasets.pipeline import augmenter  # the augmenter's own checks, before any data is read
 
         try:
             augmenter(**augmentation(cfg))
         except ValueError as e:
-            raise UserError(f"{e} (or none: no translation)") from None
+            raise UserError(f"{e} (or none: {'no translation' if 'translate' in str(e) else 'the paper value'})"
+                            ) from None
     if cfg.teacher_fold is not None:
         try:
             parse_fold(cfg.teacher_fold)

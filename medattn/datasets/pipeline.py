@@ -42,6 +42,10 @@ def augmenter(rotation: float = 0.0, zoom: float = 0.0, flip: str | None = "hori
         raise ValueError(f"fill_mode must be one of {tuple(modes)}, got {fill_mode!r}")
     if flip not in (None, "horizontal", "vertical", "horizontal_and_vertical"):
         raise ValueError(f"flip must be horizontal, vertical, horizontal_and_vertical or None, got {flip!r}")
+    if not 0.0 <= rotation <= 0.5:
+        raise ValueError(f"rotation must lie in [0, 0.5] (a fraction of a full turn), got {rotation}")
+    if not 0.0 <= zoom < 1.0:
+        raise ValueError(f"zoom must lie in [0, 1) (a fraction of the size), got {zoom}")
     if not 0.0 <= translate < 0.5:
         raise ValueError(f"translate must lie in [0, 0.5) (a fraction of the image size), got {translate}")
 

@@ -91,3 +91,17 @@ def test_augmenter_refuses_a_translation_of_half_the_image_or_more():
     for bad in (0.5, -0.1):
         with pytest.raises(ValueError, match=r"translate must lie in \[0, 0.5\)"):
             augmenter(translate=bad)
+
+
+@pytest.mark.parametrize("arg, good, bad, message", [
+    ("rotation", (0.0, 0.5), (0.51, -0.01), r"rotation must lie in \[0, 0.5\]"),
+    ("zoom", (0.0, 0.99), (1.0, -0.1), r"zoom must lie in \[0, 1\)"),
+])
+def test_augmenter_refuses_a_rotation_or_zoom_out_of_range(arg, good, bad, message):
+    from medattn.datasets.pipeline import augmenter
+
+    for v in good:
+        augmenter(**{arg: v})
+    for v in bad:
+        with pytest.raises(ValueError, match=message):
+            augmenter(**{arg: v})

@@ -118,16 +118,20 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_seeds_give_the_spread_and_a_seed_ensemble_of_the_saved_probabilities(tmp_path):
-    """Two seeds of one backbone (trained with label smoothing, translation, weight decay and a moving average of the
-    weights, which this run also checks)."""
+    """Two seeds of one backbone (trained with label smoothing, translation, a smaller rotation and no zoom, weight
+    decay and a moving average of the weights, which this run also checks)."""
     data = _fake_release(tmp_path / "brain_tumor_mri")
     out = tmp_path / "out"
     r = _run(["--profile", "smoke", "--data-dir", data, "--out", out, "--runs-dir", tmp_path / "runs",
               "--set", "backbones=mobilenetv2", "--seeds", "0,1", "--set", "label_smoothing=0.1",
-              "--set", "translate=0.1", "--set", "train.weight_decay=0.5", "--set", "train.ema=0.99"], tmp_path)
+              "--set", "translate=0.1", "--set", "train.weight_decay=0.5", "--set", "train.ema=0.99",
+              "--set", "rotation=0.02", "--set", "zoom=0"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = json.loads((out / "runs.json").read_text())["rows"]
     assert [(x["backbone"], x["seed"]) for x in runs] == [("mobilenetv2", 0), ("mobilenetv2", 1)]
+    assert all(x["rotation"] == 0.02 and x["zoom"] == 0.0 for x in runs)
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["rotation"], cfg["zoom"]) == (0.02, 0.0)
     assert all(x["ema"] == 0.99 for x in runs)
     assert json.loads((out / "config.json").read_text())["stages"]["train"]["ema"] == 0.99
     # trained with the smoothed loss, and the saved model says so
@@ -236,6 +240,8 @@ def test_paper_profile_dry_run(tmp_path):
 @pytest.mark.parametrize("field, good, bad, message", [
     ("label_smoothing", 0.1, "1.5", "label_smoothing must lie in [0, 1)"),
     ("translate", 0.1, "0.6", "translate must lie in [0, 0.5)"),
+    ("rotation", 0.0, "15", "rotation must lie in [0, 0.5] (a fraction of a full turn)"),
+    ("zoom", 0.0, "1.5", "zoom must lie in [0, 1)"),
 ])
 def test_option_enters_the_identity_only_when_set_and_is_checked(field, good, bad, message, tmp_path, capsys):
     """Runs made before the option existed keep their identity (so --resume finds them); a run with it is another
@@ -268,6 +274,19 @@ def test_translate_is_added_to_the_augmentation_only_when_set():
     cpu = mod.PROFILES["cpu"]
     assert "translate" not in mod.augmentation(cpu)
     assert mod.augmentation(dataclasses.replace(cpu, translate=0.1)) == {**mod.augmentation(cpu), "translate": 0.1}
+
+
+def test_rotation_and_zoom_default_to_the_papers_and_can_be_turned_off():
+    import dataclasses
+
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "brain_tumor_transfer")
+    cpu = mod.PROFILES["cpu"]
+    assert mod.augmentation(cpu) == {"rotation": 15 / 360, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
+    off = mod.augmentation(dataclasses.replace(cpu, rotation=0.0, zoom=0.0))
+    assert off == {"rotation": 0.0, "zoom": 0.0, "flip": "horizontal", "brightness": 0.1}
+    assert mod.augmentation(dataclasses.replace(cpu, rotation=0.25))["rotation"] == 0.25  # a fraction of a turn
 
 
 @pytest.mark.slow
