@@ -410,6 +410,12 @@ def _check(cfg: MiasConfig) -> None:
     bad = [m for m in cfg.models if m.count(":") != 1]
     if bad:
         raise UserError(f"models must be BACKBONE:VARIANT entries, got {bad[0]!r}")
+    from medattn.datasets.pipeline import augmenter
+
+    try:  # the augmenter's own range checks (rotation: a fraction of a turn), before any data is read
+        augmenter(rotation=cfg.rotation, zoom=cfg.zoom)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     from medattn.models.mias_fusion import backbone_settings
 
     for name in dict.fromkeys(m.split(":")[0] for m in cfg.models):

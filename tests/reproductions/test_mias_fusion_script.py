@@ -134,3 +134,20 @@ def test_committed_table_is_the_cpu_profile_complete():
     assert {r["identity"]["config_sha256"] for r in rows} == {
         config_hash(dataclasses.replace(cfg, mixed_precision="bf16"))}
     assert json.loads((res / "run.json").read_text())["complete"] is True
+
+
+def test_a_rotation_given_in_degrees_is_refused_before_anything_runs():
+    """The MIAS rotation is a fraction of a turn (0.5 = +-180 degrees); 15 (meant as degrees) is refused up front
+    by the augmenter's range check instead of failing at the first model."""
+    import dataclasses
+
+    from medattn.training.reproduction import UserError
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "mias_fusion")
+    cpu = mod.PROFILES["cpu"]
+    with pytest.raises(UserError, match=r"rotation must lie in \[0, 0.5\]"):
+        mod._check(dataclasses.replace(cpu, rotation=15.0))
+    with pytest.raises(UserError, match=r"zoom must lie in \[0, 1\)"):
+        mod._check(dataclasses.replace(cpu, zoom=1.0))
+    mod._check(dataclasses.replace(cpu, rotation=0.0, zoom=0.0))
