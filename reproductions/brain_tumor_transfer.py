@@ -390,7 +390,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
            "best_epoch": history["train"]["best_epoch"], "val_accuracy": float(np.mean(pv.argmax(1) == y[data["val"]])),
            "n_val": int(len(data["val"])), "n_test_official": int(len(pt)), "n_test_dedup": int(keep.sum()),
            "tta": cfg.tta or "none", "label_smoothing": cfg.label_smoothing or 0.0, "translate": cfg.translate or 0.0,
-           "rotation": augmentation(cfg)["rotation"], "zoom": augmentation(cfg)["zoom"],  # fractions (turn, size)
+           "rotation": aug["rotation"], "zoom": aug["zoom"],  # fractions (of a turn, of the size)
            "weight_decay": cfg.stage("train").weight_decay,  # stage "train"; "frozen": config.json
            "ema": cfg.stage("train").ema}
     if cfg.teachers is not None:
@@ -596,8 +596,7 @@ def _check(cfg: BrainConfig) -> None:
         try:
             augmenter(**augmentation(cfg))
         except ValueError as e:
-            raise UserError(f"{e} (or none: {'no translation' if 'translate' in str(e) else 'the paper value'})"
-                            ) from None
+            raise UserError(f"{e} (or none: the profile's augmentation)") from None
     if cfg.teacher_fold is not None:
         try:
             parse_fold(cfg.teacher_fold)
