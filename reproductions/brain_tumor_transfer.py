@@ -546,20 +546,29 @@ def report(ctx, rows, final: bool) -> None:
 
 
 def _plot_bars(rows, path, mark):
+    """Official vs de-duplicated top-1 per backbone: bars at the mean over seeds, a dot for each seed when a backbone
+    has several; returns what was drawn ({backbone: {test set: per-seed values}})."""
     from medattn.evaluation.plots import _plt, _save
 
     plt = _plt()
     names = list(dict.fromkeys(r["backbone"] for r in rows))
-    off = [np.mean([r["official_accuracy"] for r in rows if r["backbone"] == b]) for b in names]
-    dd = [np.mean([r["dedup_accuracy"] for r in rows if r["backbone"] == b]) for b in names]
+    drawn = {b: {ts: [r[f"{ts}_accuracy"] for r in rows if r["backbone"] == b] for ts in TEST_SETS} for b in names}
+    many = max(len(v["official"]) for v in drawn.values()) > 1
     fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3.6))
     pos = np.arange(len(names))
-    ax.bar(pos - 0.2, off, 0.4, label=f"official Testing (n={rows[0]['n_test_official']})")
-    ax.bar(pos + 0.2, dd, 0.4, label=f"de-duplicated (n={rows[0]['n_test_dedup']})")
+    for shift, ts, label in ((-0.2, "official", f"official Testing (n={rows[0]['n_test_official']})"),
+                             (0.2, "dedup", f"de-duplicated (n={rows[0]['n_test_dedup']})")):
+        ax.bar(pos + shift, [np.mean(drawn[b][ts]) for b in names], 0.4,
+               label=label + (", mean over seeds" if many else ""))
+        for i, b in enumerate(names):
+            if len(drawn[b][ts]) > 1:
+                ax.plot([pos[i] + shift] * len(drawn[b][ts]), drawn[b][ts], "k.", ms=4,
+                        label="each seed" if (ts == "official" and i == 0) else None)
     ax.set_xticks(pos, names, rotation=20)
     ax.set(ylabel="top-1 accuracy", ylim=(0, 1), title=f"Official vs de-duplicated test set{mark}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8)  # below the axes, off the bars
     _save(fig, path)
+    return drawn
 
 
 def _check(cfg: BrainConfig) -> None:

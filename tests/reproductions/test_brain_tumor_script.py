@@ -115,6 +115,20 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
                            "vgg16.keras")["tta"] == "flip"
 
 
+def test_accuracy_bars_draw_the_seed_mean_and_every_seed(tmp_path):
+    """The official-vs-de-duplicated bar plot: bars at the mean over a backbone's seeds, each seed drawn beside."""
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "brain_tumor_transfer")
+    rows = [{"backbone": "xception", "seed": s, "official_accuracy": o, "dedup_accuracy": d, "n_test_official": 20,
+             "n_test_dedup": 10} for s, o, d in ((0, 0.9, 0.8), (1, 0.8, 0.6))]
+    rows.append({**rows[0], "backbone": "vgg16", "official_accuracy": 0.5})
+    drawn = mod._plot_bars(rows, tmp_path / "bars.png", "")
+    assert drawn == {"xception": {"official": [0.9, 0.8], "dedup": [0.8, 0.6]},
+                     "vgg16": {"official": [0.5], "dedup": [0.8]}}
+    assert (tmp_path / "bars.png").stat().st_size > 0
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_seeds_give_the_spread_and_a_seed_ensemble_of_the_saved_probabilities(tmp_path):
