@@ -556,14 +556,15 @@ def _plot_bars(rows, path, mark):
     many = max(len(v["official"]) for v in drawn.values()) > 1
     fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3.6))
     pos = np.arange(len(names))
+    dot_label = "each seed"  # on the first dots drawn, whichever backbone has them
     for shift, ts, label in ((-0.2, "official", f"official Testing (n={rows[0]['n_test_official']})"),
                              (0.2, "dedup", f"de-duplicated (n={rows[0]['n_test_dedup']})")):
         ax.bar(pos + shift, [np.mean(drawn[b][ts]) for b in names], 0.4,
                label=label + (", mean over seeds" if many else ""))
         for i, b in enumerate(names):
             if len(drawn[b][ts]) > 1:
-                ax.plot([pos[i] + shift] * len(drawn[b][ts]), drawn[b][ts], "k.", ms=4,
-                        label="each seed" if (ts == "official" and i == 0) else None)
+                ax.plot([pos[i] + shift] * len(drawn[b][ts]), drawn[b][ts], "k.", ms=4, label=dot_label)
+                dot_label = None
     ax.set_xticks(pos, names, rotation=20)
     ax.set(ylabel="top-1 accuracy", ylim=(0, 1), title=f"Official vs de-duplicated test set{mark}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8)  # below the axes, off the bars
