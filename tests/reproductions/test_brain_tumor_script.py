@@ -115,24 +115,22 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
                            "vgg16.keras")["tta"] == "flip"
 
 
-def test_accuracy_bars_draw_the_seed_mean_and_every_seed(tmp_path):
+def test_accuracy_bars_draw_the_seed_mean_and_every_seed(tmp_path, monkeypatch):
     """The official-vs-de-duplicated bar plot: bars at the mean over a backbone's seeds, each seed drawn beside."""
+    import matplotlib.pyplot as plt
+
     from tests.conftest import load_script
 
     mod = load_script("reproductions", "brain_tumor_transfer")
-    rows = [{"backbone": "xception", "seed": s, "official_accuracy": o, "dedup_accuracy": d, "n_test_official": 20,
-             "n_test_dedup": 10} for s, o, d in ((0, 0.9, 0.8), (1, 0.8, 0.6))]
-    rows.append({**rows[0], "backbone": "vgg16", "official_accuracy": 0.5})
-    rows.insert(0, rows.pop())  # a one-seed backbone first: the seeds' dots still get their legend entry
-    import matplotlib.pyplot as plt
-
+    row = {"n_test_official": 20, "n_test_dedup": 10}
+    rows = [{**row, "backbone": "vgg16", "seed": 0, "official_accuracy": 0.5, "dedup_accuracy": 0.8}]  # one seed first:
+    rows += [{**row, "backbone": "xception", "seed": s, "official_accuracy": o, "dedup_accuracy": d}  # the dots still
+             for s, o, d in ((0, 0.9, 0.8), (1, 0.8, 0.6))]                                            # get their label
     seen = []
     orig = plt.Axes.legend
-    plt.Axes.legend = lambda ax, *a, **k: seen.extend(ax.get_legend_handles_labels()[1]) or orig(ax, *a, **k)
-    try:
-        drawn = mod._plot_bars(rows, tmp_path / "bars.png", "")
-    finally:
-        plt.Axes.legend = orig
+    monkeypatch.setattr(plt.Axes, "legend",
+                        lambda ax, *a, **k: seen.extend(ax.get_legend_handles_labels()[1]) or orig(ax, *a, **k))
+    drawn = mod._plot_bars(rows, tmp_path / "bars.png", "")
     assert drawn == {"vgg16": {"official": [0.5], "dedup": [0.8]},
                      "xception": {"official": [0.9, 0.8], "dedup": [0.8, 0.6]}}
     assert seen.count("each seed") == 1 and all("mean over seeds" in x for x in seen if "Testing" in x)
