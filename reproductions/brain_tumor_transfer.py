@@ -85,6 +85,13 @@ class BrainConfig(ExperimentConfig):
     # models train with horizontal flips). It changes only the evaluation, so --resume --out NEW with the same
     # --runs-dir evaluates finished checkpoints with it instead of training again
     tta: str | None = None
+    # precise BatchNorm statistics (medattn.models.recompute_bn_statistics): before evaluation, every trainable
+    # BatchNormalization layer's moving mean and variance become the average of its per-batch statistics over the
+    # train images (no augmentation, shuffled by the seed, batches of stage "train"'s size, a short last batch
+    # dropped) under the final weights, instead of the exponential average of the last ~10 training steps that
+    # momentum 0.9 keeps. Evaluation only, like tta: --resume --out NEW re-evaluates finished checkpoints with it.
+    # None: off, as every committed run so far
+    precise_bn: bool | None = None
     # label smoothing of the training loss (medattn.losses.SmoothedSparseCategoricalCrossentropy); None: the plain
     # sparse categorical cross-entropy, as every committed run so far
     label_smoothing: float | None = None
@@ -109,8 +116,9 @@ class BrainConfig(ExperimentConfig):
     teacher_fold: str | None = None
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta", "label_smoothing", "translate", "rotation", "zoom",
                                                   "teachers",
-                                                  "distill_temperature", "distill_weight", "teacher_fold")
-    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
+                                                  "distill_temperature", "distill_weight", "teacher_fold",
+                                                  "precise_bn")
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta", "precise_bn")
 
 
 PROFILES = {
@@ -243,6 +251,25 @@ def _phase(ctx, model, stage, name, data, run, pre, aug, fraction):
                           monitor="val_loss", mode="min")
 
 
+def precise_bn_statistics(ctx, model, x, train, seed: int, pre) -> dict:
+    """Recompute the model's BatchNorm statistics over its train images (``precise_bn``): the images in an order
+    shuffled by ``seed`` (sorted by class they would give each batch one class's statistics), no augmentation, batches
+    of stage "train"'s size, a short last batch dropped."""
+    from medattn.datasets.pipeline import array_dataset
+    from medattn.models import recompute_bn_statistics
+
+    bs = ctx.cfg.stage("train").batch_size
+    order = np.random.default_rng(seed).permutation(np.asarray(train))
+    if len(order) >= bs:
+        order = order[:len(order) // bs * bs]
+    t0 = time.time()
+    info = recompute_bn_statistics(model, array_dataset(x[order], None, bs, preprocess=pre),
+                                   progress=ctx.cfg.verbose == 1 and sys.stdout.isatty())
+    ctx.log(f"precise BatchNorm statistics: {info['layers']} layers over {info['images']} train images "
+            f"({time.time() - t0:.0f} s)")
+    return info
+
+
 def distillation(cfg: BrainConfig) -> tuple[float, float]:
     """The temperature and soft-term weight of distillation (defaults 4 and 0.9, Hinton et al.'s range)."""
     t = 4.0 if cfg.distill_temperature is None else cfg.distill_temperature
@@ -365,6 +392,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     model, history["train"] = _phase(ctx, model, train, "train", data, run, pre, aug, fraction)
     train_s = time.time() - t0
     x, y = data["x"][size], data["y"]
+    bn = precise_bn_statistics(ctx, model, x, data["train"], run.seed, pre) if cfg.precise_bn else None
 
     def probs(idx):
         return tta_predict(lambda v: ctx.predict(model, array_dataset(v, None, 64, preprocess=pre), 64), x[idx],
@@ -392,7 +420,9 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
            "tta": cfg.tta or "none", "label_smoothing": cfg.label_smoothing or 0.0, "translate": cfg.translate or 0.0,
            "rotation": aug["rotation"], "zoom": aug["zoom"],  # fractions (of a turn, of the size)
            "weight_decay": cfg.stage("train").weight_decay,  # stage "train"; "frozen": config.json
-           "ema": cfg.stage("train").ema}
+           "ema": cfg.stage("train").ema, "precise_bn": bool(cfg.precise_bn)}
+    if bn is not None:
+        row["precise_bn_layers"], row["precise_bn_images"] = bn["layers"], bn["images"]
     if cfg.teachers is not None:
         from medattn.training.config import file_sha256
 
@@ -631,6 +661,10 @@ def _check(cfg: BrainConfig) -> None:
             DistillationLoss(*distillation(cfg))
         except ValueError as e:
             raise UserError(f"distill_{e}") from None
+    if cfg.precise_bn and cfg.weights != "none":
+        raise UserError("precise_bn recomputes the statistics of BatchNorm layers that train; with pretrained weights "
+                        "(the paper profile) the backbone's BatchNorm layers stay frozen at their pretrained "
+                        "statistics, so there is nothing to recompute: use it with --weights none")
     from medattn.evaluation import tta_refusal
 
     if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "

@@ -1,18 +1,67 @@
 """One module per paper model."""
 
 
+def _bn_layers(model) -> list:
+    """Every BatchNormalization layer of ``model``, nested models included, each once."""
+    import keras
+
+    found, seen, stack = [], set(), list(model.layers)
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []))
+        if isinstance(layer, keras.layers.BatchNormalization) and id(layer) not in seen:
+            seen.add(id(layer))
+            found.append(layer)
+    return found
+
+
 def set_bn_momentum(model, momentum: float):
     """Set the moving-average momentum of every BatchNormalization layer in ``model`` (nested models included).
 
     keras.applications' MobileNetV2 uses 0.999 and Keras' default is 0.99: with a few hundred steps, as in our
     from-scratch CPU runs, the moving statistics are still mostly their initial values, and inference-mode outputs
     are unusable; 0.9 follows the batches within a few dozen steps."""
-    import keras
-
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop()
-        stack.extend(getattr(layer, "layers", []))
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
+    for layer in _bn_layers(model):
+        layer.momentum = momentum
     return model
+
+
+def recompute_bn_statistics(model, batches, *, progress: bool = False) -> dict:
+    """Replace the moving mean and variance of every trainable BatchNormalization layer in ``model`` by the average,
+    over ``batches``, of its per-batch mean and variance under the model's final weights ("precise BN", Wu and
+    Johnson 2021, *Rethinking "Batch" in BatchNorm*; He et al. 2016 for ResNet).
+
+    During training the moving statistics are an exponential average over the last ~1/(1 - momentum) batches, each
+    taken under the weights of its own step: with momentum 0.9 (our from-scratch profiles) that is about ten batches.
+    This pass runs the model in training mode (batch statistics normalize, as in training) over ``batches`` with the
+    weights fixed, and sets each layer's moving statistics to the equal-weight mean over the batches. Only the moving
+    statistics change: no trainable weight does, and layers that are frozen (``trainable=False``, e.g. the paper
+    profiles' fine-tuning) keep theirs. ``batches``: an iterable of input batches (arrays or tensors, or ``(x, ...)``
+    tuples whose first element is the input), all of the same size as in training for faithful variances; the caller
+    drops a short last batch. Runs eagerly (each batch's momentum differs), outside any distribution strategy's
+    ``run``. Dropout in training mode runs too; it changes nothing upstream of the last BatchNormalization layer, and
+    the caller must not use this on a model with dropout before a BatchNormalization layer.
+
+    Returns ``{"layers": number of layers recomputed, "batches": n, "images": n_images}``; with no trainable
+    BatchNormalization layer nothing runs and ``layers`` is 0."""
+    from tqdm.auto import tqdm
+
+    layers = [layer for layer in _bn_layers(model) if layer.trainable]
+    if not layers:
+        return {"layers": 0, "batches": 0, "images": 0}
+    momenta = [layer.momentum for layer in layers]
+    n = images = 0
+    try:
+        for batch in tqdm(batches, desc="BatchNorm statistics", unit="batch", disable=not progress, leave=False):
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            n += 1
+            for layer in layers:  # moving <- moving * (n-1)/n + batch/n: the running mean over the batches so far
+                layer.momentum = (n - 1) / n
+            model(x, training=True)
+            images += int(x.shape[0])
+    finally:
+        for layer, m in zip(layers, momenta):
+            layer.momentum = m
+    if n == 0:
+        raise ValueError("recompute_bn_statistics: no batches given")
+    return {"layers": len(layers), "batches": n, "images": images}

@@ -115,6 +115,60 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
                            "vgg16.keras")["tta"] == "flip"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_precise_bn_re_evaluates_a_finished_checkpoint_with_recomputed_statistics(tmp_path):
+    """precise_bn changes only the evaluation: a finished checkpoint is evaluated again (nothing trains), every
+    BatchNorm layer's moving statistics are recomputed over the train images in whole batches, on two replicas too,
+    and the row records it; the model saved from the run carries the new statistics."""
+    import keras
+
+    from medattn.saving import load_model
+
+    data = _fake_release(tmp_path / "brain_tumor_mri")
+    base = ["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set", "backbones=mobilenetv2"]
+    r = _run([*base, "--out", tmp_path / "plain"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    saved = tmp_path / "runs" / "brain_tumor_transfer-smoke" / "mobilenetv2_s0" / "models" / "mobilenetv2.keras"
+
+    def bns(path):
+        stack, out = list(load_model(path, compile=False).layers), []
+        while stack:
+            la = stack.pop()
+            stack.extend(getattr(la, "layers", []))
+            out += [la] if isinstance(la, keras.layers.BatchNormalization) else []
+        return out
+
+    before = {la.name: np.array(la.moving_mean) for la in bns(saved)}
+    env = {**_env(), "MEDATTN_CPU_REPLICAS": "2"}
+    r = subprocess.run([sys.executable, str(SCRIPT), *map(str, [*base, "--out", tmp_path / "pbn", "--resume",
+                                                                "--strategy", "mirrored", "--set", "precise_bn=true"])],
+                       capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    plain = json.loads((tmp_path / "plain" / "runs.json").read_text())["rows"][0]
+    pbn = json.loads((tmp_path / "pbn" / "runs.json").read_text())["rows"][0]
+    assert plain["precise_bn"] is False and "precise_bn_layers" not in plain
+    assert pbn["precise_bn"] is True and pbn["precise_bn_layers"] == len(before) > 10
+    n_train = pbn["precise_bn_images"]
+    assert n_train > 0 and n_train % 8 == 0  # whole batches of the smoke profile's 8
+    assert pbn["epochs_run"] == plain["epochs_run"] and pbn["resumed_from"] == {"train": 1}  # evaluated, not trained
+    after = {la.name: np.array(la.moving_mean) for la in bns(saved)}
+    assert all(not np.allclose(before[k], after[k]) for k in before)
+    p0, p1 = (np.load(tmp_path / d / "predictions" / "mobilenetv2_s0.npz")["val_prob"] for d in ("plain", "pbn"))
+    assert np.allclose(p1.sum(1), 1, atol=1e-4) and not np.allclose(p0, p1, atol=1e-6)
+    assert json.loads((tmp_path / "pbn" / "config.json").read_text())["precise_bn"] is True
+
+
+def test_precise_bn_with_pretrained_weights_is_refused(tmp_path, capsys):
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "brain_tumor_transfer")
+    assert mod.main(["--profile", "paper", "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "r"),
+                     "--set", "precise_bn=true"]) == 2
+    assert "nothing to recompute: use it with --weights none" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_accuracy_bars_draw_the_seed_mean_and_every_seed(tmp_path, monkeypatch):
     """The official-vs-de-duplicated bar plot: bars at the mean over a backbone's seeds, each seed drawn beside."""
     import matplotlib.pyplot as plt
