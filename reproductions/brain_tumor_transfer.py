@@ -252,19 +252,14 @@ def _phase(ctx, model, stage, name, data, run, pre, aug, fraction):
 
 
 def precise_bn_statistics(ctx, model, x, train, seed: int, pre) -> dict:
-    """Recompute the model's BatchNorm statistics over its train images (``precise_bn``): the images in an order
-    shuffled by ``seed`` (sorted by class they would give each batch one class's statistics), no augmentation, batches
-    of stage "train"'s size, a short last batch dropped."""
-    from medattn.datasets.pipeline import array_dataset
-    from medattn.models import recompute_bn_statistics
+    """Recompute the model's BatchNorm statistics over its train images (``precise_bn``; the images shuffled by
+    ``seed``, no augmentation, batches of stage "train"'s size, a short last batch dropped)."""
+    from medattn.models import recompute_bn_statistics_from_arrays
 
-    bs = ctx.cfg.stage("train").batch_size
-    order = np.random.default_rng(seed).permutation(np.asarray(train))
-    if len(order) >= bs:
-        order = order[:len(order) // bs * bs]
     t0 = time.time()
-    info = recompute_bn_statistics(model, array_dataset(x[order], None, bs, preprocess=pre),
-                                   progress=ctx.cfg.verbose == 1 and sys.stdout.isatty())
+    info = recompute_bn_statistics_from_arrays(model, x[np.asarray(train)], ctx.cfg.stage("train").batch_size,
+                                               seed=seed, preprocess=pre,
+                                               progress=ctx.cfg.verbose == 1 and sys.stdout.isatty())
     ctx.log(f"precise BatchNorm statistics: {info['layers']} layers over {info['images']} train images "
             f"({time.time() - t0:.0f} s)")
     return info

@@ -114,13 +114,20 @@ class DcnnimafConfig(ExperimentConfig):
     # mirror image (it trains with horizontal flips). Evaluation only: --resume --out NEW with the same --runs-dir
     # evaluates finished checkpoints with it instead of training again. None: off, and no part of the run identity
     cls_tta: str | None = None
+    # --set cls_precise_bn=true: before the classifier is evaluated, its BatchNorm layers' moving mean and variance
+    # are recomputed over its training inputs (image + out-of-fold mask, no augmentation, shuffled by the seed,
+    # batches of stage "cls"'s size) with the final weights (medattn.models.recompute_bn_statistics), instead of the
+    # exponential average over the last ~10 training batches that momentum 0.9 keeps. Evaluation only, like
+    # cls_tta. None: off, and no part of the run identity
+    cls_precise_bn: bool | None = None
     # --set selection=true: choose settings without the test split. Each protocol's test part is set aside
     # unread; a quarter of its training part (groups whole, stratified) becomes the part the tables report on, so
     # models train on ~52 % of the images. Results go under runs/, never to results/. Part of every run's
     # identity (False included), unlike the optional fields below, which count only when not None.
     selection: bool = False
-    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters", "seg_gate", "cls_tta")
-    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("cls_tta",)
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters", "seg_gate", "cls_tta",
+                                                  "cls_precise_bn")
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("cls_tta", "cls_precise_bn")
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("protocols",)
 
 
@@ -299,6 +306,15 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
                                          augment=aug),
             cls_stage, ckroot / "classifier", label=f"{name} s{seed} cls",
             validation_data=(cls_input("val"), xs["val"][2]), class_weight=cw, monitor="val_loss", mode="min")
+    pbn = None
+    if cfg.cls_precise_bn:
+        from medattn.models import recompute_bn_statistics_from_arrays
+
+        t0 = time.time()
+        pbn = recompute_bn_statistics_from_arrays(cls, xin, cls_stage.batch_size, seed=seed,
+                                                  progress=cfg.verbose == 1 and sys.stdout.isatty())
+        ctx.log(f"{name} s{seed} classifier: precise BatchNorm statistics, {pbn['layers']} layers over "
+                f"{pbn['images']} training inputs ({time.time() - t0:.0f} s)")
     prob = _classify(ctx, cls, cls_input("test"))
     vprob = _classify(ctx, cls, cls_input("val"))
     yt = xs["test"][2]
@@ -330,6 +346,9 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     # the classifier on the validation images (what chose its epoch), and how it was read
     row["val_accuracy_cls"] = float(np.mean(vprob.argmax(1) == xs["val"][2]))
     row["cls_tta"] = cfg.cls_tta or "none"
+    row["cls_precise_bn"] = bool(cfg.cls_precise_bn)
+    if pbn is not None:
+        row["cls_precise_bn_images"] = pbn["images"]
     row.update(external)
     names = [part["test"][i].name for i in range(len(yt))]
     np.savez(ctx.out / "predictions" / f"{name}_s{seed}.npz", y_true=yt, prob=prob, names=np.array(names),

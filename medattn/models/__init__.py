@@ -65,3 +65,20 @@ def recompute_bn_statistics(model, batches, *, progress: bool = False) -> dict:
     if n == 0:
         raise ValueError("recompute_bn_statistics: no batches given")
     return {"layers": len(layers), "batches": n, "images": images}
+
+
+def recompute_bn_statistics_from_arrays(model, x, batch_size: int, *, seed: int, preprocess=None,
+                                        progress: bool = False) -> dict:
+    """:func:`recompute_bn_statistics` over in-memory training inputs ``x`` (``(n, H, W, C)``): the rows in an order
+    shuffled by ``seed`` (inputs sorted by class would give each batch one class's statistics), no augmentation,
+    batches of ``batch_size`` (the training batch size, for faithful variances) with a short last batch dropped
+    (kept only when there is no whole batch), ``preprocess`` applied to each batch as in training."""
+    import numpy as np
+
+    from medattn.datasets.pipeline import array_dataset
+
+    order = np.random.default_rng(seed).permutation(len(x))
+    if len(order) >= batch_size:
+        order = order[:len(order) // batch_size * batch_size]
+    return recompute_bn_statistics(model, array_dataset(np.asarray(x)[order], None, batch_size, preprocess=preprocess),
+                                   progress=progress)

@@ -235,6 +235,33 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     r = subprocess.run(cmd[:-1] + ["cls_tta=dihedral"], capture_output=True, text=True, timeout=300, env=env,
                        cwd=tmp_path)
     assert r.returncode == 2 and "cls_tta 'dihedral'" in r.stderr and "Traceback" not in r.stderr
+    # precise BatchNorm statistics for the classifier: evaluation only too; the classifier's moving statistics are
+    # recomputed over its training inputs in whole batches and the saved classifier carries them
+    import keras
+
+    from medattn.saving import load_model
+
+    saved = tmp_path / "runs" / "dcnnimaf-smoke" / "grouped_s0" / "models" / "classifier.keras"
+
+    def moving_means(path):
+        m = load_model(path, compile=False)
+        return {la.name: np.array(la.moving_mean) for la in m.layers
+                if isinstance(la, keras.layers.BatchNormalization)}
+
+    before = moving_means(saved)
+    out3 = tmp_path / "pbn"
+    r = subprocess.run([*cmd[:cmd.index("--out") + 1], str(out3), *cmd[cmd.index("--out") + 2:-1],
+                        "cls_precise_bn=true"], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pbn = json.loads((out3 / "runs.json").read_text())["rows"][0]
+    assert pbn["cls_precise_bn"] is True and row["cls_precise_bn"] is False and "cls_precise_bn_images" not in row
+    assert pbn["cls_precise_bn_images"] > 0 and pbn["cls_precise_bn_images"] % 8 == 0  # whole batches of 8
+    assert pbn["dice_lesion_raw"] == row["dice_lesion_raw"] and "resumed_stages" in pbn
+    p3 = np.load(out3 / "predictions" / "grouped_s0.npz")["prob"]
+    assert not np.allclose(p1, p3, atol=1e-6)
+    after = moving_means(saved)
+    assert len(before) > 3 and all(not np.allclose(before[k], after[k]) for k in before)
+    assert json.loads((out3 / "config.json").read_text())["cls_precise_bn"] is True
 
 
 @pytest.mark.slow
