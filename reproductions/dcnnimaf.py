@@ -88,6 +88,9 @@ class DcnnimafConfig(ExperimentConfig):
     # of the segmenter's FLOPs (benchmarks/results/linknet_head.md)
     seg_final_filters: int | None = None
     seg_attention: str = "scse"  # after each LinkNet decoder block; the no_attention protocol uses none
+    # --set seg_freeze_encoder=true: the segmenter's pretrained encoder (--weights hed or a file) stays fixed and only
+    # the decoder trains. None: off, and no part of the run identity
+    seg_freeze_encoder: bool | None = None
     cls_attention: str = "cbam"  # after each DCNNIMAF stage (channel then spatial), plus self-attention
     cls_filters: tuple[int, ...] = (32, 64, 128, 256, 256)
     crossfit_folds: int = 3
@@ -126,7 +129,7 @@ class DcnnimafConfig(ExperimentConfig):
     # identity (False included), unlike the optional fields below, which count only when not None.
     selection: bool = False
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters", "seg_gate", "cls_tta",
-                                                  "cls_precise_bn")
+                                                  "cls_precise_bn", "seg_freeze_encoder")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("cls_tta", "cls_precise_bn")
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("protocols",)
 
@@ -194,6 +197,7 @@ def _seg_model(ctx, attention, n_images):
     def builder():
         m = build_linknet(cfg.seg_backbone, stage.image_size, weights=_weights(cfg),
                           attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width,
+                          freeze_encoder=bool(cfg.seg_freeze_encoder),
                           final_filters=32 if cfg.seg_final_filters is None else cfg.seg_final_filters)
         set_bn_momentum(m, cfg.bn_momentum)
         return m
@@ -649,6 +653,9 @@ def _check(cfg) -> None:
         raise UserError(f"seg_backbone={cfg.seg_backbone}, encoder_width={cfg.encoder_width:g}: {e}"
                         + ("; add --set encoder_width=1.0, or use --profile paper" if cfg.encoder_width != 1.0
                            else "")) from None
+    if cfg.seg_freeze_encoder and cfg.weights == "none":
+        raise UserError("seg_freeze_encoder=true keeps the encoder's weights fixed; with --weights none they are "
+                        "random: give pretrained weights (--weights hed, imagenet or a file) or drop it")
     from medattn.evaluation import tta_refusal
 
     if refusal := tta_refusal("cls_tta", cfg.cls_tta, ("flip",), "the classifier trains with horizontal flips and "

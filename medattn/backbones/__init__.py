@@ -5,6 +5,7 @@
 ``FEATURE_TAPS[backbone]`` is the tap table alone; the tests check the spatial size at every level.
 """
 
+from .hed import HED_INSTALL, HED_SHA256, HED_SOURCE, hed_provenance, hed_weights_file, load_hed_convolutions
 from .inception_resnet_v2 import IRV2_TAPS, inception_resnet_v2_same
 from .registry import (
                        BACKBONES,
@@ -16,6 +17,7 @@ from .registry import (
                        get_backbone,
                        imagenet_file,
                        imagenet_weights_status,
+                       is_hed_weights,
                        options_for,
                        preprocess_fn,
                        preprocessing_for,
@@ -26,7 +28,9 @@ from .vgg import VGG_TAPS, vgg
 
 FEATURE_TAPS = {name: dict(entry.taps) for name, entry in BACKBONES.items()}
 
-__all__ = ["BACKBONES", "Backbone", "FEATURE_TAPS", "FeatureTap", "IRV2_TAPS", "PREPROCESSING", "RESNET34_TAPS",
-           "VGG_TAPS", "backbone_options", "check_backbone", "get_backbone", "imagenet_file", "imagenet_weights_status",
+__all__ = ["BACKBONES", "Backbone", "FEATURE_TAPS", "FeatureTap", "HED_INSTALL", "HED_SHA256", "HED_SOURCE",
+           "IRV2_TAPS", "PREPROCESSING", "RESNET34_TAPS",
+           "VGG_TAPS", "backbone_options", "check_backbone", "get_backbone", "hed_provenance", "hed_weights_file", "imagenet_file",
+           "imagenet_weights_status", "is_hed_weights", "load_hed_convolutions",
            "inception_resnet_v2_same", "options_for", "preprocess_fn", "preprocessing_for", "resnet34", "vgg",
            "weights_card"]

