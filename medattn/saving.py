@@ -26,7 +26,7 @@ def save_model_card(model, path, card: dict) -> Path:
     ``input_size``, ``preprocessing`` (a :data:`medattn.backbones.PREPROCESSING` name applied to images in
     [0, 255], or ``"inside"`` when the model does it) and ``class_names``; ``threshold``, ``metrics``, the data
     manifest hash and anything else are kept as given."""
-    from .training.fit import atomic_write_text
+    from .utils import atomic_write_text
 
     missing = [k for k in CARD_KEYS if k not in card]
     if missing:

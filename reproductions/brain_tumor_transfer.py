@@ -30,7 +30,7 @@ Protocol (``shared/PAPERS.md`` section 4; where we depart, the profile says so a
   recall; macro one-vs-rest AUC; ECE; 95 % bootstrap intervals over test images.
 
 Everything else (command line, strategy, checkpoints, resume, records, dry run) is the shared runner's
-(:mod:`medattn.training.reproduction`); this file holds only what is particular to the paper.
+(:mod:`medattn.runner.reproduction`); this file holds only what is particular to the paper.
 """
 
 from __future__ import annotations
@@ -43,11 +43,9 @@ from typing import ClassVar
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from medattn.training import ExperimentConfig, Stage  # noqa: E402
-from medattn.training.reproduction import Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
-from medattn.training.reproduction import main as run_reproduction  # noqa: E402
+from medattn.runner.reproduction import Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import main as run_reproduction
+from medattn.training import ExperimentConfig, Stage
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 BACKBONES = ("xception", "mobilenetv2", "inceptionv3", "resnet50", "vgg16", "densenet121")
@@ -419,7 +417,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     if bn is not None:
         row["precise_bn_layers"], row["precise_bn_images"] = bn["layers"], bn["images"]
     if cfg.teachers is not None:
-        from medattn.training.config import file_sha256
+        from medattn.utils import file_sha256
 
         row["distill_temperature"], row["distill_weight"] = distillation(cfg)
         row["teachers"] = [{"file": str(f), "sha256": file_sha256(f)} for f in cfg.teachers]

@@ -30,18 +30,15 @@ Everything else (command line, strategy, checkpoints, resume, records, dry run) 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from medattn.training import ExperimentConfig, Stage  # noqa: E402
-from medattn.training.reproduction import Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
-from medattn.training.reproduction import main as run_reproduction  # noqa: E402
+from medattn.runner.reproduction import Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import main as run_reproduction
+from medattn.training import ExperimentConfig, Stage
 
 VARIANTS = {"dcat": "cross_attention", "concat": "concat", "a_only": "a_only", "b_only": "b_only"}
 # the paper's AUC / AUPR per dataset kind (our chest_xray folder is Kermany pneumonia + COVID-19: no paper number)

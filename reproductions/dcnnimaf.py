@@ -28,7 +28,7 @@ second dataset in the BUSI layout (any subset of the classes) and adds external 
 saved with their cards in each run's ``models/`` folder (``medattn-predict`` runs them). ``--set selection=true``
 chooses settings without the test split: each protocol's test part is set aside unread and a quarter of its
 training part is reported on instead (results under ``runs/``, never ``results/``). Everything else (command line, strategy, checkpoints, resume, records) is
-the shared runner's (:mod:`medattn.training.reproduction`).
+the shared runner's (:mod:`medattn.runner.reproduction`).
 """
 
 from __future__ import annotations
@@ -41,12 +41,10 @@ from typing import ClassVar
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from medattn.datasets.audit import DATASET_VERIFY  # noqa: E402
-from medattn.training import ExperimentConfig, Stage  # noqa: E402
-from medattn.training.reproduction import DataSource, Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
-from medattn.training.reproduction import main as run_reproduction  # noqa: E402
+from medattn.datasets.audit import DATASET_VERIFY
+from medattn.runner.reproduction import DataSource, Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import main as run_reproduction
+from medattn.training import ExperimentConfig, Stage
 
 PAPER = {"dice_lesion": 0.972, "iou_lesion": 0.969, "pixel_accuracy": 0.981, "accuracy": 0.992,
          "f1_macro": 0.991, "precision_macro": 0.993, "recall_macro": 0.991}

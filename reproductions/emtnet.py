@@ -33,18 +33,15 @@ Everything else (command line, strategy, checkpoints, resume, records, dry run) 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from medattn.datasets.audit import DATASET_VERIFY  # noqa: E402
-from medattn.training import ExperimentConfig, Stage  # noqa: E402
-from medattn.training.reproduction import Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
-from medattn.training.reproduction import main as run_reproduction  # noqa: E402
+from medattn.datasets.audit import DATASET_VERIFY
+from medattn.runner.reproduction import Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import main as run_reproduction
+from medattn.training import ExperimentConfig, Stage
 
 PAPER = {"accuracy": 0.886, "sensitivity": 0.941, "specificity": 0.853, "latency_s": 0.35}
 REEVALUATION = {"accuracy": 0.839, "sensitivity": 0.873, "specificity": 0.817}  # BUSI+BUSIS, 5-fold, same group

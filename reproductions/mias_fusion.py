@@ -36,24 +36,21 @@ Profiles:
 * ``smoke``: two tiny runs on a few patches; for tests.
 
 Everything else (command line, strategy, checkpoints, resume, records, dry run) is the shared runner's
-(:mod:`medattn.training.reproduction`); this file holds only what is particular to the paper.
+(:mod:`medattn.runner.reproduction`); this file holds only what is particular to the paper.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from medattn.training import ExperimentConfig, Stage  # noqa: E402
-from medattn.training.reproduction import Reproduction, RunSpec, UserError, flat_rows  # noqa: E402
-from medattn.training.reproduction import main as run_reproduction  # noqa: E402
+from medattn.runner.reproduction import Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import main as run_reproduction
+from medattn.training import ExperimentConfig, Stage
 
 PAPER = {  # Table values of the paper (test set, 64 ROIs, majority vote); tumour is the positive class
     "vgg16:model1": {"accuracy": 0.8906, "recall_tumour": 0.913, "precision_tumour": 0.8077},

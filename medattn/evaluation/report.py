@@ -18,7 +18,8 @@ import json
 import re
 from pathlib import Path
 
-from .tables import render_markdown, to_jsonable
+from ..utils import to_jsonable
+from .tables import render_markdown
 
 
 def regenerate(root) -> list[Path]:

@@ -18,25 +18,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..utils import to_jsonable
+
 __all__ = ["comparison_rows", "write_table", "render_markdown", "to_jsonable", "fmt"]
-
-
-def to_jsonable(x):
-    """NumPy scalars/arrays and Paths to plain JSON types; NaN and infinities become None (JSON ``null``), so every
-    file we write is strict JSON that any parser reads."""
-    if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [to_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return to_jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def comparison_rows(

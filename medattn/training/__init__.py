@@ -1,5 +1,5 @@
 """Experiment configs and profiles, the shared CLI, tf.distribute strategy choice, seeds, fit loop, records, and
-the reproduction runner every script stands on (:mod:`medattn.training.reproduction`)."""
+the reproduction runner every script stands on (:mod:`medattn.runner.reproduction`)."""
 
 from .cli import SHARED_FLAGS, build_parser, default_data_dir, parse_config
 from .config import ExperimentConfig, Stage, config_hash, load_config, override, save_config

@@ -17,13 +17,14 @@ top-level ``epochs`` that nothing reads.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import typing
 from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, Mapping
+
+from ..utils import atomic_write_text, file_sha256
 
 __all__ = ["ExperimentConfig", "Stage", "override", "save_config", "load_config", "coerce_field", "STAGE_FIELDS",
            "config_hash", "legacy_config_hashes", "RUN_ONLY_FIELDS"]
@@ -210,21 +211,6 @@ def _hash(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes (cached by path, size and modification time)."""
-    st = Path(path).stat()
-    return _file_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _hashed_fields(cfg: ExperimentConfig, exclude) -> dict:
     optional = getattr(cfg, "IDENTITY_IF_SET", ())
     d = {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"
@@ -339,18 +325,12 @@ def override(cfg: ExperimentConfig, changes: Mapping[str, Any]) -> ExperimentCon
     return dataclasses.replace(cfg, stages=stages, **top)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def save_config(cfg: ExperimentConfig, path, extra: Mapping[str, Any] | None = None, drop=()) -> Path:
     """Write ``cfg`` (less the fields named in ``drop``: settings the run does not read) and ``extra``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = {k: v for k, v in cfg.to_dict().items() if k not in drop}
-    _atomic_write_text(path, json.dumps({"config_class": type(cfg).__name__, **fields, **(extra or {})},
+    atomic_write_text(path, json.dumps({"config_class": type(cfg).__name__, **fields, **(extra or {})},
                                         indent=2) + "\n")
     return path
 

@@ -143,7 +143,7 @@ class RunRecorder:
     def finish(self, **extra) -> dict:
         meta = {**self.snapshot(), **extra}
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        from .fit import atomic_write_text
+        from ..utils import atomic_write_text
 
         atomic_write_text(self.out_dir / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
         return meta

@@ -112,7 +112,7 @@ def test_weights_for_a_second_branch_that_ignores_them_are_refused():
     backbone names, while every profile passes."""
     import dataclasses
 
-    from medattn.training.reproduction import UserError
+    from medattn.runner.reproduction import UserError
     from tests.conftest import load_script
 
     mod = load_script("reproductions", "dcat")

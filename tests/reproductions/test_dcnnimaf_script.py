@@ -74,7 +74,7 @@ class _Ctx:
         self.cfg, self.pool, self.strategy = cfg, ModelPool(), tf.distribute.get_strategy()
         self.precision_requested, self._per_model = cfg.mixed_precision, None
 
-    from medattn.training.reproduction import Context
+    from medattn.runner.reproduction import Context
 
     build, scope, precision, precision_scope = Context.build, Context.scope, Context.precision, Context.precision_scope
 
@@ -151,7 +151,7 @@ def test_encoder_width_is_refused_where_it_cannot_apply():
     VGG with ImageNet weights, is refused before anything runs (both failed only when the first model was built)."""
     import dataclasses
 
-    from medattn.training.reproduction import UserError
+    from medattn.runner.reproduction import UserError
 
     mod = _script()
     for cfg in mod.PROFILES.values():
@@ -346,7 +346,7 @@ def test_selection_split_never_touches_the_test_part_and_keeps_groups_whole():
 
 def test_selection_runs_never_write_the_committed_results(tmp_path, monkeypatch):
     """--set selection=true on the committed (cpu) profile: the tables go under runs/<paper>-cpu-selection/."""
-    from medattn.training import reproduction
+    from medattn.runner import reproduction
 
     seen = {}
 
@@ -447,7 +447,7 @@ def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_fr
 def test_a_frozen_encoder_needs_pretrained_weights():
     import dataclasses
 
-    from medattn.training.reproduction import UserError
+    from medattn.runner.reproduction import UserError
 
     mod = _script()
     with pytest.raises(UserError, match="seg_freeze_encoder=true keeps the encoder's weights fixed"):

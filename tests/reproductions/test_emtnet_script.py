@@ -194,7 +194,7 @@ def test_width_is_refused_where_it_would_be_ignored():
     file), it used to be dropped silently (the cpu profile's 0.5 with ``--set backbone=resnet50``): now refused."""
     import dataclasses
 
-    from medattn.training.reproduction import UserError
+    from medattn.runner.reproduction import UserError
     from tests.conftest import load_script
 
     mod = load_script("reproductions", "emtnet")

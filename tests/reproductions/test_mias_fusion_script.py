@@ -88,7 +88,7 @@ def test_imagenet_weights_with_a_scaled_backbone_are_refused_before_anything_run
     refused up front (it failed at the first model before, and MobileNet silently became alpha 1.0)."""
     import dataclasses
 
-    from medattn.training.reproduction import UserError
+    from medattn.runner.reproduction import UserError
     from tests.conftest import load_script
 
     mod = load_script("reproductions", "mias_fusion")
@@ -141,7 +141,7 @@ def test_a_rotation_given_in_degrees_is_refused_before_anything_runs():
     by the augmenter's range check instead of failing at the first model."""
     import dataclasses
 
-    from medattn.training.reproduction import UserError
+    from medattn.runner.reproduction import UserError
     from tests.conftest import load_script
 
     mod = load_script("reproductions", "mias_fusion")

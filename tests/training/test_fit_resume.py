@@ -119,7 +119,7 @@ def test_first_run_of_a_fresh_process_equals_later_runs(tmp_path):
 
 
 def _write_many(path, n):
-    from medattn.training.fit import atomic_write_text
+    from medattn.utils import atomic_write_text
 
     for i in range(n):
         atomic_write_text(path, f"{i}\n")

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medattn.runner.reproduction import Reproduction, RunSpec, flat_rows
+from medattn.runner.reproduction import main as run_main
 from medattn.training import precision as P
-from medattn.training.reproduction import Reproduction, RunSpec, flat_rows
-from medattn.training.reproduction import main as run_main
 from tests.training._toy import toy_data, toy_dataset, toy_model
 from tests.training.test_reproduction_runner import PROFILES
 

@@ -8,9 +8,9 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+from medattn.runner.reproduction import Reproduction, RunSpec, flat_rows
+from medattn.runner.reproduction import main as run_main
 from medattn.training import ExperimentConfig, Stage
-from medattn.training.reproduction import Reproduction, RunSpec, flat_rows
-from medattn.training.reproduction import main as run_main
 from tests.training._toy import toy_data, toy_dataset, toy_model
 
 
@@ -235,7 +235,7 @@ def _killed_in_arm_b(repro, tmp_path, data, when: set) -> list[str]:
 
 def test_killed_process_still_counts_in_run_json(tmp_path, data, monkeypatch):
     """run.json is rewritten while training, so the time of a process that dies counts when --resume finishes."""
-    from medattn.training import reproduction
+    from medattn.runner import reproduction
 
     monkeypatch.setattr(reproduction, "HEARTBEAT_S", 0.05)
     repro = _repro(tmp_path)

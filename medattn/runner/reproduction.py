@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .config import ExperimentConfig, Stage, config_hash, save_config
-from .fit import atomic_write_text
+from ..training.config import ExperimentConfig, Stage, config_hash, save_config
+from ..utils import atomic_write_text
 
 __all__ = ["Reproduction", "RunSpec", "Context", "main", "UserError", "DataSource", "flat_rows"]
 
@@ -118,7 +118,7 @@ class Context:
         self.dry_run = cfg.dry_run
         self.synthetic = data.synthetic
         self.skipped: list[str] = []  # files a loader skipped, named in the tables' footnotes
-        from .reuse import ModelPool
+        from ..training.reuse import ModelPool
 
         self.pool = ModelPool()
         self.resumed_stages: list[str] = []  # stages of the current run that continued from a checkpoint
@@ -140,7 +140,7 @@ class Context:
 
     # seeds, strategy, models ----------------------------------------------------------------------------------
     def seed(self, seed: int) -> None:
-        from .seed import set_seed
+        from ..training.seed import set_seed
 
         set_seed(seed, self.cfg.deterministic)
 
@@ -150,7 +150,7 @@ class Context:
     def precision(self, model: str, size: int) -> str:
         """The precision model ``model`` at input ``size`` trains in (the run's, or float32 where ``auto`` met a
         model measured faster in float32 here: :mod:`medattn.training.precision`)."""
-        from .precision import cpu_per_model_precision, model_precision, precision_key
+        from ..training.precision import cpu_per_model_precision, model_precision, precision_key
 
         if self.precision_requested != "auto" or self.cfg.mixed_precision != "bf16":
             return self.cfg.mixed_precision
@@ -161,14 +161,14 @@ class Context:
 
     def precision_overrides(self, arm: str) -> dict[str, str]:
         """``{model@size: precision}`` for the models of ``arm`` that do not train in the run's precision."""
-        from .precision import precision_key
+        from ..training.precision import precision_key
 
         return {precision_key(m, s): p for m, s in self.repro.models(self.cfg, arm)
                 if (p := self.precision(m, s)) != self.cfg.mixed_precision}
 
     def precision_scope(self, model: str, size: int):
         """Build ``model`` inside this block: its layers take the precision :meth:`precision` gives."""
-        from .precision import policy_scope
+        from ..training.precision import policy_scope
 
         return policy_scope(self.precision(model, size))
 
@@ -233,7 +233,7 @@ class Context:
         per-model exception would now train one in float32 (rows made before the exceptions existed stay
         reusable); a row or checkpoint made with an exception is another run wherever that exception differs,
         and a checkpoint never continues in another precision than it started in."""
-        from .config import legacy_config_hashes
+        from ..training.config import legacy_config_hashes
 
         ident = self.identity(spec, checkpoint)
         diff = [k for k in ident if stored.get(k) != ident[k]]
@@ -270,7 +270,7 @@ class Context:
     def fit(self, model, data, stage: Stage, ckpt: Path, *, label: str, **kwargs):
         """:func:`medattn.training.fit` with the stage's epochs, batch, patience and weight average, the strategy,
         resume, TensorBoard and progress settings; a dry run trains one epoch of two steps."""
-        from .fit import fit
+        from ..training.fit import fit
 
         epochs = 1 if self.dry_run else stage.epochs
         steps = 2 if self.dry_run else kwargs.pop("steps_per_epoch", None)
@@ -324,7 +324,7 @@ class Context:
         return path
 
     def predict(self, model, x, batch_size: int = 32):
-        from .custom_loop import predict
+        from ..training.custom_loop import predict
 
         return predict(model, x, batch_size)
 
@@ -362,7 +362,7 @@ def flat_rows(rows: list[dict]) -> list[dict]:
 
 def _append_row(path: Path, row: dict) -> None:
     """Append one JSON line atomically (the whole file is rewritten through a temporary file)."""
-    from ..evaluation.tables import to_jsonable
+    from ..utils import to_jsonable
 
     text = path.read_text() if path.exists() else ""
     atomic_write_text(path, text + json.dumps(to_jsonable(row), allow_nan=False) + "\n")
@@ -387,21 +387,29 @@ def main(repro: Reproduction, argv=None) -> int:
     notebook or a test, keeps its own precision)."""
     import keras
 
+    from ..training.fit import TrainingDiverged
+
     policy = keras.mixed_precision.global_policy()
+    locks_before = set(_HELD_LOCKS)
     try:
         return _main(repro, argv)
     except UserError as e:
         print(f"{Path(repro.script).name}: {e}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, OSError) as e:  # a diverging loss, a full disk: one line; finished runs are kept
+        print(f"{Path(repro.script).name}: {e}", file=sys.stderr)
+        return 1
     finally:
         keras.mixed_precision.set_global_policy(policy)
+        for key in set(_HELD_LOCKS) - locks_before:  # the folders this call locked
+            _HELD_LOCKS.pop(key).close()
 
 
 def _main(repro: Reproduction, argv) -> int:
     from ..datasets.core import DatasetError
-    from .cli import build_parser, default_data_dir, parse_config
-    from .records import RunRecorder, dataset_fingerprint
-    from .strategy import get_strategy, resolve_mixed_precision, set_mixed_precision
+    from ..training.cli import build_parser, default_data_dir, parse_config
+    from ..training.records import RunRecorder, dataset_fingerprint
+    from ..training.strategy import get_strategy, resolve_mixed_precision, set_mixed_precision
 
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = Path(repro.script).name
@@ -426,6 +434,9 @@ def _main(repro: Reproduction, argv) -> int:
     if repro.check is not None:
         repro.check(cfg)
     _refuse_unused_settings(repro, cfg)
+    if not cfg.report_only and all(st.epochs < 1 for st in cfg.stages):
+        raise UserError(f"every training stage has {min(st.epochs for st in cfg.stages)} epochs: nothing would "
+                        f"train, and the tables would report untrained models; give --epochs 1 or more")
     # weights
     weights_note = None
     if cfg.weights == "imagenet":
@@ -463,13 +474,17 @@ def _main(repro: Reproduction, argv) -> int:
     out = Path(cfg.out).resolve() if cfg.out else (results if committed else root / "results")
     # the strategy comes first: splitting the CPU into logical devices must happen before TensorFlow starts
     strategy = get_strategy(cfg.strategy)
-    from .custom_loop import needs_custom_loop, worker_index
+    from ..training.custom_loop import needs_custom_loop, worker_index
 
     averaged = [st.name for st in cfg.stages if st.ema]
     if averaged and needs_custom_loop(strategy):
         raise UserError(f"ema (a moving average of the weights; stage {', '.join(averaged)}) is not supported under "
                         f"the multi-worker strategy: set ema=0 or train on one machine")
     chief = worker_index(strategy) == 0
+    if chief:  # one process per runs folder and per results folder (held until the process ends)
+        hold_folder_lock(root)
+        if not cfg.report_only:
+            hold_folder_lock(out)
     if not chief:  # other workers compute the same thing; only the chief writes results
         out = Path(tempfile.mkdtemp(prefix=f"{repro.name}-worker-"))
     precision_requested = cfg.mixed_precision
@@ -500,6 +515,39 @@ def _main(repro: Reproduction, argv) -> int:
     finally:
         if source.cleanup:
             source.cleanup()
+
+
+_HELD_LOCKS: dict[str, object] = {}
+
+
+def hold_folder_lock(folder: Path):
+    """An advisory lock (``fcntl.flock`` on ``<folder>/.lock``, which holds the process id) held until this process
+    ends or :func:`main` returns; another process that holds it makes this one stop with a UserError naming that
+    process. Taking a lock this process already holds is a no-op."""
+    import fcntl
+    import os
+
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _HELD_LOCKS:
+        return _HELD_LOCKS[key]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise UserError(f"{folder} is in use by another process (pid {holder}, {path}); wait for it to finish, "
+                        f"or give another --runs-dir/--out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _HELD_LOCKS[key] = f
+    return f
 
 
 def _log_onednn(ctx) -> None:
@@ -578,7 +626,7 @@ def _weights_provenance(weights) -> dict:
         return hed_provenance()
     if weights in (None, "none", "imagenet") or not Path(weights).is_file():
         return {}
-    from .config import file_sha256
+    from ..utils import file_sha256
 
     card = weights_card(weights) or {}
     keep = ("backbone", "options", "preprocessing", "data_dir", "data_manifest_sha256", "best_epoch",
@@ -593,7 +641,7 @@ def _refuse_report_only_changes(cfg, out: Path, set_here, precision_requested: s
     ``config.json`` would be ignored, so it is refused, naming the setting and both values. Settings equal to the
     recorded ones (a training command repeated with ``--report-only``) and run-only flags (``--out``,
     ``--data-dir``...) pass."""
-    from .config import RUN_ONLY_FIELDS, STAGE_FIELDS
+    from ..training.config import RUN_ONLY_FIELDS, STAGE_FIELDS
 
     fields = []
     for k in set_here:

@@ -1,0 +1,63 @@
+"""Small helpers every floor may use (a leaf: imports nothing of medattn): atomic text files, strict JSON values,
+file hashes."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["atomic_write_text", "to_jsonable", "file_sha256"]
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``. The temporary name holds
+    the process id: the workers of a multi-worker run write the same files (identity.json) at the same moment,
+    and with one shared name one worker's rename took the other's file away (FileNotFoundError). On failure (a
+    full disk, no permission) the temporary file is removed, ``path`` keeps what it held, and the OSError names
+    ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+
+
+def to_jsonable(x):
+    """NumPy scalars/arrays and Paths to plain JSON types; NaN and infinities become None (JSON ``null``), so every
+    file we write is strict JSON that any parser reads."""
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return to_jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes (cached by path, size and modification time)."""
+    st = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

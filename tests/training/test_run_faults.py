@@ -1,0 +1,98 @@
+"""Faults a user meets, injected on the toy paper: each is named in one line and loses nothing finished."""
+
+import errno
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from medattn.runner.reproduction import hold_folder_lock
+from medattn.runner.reproduction import main as run_main
+from tests.training.test_reproduction_runner import _repro, data  # noqa: F401 - the fixture
+
+
+def test_epochs_zero_is_refused_before_anything_runs(tmp_path, data, capsys):  # noqa: F811
+    runs = tmp_path / "runs"
+    assert run_main(_repro(tmp_path), ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs),
+                                       "--epochs", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing would train" in err[0] and "--epochs 1 or more" in err[0]
+    assert not runs.exists()
+
+
+def test_a_second_process_on_the_same_runs_folder_is_refused_naming_the_holder(tmp_path, data, capsys):  # noqa: F811
+    runs = tmp_path / "runs"
+    folder = runs / "toy-smoke"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from medattn.runner.reproduction import hold_folder_lock; hold_folder_lock(sys.argv[2]);"
+        "print('locked', flush=True); time.sleep(60)"), str(pytest.importorskip("medattn").__path__[0] + "/.."),
+        str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert run_main(_repro(tmp_path), ["--profile", "smoke", "--data-dir", str(data), "--runs-dir",
+                                           str(runs)]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "in use by another process" in err
+        assert not (folder / "results" / "runs.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder gone, the same command runs; the lock is released when it returns (a second call takes it again)
+    assert run_main(_repro(tmp_path), ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs)]) == 0
+    hold_folder_lock(folder).close()
+
+
+def test_a_diverging_loss_stops_at_its_epoch_in_one_line(tmp_path, data, capsys):  # noqa: F811
+    runs = tmp_path / "runs"
+    code = run_main(_repro(tmp_path), ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs),
+                                       "--lr", "1e30"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert "[toy a s0] epoch 1/2" in err[0] and "the training loss became" in err[0] and "--lr" in err[0]
+    rows = runs / "toy-smoke" / "results" / "runs.jsonl"
+    assert not rows.exists() or "nan" not in rows.read_text().lower()
+
+
+def test_a_full_disk_leaves_no_partial_checkpoint_and_names_the_path(tmp_path, monkeypatch):
+    import importlib
+
+    fit_module = importlib.import_module("medattn.training.fit")
+
+    class Var:
+        path, name = "v", "v"
+
+        def numpy(self):
+            return np.zeros(3)
+
+    target = tmp_path / "last.npz"
+    fit_module.save_variables([Var()], target)
+    before = target.read_bytes()
+
+    def full(f, *a, **k):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(OSError, match=f"cannot write {target}: No space left on device"):
+        fit_module.save_variables([Var()], target)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.npz"]
+
+
+def test_atomic_text_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from medattn.utils import atomic_write_text
+
+    target = tmp_path / "config.json"
+    atomic_write_text(target, "old")
+
+    def full(self, text, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match=f"cannot write {target}"):
+        atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
