@@ -123,7 +123,7 @@ PROFILES = {
     "smoke": BrainConfig(profile="smoke", backbones=("mobilenetv2", "vgg16"), large_input_size=0,
                          stages=(Stage("frozen", epochs=0, batch_size=8, learning_rate=1e-3, image_size=32),
                                  Stage("train", epochs=1, batch_size=8, learning_rate=1e-3, image_size=32)),
-                         max_per_class=8, n_boot=50, gradcam_per_class=1, bn_momentum=0.9, verbose=0),
+                         max_per_class=8, n_boot=50, gradcam_per_class=1, bn_momentum=0.9),
     # from scratch on 2 cores: 64 px (80 for Xception and InceptionV3, whose Keras builders refuse less than 71
     # and 75), 12 epochs. Measured training speed in bf16 on the 2-core Xeon (batch 32): MobileNetV2 126 img/s,
     # ResNet50 55, VGG16 33, DenseNet121 62 at 64 px; Xception 47, InceptionV3 82 at 80 px: about 9 min per epoch

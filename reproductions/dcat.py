@@ -77,7 +77,7 @@ class DcatConfig(ExperimentConfig):
 
 PROFILES = {
     "smoke": DcatConfig(profile="smoke", backbone_a="efficientnetb0", variants=("dcat", "a_only"), dim=32,
-                        num_heads=4, mc_passes=3, n_boot=50, max_per_class=12, verbose=0, bn_momentum=0.9,
+                        num_heads=4, mc_passes=3, n_boot=50, max_per_class=12, bn_momentum=0.9,
                         stages=(Stage("train", epochs=1, batch_size=8, learning_rate=1e-3, image_size=32),)),
     # from scratch on 2 cores: EfficientNetB0 for B4, 64 px (PneumoniaMNIST is 28 px), d = 128; a one-epoch
     # linear warm-up before the cosine, chosen by a rule fixed before the run on validation loss

@@ -135,7 +135,7 @@ class DcnnimafConfig(ExperimentConfig):
 PROFILES = {
     "smoke": DcnnimafConfig(profile="smoke", seg_backbone="vgg16", encoder_width=0.125,
                             stages=_stages(1, 1, 64, 64, 1e-3, 1e-3, 8), cls_filters=(8, 8, 16, 16, 16),
-                            crossfit_folds=2, protocols=("grouped",), n_boot=50, phantom_counts=(8, 6, 6), verbose=0),
+                            crossfit_folds=2, protocols=("grouped",), n_boot=50, phantom_counts=(8, 6, 6)),
     # the no-data default: all three protocols on 150 small phantoms at 32 px, about 90 s on 2 cores
     "synthetic": DcnnimafConfig(profile="synthetic", seg_backbone="vgg16", encoder_width=0.125,
                                 stages=_stages(10, 10, 32, 32, 3e-3, 2e-3, 8), cls_filters=(8, 16, 16, 32, 32),

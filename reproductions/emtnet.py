@@ -88,7 +88,7 @@ PROFILES = {
     "smoke": EmtConfig(profile="smoke", stages=(Stage("train", epochs=1, batch_size=8, learning_rate=1e-3,
                                                       image_size=64),),
                        width=0.35, decoder_filters=(16, 16, 8, 8), folds=2, sweep=(2.0,), n_boot=50,
-                       latency_runs=3, bn_momentum=0.9, verbose=0),
+                       latency_runs=3, bn_momentum=0.9),
     # from scratch on 2 cores: at 128 px 12-34 min per arm, 102 min for the five (EPYC, float32, idle, 2026-12-02);
     # 160 px, not 128, since selection run E1 (results/emtnet/selection/: validation AUC 0.836 vs 0.781), about
     # 1.6x per step: 21-52 min per arm beside another job, about 2.5-3 h for the five (the committed table)

@@ -92,8 +92,7 @@ class MiasConfig(ExperimentConfig):
 PROFILES = {
     "smoke": MiasConfig(profile="smoke", models=("vgg16:model1", "vgg16:model2"), multi_seed_models=(),
                         stages=(Stage("train", epochs=1, batch_size=8, learning_rate=1e-3, image_size=72),),
-                        patches_tumour=2, patches_normal=1, width=0.125, batch_norm=True, units=32, n_boot=100,
-                        verbose=0),
+                        patches_tumour=2, patches_normal=1, width=0.125, batch_norm=True, units=32, n_boot=100),
     "cpu": MiasConfig(profile="cpu", seeds=(0, 1, 2),
                       models=("vgg16:model1", "vgg16:model2", "vgg16:baseline", "vgg19:model1", "vgg19:model2",
                               "vgg19:baseline", "mobilenet:baseline", "resnet50:baseline", "densenet121:baseline"),

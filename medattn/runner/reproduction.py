@@ -127,6 +127,7 @@ class Context:
         self.complete: bool | None = None
         self.precision_requested = cfg.mixed_precision
         self._per_model: bool | None = None  # whether medattn.training.precision's exceptions apply here
+        self._run_dirs: dict[str, Path] = {}
 
     # labels ---------------------------------------------------------------------------------------------------
     @property
@@ -247,7 +248,18 @@ class Context:
         return diff
 
     def run_dir(self, spec: RunSpec) -> Path:
-        return self.root / spec.key
+        """The run's folder of checkpoints and models. It belongs to one results folder (``owner.txt``): when
+        ``<root>/<arm>_s<seed>`` belongs to another (a run with another ``--out``), this run's folder is
+        ``<arm>_s<seed>-<8 hex digits of its results folder>``, so neither overwrites the other's models."""
+        if spec.key not in self._run_dirs:
+            plain = self.root / spec.key
+            owner = plain / "owner.txt"
+            if owner.is_file() and owner.read_text().strip() != str(self.out):
+                import hashlib
+
+                plain = self.root / f"{spec.key}-{hashlib.sha256(str(self.out).encode()).hexdigest()[:8]}"
+            self._run_dirs[spec.key] = plain
+        return self._run_dirs[spec.key]
 
     def prepare_run_dir(self, spec: RunSpec) -> Path:
         """The run's checkpoint folder, checked against (or stamped with) the run's identity."""
@@ -265,6 +277,7 @@ class Context:
             shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(ident, indent=1) + "\n")
+        atomic_write_text(d / "owner.txt", f"{self.out}\n")
         return d
 
     def fit(self, model, data, stage: Stage, ckpt: Path, *, label: str, **kwargs):
@@ -320,6 +333,9 @@ class Context:
                 "config_sha256": config_hash(self.cfg), "synthetic": self.synthetic,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         save_model_card(model, path, card)
+        models = self.recorder.meta.setdefault("models", [])
+        if str(path) not in models:
+            models.append(str(path))  # run.json lists the model files its tables describe
         self.log(f"saved {path}")
         return path
 
@@ -502,6 +518,8 @@ def _main(repro: Reproduction, argv) -> int:
                            data_dir=None if source.synthetic else source.path, argv=[f"reproductions/{prog}"] + argv,
                            extra={"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
                                   **_weights_provenance(cfg.weights)})
+    if prev.get("models"):  # the models of the runs --resume keeps
+        recorder.meta["models"] = list(prev["models"])
     ctx = Context(repro, cfg, out=out, root=root, strategy=strategy, recorder=recorder, data=source,
                   data_sha=data_sha)
     if precision_requested != cfg.mixed_precision:

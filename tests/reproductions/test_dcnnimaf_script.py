@@ -418,7 +418,7 @@ def test_committed_table_is_the_cpu_profile_as_it_is():
 
 
 @pytest.mark.slow
-def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_from(tmp_path):
+def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_from(tmp_path, capsys):
     """--weights hed: the segmenter's VGG16 encoder starts from HED's convolutions and stays fixed
     (seg_freeze_encoder); run.json, every row and every model card name the weights' source."""
     from medattn.backbones import HED_SOURCE, get_backbone, hed_weights_file
@@ -432,9 +432,14 @@ def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_fr
     out = tmp_path / "out"
     assert mod.main(["--profile", "smoke", "--weights", "hed", "--set", "encoder_width=1.0", "--set",
                      "seg_freeze_encoder=true", "--out", str(out), "--runs-dir", str(tmp_path / "runs")]) == 0
+    printed = capsys.readouterr().out  # progress at the smoke profile too: a line per epoch, one per saved model
+    assert "[dcnnimaf grouped s0 seg fold 1/2] epoch 1/1" in printed and "[dcnnimaf grouped s0 cls] epoch 1/1" in printed
+    assert f"saved {tmp_path / 'runs' / 'dcnnimaf-smoke' / 'grouped_s0' / 'models' / 'segmenter.keras'}" in printed
     assert json.loads((out / "run.json").read_text())["weights_source"] == HED_SOURCE
     assert all(r["weights_source"] == HED_SOURCE for r in json.loads((out / "runs.json").read_text())["rows"])
     models = tmp_path / "runs" / "dcnnimaf-smoke" / "grouped_s0" / "models"
+    assert json.loads((out / "run.json").read_text())["models"] == [str(models / "segmenter.keras"),
+                                                                    str(models / "classifier.keras")]
     card = read_model_card(models / "segmenter.keras")
     assert card["weights"] == "hed" and card["weights_source"] == HED_SOURCE and card["preprocessing"] == "caffe"
     seg = load_model(models / "segmenter.keras", compile=False)

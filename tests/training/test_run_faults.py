@@ -96,3 +96,28 @@ def test_atomic_text_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
         atomic_write_text(target, "new")
     monkeypatch.undo()
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_quiet_silences_the_progress_lines(tmp_path, data, capsys):  # noqa: F811
+    runs = tmp_path / "runs"
+    args = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set", "verbose=2"]
+    assert run_main(_repro(tmp_path), args) == 0
+    assert "[toy a s0] epoch 1/2" in capsys.readouterr().out
+    assert run_main(_repro(tmp_path), args[:-2] + ["--quiet", "--out", str(tmp_path / "q")]) == 0
+    assert "epoch" not in capsys.readouterr().out
+
+
+def test_runs_with_other_results_folders_never_overwrite_each_others_checkpoints(tmp_path, data):  # noqa: F811
+    runs = tmp_path / "runs"
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs)]
+    assert run_main(_repro(tmp_path), base + ["--out", str(first)]) == 0
+    mine = runs / "toy-smoke" / "a_s0"
+    stamp = (mine / "train" / "best.npz").read_bytes()
+    assert run_main(_repro(tmp_path), base + ["--out", str(second), "--seed", "0", "--epochs", "1"]) == 0
+    assert (mine / "train" / "best.npz").read_bytes() == stamp and (mine / "owner.txt").read_text().strip() == str(first)
+    others = sorted(p.name for p in (runs / "toy-smoke").iterdir() if p.name.startswith("a_s0-"))
+    assert len(others) == 1 and (runs / "toy-smoke" / others[0] / "owner.txt").read_text().strip() == str(second)
+    # the first results folder's own run, again without --resume, takes back its own folder
+    assert run_main(_repro(tmp_path), base + ["--out", str(first), "--epochs", "1"]) == 0
+    assert (mine / "owner.txt").read_text().strip() == str(first)
