@@ -588,7 +588,8 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         if not rows:
             raise UserError(f"--report-only needs finished runs in {rows_path}")
         _refuse_report_only_changes(cfg, out, ctx.config_changes, ctx.precision_requested)
-        ctx.complete = ctx.previous_run.get("complete")
+        # complete: every run of the plan has its row (a process killed before its last run leaves fewer)
+        ctx.complete = {(s.arm, s.seed) for s in repro.plan(cfg)} <= {(r["arm"], r["seed"]) for r in rows}
         ctx.recorder.meta["report_command"] = ctx.recorder.meta["command"]
         prev = ctx.recorder.previous
         if prev:  # provenance stays that of the training processes
@@ -602,8 +603,9 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         if skipped is None and (out / "runs.json").exists():  # run.json from before it recorded them
             skipped = json.loads((out / "runs.json").read_text()).get("meta", {}).get("skipped_files", [])
         ctx.skipped.extend(skipped or [])
-        kept = {k: ctx.previous_run[k] for k in ("synthetic", "dry_run", "phases_this_process", "audit_rule",
-                                                  "complete") if k in ctx.previous_run}
+        kept = {k: ctx.previous_run[k] for k in ("synthetic", "dry_run", "phases_this_process", "audit_rule")
+                if k in ctx.previous_run}
+        kept["complete"] = ctx.complete
         repro.report(ctx, rows, True)
         ctx.recorder.finish(n_runs=len(rows), skipped=list(ctx.skipped), **kept)
         return 0
@@ -621,6 +623,7 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         return ctx.recorder.finish(synthetic=ctx.synthetic, dry_run=ctx.dry_run, phases_this_process=dict(phases),
                                    skipped=list(ctx.skipped), **extra)
 
+    record(complete=False)  # at once: a process killed before the first heartbeat still has its record
     beat = _Heartbeat(lambda: record(complete=False), HEARTBEAT_S)
     try:
         rows = _train(repro, cfg, ctx, rows_path, data, plan, phases, weights_note)
@@ -732,13 +735,17 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         ctx.log(f"--mixed-precision auto: {', '.join(f'{k} in {v}' for k, v in over.items())} (measured faster "
                 f"than bf16 on this kind of CPU: medattn.training.precision)")
     not_used = dict(repro.not_used(cfg))
-    save_config(cfg, out / "config.json", extra={"synthetic": ctx.synthetic, "data_dir": ctx.data.path if not
-                                                 ctx.synthetic else None,
-                                                 "mixed_precision_requested": ctx.precision_requested,
-                                                 **({"model_precision": over} if over else {}),
-                                                 **({"weights_unavailable": weights_note} if weights_note else {}),
-                                                 **({"not_used": not_used} if not_used else {})},
-                drop=tuple(not_used))
+    # config.json describes the rows beside it: written with the first new row (or when every row was kept), so a
+    # process that fails before finishing a run leaves the earlier one as it was
+    extra = {"synthetic": ctx.synthetic, "data_dir": ctx.data.path if not ctx.synthetic else None,
+             "mixed_precision_requested": ctx.precision_requested, **({"model_precision": over} if over else {}),
+             **({"weights_unavailable": weights_note} if weights_note else {}),
+             **({"not_used": not_used} if not_used else {})}
+
+    def write_config():
+        save_config(cfg, out / "config.json", extra=extra, drop=tuple(not_used))
+
+    config_written = False
     rows = []
     ctx.complete = False
     for i, spec in enumerate(plan, 1):
@@ -769,10 +776,15 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
                "synthetic": ctx.synthetic, "dry_run": ctx.dry_run, "identity": ident}
         rows.append(row)
         _append_row(rows_path, row)
+        if not config_written:
+            write_config()
+            config_written = True
         t_report = time.time()
         repro.report(ctx, rows, False)  # tables after every run: an interrupted run keeps what it finished
         phases[f"run {spec.key}_s"] = row["wall_time_s"]
         phases[f"report after {spec.key}_s"] = round(time.time() - t_report, 1)
+    if not config_written:
+        write_config()
     ctx.complete = True
     repro.report(ctx, rows, True)
     return rows

@@ -1,6 +1,7 @@
 """Faults a user meets, injected on the toy paper: each is named in one line and loses nothing finished."""
 
 import errno
+import json
 import subprocess
 import sys
 
@@ -121,3 +122,21 @@ def test_runs_with_other_results_folders_never_overwrite_each_others_checkpoints
     # the first results folder's own run, again without --resume, takes back its own folder
     assert run_main(_repro(tmp_path), base + ["--out", str(first), "--epochs", "1"]) == 0
     assert (mine / "owner.txt").read_text().strip() == str(first)
+
+
+def test_report_only_after_a_kill_says_incomplete_and_names_the_training_command(tmp_path, data, monkeypatch):  # noqa: F811
+    """Killed in its second run before any heartbeat: run.json exists from the start, and --report-only marks the
+    plan unfinished, with the training command (not the report command) as provenance."""
+    from medattn.runner import reproduction
+    from tests.training.test_reproduction_runner import CRASH, _killed_in_arm_b
+
+    monkeypatch.setattr(reproduction, "HEARTBEAT_S", 3600)
+    base = _killed_in_arm_b(_repro(tmp_path), tmp_path, data, CRASH)
+    out = tmp_path / "runs" / "toy-smoke" / "results"
+    assert json.loads((out / "run.json").read_text())["complete"] is False
+    assert run_main(_repro(tmp_path), base + ["--report-only"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    meta = json.loads((out / "runs.json").read_text())["meta"]
+    assert run["complete"] is False and meta["complete"] is False
+    assert "--report-only" not in run["command"] and "--report-only" in run["report_command"]
+    assert "complete: `False`" in (out / "runs.md").read_text()
