@@ -4,7 +4,7 @@
     python benchmarks/onednn.py --json benchmarks/results/onednn.json --markdown benchmarks/results/onednn.md
 
 TensorFlow chooses its convolution and matmul kernels once, when it is imported, from ``TF_ENABLE_ONEDNN_OPTS``;
-unset, it turns oneDNN on only on some CPUs (on the AVX2-only AMD EPYC of our sessions it was off). ``import medattn``
+unset, it turns oneDNN on only on some CPUs (on the AVX2-only AMD EPYC we measured on it was off). ``import medattn``
 sets it to 1 unless the user set it (``medattn/__init__.py``). This script runs ``benchmarks/throughput.py`` in two
 fresh processes, ``TF_ENABLE_ONEDNN_OPTS=0`` and ``=1``, and prints training and inference images/s side by side
 with the ratio on / off. Figures depend on the machine (recorded) and on whatever else runs on it.

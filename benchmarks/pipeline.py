@@ -1,6 +1,6 @@
 """Images/s of the tf.data pipelines against a plain per-image Python loop, and against a model's training speed.
 
-    python benchmarks/pipeline.py [--data-dir ../shared/datasets] [--repeats 2]
+    python benchmarks/pipeline.py [--data-dir $MEDATTN_DATA_DIR] [--repeats 2]
 
 1. BUSI at 256x256 (image + union of masks): ``medattn.datasets.pipeline.image_dataset`` (parallel decode and
    resize; first epoch uncached, then cached epochs with augmentation) against a Python loop that opens each PNG
@@ -30,7 +30,7 @@ def _rate(n, fn):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default=os.environ.get("MEDATTN_DATA_DIR", "../shared/datasets"))
+    ap.add_argument("--data-dir", default=os.environ.get("MEDATTN_DATA_DIR", "$MEDATTN_DATA_DIR"))
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patches", type=int, default=4096)
     ap.add_argument("--skip-models", action="store_true")

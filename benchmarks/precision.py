@@ -4,7 +4,7 @@
         --markdown benchmarks/results/precision_epyc.md
 
 ``throughput.py`` times float32 and then bf16 once per model, minutes apart; on the shared 2-core machines of this
-project the machine itself changed speed by 2x between sessions, and two runs of it disagreed on the bf16/float32
+project the machine itself changed speed by 2x between days, and two runs of it disagreed on the bf16/float32
 ratio of three models (docs/speed.md). This benchmark is built to decide instead of describe:
 
 - both precisions of a model are built once, side by side in one process (Keras fixes a layer's dtype policy when

@@ -10,8 +10,7 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# TensorFlow left its oneDNN kernels off on the AVX2-only AMD EPYC of our 2026-12-01 session, where its own Eigen
-# kernels trained our cpu-profile models up to 4x slower (1.8x at the median; DCAT 2.5x:
+# TensorFlow left its oneDNN kernels off on an AVX2-only AMD EPYC (2026-12-01), where its own Eigen kernels trained our cpu-profile models up to 4x slower (1.8x at the median; DCAT 2.5x:
 # benchmarks/results/onednn.md). Turn them on unless the user chose: this must happen before TensorFlow is
 # imported (afterwards it changes nothing; ``medattn.onednn_enabled()`` tells what TensorFlow is using). Set
 # TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen.

@@ -1,6 +1,6 @@
 """Reproduce the six-backbone transfer-learning study of brain tumour MRI (Cancers 17(1):121, 2025).
 
-    python reproductions/brain_tumor_transfer.py --profile cpu --data-dir ../shared/datasets/brain_tumor_mri
+    python reproductions/brain_tumor_transfer.py --profile cpu --data-dir $MEDATTN_DATA_DIR/brain_tumor_mri
     python reproductions/brain_tumor_transfer.py --profile smoke --data-dir ...   # two small backbones, minutes
     python reproductions/brain_tumor_transfer.py --profile paper --weights imagenet   # the paper's protocol (GPU)
     python reproductions/brain_tumor_transfer.py --profile paper --dry-run --data-dir ...   # proves it runs (CPU)
@@ -9,7 +9,7 @@ Data: ``--data-dir`` (the ``brain_tumor_mri`` folder, or the release folder insi
 ``$MEDATTN_DATA_DIR/brain_tumor_mri``: ``Training/<class>`` and ``Testing/<class>``, four classes (glioma,
 meningioma, notumor, pituitary).
 
-Protocol (``shared/PAPERS.md`` section 4; where we depart, the profile says so and the results record it):
+Protocol (``docs/papers.md`` section 4; where we depart, the profile says so and the results record it):
 
 * Xception, MobileNetV2, InceptionV3, ResNet50, VGG16 and DenseNet121 from the backbone registry, each with its
   own preprocessing and the paper's head (GAP -> Dropout 0.3 -> Dense 256 ReLU -> Dropout 0.3 -> softmax 4:

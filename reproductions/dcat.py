@@ -1,7 +1,7 @@
 """Reproduce DCAT: EfficientNet + ResNet-34 bidirectional cross-attention with MC-dropout uncertainty (arXiv 2503.11851).
 
-    python reproductions/dcat.py --profile cpu --data-dir ../shared/datasets/pneumoniamnist --resume  # results/dcat/pneumoniamnist
-    python reproductions/dcat.py --profile cpu --data-dir ../shared/datasets/chest_xray --resume      # results/dcat/chest_xray
+    python reproductions/dcat.py --profile cpu --data-dir $MEDATTN_DATA_DIR/pneumoniamnist --resume  # results/dcat/pneumoniamnist
+    python reproductions/dcat.py --profile cpu --data-dir $MEDATTN_DATA_DIR/chest_xray --resume      # results/dcat/chest_xray
     python reproductions/dcat.py --profile smoke --data-dir ...                 # minutes: end-to-end check
     python reproductions/dcat.py --profile paper --data-dir PATH --weights imagenet   # the paper's sizes (GPU)
     python reproductions/dcat.py --profile paper --dry-run --data-dir ...       # proves the paper profile runs (CPU)
@@ -13,7 +13,7 @@ Chest X-ray Database or OCT2017. Folders without official splits are split 70/10
 no id exists), stratified; OCT2017's official test set is kept and its training folder split 85/15 by patient.
 Default: ``$MEDATTN_DATA_DIR/pneumoniamnist``.
 
-Protocol (``shared/PAPERS.md`` section 5): :func:`medattn.models.dcat.build_dcat` (EfficientNet and ResNet-34 on the
+Protocol (``docs/papers.md`` section 5): :func:`medattn.models.dcat.build_dcat` (EfficientNet and ResNet-34 on the
 same image, 1x1 projections to d, bidirectional cross-attention, CBAM, GAP, MC dropout 0.5, softmax) and, on the
 same split, the ablations: each backbone alone and both fused by concatenation without cross-attention. Class
 weights balance the training loss; the checkpoint with the best validation loss is kept. Test predictions are the

@@ -17,7 +17,7 @@ that of the mirrored image. Tables give Dice and the false-positive rate on norm
 
 Two protocols side by side: ``random`` (paper-like stratified random split, duplicates ignored) and ``grouped``
 (the audit's near-duplicate groups kept inside one split: leak-free), plus an ablation without attention on the
-grouped split. Defaults where the paper is silent (shared/PAPERS.md section 1): BCE + Dice, Adam, batch 8, best
+grouped split. Defaults where the paper is silent (docs/papers.md section 1): BCE + Dice, Adam, batch 8, best
 validation Dice; class-weighted cross-entropy; stratified 70/10/20 split.
 
 Two training stages with their own settings: ``seg`` (the segmenters) and ``cls`` (the classifier);

@@ -7,7 +7,7 @@
     python reproductions/emtnet.py --profile paper --dry-run --data-dir PATH/busi           # proves it runs
 
 One shared encoder (MobileNetV2 from the registry) feeds a classification head (one logit, malignant positive) and
-a U-Net decoder; loss = a x StableWeightedBCE(w) + Dice (shared/PAPERS.md section 3; defaults from the same group's
+a U-Net decoder; loss = a x StableWeightedBCE(w) + Dice (docs/papers.md section 3; defaults from the same group's
 benchmark code where the paper is silent). Data: BUSI benign and malignant images with their masks (normal
 excluded, as in the paper's task); the audit's near-duplicate groups stay inside one fold of a stratified 5-fold
 cross-validation; images in a group filed under both labels (the same image as benign and as malignant) are left

@@ -9,7 +9,7 @@ Data: ``--data-dir`` (the ``mias_rois`` folder or ``MIAS_ROIs`` inside it), defa
 The authors released the exact ROIs: train 197, val 65, test 64; we use their split unchanged (the audit finds no
 duplicate across it: results/audits/mias.md).
 
-Protocol (shared/PAPERS.md section 2; where we depart, the profile says so and results record it):
+Protocol (docs/papers.md section 2; where we depart, the profile says so and results record it):
 * training patches: random 72x72 crops, per-class counts per ROI, re-drawn every epoch (the authors drew once);
   grey copied to 3 channels, samplewise centring (per-patch mean subtracted, no /255); augmentation rotation up to
   180 degrees, zoom 0.2, horizontal flip, nearest fill;

@@ -1,6 +1,7 @@
 """Every Python example in docs/ runs as written (imports included)."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +27,82 @@ def test_readme_links_to_its_own_sections_resolve():
     links = re.findall(r"\]\(#([^)]+)\)", text)
     assert links, "the README's contents line links to its sections"
     assert not [a for a in links if a not in anchors], "README links to sections that do not exist"
+
+
+README_MAX_LINES = 250
+# narration of how the work was done (working periods and their numbers, "the previous ..."); history lives in git
+NARRATION = re.compile(r"(?i)\bworking (?:period|session)s?\b|\b(?:this|that|next|earlier|later|previous|another|our|"
+                       r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|\w+teenth|twenty-\w+))"
+                       r" sessions?\b|\bsessions\b|\bthe previous\b|session to session")
+TEXT_SUFFIXES = {".md", ".py", ".txt", ".cfg", ".toml", ".sh"}
+
+
+def _tracked_text_files():
+    import subprocess
+
+    names = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    return [REPO / n for n in names if (REPO / n).suffix in TEXT_SUFFIXES and (REPO / n).is_file()]
+
+
+def test_readme_is_short():
+    n = len((REPO / "README.md").read_text().splitlines())
+    assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}): move detail to docs/"
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    broken = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+    assert not broken, f"links to nothing: {broken}"
+
+
+def test_every_command_the_readme_shows_names_a_file_and_flags_that_exist():
+    from medattn.training.cli import SHARED_FLAGS
+    from tests.conftest import load_script
+
+    text = (REPO / "README.md").read_text()
+    commands = [line.split("#")[0] for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+                for line in block.splitlines()]
+    scripts = [c for c in commands if "reproductions/" in c]
+    assert scripts, "the README shows how to run the main job"
+    for c in scripts:
+        path = re.search(r"(reproductions/\w+\.py)", c).group(1)
+        assert (REPO / path).is_file(), c
+        extra = tuple(load_script("reproductions", Path(path).stem).REPRODUCTION.extra_flags or ())
+        unknown = [f for f in re.findall(r"(?<!\S)(--[\w-]+)", c) if f not in SHARED_FLAGS + extra]
+        assert not unknown, f"{c}: no such flag {unknown}"
+    for c in commands:  # other files a command names
+        for f in re.findall(r"(?<!\S)((?:requirements\.txt|\.ci/\w+|benchmarks/\w+\.py))", c):
+            assert (REPO / f).exists(), c
+
+
+def test_no_narration_of_how_the_work_was_done():
+    found = []
+    for path in _tracked_text_files():
+        if path == Path(__file__):  # its own examples below
+            continue
+        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if NARRATION.search(line) and 'scope="session"' not in line:
+                found.append(f"{path.relative_to(REPO)}:{i}: {line.strip()[:100]}")
+    assert not found, "narration (history belongs in git and run.json):\n" + "\n".join(found[:20])
+
+
+def test_the_narration_check_finds_what_it_should():
+    for line in ("measured in this session", "(2026-12-02, seventh session)", "over sessions", "the previous table"):
+        assert NARRATION.search(line), line
+    for line in ('@pytest.fixture(scope="session")', "a process stopped before", "previous processes"):
+        assert not NARRATION.search(line), line
+
+
+def test_a_missing_keras_backend_is_one_line_naming_the_extra():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.modules['tensorflow'] = None; import medattn.layers"],
+                       capture_output=True, text=True, cwd=REPO, env={"KERAS_BACKEND": "tensorflow", "PATH": ""})
+    assert r.returncode != 0
+    assert 'ImportError: medattn needs a Keras backend: pip install "medattn[cpu]"' in r.stderr.strip().splitlines()[-1]

@@ -5,6 +5,7 @@
 ``FEATURE_TAPS[backbone]`` is the tap table alone; the tests check the spatial size at every level.
 """
 
+from .. import _backend  # noqa: F401 - first: one line when no Keras backend is installed
 from .hed import HED_INSTALL, HED_SHA256, HED_SOURCE, hed_provenance, hed_weights_file, load_hed_convolutions
 from .inception_resnet_v2 import IRV2_TAPS, inception_resnet_v2_same
 from .registry import (

@@ -1,4 +1,4 @@
-"""Chest X-rays: the Kermany layout and the 4-class test set in shared/.
+"""Chest X-rays: the Kermany layout and the 4-class test set.
 
 Kermany et al. (Cell 2018) release: ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg``. File names carry
 patient ids: ``personNN_bacteria_MMM.jpeg`` / ``personNN_virus_MMM.jpeg`` -> ``personNN``,
@@ -7,7 +7,7 @@ by patient.
 
 The 4-class set (``test/{NORMAL,PNEUMONIA,COVID19,TURBERCULOSIS}``) adds COVID-19 images from other hospitals
 (file names ``COVID19(N).jpeg``, no patient ids, so each image is its own group) and a tuberculosis folder (absent
-in shared/; the loader takes the classes that are present when ``classes=None``). A classifier can learn the
+in our copy; the loader takes the classes that are present when ``classes=None``). A classifier can learn the
 COVID-19 source instead of the disease: say so wherever results on that class are reported.
 """
 

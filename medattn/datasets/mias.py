@@ -3,7 +3,7 @@
 Layout: ``MIAS_ROIs/{train,val,test}/Normal (N).png`` and ``Tumor (N).png``, 120x120 greyscale; ``trainval`` is
 the union of train and val and is not read (it would double-count). Labels: normal 0, tumour 1.
 
-Protocol (shared/PAPERS.md section 2): random 72x72 training patches (top-left corner uniform over the 49x49
+Protocol (docs/papers.md section 2): random 72x72 training patches (top-left corner uniform over the 49x49
 valid positions) with per-class counts, and a 72x72 window with stride 12 over each test ROI (5 x 5 = 25 patches),
 the ROI id kept for the majority vote.
 """

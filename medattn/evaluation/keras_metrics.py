@@ -26,7 +26,7 @@ def dice_loss(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="medattn")
 def bce_dice_loss(y_true, y_pred):
-    """Binary cross-entropy (mean over pixels) + soft Dice loss, per image (PAPERS.md section 1 default)."""
+    """Binary cross-entropy (mean over pixels) + soft Dice loss, per image (docs/papers.md section 1 default)."""
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.cast(y_pred, "float32")
     bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred), axis=tuple(range(1, len(y_pred.shape) - 1)))

@@ -155,7 +155,8 @@ def targets_table(spec_path, base=".") -> dict[str, Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("root", nargs="?", default="results")
-    ap.add_argument("--readme", help="also refresh the table blocks of this Markdown file")
+    ap.add_argument("--readme", nargs="+", metavar="MD", help="also refresh the table blocks of these Markdown files "
+                    "(README.md docs/*.md)")
     ap.add_argument("--combine", nargs="+", metavar="DIR", help="run folders whose runs.jsonl rows go in one table "
                     "(written into ROOT)")
     ap.add_argument("--name", default="combined", help="with --combine: the table's file name")
@@ -175,8 +176,8 @@ def main(argv=None) -> int:
             ap.error(str(e))
     for p in regenerate(args.root):
         print(p)
-    if args.readme:
-        print(f"{args.readme}: {update_readme(args.readme)} table block(s) refreshed")
+    for md in args.readme or ():
+        print(f"{md}: {update_readme(md)} table block(s) refreshed")
     return 0
 
 

@@ -10,6 +10,7 @@
 | :class:`MCDropout` | Gal & Ghahramani, ICML 2016 |
 """
 
+from .. import _backend  # noqa: F401 - first: one line when no Keras backend is installed
 from .attention_block import ATTENTION_KINDS, attention_block
 from .bidirectional_cross_attention import BidirectionalCrossAttention
 from .cbam import CBAM

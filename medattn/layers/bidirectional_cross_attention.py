@@ -55,7 +55,7 @@ class BidirectionalCrossAttention(layers.Layer):
         >>> fused = BidirectionalCrossAttention(dim=256, num_heads=8)([a, b])   # (None, 7, 7, 512)
 
     Departure: the paper does not publish its projection or normalisation details; these are the defaults of
-    shared/PAPERS.md section 5 (1x1 projection to d = 256, 8 heads, residual + LayerNorm).
+    docs/papers.md section 5 (1x1 projection to d = 256, 8 heads, residual + LayerNorm).
     """
 
     def __init__(self, dim=256, num_heads=8, dropout=0.0, output_mode="concat", epsilon=1e-6, **kwargs):

@@ -1,7 +1,7 @@
 """DCAT: two backbones on one image fused by bidirectional cross-attention, CBAM, MC dropout (paper 5).
 
 Borah J, Singh H K. "DCAT: Dual Cross-Attention Fusion for Disease Classification in Radiological Images with
-Uncertainty Estimation", arXiv 2503.11851 (2025). Defaults where the paper is silent: ``shared/PAPERS.md``
+Uncertainty Estimation", arXiv 2503.11851 (2025). Defaults where the paper is silent: ``docs/papers.md``
 section 5.
 
 The model takes images in [0, 255] (``(size, size, 3)``); each branch applies its own backbone's preprocessing

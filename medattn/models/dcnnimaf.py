@@ -1,7 +1,7 @@
 """DCNNIMAF: a deep CNN with multiple attention modules, classifying BUSI images with their predicted mask.
 
 Pandiyaraju V et al., arXiv 2407.02844 (2024), stage 2. The paper names the attention modules but not the layout;
-our default (shared/PAPERS.md section 1): conv stages (two 3x3 conv + BN + ReLU) each followed by
+our default (docs/papers.md section 1): conv stages (two 3x3 conv + BN + ReLU) each followed by
 ``ChannelAttention`` and ``SpatialAttention`` and a 2x2 max-pool, ``SelfAttention2D`` over the last stage's
 tokens, GAP, Dropout, Dense softmax over benign / malignant / normal.
 

@@ -2,7 +2,7 @@
 
 Shi J, Vakanski A, Xian M, Ding J, Ning C. "EMT-NET: Efficient multitask network for computer-aided diagnosis of
 breast cancer", ISBI 2022, arXiv 2201.04795. The paper gives the idea (segmentation focuses the shared encoder on
-the tumour) but not the layout; our defaults follow the same group's benchmark code (shared/PAPERS.md section 3):
+the tumour) but not the layout; our defaults follow the same group's benchmark code (docs/papers.md section 3):
 
 * encoder: a registry backbone (MobileNetV2 by default), taps P1..P5;
 * decoder (U-Net style), names ``decoder_stage{i}_*``: 3x3 transposed conv stride 2 -> concatenate the skip ->

@@ -3,7 +3,7 @@
 Three tiers: :func:`fusion_head` (the shared classifier head), :func:`_wire` (graph wiring only) and the public
 :func:`build_mias_model` (backbone, variant, weights, freezing).
 
-Variants, after the authors' Keras code (shared/PAPERS.md section 2):
+Variants, after the authors' Keras code (docs/papers.md section 2):
 
 * ``baseline`` — backbone output -> GAP -> BatchNorm -> Dense 1024 relu -> Dense 1024 relu -> softmax 2.
 * ``model1`` — :class:`~medattn.layers.GlobalPoolFusion` of block1..block5 pool outputs (1,472 features for

@@ -1,6 +1,6 @@
 """A registry backbone with the brain-MRI transfer study's classification head (paper 4).
 
-Head (``shared/PAPERS.md`` section 4): global average pooling -> Dropout 0.3 -> Dense 256 ReLU -> Dropout 0.3 ->
+Head (``docs/papers.md`` section 4): global average pooling -> Dropout 0.3 -> Dense 256 ReLU -> Dropout 0.3 ->
 softmax. :func:`set_backbone_trainable` gives the two phases of fine-tuning: backbone frozen (head only), then the
 top fraction of its layers unfrozen with BatchNorm layers kept in inference mode (their ImageNet statistics are
 not re-estimated from small batches).

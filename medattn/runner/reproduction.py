@@ -617,7 +617,7 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
     phases = {"load_data_s": round(time.time() - t_load, 1)}
     ctx.log(f"data ready in {phases['load_data_s']} s")
     plan = repro.plan(cfg)
-    # run.json is rewritten every minute while training, so a process that is killed (a session's end, a crash)
+    # run.json is rewritten every minute while training, so a process that is killed (a machine's shutdown, a crash)
     # still counts in the wall time and the processes that --resume adds up
     def record(**extra):
         return ctx.recorder.finish(synthetic=ctx.synthetic, dry_run=ctx.dry_run, phases_this_process=dict(phases),

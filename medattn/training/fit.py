@@ -184,7 +184,7 @@ def save_variables(variables, path: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, _paths=np.array([str(getattr(v, "path", v.name)) for v in variables]), **arrays)
         os.replace(tmp, path)
-    except OSError as e:  # a full disk: no partial file left behind, the previous checkpoint kept, the path named
+    except OSError as e:  # a full disk: no partial file left behind, the last checkpoint kept, the path named
         tmp.unlink(missing_ok=True)
         raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
 

@@ -9,7 +9,7 @@ largest, or a small overlap (:func:`medattn.evaluation.segmentation.miss_breakdo
 lesions it finds, the share of normal images given a mask, and the lesion Dice a lower binarisation threshold
 would give. The test images are never predicted.
 
-    python reproductions/analysis/dcnnimaf_misses.py --runs-dir runs/busi_j --data-dir ../shared/datasets/busi \\
+    python reproductions/analysis/dcnnimaf_misses.py --runs-dir runs/busi_j --data-dir $MEDATTN_DATA_DIR/busi \\
         --runs grouped_s0 --out results/dcnnimaf/misses
 
 The runs must have been made with the profile as this code defines it (no ``--set`` changes to the segmenter, not a

@@ -11,7 +11,7 @@ manifest hash, epochs, the best epoch and its validation accuracy, command, comm
 refuses the file for another backbone or width (:func:`medattn.backbones.weights_card`), and the runs' identity
 holds the file's SHA-256, not its path.
 
-    python reproductions/analysis/pretrain_encoder.py --data-dir ../shared/datasets/brain_tumor_mri/Training \\
+    python reproductions/analysis/pretrain_encoder.py --data-dir $MEDATTN_DATA_DIR/brain_tumor_mri/Training \\
         --backbone vgg16 --width 0.25 --batch-norm --image-size 128 --epochs 20 \\
         --out runs/pretrain/vgg16bn_w025_brain128.weights.h5
 

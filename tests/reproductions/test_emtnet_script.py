@@ -143,7 +143,7 @@ def test_epochs_kept_on_validation_auc(tmp_path):
 def test_cpu_profile_is_the_configuration_the_selection_run_chose():
     """results/emtnet/selection/: E1 (160 px) cleared the amended bar on validation AUC; its row carries the cpu
     profile's identity (so the profile's table resumed from it), as does every row of the committed table since it
-    was rerun at 160 px; the previous table's 128 px rows (earlier_e2fdc7f/) do not."""
+    was rerun at 160 px; the 128 px table's rows (earlier_e2fdc7f/) do not."""
     from medattn.training.config import config_hash
     from tests.conftest import load_script
 
