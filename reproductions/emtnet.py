@@ -414,8 +414,16 @@ def _external_metrics(ext, prob, pred_mask, n_boot, seed) -> dict:
     return out
 
 
+def _seed_cells(rows, keys, suffix: str = "", prefix: str = "") -> dict:
+    """Table cells of ``keys`` (read as ``<prefix><key><suffix>``) over one arm's seeds: :func:`seed_cell`."""
+    from medattn.evaluation.intervals import seed_cell
+
+    return {k: seed_cell(rows, f"{prefix}{k}{suffix}") for k in keys if f"{prefix}{k}{suffix}" in rows[0]}
+
+
 def report(ctx, rows, final: bool) -> None:
     from medattn.evaluation import comparison_rows, write_table
+    from medattn.evaluation.intervals import seeds_mark
     from medattn.evaluation.plots import plot_classifier_curves
 
     cfg = ctx.cfg
@@ -425,39 +433,27 @@ def report(ctx, rows, final: bool) -> None:
     sources = {}
     for arm in [a for a in dict.fromkeys(r["arm"] for r in rows) if a == main_arm or a.startswith("cls_only")]:
         rs = [r for r in rows if r["arm"] == arm]
-        src = {}
-        for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "dice_lesion"):
-            if k not in rs[0]:
-                continue
-            v = float(np.mean([r[k] for r in rs]))
-            ci = rs[0].get(f"{k}_ci") if len(rs) == 1 else None
-            src[k] = (v, *ci) if ci else (v,)
+        n = seeds_mark(len(rs))  # several seeds: mean with its t interval over seeds (seed_cell)
+        src = _seed_cells(rs, ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "dice_lesion"))
         src["latency_s"] = (rs[0]["latency_median_ms"] / 1e3,)
-        sources[f"ours ({cfg.profile}): {arm}{ctx.mark}"] = src
+        sources[f"ours ({cfg.profile}): {arm}{n}{ctx.mark}"] = src
         if "accuracy_tuned" in rs[0]:
-            tuned = {}
-            for k in ("accuracy", "sensitivity", "specificity", "f1_pos"):
-                v = float(np.mean([r[f"{k}_tuned"] for r in rs]))
-                ci = rs[0].get(f"{k}_tuned_ci") if len(rs) == 1 else None
-                tuned[k] = (v, *ci) if ci else (v,)
-            sources[f"ours ({cfg.profile}): {arm}, thresholds from validation ({rs[0]['threshold_rule']})"
-                    f"{ctx.mark}"] = tuned
+            sources[f"ours ({cfg.profile}): {arm}, thresholds from validation ({rs[0]['threshold_rule']}){n}"
+                    f"{ctx.mark}"] = _seed_cells(rs, ("accuracy", "sensitivity", "specificity", "f1_pos"), "_tuned")
         if "external_n" in rs[0]:
-            ext = {}
-            for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "dice_lesion"):
-                if f"external_{k}" in rs[0]:
-                    v = float(np.mean([r[f"external_{k}"] for r in rs]))
-                    ci = rs[0].get(f"external_{k}_ci") if len(rs) == 1 else None
-                    ext[k] = (v, *ci) if ci else (v,)
             absent = f"; absent: {rs[0]['external_absent']}" if rs[0]["external_absent"] else ""
             sources[f"ours ({cfg.profile}): {arm} on external {rs[0]['external_name']} (n={rs[0]['external_n']}"
-                    f"{absent}){ctx.mark}"] = ext
+                    f"{absent}){n}{ctx.mark}"] = _seed_cells(
+                        rs, ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "dice_lesion"),
+                        prefix="external_")
     sources["re-evaluation (Shi et al., BUSI+BUSIS)"] = dict(REEVALUATION)
     write_table(ctx.out, "comparison", comparison_rows(PAPER, sources), kind="comparison", meta=meta,
                 title=f"EMT-Net: paper vs ours ({cfg.profile} profile){ctx.mark}",
                 description=f"BUSI benign vs malignant (malignant positive), {cfg.folds}-fold cross-validation with "
                             "near-duplicate groups inside one fold; metrics on the pooled out-of-fold predictions "
-                            "at threshold 0.5; brackets: 95 % bootstrap over images. "
+                            "at threshold 0.5; brackets: 95 % bootstrap over images"
+                            + ("; columns over several seeds: mean +- t(0.975, n-1) standard errors over seeds. "
+                               if len({r["seed"] for r in main}) > 1 else ". ")
                             + (f"Each training fold kept {cfg.val_fraction:g} of its images (stratified, groups "
                                "whole) as validation data; the epoch with the "
                                + ("highest validation AUC" if cfg.select_on == "val_auc" else "lowest validation loss")
