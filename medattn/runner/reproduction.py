@@ -128,6 +128,7 @@ class Context:
         self.precision_requested = cfg.mixed_precision
         self._per_model: bool | None = None  # whether medattn.training.precision's exceptions apply here
         self._run_dirs: dict[str, Path] = {}
+        self._borrowed: set[str] = set()  # run folders of another results folder whose checkpoints this run reads
 
     # labels ---------------------------------------------------------------------------------------------------
     @property
@@ -250,16 +251,32 @@ class Context:
     def run_dir(self, spec: RunSpec) -> Path:
         """The run's folder of checkpoints and models. It belongs to one results folder (``owner.txt``): when
         ``<root>/<arm>_s<seed>`` belongs to another (a run with another ``--out``), this run's folder is
-        ``<arm>_s<seed>-<8 hex digits of its results folder>``, so neither overwrites the other's models."""
+        ``<arm>_s<seed>-<8 hex digits of its results folder>``, so neither overwrites the other's models. One
+        exception: ``--resume`` with checkpoints of the same training there (an evaluation-only setting with a new
+        ``--out``) reads them where they are, and its models go to its own folder (:meth:`model_dir`)."""
         if spec.key not in self._run_dirs:
             plain = self.root / spec.key
             owner = plain / "owner.txt"
             if owner.is_file() and owner.read_text().strip() != str(self.out):
-                import hashlib
-
-                plain = self.root / f"{spec.key}-{hashlib.sha256(str(self.out).encode()).hexdigest()[:8]}"
+                ident = plain / "identity.json"
+                if self.cfg.resume and ident.is_file() and not self.identity_diff(
+                        json.loads(ident.read_text()), spec, checkpoint=True):
+                    self._borrowed.add(spec.key)
+                else:
+                    plain = self._own_dir(spec)
             self._run_dirs[spec.key] = plain
         return self._run_dirs[spec.key]
+
+    def _own_dir(self, spec: RunSpec) -> Path:
+        import hashlib
+
+        return self.root / f"{spec.key}-{hashlib.sha256(str(self.out).encode()).hexdigest()[:8]}"
+
+    def model_dir(self, spec: RunSpec) -> Path:
+        """Where the run's saved models go: its folder's ``models/``, or its own folder's when it reads another
+        results folder's checkpoints (:meth:`run_dir`)."""
+        d = self.run_dir(spec)
+        return (self._own_dir(spec) if spec.key in self._borrowed else d) / "models"
 
     def prepare_run_dir(self, spec: RunSpec) -> Path:
         """The run's checkpoint folder, checked against (or stamped with) the run's identity."""
@@ -270,14 +287,17 @@ class Context:
             stored = json.loads(path.read_text())
             diff = self.identity_diff(stored, spec, checkpoint=True)
             if diff:
-                raise UserError(f"--resume: the checkpoints in {d} belong to another run ({diff[0]}: "
-                                f"{stored.get(diff[0])!r} there, {ident.get(diff[0])!r} now); drop --resume to start "
-                                f"over or pass --runs-dir to keep both")
+                what = _what_differs(diff[0], stored, ident, stored.get("config"), self._checkpoint_cfg())
+                raise UserError(f"--resume: the checkpoints in {d} belong to another run ({what}); drop --resume to "
+                                f"start over or pass --runs-dir to keep both")
         elif d.exists() and not self.cfg.resume:
             shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(ident, indent=1) + "\n")
-        atomic_write_text(d / "owner.txt", f"{self.out}\n")
+        # the settings behind the hash, so a refused resume can name the one that changed
+        settings = _comparable_settings(self._checkpoint_cfg())
+        if spec.key not in self._borrowed:
+            atomic_write_text(path, json.dumps({**ident, "config": settings}, indent=1, default=str) + "\n")
+            atomic_write_text(d / "owner.txt", f"{self.out}\n")
         return d
 
     def fit(self, model, data, stage: Stage, ckpt: Path, *, label: str, **kwargs):
@@ -326,7 +346,7 @@ class Context:
 
         if self.dry_run:
             return None
-        path = self.run_dir(run) / "models" / f"{name}.keras"
+        path = self.model_dir(run) / f"{name}.keras"
         card = {**card, "paper": self.repro.name, "profile": self.cfg.profile, "arm": run.arm, "seed": run.seed,
                 "weights": self.cfg.weights, **_weights_provenance(self.cfg.weights),
                 "data_manifest_sha256": self.data_sha,
@@ -401,22 +421,27 @@ def main(repro: Reproduction, argv=None) -> int:
     """Run ``repro`` from the command line ``argv``; returns the exit code. Keras' global dtype policy, which the
     run sets from ``--mixed-precision``, is put back as it was when the run ends (a caller in the same process, a
     notebook or a test, keeps its own precision)."""
-    import keras
-
-    from ..training.fit import TrainingDiverged
-
-    policy = keras.mixed_precision.global_policy()
+    keras = sys.modules.get("keras")  # imported after the command line is parsed: --help answers at once
+    policy = keras.mixed_precision.global_policy() if keras else None
     locks_before = set(_HELD_LOCKS)
     try:
         return _main(repro, argv)
     except UserError as e:
         print(f"{Path(repro.script).name}: {e}", file=sys.stderr)
         return 2
-    except (TrainingDiverged, OSError) as e:  # a diverging loss, a full disk: one line; finished runs are kept
+    except OSError as e:  # a full disk, no permission: one line naming the path; finished runs are kept
         print(f"{Path(repro.script).name}: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        from ..training.fit import TrainingDiverged
+
+        if not isinstance(e, TrainingDiverged):
+            raise
+        print(f"{Path(repro.script).name}: {e}", file=sys.stderr)  # a diverging loss: one line
+        return 1
     finally:
-        keras.mixed_precision.set_global_policy(policy)
+        if policy is not None:
+            sys.modules["keras"].mixed_precision.set_global_policy(policy)
         for key in set(_HELD_LOCKS) - locks_before:  # the folders this call locked
             _HELD_LOCKS.pop(key).close()
 
@@ -535,6 +560,36 @@ def _main(repro: Reproduction, argv) -> int:
             source.cleanup()
 
 
+def _comparable_settings(cfg) -> dict:
+    """``cfg``'s settings that enter its identity, as plain JSON values (stages by name)."""
+    from ..training.config import RUN_ONLY_FIELDS
+
+    return {k: v for k, v in json.loads(json.dumps(cfg.to_dict(), default=str)).items()
+            if k not in RUN_ONLY_FIELDS and k != "seeds"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _what_differs(field: str, stored: dict, ident: dict, recorded: dict | None, cfg) -> str:
+    """The identity field that differs; for the configuration hash, the settings behind it that differ (from the
+    settings recorded with the finished run, when there are any), each with both values."""
+    if field != "config_sha256" or not recorded:
+        return f"{field}: {stored.get(field)!r} there, {ident.get(field)!r} now"
+    there, now = _flat(recorded), _flat(_comparable_settings(cfg))
+    changed = [k for k in now if k in there and there[k] != now[k]] + [k for k in now if k not in there]
+    if not changed:
+        return f"{field}: {stored.get(field)!r} there, {ident.get(field)!r} now"
+    return "; ".join(f"{k}: {there.get(k)!r} there, {now[k]!r} now" for k in changed[:5])
+
+
 _HELD_LOCKS: dict[str, object] = {}
 
 
@@ -588,8 +643,10 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         if not rows:
             raise UserError(f"--report-only needs finished runs in {rows_path}")
         _refuse_report_only_changes(cfg, out, ctx.config_changes, ctx.precision_requested)
-        # complete: every run of the plan has its row (a process killed before its last run leaves fewer)
-        ctx.complete = {(s.arm, s.seed) for s in repro.plan(cfg)} <= {(r["arm"], r["seed"]) for r in rows}
+        # complete: every run of the plan has its row (a process killed before its last run leaves fewer) and the
+        # training process did not record itself unfinished
+        ctx.complete = ({(s.arm, s.seed) for s in repro.plan(cfg)} <= {(r["arm"], r["seed"]) for r in rows}
+                        and ctx.previous_run.get("complete") is not False)
         ctx.recorder.meta["report_command"] = ctx.recorder.meta["command"]
         prev = ctx.recorder.previous
         if prev:  # provenance stays that of the training processes
@@ -758,9 +815,10 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         if prev is not None:
             diff = ctx.identity_diff(prev["identity"], spec)
             if diff:
-                raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from another run "
-                                f"({diff[0]}: {prev.get('identity', {}).get(diff[0])!r} there, {ident.get(diff[0])!r} "
-                                f"now); drop --resume to start over or pass --out to keep both")
+                recorded = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
+                what = _what_differs(diff[0], prev["identity"], ident, recorded, cfg)
+                raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from another run ({what}); "
+                                f"drop --resume to start over or pass --out to keep both")
             rows.append(prev)
             continue
         ctx.log(f"run {i}/{len(plan)}: {spec.arm} seed {spec.seed} ({cfg.profile} profile{ctx.mark})")

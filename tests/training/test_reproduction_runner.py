@@ -186,7 +186,8 @@ def test_resume_refuses_another_identity(tmp_path, data, capsys):
     # other configuration
     assert run_main(repro, base + ["--resume", "--set", "dropout=0.3"]) == 2
     err = capsys.readouterr().err
-    assert "config_sha256" in err and "another run" in err and "Traceback" not in err
+    # the setting that changed, with both values (not the configuration hash)
+    assert "dropout: 0.2 there, 0.3 now" in err and "another run" in err and "Traceback" not in err
     # other data
     (data / "n.txt").write_text("400")  # the fingerprint hashes names and sizes
     assert run_main(repro, base + ["--resume"]) == 2
@@ -488,12 +489,15 @@ def test_an_evaluation_only_setting_evaluates_finished_checkpoints_without_train
     assert row["identity"]["config_sha256"] != first["identity"]["config_sha256"]
     assert ck.read_text() == ck_before  # the checkpoints keep the identity of their training
     capsys.readouterr()
-    # the first results folder holds the row without the setting: --resume there refuses, naming the hash
+    # the first results folder holds the row without the setting: --resume there refuses, naming the setting
     assert run_main(repro, base + ["--resume", "--set", "eval_tag=x"]) == 2
-    assert "config_sha256" in capsys.readouterr().err
-    # a setting that changes training still needs new checkpoints
-    assert run_main(repro, base + ["--resume", "--set", "dropout=0.3", "--out", str(tmp_path / "other")]) == 2
-    assert "belong to another run" in capsys.readouterr().err
+    assert "eval_tag: None there, 'x' now" in capsys.readouterr().err
+    # a setting that changes training needs new checkpoints: trained in the new results folder's own run folder,
+    # the first one's kept as they were
+    assert run_main(repro, base + ["--resume", "--set", "dropout=0.3", "--out", str(tmp_path / "other")]) == 0
+    assert ck.read_text() == ck_before
+    other = json.loads((tmp_path / "other" / "runs.jsonl").read_text())
+    assert other["epochs_run_here"] == 2 and other["identity"]["config_sha256"] != first["identity"]["config_sha256"]
 
 
 def test_a_weight_average_runs_is_recorded_and_a_multi_worker_run_refuses_it(tmp_path, data, capsys, monkeypatch):
@@ -508,7 +512,11 @@ def test_a_weight_average_runs_is_recorded_and_a_multi_worker_run_refuses_it(tmp
     assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set",
                             "arms=a", "--set", "ema=0.9", "--out", str(tmp_path / "ema")]) == 0
     assert json.loads((tmp_path / "ema" / "config.json").read_text())["stages"]["train"]["ema"] == 0.9
-    with np.load(runs / "toy-smoke" / "a_s0" / "train" / "last.npz") as z:
+    # another --out: its own run folder (the first run's checkpoints are kept)
+    mine = [d for d in (runs / "toy-smoke").iterdir() if (d / "owner.txt").is_file()
+            and (d / "owner.txt").read_text().strip() == str(tmp_path / "ema")]
+    assert len(mine) == 1 and mine[0].name.startswith("a_s0-")
+    with np.load(mine[0] / "train" / "last.npz") as z:
         assert any("ema_count" in p for p in z["_paths"])
     from medattn.training import custom_loop
 
