@@ -502,6 +502,7 @@ def _main(repro: Reproduction, argv) -> int:
         raise UserError(f"--weights {cfg.weights}: no such file (give none, imagenet, hed or a weights file)")
     # folders
     repo = _repo_root(repro.script)
+    rule = selection_rule(cfg.rule, repo) if cfg.rule and not cfg.report_only else None
     runs_dir = Path(cfg.runs_dir).resolve() if cfg.runs_dir else repo / "runs"
     data_tag = repro.dataset_tag(cfg, source) if repro.dataset_tag is not None else None
     # a selection run (a script's ``selection`` field: settings chosen without the test split) has its own
@@ -542,7 +543,7 @@ def _main(repro: Reproduction, argv) -> int:
     recorder = RunRecorder(out, previous=previous, profile=cfg.profile, seeds=cfg.seeds,
                            data_dir=None if source.synthetic else source.path, argv=[f"reproductions/{prog}"] + argv,
                            extra={"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-                                  **_weights_provenance(cfg.weights)})
+                                  **_weights_provenance(cfg.weights), **({"rule": rule} if rule else {})})
     if prev.get("models"):  # the models of the runs --resume keeps
         recorder.meta["models"] = list(prev["models"])
     ctx = Context(repro, cfg, out=out, root=root, strategy=strategy, recorder=recorder, data=source,
@@ -558,6 +559,28 @@ def _main(repro: Reproduction, argv) -> int:
     finally:
         if source.cleanup:
             source.cleanup()
+
+
+def selection_rule(path: str, repo: Path) -> dict:
+    """The selection rule file a run is judged by, checked to be committed and unmodified in ``repo`` (so git shows
+    it was written before the run); its path, last commit and commit time. UserError (exit 2) otherwise."""
+    from ..training.records import _git
+
+    f = Path(path).resolve()
+    try:
+        rel = f.relative_to(repo.resolve())
+    except ValueError:
+        raise UserError(f"--rule {path}: the rule must be a file of this repository ({repo})") from None
+    if not f.is_file():
+        raise UserError(f"--rule {path}: no such file")
+    if _git("ls-files", "--error-unmatch", str(rel), cwd=repo) is None:
+        raise UserError(f"--rule {path}: not committed; commit the rule before its run")
+    if _git("diff", "--quiet", "HEAD", "--", str(rel), cwd=repo) is None:
+        raise UserError(f"--rule {path}: modified since its last commit; commit the rule before its run")
+    commit, stamp = (_git("log", "-1", "--format=%H %ct", "--", str(rel), cwd=repo) or " 0").split(" ", 1)
+    # the format of run.json's ``started``, so the two compare as text
+    return {"file": str(rel), "commit": commit,
+            "committed": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(int(stamp)))}
 
 
 def _comparable_settings(cfg) -> dict:
@@ -826,7 +849,10 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         t0 = time.time()
         ctx.resumed_stages = []
         row = repro.run_one(ctx, spec, data)
+        rule = ctx.recorder.meta.get("rule")
         row = {"arm": spec.arm, "seed": spec.seed, **row, "profile": cfg.profile,
+               **({"rule_file": rule["file"], "rule_commit": rule["commit"][:7], "rule_committed": rule["committed"],
+                   "run_started": ctx.recorder.meta.get("started")} if rule else {}),
                **{k: v for k, v in _weights_provenance(cfg.weights).items() if k == "weights_source"},
                "wall_time_s": round(time.time() - t0, 1),
                **({"resumed_stages": list(ctx.resumed_stages)} if ctx.resumed_stages else {}),

@@ -33,7 +33,7 @@ def default_data_dir(dataset: str, env: Mapping[str, str] | None = None) -> str 
 
 SHARED_FLAGS = ("--data-dir", "--profile", "--out", "--runs-dir", "--seed", "--seeds", "--epochs", "--batch-size",
                 "--lr", "--image-size", "--weights", "--strategy", "--mixed-precision", "--resume", "--deterministic",
-                "--dry-run", "--report-only", "--no-tensorboard", "--quiet", "--set")
+                "--dry-run", "--report-only", "--no-tensorboard", "--quiet", "--rule", "--set")
 
 
 def build_parser(description: str, profiles: Sequence[str] = ("smoke", "cpu", "paper"),
@@ -74,6 +74,8 @@ def build_parser(description: str, profiles: Sequence[str] = ("smoke", "cpu", "p
                     help="rebuild tables and plots from finished runs without training")
     ap.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard logs in the run folders")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
+    ap.add_argument("--rule", help="the selection rule (a file) this run is judged by: refused unless committed and "
+                    "unmodified; its commit and time go into run.json and every row")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override any config field, or one stage's with STAGE.FIELD=VALUE (repeatable)")
     return ap
@@ -82,7 +84,8 @@ def build_parser(description: str, profiles: Sequence[str] = ("smoke", "cpu", "p
 _FLAG_FIELDS = {"epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--lr",
                 "image_size": "--image-size", "weights": "--weights", "strategy": "--strategy",
                 "mixed_precision": "--mixed-precision", "resume": "--resume", "deterministic": "--deterministic",
-                "out": "--out", "runs_dir": "--runs-dir", "dry_run": "--dry-run", "report_only": "--report-only"}
+                "out": "--out", "runs_dir": "--runs-dir", "dry_run": "--dry-run", "report_only": "--report-only",
+                "rule": "--rule"}
 
 
 def parse_config(profiles: Mapping[str, ExperimentConfig], argv=None, *, description: str = "",

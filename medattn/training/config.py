@@ -144,7 +144,7 @@ class Stage:
 STAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Stage) if f.name != "name")
 # fields that say how to run, not what is computed: they do not enter a run's identity
 RUN_ONLY_FIELDS = ("data_dir", "out", "runs_dir", "resume", "verbose", "report_only", "strategy", "tensorboard",
-                   "dry_run")
+                   "dry_run", "rule")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +166,7 @@ class ExperimentConfig:
     resume: bool = False
     dry_run: bool = False
     report_only: bool = False
+    rule: str | None = None  # --rule FILE: the selection rule this run is judged by (committed before it starts)
     tensorboard: bool = True
     verbose: int = 1  # 0 quiet, 1 a line per epoch (and a bar on a terminal), 2 lines only
     # fields that only choose which arms run (see config_hash); a subclass lists its own

@@ -140,3 +140,31 @@ def test_report_only_after_a_kill_says_incomplete_and_names_the_training_command
     assert run["complete"] is False and meta["complete"] is False
     assert "--report-only" not in run["command"] and "--report-only" in run["report_command"]
     assert "complete: `False`" in (out / "runs.md").read_text()
+
+
+def test_a_selection_run_names_a_committed_rule_and_records_when_it_was_written(tmp_path, data, capsys):  # noqa: F811
+    import subprocess
+
+    repro = _repro(tmp_path)
+    repo = tmp_path / "repo"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    rule = repo / "RULE.md"
+    rule.write_text("adopt if validation accuracy rises by 2 points\n")
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--set", "arms=a",
+            "--rule", str(rule)]
+    assert run_main(repro, base) == 2  # not committed
+    assert "not committed; commit the rule before its run" in capsys.readouterr().err
+    subprocess.run(git + ["add", "RULE.md"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "rule"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rule.write_text("adopt if it rises at all\n")
+    assert run_main(repro, base) == 2  # edited after its commit
+    assert "modified since its last commit" in capsys.readouterr().err
+    subprocess.run(git + ["checkout", "-q", "RULE.md"], check=True)
+    assert run_main(repro, base) == 0
+    out = tmp_path / "runs" / "toy-smoke" / "results"
+    run = json.loads((out / "run.json").read_text())
+    assert run["rule"]["file"] == "RULE.md" and run["rule"]["commit"] == commit
+    row = json.loads((out / "runs.jsonl").read_text())
+    assert row["rule_commit"] == commit[:7] and row["rule_committed"] <= row["run_started"]
