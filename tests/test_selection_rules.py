@@ -1,0 +1,41 @@
+"""No adopted selection rule post-dates its run unless it says so: each entry of results/selection_rules.json is
+checked against git (is the rule's text in the tree of the commit its run's first process ran?)."""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO
+
+RULES = json.loads((REPO / "results" / "selection_rules.json").read_text())["rules"]
+
+
+def _git(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def _run_commit(folder: str) -> str:
+    run = json.loads((REPO / folder / "run.json").read_text())
+    first = (run.get("processes") or [run])[0]
+    return first["git_commit"].replace("+dirty", "")
+
+
+@pytest.mark.parametrize("entry", RULES, ids=[e["rule"] for e in RULES])
+def test_an_adopted_rule_predates_its_run_or_is_marked_post_dated(entry):
+    commit = _run_commit(entry["run"])
+    if _git("cat-file", "-e", f"{commit}^{{commit}}").returncode:
+        pytest.skip(f"git history without {commit[:7]} (a shallow clone)")
+    in_tree = _git("grep", "-q", "-F", entry["phrase"], commit, "--").returncode == 0
+    if entry["post_dated"]:
+        assert not in_tree, f"{entry['rule']}: marked post-dated, but its text is in {commit[:7]}"
+        assert "post-dated" in (REPO / entry["readme"]).read_text(), f"{entry['readme']} must say post-dated"
+    else:
+        assert in_tree, f"{entry['rule']}: its text is not in {commit[:7]}, the commit its run started from"
+    assert entry["phrase"] in (REPO / entry["readme"]).read_text()
+
+
+def test_post_dated_choices_say_so_where_the_pages_cite_them():
+    for page, name in (("docs/dcat.md", "warm-up"), ("docs/dcnnimaf.md", "selection run H")):
+        text = (REPO / page).read_text()
+        assert name in text and "post-dated" in text, page
