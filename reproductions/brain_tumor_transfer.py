@@ -1,7 +1,7 @@
 """Reproduce the six-backbone transfer-learning study of brain tumour MRI (Cancers 17(1):121, 2025).
 
     python reproductions/brain_tumor_transfer.py --profile cpu --data-dir $MEDATTN_DATA_DIR/brain_tumor_mri
-    python reproductions/brain_tumor_transfer.py --profile smoke --data-dir ...   # two small backbones, minutes
+    python reproductions/brain_tumor_transfer.py --profile smoke --data-dir ...   # two small backbones (profiles: below)
     python reproductions/brain_tumor_transfer.py --profile paper --weights imagenet   # the paper's protocol (GPU)
     python reproductions/brain_tumor_transfer.py --profile paper --dry-run --data-dir ...   # proves it runs (CPU)
 
@@ -118,6 +118,13 @@ class BrainConfig(ExperimentConfig):
                                                   "precise_bn")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta", "precise_bn")
 
+
+PROFILE_NOTES = {
+    "smoke": "what the tests run: MobileNetV2 and VGG16, one epoch, 32 px",
+    "cpu": "our committed table: six backbones, one seed, 12 epochs at 64 px (Xception 80 px), from scratch",
+    "paper": "the paper's protocol for GPU/TPU: six ImageNet backbones at 224 px, 10 frozen then 20 fine-tuning "
+             "epochs",
+}
 
 PROFILES = {
     "smoke": BrainConfig(profile="smoke", backbones=("mobilenetv2", "vgg16"), large_input_size=0,
@@ -666,7 +673,7 @@ def _check(cfg: BrainConfig) -> None:
 
 
 REPRODUCTION = Reproduction(
-    name="brain_tumor_transfer", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER,
+    profile_notes=PROFILE_NOTES, name="brain_tumor_transfer", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER,
     dataset="brain_tumor_mri", load_data=load_data, plan=plan, run_one=run_backbone, report=report,
     backbones=lambda cfg: list(cfg.backbones),
     models=lambda cfg, arm: [_precision_model(cfg, arm)],

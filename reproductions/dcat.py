@@ -2,7 +2,7 @@
 
     python reproductions/dcat.py --profile cpu --data-dir $MEDATTN_DATA_DIR/pneumoniamnist --resume  # results/dcat/pneumoniamnist
     python reproductions/dcat.py --profile cpu --data-dir $MEDATTN_DATA_DIR/chest_xray --resume      # results/dcat/chest_xray
-    python reproductions/dcat.py --profile smoke --data-dir ...                 # minutes: end-to-end check
+    python reproductions/dcat.py --profile smoke --data-dir ...                 # end-to-end check (profiles: below)
     python reproductions/dcat.py --profile paper --data-dir PATH --weights imagenet   # the paper's sizes (GPU)
     python reproductions/dcat.py --profile paper --dry-run --data-dir ...       # proves the paper profile runs (CPU)
 
@@ -74,6 +74,14 @@ class DcatConfig(ExperimentConfig):
     # chest_xray: training accuracy 0.84, validation accuracy 0.13)
     bn_momentum: float | None = None
 
+
+PROFILE_NOTES = {
+    "smoke": "what the tests run: DCAT and one ablation, one epoch, 32 px, EfficientNetB0 + ResNet-34",
+    "cpu": "our committed tables: four variants (DCAT, concatenation, each backbone alone), 15 epochs at 64 px, "
+           "EfficientNetB0 + ResNet-34, from scratch",
+    "paper": "the paper's sizes for GPU/TPU: EfficientNetB4 + ResNet-34 at 224 px, 30 epochs, ImageNet weights for "
+             "the EfficientNet",
+}
 
 PROFILES = {
     "smoke": DcatConfig(profile="smoke", backbone_a="efficientnetb0", variants=("dcat", "a_only"), dim=32,
@@ -410,7 +418,7 @@ def _check(cfg: DcatConfig) -> None:
 
 
 REPRODUCTION = Reproduction(
-    name="dcat", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="pneumoniamnist",
+    profile_notes=PROFILE_NOTES, name="dcat", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="pneumoniamnist",
     load_data=load_data, plan=plan, run_one=run_variant, report=report,
     backbones=lambda cfg: [cfg.backbone_a],
     no_data="no data: pass --data-dir PATH to one dataset (pneumoniamnist .npz folder, chest_xray, COVID-19 "

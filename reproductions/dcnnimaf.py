@@ -1,11 +1,12 @@
 """Reproduce the multi-attention LinkNet + DCNNIMAF breast-ultrasound paper (arXiv 2407.02844) on BUSI.
 
-    python reproductions/dcnnimaf.py                      # no data found: a SYNTHETIC phantom run (~2 min)
-    python reproductions/dcnnimaf.py --data-dir PATH/busi --profile cpu            # three seeds, ~5 h on 2 cores
+    python reproductions/dcnnimaf.py                      # no data found: a SYNTHETIC phantom run
+    python reproductions/dcnnimaf.py --data-dir PATH/busi --profile cpu            # three seeds (time: Profiles, below)
     python reproductions/dcnnimaf.py --data-dir PATH/busi --profile paper --weights imagenet   # GPU/TPU
     python reproductions/dcnnimaf.py --profile paper --dry-run   # proves the paper profile runs, on CPU
 
-Stage 1 segments the lesion with LinkNet (InceptionResNetV2 encoder, same padding) and scSE attention after each
+Stage 1 segments the lesion with LinkNet (the paper: InceptionResNetV2 encoder, same padding; the cpu profile: a
+quarter-width VGG16-BN, or VGG16 from HED with --weights hed) and scSE attention after each
 decoder block; stage 2 classifies benign / malignant / normal with DCNNIMAF from the image stacked with the mask
 PREDICTED by stage 1 (never the ground-truth mask: normal images have empty masks, which would give the label
 away). The classifier's own training images get out-of-fold masks (cross-fitting: a segmenter that did not train
@@ -131,6 +132,16 @@ class DcnnimafConfig(ExperimentConfig):
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("cls_tta", "cls_precise_bn")
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("protocols",)
 
+
+PROFILE_NOTES = {
+    "smoke": "what the tests run: one grouped protocol, one epoch per stage, 64 px, eighth-width VGG16-BN encoder",
+    "synthetic": "the default without data: all three protocols on 150 generated phantoms at 32 px, labelled "
+                 "SYNTHETIC",
+    "cpu": "our committed table: BUSI, three protocols x three seeds, quarter-width VGG16-BN LinkNet (60 epochs, "
+           "128 px) and DCNNIMAF (30 epochs, 128 px), from scratch",
+    "paper": "the paper's sizes for GPU/TPU: InceptionResNetV2 LinkNet at 256 px, DCNNIMAF at 224 px, 100 epochs "
+             "each, ImageNet weights",
+}
 
 PROFILES = {
     "smoke": DcnnimafConfig(profile="smoke", seg_backbone="vgg16", encoder_width=0.125,
@@ -680,7 +691,7 @@ def resolve_data(cfg):
 
 
 REPRODUCTION = Reproduction(
-    name="dcnnimaf", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="busi",
+    profile_notes=PROFILE_NOTES, name="dcnnimaf", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="busi",
     load_data=load_data, plan=plan, run_one=run_protocol, report=report, resolve_data=resolve_data,
     profile_without_data="synthetic", no_data=NO_DATA, check=_check,
     backbones=lambda cfg: [cfg.seg_backbone],

@@ -1,6 +1,6 @@
 """Reproduce "Mammographic image classification with deep fusion learning" (Sci. Rep. 10, 2020) on MIAS ROIs.
 
-    python reproductions/mias_fusion.py --profile cpu            # our cpu profile (hours on 2 CPU cores)
+    python reproductions/mias_fusion.py --profile cpu            # our cpu profile (time: Profiles, below)
     python reproductions/mias_fusion.py --profile smoke          # seconds: end-to-end check
     python reproductions/mias_fusion.py --profile paper --weights imagenet   # the authors' protocol (GPU, online)
     python reproductions/mias_fusion.py --profile paper --dry-run            # proves the paper profile runs (CPU)
@@ -88,6 +88,13 @@ class MiasConfig(ExperimentConfig):
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("tta",)
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
 
+
+PROFILE_NOTES = {
+    "smoke": "what the tests run: Model1 and Model2, one epoch, eighth-width VGG16-BN",
+    "cpu": "our committed table: nine models (VGG16/VGG19 Model1, Model2 and baseline; MobileNet, ResNet50, "
+           "DenseNet121 baselines) x three seeds, 40 epochs on 72 px patches, quarter-width VGGs, from scratch",
+    "paper": "the paper's protocol for GPU/TPU: full-width ImageNet backbones, frozen, 5 epochs on 72 px patches",
+}
 
 PROFILES = {
     "smoke": MiasConfig(profile="smoke", models=("vgg16:model1", "vgg16:model2"), multi_seed_models=(),
@@ -427,7 +434,7 @@ def _backbones(cfg: MiasConfig) -> list[str]:
 
 
 REPRODUCTION = Reproduction(
-    name="mias_fusion", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="mias_rois",
+    profile_notes=PROFILE_NOTES, name="mias_fusion", script=__file__, description=__doc__, profiles=PROFILES, paper=PAPER, dataset="mias_rois",
     load_data=load_data, plan=plan, run_one=train_and_evaluate, report=write_results, backbones=_backbones,
     no_data="no data. Download the MIAS ROIs released with the paper's code (MIAS_ROIs.zip, see README 'Data'), "
             "then run with --data-dir PATH/mias_rois or set MEDATTN_DATA_DIR.",

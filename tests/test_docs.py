@@ -106,3 +106,31 @@ def test_a_missing_keras_backend_is_one_line_naming_the_extra():
                        capture_output=True, text=True, cwd=REPO, env={"KERAS_BACKEND": "tensorflow", "PATH": ""})
     assert r.returncode != 0
     assert 'ImportError: medattn needs a Keras backend: pip install "medattn[cpu]"' in r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("paper", ["dcnnimaf", "mias_fusion", "emtnet", "brain_tumor_transfer", "dcat"])
+def test_profiles_are_described_once_and_shown_the_same_by_help_and_the_page(paper):
+    from medattn.runner.reproduction import profiles_help
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", paper)
+    repro = mod.REPRODUCTION
+    assert set(repro.profile_notes) == set(mod.PROFILES), "every profile has its one description"
+    page = (REPO / "docs" / f"{paper}.md").read_text()
+    shown = profiles_help(repro)
+    for name, note in repro.profile_notes.items():
+        assert f"- `{name}`: {note}" in page, f"docs/{paper}.md does not show profile {name} as defined"
+        assert f"  {name}: {note}" in shown
+    assert "measured:" in shown  # the committed profile's time, read from its run.json
+
+
+def test_help_answers_without_importing_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['dcnnimaf.py', '--help']\n"
+            "try:\n    runpy.run_path('reproductions/dcnnimaf.py', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.stdout.strip().splitlines()[-1] == "False" and "Profiles:" in r.stdout

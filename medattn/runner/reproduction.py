@@ -104,6 +104,9 @@ class Reproduction:
     # from scratch); config.json records only what ran, so they are left out of it and named under "not_used", and
     # one the user set to another value than the profile's is refused (_refuse_unused_settings)
     not_used: Callable[[ExperimentConfig], Mapping[str, str]] = lambda cfg: {}
+    # {profile: what it is for, its model and sizes}: the one description of each profile, shown by --help (with the
+    # committed profile's measured time, read from its run.json) and checked against the paper's page by the tests
+    profile_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Context:
@@ -457,8 +460,8 @@ def _main(repro: Reproduction, argv) -> int:
     has_data = any(a == "--data-dir" or a.startswith("--data-dir=") for a in argv) or bool(
         repro.dataset and default_data_dir(repro.dataset))
     default = repro.default_profile if has_data or not repro.profile_without_data else repro.profile_without_data
-    parser = build_parser(repro.description, tuple(repro.profiles), default_profile=default, prog=prog,
-                          extra_flags=repro.extra_flags)
+    parser = build_parser(repro.description + profiles_help(repro), tuple(repro.profiles), default_profile=default,
+                          prog=prog, extra_flags=repro.extra_flags)
     cfg, args = parse_config(repro.profiles, argv, dataset=repro.dataset, refused=repro.refused, parser=parser)
     # where the data is
     if cfg.data_dir is None and repro.resolve_data is None:
@@ -559,6 +562,35 @@ def _main(repro: Reproduction, argv) -> int:
     finally:
         if source.cleanup:
             source.cleanup()
+
+
+def measured_time(repro: Reproduction) -> list[str]:
+    """The committed profile's measured time, one line per committed results folder: the training processes' wall
+    time summed from its ``run.json``, and the machine."""
+    root = _repo_root(repro.script) / "results" / repro.name
+    lines = []
+    for run_json in sorted([root / "run.json", *root.glob("*/run.json")]):
+        if not run_json.is_file() or "selection" in run_json.parts or run_json.parent.name.startswith("earlier_"):
+            continue
+        run = json.loads(run_json.read_text())
+        machine = run.get("machine") or {}
+        if run.get("profile") != repro.committed_profile or not run.get("wall_time_s"):
+            continue
+        lines.append(f"{run['wall_time_s'] / 3600:.1f} h of training on a {machine.get('cores', '?')}-core "
+                     f"{machine.get('cpu', '?')} ({run_json.relative_to(root.parents[1])})")
+    return lines
+
+
+def profiles_help(repro: Reproduction) -> str:
+    """The profiles' section of ``--help``: :attr:`Reproduction.profile_notes` and the measured time."""
+    if not repro.profile_notes:
+        return ""
+    lines = ["", "", "Profiles:"]
+    for name, note in repro.profile_notes.items():
+        lines.append(f"  {name}: {note}")
+        if name == repro.committed_profile:
+            lines += [f"    measured: {t}" for t in measured_time(repro)]
+    return "\n".join(lines)
 
 
 def selection_rule(path: str, repo: Path) -> dict:
