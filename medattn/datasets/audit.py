@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import DatasetError, Record, read_image
+from .core import CONTENT_PROBLEMS, DatasetError, Record, content_problems, read_image
 
 __all__ = ["phash", "exact_hash", "small_copy", "hamming_pairs", "group_pairs", "audit_images", "audit_records",
            "audit_rule", "pairs_sheet", "main", "DEFAULT_THRESHOLD", "DEFAULT_VERIFY", "VERIFY_TIERS", "DATASET_VERIFY"]
@@ -242,6 +242,7 @@ def audit_records(records: Sequence[Record], root, threshold: int = DEFAULT_THRE
     audit them. ``_records`` keeps the records whose image and masks all decode."""
     root = Path(root)
     imgs, names, labels, splits, corrupt, mism = [], [], [], [], [], []
+    content: dict[str, list[str]] = {k: [] for k in CONTENT_PROBLEMS}
     for r in _progress(records, progress, "decoding"):
         rel = _rel(r.path, root)
         try:
@@ -249,22 +250,31 @@ def audit_records(records: Sequence[Record], root, threshold: int = DEFAULT_THRE
         except DatasetError as e:
             corrupt.append(f"{rel}: {e}")
             continue
-        mask_ok = True
+        mask_ok, masks = True, []
         for m in r.mask_paths:  # decoded in full: a truncated mask has a valid header
             try:
-                mshape = read_image(m).shape
+                masks.append(read_image(m))
+                mshape = masks[-1].shape
                 if mshape[:2] != im.shape[:2]:
                     mism.append(f"{_rel(m, root)}: {(mshape[1], mshape[0])} vs image {(im.shape[1], im.shape[0])}")
+                    mask_ok = False
             except DatasetError as e:
                 corrupt.append(f"{_rel(m, root)}: {e}")
                 mask_ok = False
-        if not mask_ok:  # an image whose mask cannot be read cannot be used; it is listed under corrupt
+        if not mask_ok:  # an image whose mask cannot be read or has another size cannot be used
+            continue
+        problems = content_problems(r.path, im, masks, r.label_name if r.mask_paths else None, name=rel)
+        for kind, message in problems:
+            content[kind].append(message)
+        if problems:  # named in the report and left out of the records a run uses
             continue
         imgs.append(im)
         names.append(rel)
         labels.append(r.label_name)
         splits.append(r.split or "all")
     rep = audit_images(imgs, names, labels, splits, threshold, corrupt, mism, progress, verify)
+    rep.update(content)
+    rep["summary"].update({k: len(v) for k, v in content.items()})
     kept = set(names)
     rep["_records"] = [r for r in records if _rel(r.path, root) in kept]
     return rep
@@ -316,8 +326,11 @@ def run_audit(dataset: str, data_dir: str, threshold: int = DEFAULT_THRESHOLD, p
     records, root, problems = _load(dataset, data_dir)
     rep = audit_records(records, root, threshold, progress, verify)
     if problems:  # files the loader could not take: reported beside the decode failures, nothing stops early
-        rep["corrupt"] = list(problems) + rep["corrupt"]
+        sizes = [p for p in problems if "they must match" in p]  # a mask of another size is a size mismatch
+        rep["mask_mismatch"] = sizes + rep["mask_mismatch"]
+        rep["corrupt"] = [p for p in problems if p not in sizes] + rep["corrupt"]
         rep["summary"]["corrupt"] = len(rep["corrupt"])
+        rep["summary"]["mask_mismatch"] = len(rep["mask_mismatch"])
     return rep
 
 
@@ -341,8 +354,10 @@ def to_markdown(rep: dict, dataset: str, command: str, max_groups: int = 15) -> 
     for key, title in (("label_conflicts", "Same image under different labels"),
                        ("cross_split_groups", "Groups spanning splits"), ("exact_groups", "Exact duplicate groups"),
                        ("near_groups", "Near-duplicate groups (include the exact ones)"), ("corrupt", "Corrupt files"),
-                       ("mask_mismatch", "Mask/image size mismatches")):
-        items = rep[key]
+                       ("mask_mismatch", "Mask/image size mismatches"), ("too_small", "Images under the minimum size"),
+                       ("transparent", "Images with transparent pixels"), ("empty_mask", "Lesion images with empty masks"),
+                       ("full_mask", "Masks covering the whole image")):
+        items = rep.get(key, [])
         lines += [f"## {title} ({len(items)})", ""]
         for g in items[:max_groups]:
             lines.append("- " + (", ".join(f"`{x}`" for x in g) if isinstance(g, list) else f"`{g}`"))

@@ -103,14 +103,56 @@ def read_image(path, mode: str = "L") -> np.ndarray:
                            "not an image") from e
 
 
+MIN_IMAGE_SIDE = 16  # pixels: an image smaller than this on either side holds nothing to learn from
+CONTENT_PROBLEMS = ("too_small", "transparent", "empty_mask", "full_mask")
+
+
+def content_problems(path, image: np.ndarray, masks: Sequence[np.ndarray] = (), label: str | None = None,
+                     empty_mask_labels: Sequence[str] = ("normal",), name=None) -> list[tuple[str, str]]:
+    """What is wrong with a decoded image and its masks, as ``(kind, message)`` pairs (``kind`` one of
+    :data:`CONTENT_PROBLEMS`): a side under :data:`MIN_IMAGE_SIDE` pixels, transparent pixels in the file (their
+    colour is undefined once the alpha channel is dropped), every mask empty for a class that has lesions (any
+    label not in ``empty_mask_labels``), or masks that cover the whole image. Messages name the file as ``name``
+    (default: ``path``)."""
+    out = []
+    name = path if name is None else name
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        return [("too_small", f"{name}: image is {w}x{h}, under the {MIN_IMAGE_SIDE}-pixel minimum")]
+    if _has_transparency(path):
+        out.append(("transparent", f"{name}: has transparent pixels (an alpha channel below 255)"))
+    if len(masks):
+        union = np.any([np.asarray(m) > 0 for m in masks], axis=0)
+        if label is not None and label not in empty_mask_labels and not union.any():
+            out.append(("empty_mask", f"{name}: its {label} image has an empty mask"))
+        if union.mean() >= 0.99:
+            out.append(("full_mask", f"{name}: its mask covers the whole image"))
+    return out
+
+
+def _has_transparency(path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("RGBA", "LA", "PA") and not (im.mode == "P" and "transparency" in im.info):
+                return False
+            return int(np.asarray(im.convert("RGBA"))[..., 3].min()) < 255
+    except (OSError, ValueError):
+        return False
+
+
 def check_readable(records: Iterable[Record], skip_bad: bool, dataset: str) -> list[Record]:
-    """Decode every image and mask once; raise on the first bad file, or skip bad records and report them."""
+    """Decode every image and mask once and check their content (:func:`content_problems`); raise on the first bad
+    file, or skip bad records and report them."""
     good, bad = [], []
     for r in records:
         try:
-            read_image(r.path)
-            for m in r.mask_paths:
-                read_image(m)
+            image = read_image(r.path)
+            masks = [read_image(m) for m in r.mask_paths]
+            problems = content_problems(r.path, image, masks, r.label_name if r.mask_paths else None)
+            if problems:
+                raise DatasetError(f"{dataset}: {problems[0][1]}")
             good.append(r)
         except DatasetError as e:
             if not skip_bad:

@@ -338,6 +338,12 @@ class Context:
         if audit.get("corrupt"):
             self.skipped.extend(audit["corrupt"])
             self.log(f"! skipped {len(audit['corrupt'])} unreadable file(s): " + "; ".join(audit["corrupt"]))
+        from ..datasets.core import CONTENT_PROBLEMS
+
+        bad = [m for k in ("mask_mismatch", *CONTENT_PROBLEMS) for m in audit.get(k, [])]
+        if bad:  # images the audit found unusable (a mask of another size, too small, transparent, empty or full mask)
+            self.skipped.extend(bad)
+            self.log(f"! skipped {len(bad)} unusable image(s): " + "; ".join(bad))
         return audit
 
     def save_model(self, model, run: RunSpec, name: str, **card) -> Path | None:

@@ -2,6 +2,7 @@
 
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +240,47 @@ def test_audit_cli_reports_every_bad_file_in_one_pass(tmp_path):
     assert rep["summary"]["corrupt"] == 2 and rep["n_images"] == 8
     with pytest.raises(DatasetError, match=r"benign \(1\).png"):
         D.busi_records(root)  # without a problems list the loader still stops, naming the file
+
+
+def _plant_bad_content(base):
+    """An all-white mask, a 1x1 image (with its 1x1 mask), an RGBA image with transparent pixels, a lesion image
+    with an empty mask, and a mask of another size."""
+    synth.save(base / "benign" / "benign (2)_mask.png", np.full((48, 40), 255, np.uint8))  # full mask
+    synth.save(base / "malignant" / "malignant (1).png", np.full((1, 1), 90, np.uint8))
+    synth.save(base / "malignant" / "malignant (1)_mask.png", np.full((1, 1), 255, np.uint8))
+    rgba = np.dstack([synth.natural_image(9, (48, 40))] * 3 + [np.full((48, 40), 255, np.uint8)])
+    rgba[:10, :10, 3] = 0
+    synth.save(base / "malignant" / "malignant (2).png", rgba)
+    synth.save(base / "benign" / "benign (3)_mask.png", np.zeros((48, 40), np.uint8))  # lesion class, empty mask
+    synth.save(base / "normal" / "normal (1)_mask.png", np.zeros((20, 20), np.uint8))  # another size
+
+
+def test_22_the_audit_names_bad_content_and_counts_size_mismatches_as_such(busi):
+    from medattn.datasets.audit import run_audit, to_markdown
+
+    root, base = busi
+    _plant_bad_content(base)
+    rep = run_audit("busi", str(root), progress=False)
+    s = rep["summary"]
+    assert (s["full_mask"], s["too_small"], s["transparent"], s["empty_mask"]) == (1, 1, 1, 1)
+    assert s["mask_mismatch"] == 1 and s["corrupt"] == 0 and "normal (1)_mask.png" in rep["mask_mismatch"][0]
+    assert "benign (2).png: its mask covers the whole image" in rep["full_mask"][0]
+    assert "malignant (1).png: image is 1x1, under the 16-pixel minimum" in rep["too_small"][0]
+    assert "malignant (2).png: has transparent pixels" in rep["transparent"][0]
+    assert "benign (3).png: its benign image has an empty mask" in rep["empty_mask"][0]
+    kept = {Path(r.path).name for r in rep["_records"]}  # every one of them left out of what a run uses
+    assert not kept & {"benign (2).png", "malignant (1).png", "malignant (2).png", "benign (3).png"}
+    md = to_markdown(rep, "busi", "cmd")
+    assert "| full mask | 1 |" in md and "Images with transparent pixels" in md
+
+
+def test_23_the_loader_refuses_bad_content_in_one_line_or_skips_and_names_it(busi, capsys):
+    root, base = busi
+    _plant_bad_content(base)
+    synth.save(base / "normal" / "normal (1)_mask.png", np.zeros((48, 40), np.uint8))  # only content problems
+    msg = _expect(lambda: D.busi_records(root, verify=True), r"BUSI: .*benign \(2\)\.png: its mask covers the whole")
+    assert "\n" not in msg
+    recs = D.busi_records(root, verify=True, skip_bad=True)
+    out = capsys.readouterr().out
+    assert "skipped 4 bad file(s)" in out and "1x1, under the 16-pixel minimum" in out
+    assert len(recs) == 7 - 4
