@@ -24,7 +24,11 @@ it needs: input size, preprocessing, class names, threshold, MC dropout. By the 
 
 Images: PNG, JPEG, BMP, TIFF, greyscale or RGB, any size (resized to the model's input; masks are resized back).
 Files that cannot be read are listed in ``unreadable.txt`` and in the exit message, and the exit code is 3; they
-are never skipped silently. A progress bar runs on a terminal.
+are never skipped silently; other files in the folder (not images, or ``*_mask*`` files) are listed in
+``skipped.txt``. Two inputs with one name and two extensions (``x.jpg``, ``x.png``) keep their extensions in the
+output names (``masks/x.jpg.png``, ``masks/x.png.png``). ``--out`` must be a new folder (or hold no earlier outputs);
+``--overwrite`` replaces them. A model file that cannot be read is named as such (not "file not found"). A progress
+bar runs on a terminal.
 """
 
 from __future__ import annotations
@@ -41,14 +45,59 @@ __all__ = ["predict_folder", "main"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def _images(folder: Path) -> list[Path]:
+def _images(folder: Path) -> tuple[list[Path], list[str]]:
+    """The images under ``folder`` and the other files found there (named, never dropped without a word)."""
     if not folder.is_dir():
         raise ValueError(f"--images {folder}: no such folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and "_mask" not in p.stem)
+    found = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in p.stem]
+    skipped = [f"{p.relative_to(folder)}: " + ("a mask file (name with _mask)" if p.suffix.lower() in IMAGE_SUFFIXES
+                                              else f"not an image ({'/'.join(IMAGE_SUFFIXES)})")
+               for p in found if p not in set(files)]
     if not files:
         raise ValueError(f"--images {folder}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
-    return files
+    return files, skipped
+
+
+OUTPUTS = ("masks", "overlays", "predictions.csv", "unreadable.txt", "skipped.txt")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """``--out`` must be a folder that holds no earlier outputs, unless ``overwrite`` (which removes them)."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; give a folder")
+    earlier = [out / n for n in OUTPUTS if (out / n).exists()]
+    if earlier and not overwrite:
+        raise ValueError(f"--out {out}: holds earlier outputs ({', '.join(p.name for p in earlier)}); give a new "
+                         f"folder or --overwrite")
+    for p in earlier:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _output_names(files: list[Path], images: Path) -> dict[Path, Path]:
+    """Each input's output name (``.png``): its relative path with ``.png``, or with its own extension kept
+    (``x.jpg.png``) when another input has the same name but another extension."""
+    from collections import Counter
+
+    rels = [p.relative_to(images) for p in files]
+    stems = Counter(r.with_suffix("") for r in rels)
+    return {r: (r.with_name(r.name + ".png") if stems[r.with_suffix("")] > 1 else r.with_suffix(".png"))
+            for r in rels}
+
+
+def _load(path: Path):
+    """A saved model, or ValueError saying the file cannot be read as one (truncated, not a .keras file)."""
+    from .saving import load_model
+
+    try:
+        return load_model(path, compile=False)
+    except ValueError:
+        raise
+    except Exception as e:  # zipfile/h5py/OS errors of a damaged file
+        raise ValueError(f"--model {path}: cannot be read as a Keras model (truncated or not a .keras file: "
+                         f"{type(e).__name__}: {e})") from None
 
 
 def _prepare(img: np.ndarray, size: int, preprocessing: str) -> np.ndarray:
@@ -69,12 +118,11 @@ def _resize_mask(prob: np.ndarray, shape) -> np.ndarray:
     return np.asarray(tf.image.resize(prob[None, ..., None].astype("float32"), shape, method="bilinear"))[0, ..., 0]
 
 
-def _save_mask_and_overlay(out: Path, rel: Path, img: np.ndarray, mask: np.ndarray) -> None:
+def _save_mask_and_overlay(out: Path, name: Path, img: np.ndarray, mask: np.ndarray) -> None:
     from PIL import Image
 
     for sub in ("masks", "overlays"):
-        (out / sub / rel.parent).mkdir(parents=True, exist_ok=True)
-    name = rel.with_suffix(".png")
+        (out / sub / name.parent).mkdir(parents=True, exist_ok=True)
     Image.fromarray((mask * 255).astype(np.uint8)).save(out / "masks" / name)
     over = img.astype(np.float32).copy()
     over[mask > 0] = 0.55 * over[mask > 0] + 0.45 * np.array([255.0, 40.0, 40.0])
@@ -110,14 +158,16 @@ def _card_of(path: Path) -> dict:
         raise ValueError(str(e)) from None
 
 
-def predict_folder(model_path, images, out, passes: int | None = None, progress: bool | None = None) -> dict:
-    """Run the model at ``model_path`` on every image under ``images``; write the outputs under ``out``. Returns
-    ``{"n": processed, "unreadable": [lines], "csv": path}``."""
+def predict_folder(model_path, images, out, passes: int | None = None, progress: bool | None = None,
+                   overwrite: bool = False) -> dict:
+    """Run the model at ``model_path`` on every image under ``images``; write the outputs under ``out`` (a new
+    folder, or ``overwrite``). Returns ``{"n": processed, "unreadable": [lines], "skipped": [lines], "csv": path}``."""
     from .datasets.core import DatasetError, read_image
     from .evaluation.tta import tta_predict, tta_restore, tta_views
-    from .saving import load_model
 
     model_path, images, out = Path(model_path), Path(images), Path(out)
+    files, skipped = _images(images)
+    _check_out(out, overwrite)
     card = _card_of(model_path)
     kind = card["kind"]
     if kind not in ("segmenter", "classifier", "multitask", "patch_classifier"):
@@ -126,16 +176,16 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
     if kind == "patch_classifier" and not {"roi_size", "stride"} <= set(card):
         raise ValueError(f"{model_path.name}: its card lacks roi_size/stride (saved by an older medattn); the ROI "
                          "rule cannot be rebuilt")
-    model = load_model(model_path, compile=False)
+    model = _load(model_path)
     seg_model = seg_card = None
     if kind == "classifier" and card.get("segmenter"):
         seg_path = model_path.parent / card["segmenter"]
         seg_card = _card_of(seg_path)
-        seg_model = load_model(seg_path, compile=False)
+        seg_model = _load(seg_path)
     mc = bool(card.get("mc_dropout"))
     passes = (passes or int(card.get("mc_passes", 30))) if mc else 1
     classes = list(card["class_names"])
-    files = _images(images)
+    names = _output_names(files, images)
     out.mkdir(parents=True, exist_ok=True)
     unreadable, rows = [], []
     if progress is None:
@@ -193,7 +243,7 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
                 row["mc_passes"] = passes
         if mask is not None:
             row["lesion_area_fraction"] = float(mask.mean())
-            _save_mask_and_overlay(out, rel, img, mask)
+            _save_mask_and_overlay(out, names[rel], img, mask)
         if kind == "patch_classifier":
             row.update(_vote(model, img, card, classes))
         if kind == "multitask":
@@ -207,7 +257,7 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
             row["predicted"] = classes[int(prob > thr)]
             mask = _resize_mask(np.mean(masks, axis=0), img.shape[:2]) > 0.5
             row["lesion_area_fraction"] = float(mask.mean())
-            _save_mask_and_overlay(out, rel, img, mask)
+            _save_mask_and_overlay(out, names[rel], img, mask)
         rows.append(row)
     csv_path = out / "predictions.csv"
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -217,7 +267,9 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
         w.writerows(rows)
     if unreadable:
         (out / "unreadable.txt").write_text("\n".join(unreadable) + "\n")
-    return {"n": len(rows), "unreadable": unreadable, "csv": csv_path}
+    if skipped:
+        (out / "skipped.txt").write_text("\n".join(skipped) + "\n")
+    return {"n": len(rows), "unreadable": unreadable, "skipped": skipped, "csv": csv_path}
 
 
 def main(argv=None) -> int:
@@ -227,16 +279,20 @@ def main(argv=None) -> int:
     ap.add_argument("--images", required=True, help="folder of images (searched recursively)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--passes", type=int, default=None, help="MC-dropout passes (default: the card's)")
+    ap.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     a = ap.parse_args(argv)
     if not Path(a.model).is_file():
         print(f"medattn-predict: --model {a.model}: no such file", file=sys.stderr)
         return 2
     try:
-        res = predict_folder(a.model, a.images, a.out, a.passes)
+        res = predict_folder(a.model, a.images, a.out, a.passes, overwrite=a.overwrite)
     except ValueError as e:
         print(f"medattn-predict: {e}", file=sys.stderr)
         return 2
     print(f"medattn-predict: {res['n']} image(s) -> {res['csv']}")
+    if res["skipped"]:
+        print(f"medattn-predict: {len(res['skipped'])} other file(s) left out (listed in "
+              f"{Path(a.out) / 'skipped.txt'})", file=sys.stderr)
     if res["unreadable"]:
         print(f"medattn-predict: {len(res['unreadable'])} file(s) could not be read (listed in "
               f"{Path(a.out) / 'unreadable.txt'}):\n  " + "\n  ".join(res["unreadable"]), file=sys.stderr)

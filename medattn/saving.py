@@ -86,8 +86,10 @@ def load_model(path, compile: bool = True, **kwargs):  # noqa: A002 - Keras' own
     except (TypeError, ValueError) as e:
         try:
             needed = required_modules(path)
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError):
-            raise ValueError(f"{path}: not a readable .keras file ({e})") from e
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as bad:
+            # Keras says "File not found" for a file that is there but damaged: name the real problem
+            raise ValueError(f"{path}: cannot be read as a Keras model: the file is there but is not a complete "
+                             f".keras archive (truncated or another format; {type(bad).__name__})") from e
         missing = {c: m for c, m in needed.items() if f"'{c}'" in str(e)}
         if missing:
             lines = ", ".join(f"{c} (import {m})" for c, m in missing.items())

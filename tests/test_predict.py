@@ -195,3 +195,35 @@ def test_multitask_with_a_flip_tta_card_averages_probability_and_mask(tmp_path):
     logit_mirror = float(np.asarray(m(x[:, :, ::-1])["label"]).ravel()[0])
     assert p_tta == pytest.approx(0.5 * (p_plain + 1 / (1 + np.exp(-logit_mirror))), abs=1e-5)
     assert abs(p_tta - p_plain) > 1e-4
+
+
+def test_faults_are_named_before_anything_is_written(tmp_path, capsys):
+    """A truncated model file, --out naming a file, a reused --out, two inputs with one stem, a non-image file."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(imgs / "x.png")
+    Image.fromarray(rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(imgs / "x.jpg")
+    (imgs / "notes.txt").write_text("not an image")
+    model = save_model_card(_segmenter(), tmp_path / "m" / "seg.keras",
+                            {**CARD, "kind": "segmenter", "class_names": ["lesion"]})
+    truncated = tmp_path / "m" / "cut.keras"
+    truncated.write_bytes(model.read_bytes()[:200])
+    (tmp_path / "m" / "cut.json").write_text((tmp_path / "m" / "seg.json").read_text())
+    assert main(["--model", str(truncated), "--images", str(imgs), "--out", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be read as a Keras model" in err and "not found" not in err.lower()
+    (tmp_path / "a_file").write_text("x")
+    assert main(["--model", str(model), "--images", str(imgs), "--out", str(tmp_path / "a_file")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main(["--model", str(model), "--images", str(imgs), "--out", str(out)]) == 0
+    assert (out / "masks" / "x.png.png").is_file() and (out / "masks" / "x.jpg.png").is_file()
+    assert Image.open(out / "masks" / "x.jpg.png").size == (50, 30)
+    assert "notes.txt: not an image" in (out / "skipped.txt").read_text()
+    assert "1 other file(s) left out" in capsys.readouterr().err
+    (out / "unreadable.txt").write_text("stale\n")
+    assert main(["--model", str(model), "--images", str(imgs), "--out", str(out)]) == 2
+    assert "holds earlier outputs" in capsys.readouterr().err and (out / "unreadable.txt").exists()
+    assert main(["--model", str(model), "--images", str(imgs), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "unreadable.txt").exists() and (out / "masks" / "x.png.png").is_file()
