@@ -132,6 +132,8 @@ class Context:
         self._per_model: bool | None = None  # whether medattn.training.precision's exceptions apply here
         self._run_dirs: dict[str, Path] = {}
         self._borrowed: set[str] = set()  # run folders of another results folder whose checkpoints this run reads
+        # seconds this process spent building models and training them (tracing happens in the first steps)
+        self.phase_s = {"model build": 0.0, "training": 0.0}
 
     # labels ---------------------------------------------------------------------------------------------------
     @property
@@ -193,13 +195,17 @@ class Context:
                           metrics=metrics if isinstance(metrics, dict) else list(metrics),
                           **compile_kwargs)
 
-        with self.scope(), (self.precision_scope(*precision) if precision else contextlib.nullcontext()):
-            if reuse is None:
-                model = builder()
-                compile_fn(model)
-                return model
-            return self.pool.get((reuse, stage), builder, compile_fn, stage.decay_steps(n_examples),
-                                 stage.warmup_steps(n_examples))
+        t0 = time.time()
+        try:
+            with self.scope(), (self.precision_scope(*precision) if precision else contextlib.nullcontext()):
+                if reuse is None:
+                    model = builder()
+                    compile_fn(model)
+                    return model
+                return self.pool.get((reuse, stage), builder, compile_fn, stage.decay_steps(n_examples),
+                                     stage.warmup_steps(n_examples))
+        finally:
+            self.phase_s["model build"] += time.time() - t0
 
     # checkpoints and fit --------------------------------------------------------------------------------------
     def _checkpoint_cfg(self):
@@ -311,10 +317,12 @@ class Context:
         epochs = 1 if self.dry_run else stage.epochs
         steps = 2 if self.dry_run else kwargs.pop("steps_per_epoch", None)
         kwargs.pop("steps_per_epoch", None)
+        t0 = time.time()
         res = fit(model, data, epochs=epochs, ckpt_dir=ckpt, resume=self.cfg.resume, patience=stage.patience,
                   ema=stage.ema, verbose=self.cfg.verbose, strategy=self.strategy, batch_size=stage.batch_size,
                   tensorboard=self.cfg.tensorboard, label=f"{self.repro.name} {label}", steps_per_epoch=steps,
                   **kwargs)
+        self.phase_s["training"] += time.time() - t0
         if res.get("resumed_from"):  # the row's wall time then covers only this process's part
             self.resumed_stages.append(f"{label}: after epoch {res['resumed_from']}")
         return res
@@ -430,6 +438,7 @@ def main(repro: Reproduction, argv=None) -> int:
     """Run ``repro`` from the command line ``argv``; returns the exit code. Keras' global dtype policy, which the
     run sets from ``--mixed-precision``, is put back as it was when the run ends (a caller in the same process, a
     notebook or a test, keeps its own precision)."""
+    _MAIN_STARTED[:] = [time.time()]
     keras = sys.modules.get("keras")  # imported after the command line is parsed: --help answers at once
     policy = keras.mixed_precision.global_policy() if keras else None
     locks_before = set(_HELD_LOCKS)
@@ -469,6 +478,11 @@ def _main(repro: Reproduction, argv) -> int:
     parser = build_parser(repro.description + profiles_help(repro), tuple(repro.profiles), default_profile=default,
                           prog=prog, extra_flags=repro.extra_flags)
     cfg, args = parse_config(repro.profiles, argv, dataset=repro.dataset, refused=repro.refused, parser=parser)
+    if not _MAIN_STARTED[1:] and "keras" not in sys.modules:  # Keras and TensorFlow, timed as a phase of their own
+        t0 = time.time()
+        import keras  # noqa: F401
+
+        _MAIN_STARTED.append(time.time() - t0)
     # where the data is
     if cfg.data_dir is None and repro.resolve_data is None:
         raise UserError(repro.no_data)
@@ -747,9 +761,43 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         rows = _train(repro, cfg, ctx, rows_path, data, plan, phases, weights_note)
     finally:
         beat.stop()
+    phases.update(_phase_summary(ctx, phases))
     record(n_runs=len(rows), complete=True)
+    ctx.log("time by phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if k.startswith("phase ")))
     ctx.log(f"wrote {ctx.out} ({ctx.recorder.wall_time_s} s)")
     return 0
+
+
+def _process_start() -> float | None:
+    """When this process started (Linux ``/proc``), or None."""
+    import os
+
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+_MAIN_STARTED: list[float] = []  # when main() began (the end of the imports before it), then Keras' import time
+
+
+def _phase_summary(ctx, phases: dict) -> dict:
+    """Where this process's time went: imports, data, model build, training (with graph tracing), evaluation (the
+    rest of the runs), tables; so the next slowdown is visible in one line and in run.json."""
+    runs = sum(v for k, v in phases.items() if k.startswith("run "))
+    tables = sum(v for k, v in phases.items() if k.startswith("report after "))
+    start = _process_start()
+    out = {}
+    if start is not None and _MAIN_STARTED:
+        out["phase imports_s"] = round(_MAIN_STARTED[0] - start + sum(_MAIN_STARTED[1:2]), 1)
+    build, training = ctx.phase_s["model build"], ctx.phase_s["training"]
+    out.update({"phase data_s": phases.get("load_data_s", 0.0), "phase model build_s": round(build, 1),
+                "phase training_s": round(training, 1),
+                "phase evaluation_s": round(max(runs - build - training, 0.0), 1), "phase tables_s": round(tables, 1)})
+    return out
 
 
 TRAINING_PROVENANCE = ("machine", "packages", "data_dir", "data_manifest_sha256", "audit_rule", "strategy", "replicas",

@@ -168,3 +168,15 @@ def test_a_selection_run_names_a_committed_rule_and_records_when_it_was_written(
     assert run["rule"]["file"] == "RULE.md" and run["rule"]["commit"] == commit
     row = json.loads((out / "runs.jsonl").read_text())
     assert row["rule_commit"] == commit[:7] and row["rule_committed"] <= row["run_started"]
+
+
+def test_a_run_says_where_its_time_went(tmp_path, data, capsys):  # noqa: F811
+    out = tmp_path / "runs" / "toy-smoke" / "results"
+    assert run_main(_repro(tmp_path), ["--profile", "smoke", "--data-dir", str(data), "--runs-dir",
+                                       str(tmp_path / "runs"), "--set", "verbose=2", "--set", "arms=a"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if "time by phase:" in x]
+    assert len(line) == 1 and all(p in line[0] for p in ("data", "model build", "training", "evaluation", "tables"))
+    phases = json.loads((out / "run.json").read_text())["phases_this_process"]
+    assert phases["phase training_s"] > 0 and phases["phase model build_s"] > 0
+    runs = sum(v for k, v in phases.items() if k.startswith("run "))
+    assert phases["phase model build_s"] + phases["phase training_s"] <= runs + 0.2
