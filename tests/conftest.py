@@ -37,6 +37,16 @@ def load_script(folder: str, name: str):
     return mod
 
 
+def saved_model(results, name: str) -> Path:
+    """The model file ``name`` (e.g. ``classifier.keras``) that the run whose results are in ``results`` saved,
+    from its run.json (a re-evaluation saves its models in its own run folder, never over another run's)."""
+    import json
+
+    paths = [Path(p) for p in json.loads((Path(results) / "run.json").read_text())["models"] if Path(p).name == name]
+    assert len(paths) == 1, f"{results}/run.json lists {len(paths)} {name}"
+    return paths[0]
+
+
 def data_root() -> Path | None:
     """``$MEDATTN_DATA_DIR`` if set and present, else ``../shared/datasets`` beside the repository if present."""
     env = os.environ.get("MEDATTN_DATA_DIR")

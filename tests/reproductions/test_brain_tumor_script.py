@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, dataset_dir
+from tests.conftest import REPO, dataset_dir, saved_model
 
 SCRIPT = REPO / "reproductions" / "brain_tumor_transfer.py"
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
@@ -111,8 +111,11 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
     p_plain, p_flip = np.load(out / "predictions" / "vgg16_s0.npz")["prob"], np.load(out2 / "predictions" /
                                                                                       "vgg16_s0.npz")["prob"]
     assert np.allclose(p_flip.sum(1), 1, atol=1e-4) and not np.allclose(p_plain, p_flip, atol=1e-6)
+    # the re-evaluation saves its model in its own run folder (listed in its run.json); the first run's is kept
+    saved = saved_model(out2, "vgg16.keras")
+    assert "/vgg16_s0-" in str(saved) and read_model_card(saved)["tta"] == "flip"
     assert read_model_card(tmp_path / "runs" / "brain_tumor_transfer-smoke" / "vgg16_s0" / "models" /
-                           "vgg16.keras")["tta"] == "flip"
+                           "vgg16.keras")["tta"] != "flip"
 
 
 @pytest.mark.slow
@@ -152,8 +155,10 @@ def test_precise_bn_re_evaluates_a_finished_checkpoint_with_recomputed_statistic
     n_train = pbn["precise_bn_images"]
     assert n_train > 0 and n_train % 8 == 0  # whole batches of the smoke profile's 8
     assert pbn["epochs_run"] == plain["epochs_run"] and pbn["resumed_from"] == {"train": 1}  # evaluated, not trained
-    after = {la.name: np.array(la.moving_mean) for la in bns(saved)}
+    after = {la.name: np.array(la.moving_mean) for la in bns(saved_model(tmp_path / "pbn", "mobilenetv2.keras"))}
     assert all(not np.allclose(before[k], after[k]) for k in before)
+    kept = {la.name: np.array(la.moving_mean) for la in bns(saved)}  # the first run's model is not overwritten
+    assert all(np.array_equal(before[k], kept[k]) for k in before)
     p0, p1 = (np.load(tmp_path / d / "predictions" / "mobilenetv2_s0.npz")["val_prob"] for d in ("plain", "pbn"))
     assert np.allclose(p1.sum(1), 1, atol=1e-4) and not np.allclose(p0, p1, atol=1e-6)
     assert json.loads((tmp_path / "pbn" / "config.json").read_text())["precise_bn"] is True

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, load_script
+from tests.conftest import REPO, load_script, saved_model
 
 
 @pytest.mark.slow
@@ -230,8 +230,7 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     p1 = np.load(out / "predictions" / "grouped_s0.npz")["prob"]
     p2 = np.load(out2 / "predictions" / "grouped_s0.npz")["prob"]
     assert p1.shape == p2.shape and not np.allclose(p1, p2, atol=1e-6)
-    assert read_model_card(tmp_path / "runs" / "dcnnimaf-smoke" / "grouped_s0" / "models" /
-                           "classifier.keras")["tta"] == "flip"
+    assert read_model_card(saved_model(out2, "classifier.keras"))["tta"] == "flip"  # its own folder's model
     r = subprocess.run(cmd[:-1] + ["cls_tta=dihedral"], capture_output=True, text=True, timeout=300, env=env,
                        cwd=tmp_path)
     assert r.returncode == 2 and "cls_tta 'dihedral'" in r.stderr and "Traceback" not in r.stderr
@@ -259,8 +258,10 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     assert pbn["dice_lesion_raw"] == row["dice_lesion_raw"] and "resumed_stages" in pbn
     p3 = np.load(out3 / "predictions" / "grouped_s0.npz")["prob"]
     assert not np.allclose(p1, p3, atol=1e-6)
-    after = moving_means(saved)
+    after = moving_means(saved_model(out3, "classifier.keras"))
     assert len(before) > 3 and all(not np.allclose(before[k], after[k]) for k in before)
+    kept = moving_means(saved)  # the first run's classifier is not overwritten
+    assert all(np.array_equal(before[k], kept[k]) for k in before)
     assert json.loads((out3 / "config.json").read_text())["cls_precise_bn"] is True
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, saved_model
 
 
 @pytest.mark.slow
@@ -104,7 +104,7 @@ def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
     assert again["best_epochs"] == row["best_epochs"]  # the same kept epochs: nothing trained
     p2 = np.load(out2 / "predictions" / "multitask_w2_s0.npz")["prob"]
     assert p2.shape == prob.shape and 0 <= p2.min() and p2.max() <= 1  # (a one-epoch smoke model barely varies)
-    card = json.loads((tmp_path / "runs" / "emtnet-smoke" / "multitask_w2_s0" / "models" / "fold0.json").read_text())
+    card = json.loads(saved_model(out2, "fold0.keras").with_suffix(".json").read_text())
     assert card["tta"] == "flip"
 
 
