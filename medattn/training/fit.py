@@ -297,29 +297,11 @@ def _fmt(v):
     return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def fit(
-    model,
-    data: Callable[[int], object] | object,
-    *,
-    epochs: int,
-    ckpt_dir,
-    validation_data=None,
-    resume: bool = False,
-    monitor: str = "val_loss",
-    mode: str = "min",
-    patience: int | None = None,
-    restore_best: bool = True,
-    callbacks=None,
-    steps_per_epoch: int | None = None,
-    class_weight: dict | None = None,
-    verbose: int = 1,
-    stop_after: int | None = None,
-    strategy=None,
-    batch_size: int | None = None,
-    tensorboard: bool = False,
-    label: str = "fit",
-    ema: float = 0.0,
-) -> FitResult:
+def fit(model, data: Callable[[int], object] | object, *, epochs: int, ckpt_dir, validation_data=None,
+        resume: bool = False, monitor: str = "val_loss", mode: str = "min", patience: int | None = None,
+        restore_best: bool = True, callbacks=None, steps_per_epoch: int | None = None,
+        class_weight: dict | None = None, verbose: int = 1, stop_after: int | None = None, strategy=None,
+        batch_size: int | None = None, tensorboard: bool = False, label: str = "fit", ema: float = 0.0) -> FitResult:
     """Train ``model`` (already compiled, built inside the strategy scope) for ``epochs`` epochs.
 
     Args:
@@ -339,7 +321,7 @@ def fit(
             batch; validation, ``best.npz`` and the returned model use the average. 0: off. Not supported under
             a multi-worker strategy (refused).
     """
-    from .custom_loop import custom_epoch, custom_evaluate, for_replicas, needs_custom_loop
+    from .custom_loop import needs_custom_loop
 
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -348,113 +330,176 @@ def fit(
 
         strategy = tf.distribute.get_strategy()
     custom = needs_custom_loop(strategy)
-    # Keras' fit under MirroredStrategy: batches every replica gets a part of (the custom loop does its own)
-    replicas = 1 if custom else strategy.num_replicas_in_sync
-    if validation_data is not None:
-        try:
-            validation_data = for_replicas(validation_data, replicas, batch_size or 32)
-        except ValueError as e:
-            raise ValueError(f"[{label}] validation data: {e} (use fewer replicas or more validation images)") from e
+    replicas = 1 if custom else strategy.num_replicas_in_sync  # Keras' fit under MirroredStrategy: every replica a part
+    validation_data = _validation_for_replicas(validation_data, replicas, batch_size, label)
+    _refuse_unsupported(ema, custom, batch_size, label)
+    _build_optimizer(model, strategy)
+    averager = WeightEma(model, ema) if ema else None
+    run = _EpochRunner(model, data, validation_data, strategy, custom, replicas, batch_size, class_weight, callbacks,
+                       steps_per_epoch, averager, label, epochs, verbose)
+    ckpt_dir = _worker_dir(Path(ckpt_dir), strategy)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    st = _FitState.start(model, ckpt_dir, resume, mode, verbose, averager, label, epochs)
+    writer = _tensorboard_writer(ckpt_dir) if tensorboard else None
+    t0 = time.time()
+    # a checkpoint that had already stopped early is finished: resuming it must not train further
+    stopped_early = st.resumed_from is not None and patience is not None and st.wait >= patience
+    for epoch in range(st.start_epoch, st.start_epoch if stopped_early else epochs):
+        te = time.time()
+        logs = run.epoch(epoch)
+        # time_s: since this process's fit began (cumulative); epoch_s: this epoch alone
+        logs = {"epoch": epoch + 1, **logs, "time_s": round(time.time() - t0, 3), "epoch_s": round(time.time() - te, 3)}
+        _refuse_divergence(logs, st.history, label, epochs)
+        st.record(logs, monitor, validation_data is not None, label)
+        st.save(model, ckpt_dir, monitor, averager)
+        if writer is not None:
+            _tensorboard_scalars(writer, logs, epoch + 1)
+        if verbose:
+            _print_epoch(label, logs, epochs, monitor, st, time.time() - te)
+        if patience is not None and st.wait >= patience:
+            stopped_early = True
+            if verbose:
+                print(f"[{label}] early stop: no improvement of {monitor} for {st.wait} epochs", flush=True)
+            break
+        if stop_after is not None and epoch + 1 >= stop_after:
+            break
+    if restore_best and (ckpt_dir / "best.npz").exists():
+        load_variables(_checkpoint_variables(model, False), ckpt_dir / "best.npz")
+    elif averager:  # the model a weight-averaged fit returns is the average
+        averager.copy_to_model()
+    return FitResult(history=st.history, best_epoch=st.best_epoch, best_value=st.best_value,
+                     epochs_run=len(st.history) - (st.resumed_from or 0), resumed_from=st.resumed_from,
+                     wall_time_s=time.time() - t0, stopped_early=stopped_early, restarted=st.restarted)
+
+
+def _print_epoch(label: str, logs: dict, epochs: int, monitor: str, st: "_FitState", seconds: float) -> None:
+    shown = "  ".join(f"{k} {_fmt(v)}" for k, v in logs.items() if k not in ("epoch", "time_s", "epoch_s"))
+    print(f"[{label}] epoch {logs['epoch']}/{epochs}  {shown}  best {monitor} {_fmt(st.best_value)} (epoch "
+          f"{st.best_epoch})  {seconds:.0f} s", flush=True)
+
+
+def _validation_for_replicas(validation_data, replicas: int, batch_size, label: str):
+    from .custom_loop import for_replicas
+
+    if validation_data is None:
+        return None
+    try:
+        return for_replicas(validation_data, replicas, batch_size or 32)
+    except ValueError as e:
+        raise ValueError(f"[{label}] validation data: {e} (use fewer replicas or more validation images)") from e
+
+
+def _refuse_unsupported(ema: float, custom: bool, batch_size, label: str) -> None:
     if ema and custom:
         raise ValueError(f"[{label}] ema (a moving average of the weights) is not supported under a multi-worker "
                          f"strategy; set ema=0 or train on one machine")
     if custom and batch_size is None:
         raise ValueError("fit under a multi-worker strategy needs batch_size (the global batch)")
-    _build_optimizer(model, strategy)
-    averager = WeightEma(model, ema) if ema else None
-    extra = averager.variables() if averager else []
-    ckpt_dir = _worker_dir(Path(ckpt_dir), strategy)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state_path, last_path, best_path = ckpt_dir / "state.json", ckpt_dir / "last.npz", ckpt_dir / "best.npz"
-    history: list[dict] = []
-    start_epoch = 0
-    best_value = math.inf if mode == "min" else -math.inf
-    best_epoch = -1
-    wait = 0
-    resumed_from = None
-    restarted = False
-    if resume:
-        state, restarted = _load_state(model, ckpt_dir, verbose, extra)
-        if state is not None:
-            history = state["history"]
-            start_epoch = state["epochs_done"]
-            best_value, best_epoch, wait = state["best_value"], state["best_epoch"], state["wait"]
-            resumed_from = start_epoch
-            if verbose:
-                print(f"[{label}] resuming from {last_path} after epoch {start_epoch}/{epochs}", flush=True)
-    writer = None
-    if tensorboard:
-        import tensorflow as tf
 
-        writer = tf.summary.create_file_writer(str(ckpt_dir / "tensorboard"))
-    t0 = time.time()
-    # a checkpoint that had already stopped early is finished: resuming it must not train further
-    stopped_early = resumed_from is not None and patience is not None and wait >= patience
-    end_epoch = start_epoch if stopped_early else epochs
-    bar_wanted = verbose == 1 and sys.stdout.isatty()
-    for epoch in range(start_epoch, end_epoch):
-        te = time.time()
-        ds = for_replicas(data(epoch) if callable(data) else data, replicas, training=True)
-        bar = _Bar(f"{label} epoch {epoch + 1}/{epochs}", steps_per_epoch) if bar_wanted else None
-        if custom:
-            logs = custom_epoch(model, ds, strategy=strategy, batch_size=batch_size, class_weight=class_weight,
-                                steps=steps_per_epoch, on_batch=bar.update if bar else None)
-            if validation_data is not None:
-                logs.update({f"val_{k}": v for k, v in custom_evaluate(model, validation_data).items()})
-        else:
-            cbs = (list(callbacks or []) + ([_ema_callback(averager)] if averager else [])
-                   + ([_bar_callback(bar)] if bar else []))
-            # with a weight average, validation runs here on the average, not in model.fit on the raw weights
-            h = model.fit(ds, validation_data=None if averager else validation_data, epochs=epoch + 1,
-                          initial_epoch=epoch, steps_per_epoch=steps_per_epoch, class_weight=class_weight,
-                          callbacks=cbs, verbose=0, shuffle=False)  # datasets are shuffled per epoch by `data(epoch)`
-            logs = {k: float(v[-1]) for k, v in h.history.items()}
-            if averager and validation_data is not None:
-                with averager.applied():
-                    logs.update(_evaluate(model, validation_data))
-        if bar:
-            bar.close()
-        # time_s: since this process's fit began (cumulative); epoch_s: this epoch alone
-        logs = {"epoch": epoch + 1, **logs, "time_s": round(time.time() - t0, 3), "epoch_s": round(time.time() - te, 3)}
-        _refuse_divergence(logs, history, label, epochs)
-        history.append(logs)
+
+def _tensorboard_writer(ckpt_dir: Path):
+    import tensorflow as tf
+
+    return tf.summary.create_file_writer(str(ckpt_dir / "tensorboard"))
+
+
+class _EpochRunner:
+    """One epoch of training (Keras' fit, or the custom loop under a multi-worker strategy) and its validation; the
+    logs as floats."""
+
+    def __init__(self, model, data, validation_data, strategy, custom, replicas, batch_size, class_weight, callbacks,
+                 steps_per_epoch, averager, label, epochs, verbose):
+        self.model, self.data, self.val, self.strategy = model, data, validation_data, strategy
+        self.custom, self.replicas, self.batch_size = custom, replicas, batch_size
+        self.class_weight, self.callbacks, self.steps = class_weight, callbacks, steps_per_epoch
+        self.averager, self.label, self.epochs = averager, label, epochs
+        self.bar_wanted = verbose == 1 and sys.stdout.isatty()
+
+    def epoch(self, epoch: int) -> dict:
+        from .custom_loop import custom_epoch, custom_evaluate, for_replicas
+
+        data = self.data(epoch) if callable(self.data) else self.data
+        ds = for_replicas(data, self.replicas, training=True)
+        bar = _Bar(f"{self.label} epoch {epoch + 1}/{self.epochs}", self.steps) if self.bar_wanted else None
+        try:
+            if self.custom:
+                logs = custom_epoch(self.model, ds, strategy=self.strategy, batch_size=self.batch_size,
+                                    class_weight=self.class_weight, steps=self.steps,
+                                    on_batch=bar.update if bar else None)
+                if self.val is not None:
+                    logs.update({f"val_{k}": v for k, v in custom_evaluate(self.model, self.val).items()})
+                return logs
+            return self._keras_epoch(ds, epoch, bar)
+        finally:
+            if bar:
+                bar.close()
+
+    def _keras_epoch(self, ds, epoch: int, bar) -> dict:
+        averager = self.averager
+        cbs = (list(self.callbacks or []) + ([_ema_callback(averager)] if averager else [])
+               + ([_bar_callback(bar)] if bar else []))
+        # with a weight average, validation runs here on the average, not in model.fit on the raw weights
+        h = self.model.fit(ds, validation_data=None if averager else self.val, epochs=epoch + 1, initial_epoch=epoch,
+                           steps_per_epoch=self.steps, class_weight=self.class_weight, callbacks=cbs, verbose=0,
+                           shuffle=False)  # datasets are shuffled per epoch by `data(epoch)`
+        logs = {k: float(v[-1]) for k, v in h.history.items()}
+        if averager and self.val is not None:
+            with averager.applied():
+                logs.update(_evaluate(self.model, self.val))
+        return logs
+
+
+class _FitState:
+    """What a fit carries from epoch to epoch and keeps in ``state.json``: history, best value and epoch, epochs
+    without improvement."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.history: list[dict] = []
+        self.start_epoch, self.best_epoch, self.wait = 0, -1, 0
+        self.best_value = math.inf if mode == "min" else -math.inf
+        self.resumed_from, self.restarted, self.improved = None, False, False
+
+    @classmethod
+    def start(cls, model, ckpt_dir: Path, resume: bool, mode: str, verbose: int, averager, label: str, epochs: int):
+        st = cls(mode)
+        if not resume:
+            return st
+        extra = averager.variables() if averager else []
+        state, st.restarted = _load_state(model, ckpt_dir, verbose, extra)
+        if state is not None:
+            st.history, st.start_epoch = state["history"], state["epochs_done"]
+            st.best_value, st.best_epoch, st.wait = state["best_value"], state["best_epoch"], state["wait"]
+            st.resumed_from = st.start_epoch
+            if verbose:
+                print(f"[{label}] resuming from {ckpt_dir / 'last.npz'} after epoch {st.start_epoch}/{epochs}",
+                      flush=True)
+        return st
+
+    def record(self, logs: dict, monitor: str, has_validation: bool, label: str) -> None:
+        """Add an epoch's logs; whether it improved the monitored value (NaN never does)."""
+        self.history.append(logs)
         value = logs.get(monitor, None)
-        if value is None and validation_data is not None:  # a misspelt monitor would silently keep the last epoch
+        if value is None and has_validation:  # a misspelt monitor would silently keep the last epoch
             raise ValueError(f"[{label}] monitor {monitor!r} is not among this model's logs "
                              f"({', '.join(k for k in logs if k not in ('epoch', 'time_s', 'epoch_s'))})")
-        improved = value is None or (value < best_value if mode == "min" else value > best_value)
+        self.improved = value is None or (value < self.best_value if self.mode == "min" else value > self.best_value)
         if value is not None and np.isnan(value):
-            improved = False
-        if improved:
-            best_value = value if value is not None else best_value
-            best_epoch = epoch + 1
-            wait = 0
-            with averager.applied() if averager else contextlib.nullcontext():  # the average is what is kept
-                save_variables(_checkpoint_variables(model, False), best_path)
+            self.improved = False
+        if self.improved:
+            self.best_value = value if value is not None else self.best_value
+            self.best_epoch, self.wait = logs["epoch"], 0
         else:
-            wait += 1
-        save_variables(_checkpoint_variables(model, True) + extra, last_path)
-        state = {"epochs_done": epoch + 1, "history": history, "best_value": best_value, "best_epoch": best_epoch,
-                 "wait": wait, "monitor": monitor, "mode": mode}
-        atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
-        _write_logs(ckpt_dir, history)
-        if writer is not None:
-            _tensorboard_scalars(writer, logs, epoch + 1)
-        if verbose:
-            shown = "  ".join(f"{k} {_fmt(v)}" for k, v in logs.items() if k not in ("epoch", "time_s", "epoch_s"))
-            print(f"[{label}] epoch {epoch + 1}/{epochs}  {shown}  best {monitor} {_fmt(best_value)} (epoch "
-                  f"{best_epoch})  {time.time() - te:.0f} s", flush=True)
-        if patience is not None and wait >= patience:
-            stopped_early = True
-            if verbose:
-                print(f"[{label}] early stop: no improvement of {monitor} for {wait} epochs", flush=True)
-            break
-        if stop_after is not None and epoch + 1 >= stop_after:
-            break
-    if restore_best and best_path.exists():
-        load_variables(_checkpoint_variables(model, False), best_path)
-    elif averager:  # the model a weight-averaged fit returns is the average
-        averager.copy_to_model()
-    return FitResult(history=history, best_epoch=best_epoch, best_value=best_value,
-                     epochs_run=len(history) - (resumed_from or 0), resumed_from=resumed_from,
-                     wall_time_s=time.time() - t0, stopped_early=stopped_early, restarted=restarted)
+            self.wait += 1
+
+    def save(self, model, ckpt_dir: Path, monitor: str, averager) -> None:
+        """``best.npz`` when the epoch improved (the average, with one), ``last.npz``, ``state.json`` and logs."""
+        if self.improved:
+            with averager.applied() if averager else contextlib.nullcontext():  # the average is what is kept
+                save_variables(_checkpoint_variables(model, False), ckpt_dir / "best.npz")
+        extra = averager.variables() if averager else []
+        save_variables(_checkpoint_variables(model, True) + extra, ckpt_dir / "last.npz")
+        state = {"epochs_done": self.history[-1]["epoch"], "history": self.history, "best_value": self.best_value,
+                 "best_epoch": self.best_epoch, "wait": self.wait, "monitor": monitor, "mode": self.mode}
+        atomic_write_text(ckpt_dir / "state.json", json.dumps(state, indent=1) + "\n")
+        _write_logs(ckpt_dir, self.history)
