@@ -466,24 +466,63 @@ def main(repro: Reproduction, argv=None) -> int:
 
 def _main(repro: Reproduction, argv) -> int:
     from ..datasets.core import DatasetError
-    from ..training.cli import build_parser, default_data_dir, parse_config
-    from ..training.records import RunRecorder, dataset_fingerprint
+    from ..training.custom_loop import needs_custom_loop, worker_index
     from ..training.strategy import get_strategy, resolve_mixed_precision, set_mixed_precision
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    prog = Path(repro.script).name
+    cfg, args = _parse(repro, argv)
+    cfg, source = _data_source(repro, cfg)
+    cfg, weights_note = _checked_weights(repro, cfg)
+    root, out, rule = _folders(repro, cfg, source)
+    # the strategy comes first: splitting the CPU into logical devices must happen before TensorFlow starts
+    strategy = get_strategy(cfg.strategy)
+    averaged = [st.name for st in cfg.stages if st.ema]
+    if averaged and needs_custom_loop(strategy):
+        raise UserError(f"ema (a moving average of the weights; stage {', '.join(averaged)}) is not supported under "
+                        f"the multi-worker strategy: set ema=0 or train on one machine")
+    if worker_index(strategy) == 0:  # one process per runs folder and per results folder (held until it ends)
+        hold_folder_lock(root)
+        if not cfg.report_only:
+            hold_folder_lock(out)
+    else:  # other workers compute the same thing; only the chief writes results
+        out = Path(tempfile.mkdtemp(prefix=f"{repro.name}-worker-"))
+    precision_requested = cfg.mixed_precision
+    cfg = dataclasses.replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
+    set_mixed_precision(cfg.mixed_precision)
+    ctx = _context(repro, cfg, argv, source, root, out, rule, strategy)
+    if precision_requested != cfg.mixed_precision:
+        ctx.log(f"--mixed-precision {precision_requested}: {cfg.mixed_precision} on this machine")
+    _log_onednn(ctx)
+    ctx.precision_requested = precision_requested
+    ctx.config_changes = args.config_changes
+    try:
+        return _run(repro, cfg, ctx, out / "runs.jsonl", weights_note, DatasetError)
+    finally:
+        if source.cleanup:
+            source.cleanup()
+
+
+def _parse(repro: Reproduction, argv: list[str]):
+    """The command line as ``(cfg, args)``; Keras is imported after it (and timed): ``--help`` answers at once."""
+    from ..training.cli import build_parser, default_data_dir, parse_config
+
     has_data = any(a == "--data-dir" or a.startswith("--data-dir=") for a in argv) or bool(
         repro.dataset and default_data_dir(repro.dataset))
     default = repro.default_profile if has_data or not repro.profile_without_data else repro.profile_without_data
     parser = build_parser(repro.description + profiles_help(repro), tuple(repro.profiles), default_profile=default,
-                          prog=prog, extra_flags=repro.extra_flags)
+                          prog=Path(repro.script).name, extra_flags=repro.extra_flags)
     cfg, args = parse_config(repro.profiles, argv, dataset=repro.dataset, refused=repro.refused, parser=parser)
     if not _MAIN_STARTED[1:] and "keras" not in sys.modules:  # Keras and TensorFlow, timed as a phase of their own
         t0 = time.time()
         import keras  # noqa: F401
 
         _MAIN_STARTED.append(time.time() - t0)
-    # where the data is
+    return cfg, args
+
+
+def _data_source(repro: Reproduction, cfg):
+    """Where the data is, the dry run's settings, and the script's and runner's refusals of settings that cannot
+    run."""
     if cfg.data_dir is None and repro.resolve_data is None:
         raise UserError(repro.no_data)
     if repro.resolve_data is not None:
@@ -501,8 +540,12 @@ def _main(repro: Reproduction, argv) -> int:
     if not cfg.report_only and all(st.epochs < 1 for st in cfg.stages):
         raise UserError(f"every training stage has {min(st.epochs for st in cfg.stages)} epochs: nothing would "
                         f"train, and the tables would report untrained models; give --epochs 1 or more")
-    # weights
-    weights_note = None
+    return cfg, source
+
+
+def _checked_weights(repro: Reproduction, cfg):
+    """``--weights`` checked before anything trains: ImageNet in Keras' cache or reachable (a dry run goes on with
+    random weights and says so), HED's package installed, a file present. Returns ``(cfg, note)``."""
     if cfg.weights == "imagenet":
         from ..backbones import imagenet_weights_status
 
@@ -510,10 +553,9 @@ def _main(repro: Reproduction, argv) -> int:
         if problems and not cfg.dry_run:
             raise UserError("--weights imagenet cannot be loaded here: " + "; ".join(problems))
         if problems:
-            weights_note = problems
             print(f"[{repro.name}] DRY RUN: --weights imagenet would stop a real run here: " + "; ".join(problems)
                   + ". The dry run goes on with random weights.", flush=True)
-            cfg = dataclasses.replace(cfg, weights="none")
+            return dataclasses.replace(cfg, weights="none"), problems
     elif cfg.weights == "hed":
         from ..backbones import hed_weights_file
 
@@ -523,13 +565,17 @@ def _main(repro: Reproduction, argv) -> int:
             raise UserError(f"--weights hed: {e}") from None
     elif cfg.weights not in ("none", "imagenet") and not Path(cfg.weights).is_file():
         raise UserError(f"--weights {cfg.weights}: no such file (give none, imagenet, hed or a weights file)")
-    # folders
+    return cfg, None
+
+
+def _folders(repro: Reproduction, cfg, source: DataSource):
+    """``(root, out, rule)``: the run folders' root, the results folder and the checked selection rule. The
+    committed profile on real data writes ``results/<paper>/``; everything else, and every selection run (a
+    script's ``selection`` field: settings chosen without the test split), writes under ``runs/``."""
     repo = _repo_root(repro.script)
     rule = selection_rule(cfg.rule, repo) if cfg.rule and not cfg.report_only else None
     runs_dir = Path(cfg.runs_dir).resolve() if cfg.runs_dir else repo / "runs"
     data_tag = repro.dataset_tag(cfg, source) if repro.dataset_tag is not None else None
-    # a selection run (a script's ``selection`` field: settings chosen without the test split) has its own
-    # folder and never writes the committed results
     selection = bool(getattr(cfg, "selection", False))
     tag = f"{repro.name}-{'synthetic' if source.synthetic and cfg.profile != 'smoke' else cfg.profile}" + \
         (f"-{data_tag}" if data_tag else "") + ("-selection" if selection else "") + ("-dryrun" if cfg.dry_run else "")
@@ -537,51 +583,31 @@ def _main(repro: Reproduction, argv) -> int:
     committed = cfg.profile == repro.committed_profile and not cfg.dry_run and not source.synthetic and not selection
     results = repo / "results" / repro.name / (data_tag or "")
     out = Path(cfg.out).resolve() if cfg.out else (results if committed else root / "results")
-    # the strategy comes first: splitting the CPU into logical devices must happen before TensorFlow starts
-    strategy = get_strategy(cfg.strategy)
-    from ..training.custom_loop import needs_custom_loop, worker_index
+    return root, out, rule
 
-    averaged = [st.name for st in cfg.stages if st.ema]
-    if averaged and needs_custom_loop(strategy):
-        raise UserError(f"ema (a moving average of the weights; stage {', '.join(averaged)}) is not supported under "
-                        f"the multi-worker strategy: set ema=0 or train on one machine")
-    chief = worker_index(strategy) == 0
-    if chief:  # one process per runs folder and per results folder (held until the process ends)
-        hold_folder_lock(root)
-        if not cfg.report_only:
-            hold_folder_lock(out)
-    if not chief:  # other workers compute the same thing; only the chief writes results
-        out = Path(tempfile.mkdtemp(prefix=f"{repro.name}-worker-"))
-    precision_requested = cfg.mixed_precision
-    cfg = dataclasses.replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
-    set_mixed_precision(cfg.mixed_precision)
+
+def _context(repro: Reproduction, cfg, argv, source: DataSource, root: Path, out: Path, rule, strategy) -> Context:
+    """The run's Context with its recorder (the processes before this one kept when resuming or reporting)."""
+    from ..training.records import RunRecorder, dataset_fingerprint
+
     fp = dataset_fingerprint(source.path) if not source.synthetic else None
     data_sha = fp["sha256"] if fp else ("synthetic" if source.synthetic else None)
-    rows_path = out / "runs.jsonl"
     previous, prev = [], {}
     if (cfg.resume or cfg.report_only) and (out / "run.json").exists():
         prev = json.loads((out / "run.json").read_text())
         previous = prev.get("processes") or [{k: prev.get(k) for k in ("command", "git_commit", "started",
                                                                         "wall_time_s")}]
     recorder = RunRecorder(out, previous=previous, profile=cfg.profile, seeds=cfg.seeds,
-                           data_dir=None if source.synthetic else source.path, argv=[f"reproductions/{prog}"] + argv,
+                           data_dir=None if source.synthetic else source.path,
+                           argv=[f"reproductions/{Path(repro.script).name}"] + argv,
                            extra={"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
                                   **_weights_provenance(cfg.weights), **({"rule": rule} if rule else {})})
     if prev.get("models"):  # the models of the runs --resume keeps
         recorder.meta["models"] = list(prev["models"])
     ctx = Context(repro, cfg, out=out, root=root, strategy=strategy, recorder=recorder, data=source,
                   data_sha=data_sha)
-    if precision_requested != cfg.mixed_precision:
-        ctx.log(f"--mixed-precision {precision_requested}: {cfg.mixed_precision} on this machine")
-    _log_onednn(ctx)
-    ctx.precision_requested = precision_requested
     ctx.previous_run = prev  # run.json of the processes before this one ({} if none)
-    ctx.config_changes = args.config_changes
-    try:
-        return _run(repro, cfg, ctx, rows_path, weights_note, DatasetError)
-    finally:
-        if source.cleanup:
-            source.cleanup()
+    return ctx
 
 
 def measured_time(repro: Reproduction) -> list[str]:
