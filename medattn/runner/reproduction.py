@@ -911,65 +911,22 @@ class _Heartbeat:
 
 def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, weights_note) -> list[dict]:
     """Every run of the plan not already in ``runs.jsonl`` (with --resume), tables after each; the rows."""
-    out = ctx.out
-    done = {}
-    if cfg.resume:
-        for r in _rows(rows_path):
-            done[(r["arm"], r["seed"])] = r
-    elif rows_path.exists():
+    done = {(r["arm"], r["seed"]): r for r in _rows(rows_path)} if cfg.resume else {}
+    if not cfg.resume and rows_path.exists():
         rows_path.unlink()
     for sub in ("predictions", "plots"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    # the models this process trains (a finished row kept by --resume says in its identity how it ran)
-    over = {k: v for spec in plan if (spec.arm, spec.seed) not in done
-            for k, v in ctx.precision_overrides(spec.arm).items()}
-    if over:
-        ctx.log(f"--mixed-precision auto: {', '.join(f'{k} in {v}' for k, v in over.items())} (measured faster "
-                f"than bf16 on this kind of CPU: medattn.training.precision)")
-    not_used = dict(repro.not_used(cfg))
-    # config.json describes the rows beside it: written with the first new row (or when every row was kept), so a
-    # process that fails before finishing a run leaves the earlier one as it was
-    extra = {"synthetic": ctx.synthetic, "data_dir": ctx.data.path if not ctx.synthetic else None,
-             "mixed_precision_requested": ctx.precision_requested, **({"model_precision": over} if over else {}),
-             **({"weights_unavailable": weights_note} if weights_note else {}),
-             **({"not_used": not_used} if not_used else {})}
-
-    def write_config():
-        save_config(cfg, out / "config.json", extra=extra, drop=tuple(not_used))
-
+        (ctx.out / sub).mkdir(parents=True, exist_ok=True)
+    write_config = _config_writer(repro, cfg, ctx, plan, done, weights_note)
     config_written = False
     rows = []
     ctx.complete = False
     for i, spec in enumerate(plan, 1):
-        ident = ctx.identity(spec)
         prev = done.get((spec.arm, spec.seed))
-        if prev is not None and not isinstance(prev.get("identity"), dict):
-            raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from before runs had an "
-                            f"identity, so it cannot be checked against this run; --report-only rebuilds its "
-                            f"tables, or drop --resume (or pass --out) to train anew")
         if prev is not None:
-            diff = ctx.identity_diff(prev["identity"], spec)
-            if diff:
-                recorded = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
-                what = _what_differs(diff[0], prev["identity"], ident, recorded, cfg)
-                raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from another run ({what}); "
-                                f"drop --resume to start over or pass --out to keep both")
-            rows.append(prev)
+            rows.append(_kept_row(ctx, cfg, spec, prev, rows_path))
             continue
         ctx.log(f"run {i}/{len(plan)}: {spec.arm} seed {spec.seed} ({cfg.profile} profile{ctx.mark})")
-        ctx.prepare_run_dir(spec)
-        t0 = time.time()
-        ctx.resumed_stages = []
-        row = repro.run_one(ctx, spec, data)
-        rule = ctx.recorder.meta.get("rule")
-        row = {"arm": spec.arm, "seed": spec.seed, **row, "profile": cfg.profile,
-               **({"rule_file": rule["file"], "rule_commit": rule["commit"][:7], "rule_committed": rule["committed"],
-                   "run_started": ctx.recorder.meta.get("started")} if rule else {}),
-               **{k: v for k, v in _weights_provenance(cfg.weights).items() if k == "weights_source"},
-               "wall_time_s": round(time.time() - t0, 1),
-               **({"resumed_stages": list(ctx.resumed_stages)} if ctx.resumed_stages else {}),
-               "git_commit": ctx.recorder.meta["git_commit"],
-               "synthetic": ctx.synthetic, "dry_run": ctx.dry_run, "identity": ident}
+        row = _run_one(repro, cfg, ctx, spec, data)
         rows.append(row)
         _append_row(rows_path, row)
         if not config_written:
@@ -984,4 +941,55 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
     ctx.complete = True
     repro.report(ctx, rows, True)
     return rows
+
+
+def _config_writer(repro, cfg, ctx: Context, plan, done: dict, weights_note) -> Callable[[], Path]:
+    """What writes ``config.json``: the settings behind the rows beside it, written with the first new row (or when
+    every row was kept), so a process that fails before finishing a run leaves the earlier one as it was."""
+    # the models this process trains (a finished row kept by --resume says in its identity how it ran)
+    over = {k: v for spec in plan if (spec.arm, spec.seed) not in done
+            for k, v in ctx.precision_overrides(spec.arm).items()}
+    if over:
+        ctx.log(f"--mixed-precision auto: {', '.join(f'{k} in {v}' for k, v in over.items())} (measured faster "
+                f"than bf16 on this kind of CPU: medattn.training.precision)")
+    not_used = dict(repro.not_used(cfg))
+    extra = {"synthetic": ctx.synthetic, "data_dir": ctx.data.path if not ctx.synthetic else None,
+             "mixed_precision_requested": ctx.precision_requested, **({"model_precision": over} if over else {}),
+             **({"weights_unavailable": weights_note} if weights_note else {}),
+             **({"not_used": not_used} if not_used else {})}
+    return lambda: save_config(cfg, ctx.out / "config.json", extra=extra, drop=tuple(not_used))
+
+
+def _kept_row(ctx: Context, cfg, spec: RunSpec, prev: dict, rows_path: Path) -> dict:
+    """A finished row ``--resume`` keeps, after checking it is this run's (UserError naming what differs)."""
+    if not isinstance(prev.get("identity"), dict):
+        raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from before runs had an "
+                        f"identity, so it cannot be checked against this run; --report-only rebuilds its "
+                        f"tables, or drop --resume (or pass --out) to train anew")
+    diff = ctx.identity_diff(prev["identity"], spec)
+    if diff:
+        path = ctx.out / "config.json"
+        recorded = json.loads(path.read_text()) if path.is_file() else None
+        what = _what_differs(diff[0], prev["identity"], ctx.identity(spec), recorded, cfg)
+        raise UserError(f"--resume: {rows_path} holds {spec.arm} seed {spec.seed} from another run ({what}); "
+                        f"drop --resume to start over or pass --out to keep both")
+    return prev
+
+
+def _run_one(repro, cfg, ctx: Context, spec: RunSpec, data) -> dict:
+    """One run of the plan, its row with its provenance (identity, commit, rule, weights, wall time)."""
+    ident = ctx.identity(spec)
+    ctx.prepare_run_dir(spec)
+    t0 = time.time()
+    ctx.resumed_stages = []
+    row = repro.run_one(ctx, spec, data)
+    rule = ctx.recorder.meta.get("rule")
+    return {"arm": spec.arm, "seed": spec.seed, **row, "profile": cfg.profile,
+            **({"rule_file": rule["file"], "rule_commit": rule["commit"][:7], "rule_committed": rule["committed"],
+                "run_started": ctx.recorder.meta.get("started")} if rule else {}),
+            **{k: v for k, v in _weights_provenance(cfg.weights).items() if k == "weights_source"},
+            "wall_time_s": round(time.time() - t0, 1),
+            **({"resumed_stages": list(ctx.resumed_stages)} if ctx.resumed_stages else {}),
+            "git_commit": ctx.recorder.meta["git_commit"],
+            "synthetic": ctx.synthetic, "dry_run": ctx.dry_run, "identity": ident}
 
