@@ -372,7 +372,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
 
     cfg, backbone = ctx.cfg, run.arm
     data = fold_data(cfg, data)
-    weights = None if cfg.weights == "none" else cfg.weights
+    weights = cfg.pretrained
     size = image_size(cfg, backbone)
     pre = preprocess_fn(preprocessing_for(backbone, weights))
     aug = augmentation(cfg)

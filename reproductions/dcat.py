@@ -264,7 +264,7 @@ def run_variant(ctx, run: RunSpec, data: dict) -> dict:
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("train")
     x, y, idx, n_cls = data["x"], data["y"], data["idx"], len(data["classes"])
-    weights = None if cfg.weights == "none" else cfg.weights
+    weights = cfg.pretrained
     ctx.seed(run.seed)
 
     def builder():

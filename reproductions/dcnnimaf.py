@@ -167,15 +167,11 @@ PROFILES = {
 }
 
 
-def _weights(cfg):
-    return None if cfg.weights == "none" else cfg.weights
-
-
 def _seg_preprocess(cfg):
     """The encoder's input transform for its weights (ImageNet InceptionResNetV2: [-1, 1]; random: [0, 1])."""
     from medattn.backbones import preprocess_fn, preprocessing_for
 
-    return preprocess_fn(preprocessing_for(cfg.seg_backbone, _weights(cfg)))
+    return preprocess_fn(preprocessing_for(cfg.seg_backbone, cfg.pretrained))
 
 
 def _precision_models(cfg) -> list[tuple[str, int]]:
@@ -204,7 +200,7 @@ def _seg_model(ctx, attention, n_images):
     cfg, stage = ctx.cfg, ctx.cfg.stage("seg")
 
     def builder():
-        m = build_linknet(cfg.seg_backbone, stage.image_size, weights=_weights(cfg),
+        m = build_linknet(cfg.seg_backbone, stage.image_size, weights=cfg.pretrained,
                           attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width,
                           freeze_encoder=bool(cfg.seg_freeze_encoder),
                           final_filters=32 if cfg.seg_final_filters is None else cfg.seg_final_filters)
@@ -473,7 +469,7 @@ def _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, post_row, gated=False)
     cfg = ctx.cfg
     s, c = cfg.stage("seg"), cfg.stage("cls")
     ctx.save_model(seg, run, "segmenter", kind="segmenter", input_size=s.image_size,
-                   preprocessing=preprocessing_for(cfg.seg_backbone, _weights(cfg)), class_names=["lesion"],
+                   preprocessing=preprocessing_for(cfg.seg_backbone, cfg.pretrained), class_names=["lesion"],
                    threshold=0.5, mc_dropout=False, tta_flip=cfg.seg_tta,
                    postprocess=({"min_area": post_row["seg_post_min_area"],
                                  "largest_component": post_row["seg_post_largest_component"]}

@@ -184,7 +184,7 @@ def _model(ctx, segmentation, w, n_images):
     opts = options_for(cfg.backbone, width=cfg.width)  # _check refuses a width it has no option for
 
     def builder():
-        m = build_emtnet(stage.image_size, cfg.backbone, weights=None if cfg.weights == "none" else cfg.weights,
+        m = build_emtnet(stage.image_size, cfg.backbone, weights=cfg.pretrained,
                          segmentation=segmentation, decoder_filters=cfg.decoder_filters, **opts)
         if cfg.bn_momentum is not None:
             from medattn.models import set_bn_momentum
@@ -250,7 +250,7 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     cfg, stage = ctx.cfg, ctx.cfg.stage("train")
     segmentation = run.arm.startswith("multitask")
     w = float(run.arm.split("_w")[1])
-    pre = preprocess_fn(preprocessing_for(cfg.backbone, None if cfg.weights == "none" else cfg.weights))
+    pre = preprocess_fn(preprocessing_for(cfg.backbone, cfg.pretrained))
     x, masks, y = data["x"], data["mask"], data["y"]
     prob = np.zeros(len(y))
     pred_mask = np.zeros_like(masks)

@@ -184,7 +184,7 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
     per_class = {0: cfg.patches_normal, 1: cfg.patches_tumour}
     n_epoch = int(sum(per_class[int(c)] for c in ytr))
     model = ctx.build(lambda: build_mias_model(
-        variant, backbone, stage.image_size, weights=None if cfg.weights == "none" else cfg.weights, width=cfg.width,
+        variant, backbone, stage.image_size, weights=cfg.pretrained, width=cfg.width,
         batch_norm=cfg.batch_norm, freeze_backbone=cfg.freeze_backbone, units=cfg.units),
         stage, n_epoch, loss="sparse_categorical_crossentropy", metrics=["accuracy"], reuse=spec,
         precision=_precision_model(cfg, spec))

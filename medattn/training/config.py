@@ -195,6 +195,11 @@ class ExperimentConfig:
         if self.verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose!r}")
 
+    @property
+    def pretrained(self) -> str | None:
+        """``weights`` as the model builders take it: None for ``"none"`` (random), else the name or path."""
+        return None if self.weights == "none" else self.weights
+
     def stage(self, name: str) -> Stage:
         for s in self.stages:
             if s.name == name:

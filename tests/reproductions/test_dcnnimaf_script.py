@@ -73,6 +73,7 @@ class _Ctx:
 
         self.cfg, self.pool, self.strategy = cfg, ModelPool(), tf.distribute.get_strategy()
         self.precision_requested, self._per_model = cfg.mixed_precision, None
+        self.phase_s = {"model build": 0.0, "training": 0.0}
 
     from medattn.runner.reproduction import Context
 
