@@ -146,6 +146,9 @@ def targets_table(spec_path, base=".") -> dict[str, Path]:
                      "reached": "—" if v is None else ("yes" if _OPS[t["direction"]](v, t["target"]) else "no"),
                      "seeds": _seeds_marked(cell["metric"]) or _seeds_marked(cell["source"]) or 1,
                      "profile": meta.get("profile", "—"),
+                     # the weights the run started from: a pretrained source names itself in the run's record
+                     "weights": meta.get("weights_source") or meta.get("weights_card", {}).get("backbone")
+                     or "from scratch",
                      "commit": str(meta.get("git_commit", "—"))[:7], "machine": machine.get("cpu", "—"),
                      "table": t["table"]})
     return write_table(spec_path.parent, "targets", rows, title="Our targets and where we stand",
