@@ -305,7 +305,11 @@ class Context:
         # the settings behind the hash, so a refused resume can name the one that changed
         settings = _comparable_settings(self._checkpoint_cfg())
         if spec.key not in self._borrowed:
-            atomic_write_text(path, json.dumps({**ident, "config": settings}, indent=1, default=str) + "\n")
+            # the commit the checkpoints were trained at (kept when a later process resumes or re-evaluates them)
+            trained_at = (json.loads(path.read_text()).get("git_commit") if path.exists() and self.cfg.resume
+                          else None) or self.recorder.meta.get("git_commit")
+            atomic_write_text(path, json.dumps({**ident, "config": settings, "git_commit": trained_at}, indent=1,
+                                               default=str) + "\n")
             atomic_write_text(d / "owner.txt", f"{self.out}\n")
         return d
 
@@ -983,6 +987,10 @@ def _run_one(repro, cfg, ctx: Context, spec: RunSpec, data) -> dict:
     t0 = time.time()
     ctx.resumed_stages = []
     row = repro.run_one(ctx, spec, data)
+    stored = ctx.run_dir(spec) / "identity.json"
+    trained_at = json.loads(stored.read_text()).get("git_commit") if stored.is_file() else None
+    if trained_at and trained_at != ctx.recorder.meta["git_commit"]:  # evaluated at another commit than trained
+        row["training_git_commit"] = trained_at
     rule = ctx.recorder.meta.get("rule")
     return {"arm": spec.arm, "seed": spec.seed, **row, "profile": cfg.profile,
             **({"rule_file": rule["file"], "rule_commit": rule["commit"][:7], "rule_committed": rule["committed"],

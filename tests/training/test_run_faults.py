@@ -180,3 +180,17 @@ def test_a_run_says_where_its_time_went(tmp_path, data, capsys):  # noqa: F811
     assert phases["phase training_s"] > 0 and phases["phase model build_s"] >= 0  # a toy model builds in ms
     runs = sum(v for k, v in phases.items() if k.startswith("run "))
     assert phases["phase model build_s"] + phases["phase training_s"] <= runs + 0.2
+
+
+def test_a_re_evaluation_names_the_commit_its_checkpoints_were_trained_at(tmp_path, data):  # noqa: F811
+    runs = tmp_path / "runs"
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set", "arms=a"]
+    assert run_main(_repro(tmp_path), base) == 0
+    ident = runs / "toy-smoke" / "a_s0" / "identity.json"
+    stored = json.loads(ident.read_text())
+    ident.write_text(json.dumps({**stored, "git_commit": "0123abc"}))  # as if trained at another commit
+    assert run_main(_repro(tmp_path), base + ["--resume", "--set", "eval_tag=x", "--out", str(tmp_path / "e")]) == 0
+    row = json.loads((tmp_path / "e" / "runs.jsonl").read_text())
+    assert row["training_git_commit"] == "0123abc" and row["epochs_run_here"] == 0
+    first = json.loads((runs / "toy-smoke" / "results" / "runs.jsonl").read_text())
+    assert "training_git_commit" not in first
