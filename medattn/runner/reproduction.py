@@ -793,7 +793,8 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
         beat.stop()
     phases.update(_phase_summary(ctx, phases))
     record(n_runs=len(rows), complete=True)
-    ctx.log("time by phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if k.startswith("phase ")))
+    ctx.log("time by phase: " + ", ".join(f"{k[len('phase '):-len('_s')]} {v:.1f} s" for k, v in phases.items()
+                                          if k.startswith("phase ")))
     ctx.log(f"wrote {ctx.out} ({ctx.recorder.wall_time_s} s)")
     return 0
 
