@@ -265,41 +265,68 @@ def protocol_split(labels, groups, seed: int, selection: bool = False) -> dict:
 
 def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     """Train segmenter (with cross-fitting) and classifier on one split; metrics, predictions and plots."""
-    from medattn.datasets import kfold_split
-    from medattn.datasets.pipeline import array_dataset
-    from medattn.evaluation import bootstrap_ci, classification_metrics, segmentation_summary
-    from medattn.evaluation.classification import macro_f1
-    from medattn.evaluation.plots import plot_confusion_matrix, plot_segmentation_overlays
-
     cfg, name, seed = ctx.cfg, run.arm, run.seed
     recs, groups = data["recs"], data["own"] if run.arm == "random" else data["grouped"]
-    cls_stage = cfg.stage("cls")
     attention = not name.endswith("no_attention")
     labels = np.array([r.label for r in recs])
     split = protocol_split(labels, groups, seed, selection=cfg.selection)
     part = {k: [recs[i] for i in v] for k, v in split.items()}
-    ckroot = ctx.run_dir(run)
     ctx.log(f"{name}: train {len(part['train'])}, val {len(part['val'])}, test {len(part['test'])} images; "
             f"segmenter ({'with' if attention else 'without'} attention)")
     xs = {k: tuple(a[idx] for a in data["arrays"]) for k, idx in split.items()}  # decoded once in load_data
+    seg, pred, masks = _segment(ctx, run, xs, labels[split["train"]], np.asarray(groups)[split["train"]], attention)
+    cls, prob, vprob, pbn = _classify_protocol(ctx, run, xs, pred, attention)
+    yt = xs["test"][2]
+    gate_row = {}
+    seg_sum = masks["summary"]
+    if cfg.seg_gate:  # empty the masks of images the classifier calls normal, if validation Dice says so
+        pred["test"], seg_sum, gate_row = _classifier_gate((xs["val"][1], pred["val"], vprob),
+                                                           (xs["test"][1], pred["test"], prob), seg_sum)
+    gated = bool(gate_row.get("seg_gate_applied"))
+    _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, masks["post_row"], gated)
+    external = (_evaluate_external(ctx, data["external"], seg, cls,
+                                   lambda m, x: masks["post"](_predict_masks(ctx, m, x)), seed, gated)
+                if "external" in data else {})
+    row = _protocol_row(cfg, name, seed, yt, prob, vprob, xs, seg_sum, masks, gate_row, pbn, external)
+    names = [part["test"][i].name for i in range(len(yt))]
+    _save_protocol_outputs(ctx, name, seed, row, xs, pred, seg_sum, names, prob)
+    return row
 
-    def predict_masks(model, x):
-        return seg_predict(lambda batch: ctx.predict(model, batch, 8), cfg, x)
 
-    # out-of-fold masks for the classifier's training images
+def _predict_masks(ctx, model, x):
+    return seg_predict(lambda batch: ctx.predict(model, batch, 8), ctx.cfg, x)
+
+
+def _segment(ctx, run: RunSpec, xs: dict, tr_labels, tr_groups, attention: bool):
+    """The segmenters of one split: out-of-fold masks for the classifier's training images (cross-fitting), the
+    final segmenter's masks for validation and test, all cleaned by the rule chosen on validation images."""
+    from medattn.datasets import kfold_split
+    from medattn.evaluation import segmentation_summary
+
+    cfg, name, seed, ckroot = ctx.cfg, run.arm, run.seed, ctx.run_dir(run)
     oof = np.zeros_like(xs["train"][1])
-    tr_labels, tr_groups = labels[split["train"]], np.asarray(groups)[split["train"]]
     for f, fold in enumerate(kfold_split(tr_labels, tr_groups, cfg.crossfit_folds, seed=seed)):
         fit_part = tuple(a[fold["train"]] for a in xs["train"][:2])
         m = _train_seg(ctx, fit_part, xs["val"][:2], attention, ckroot / f"seg_fold{f}", seed + f,
                        f"{name} s{seed} seg fold {f + 1}/{cfg.crossfit_folds}")
-        oof[fold["test"]] = predict_masks(m, xs["train"][0][fold["test"]])
+        oof[fold["test"]] = _predict_masks(ctx, m, xs["train"][0][fold["test"]])
     seg = _train_seg(ctx, xs["train"][:2], xs["val"][:2], attention, ckroot / "seg_final", seed, f"{name} s{seed} seg")
-    pred = {"train": oof, "val": predict_masks(seg, xs["val"][0]), "test": predict_masks(seg, xs["test"][0])}
+    pred = {"train": oof, "val": _predict_masks(ctx, seg, xs["val"][0]),
+            "test": _predict_masks(ctx, seg, xs["test"][0])}
     raw_sum = segmentation_summary(xs["test"][1], pred["test"])
     post, post_row = _choose_postprocess(cfg, xs["val"][1], pred["val"])
     pred = {k: post(v) for k, v in pred.items()}  # the classifier sees the cleaned masks everywhere
-    seg_sum = segmentation_summary(xs["test"][1], pred["test"])
+    summary = segmentation_summary(xs["test"][1], pred["test"])
+    return seg, pred, {"raw": raw_sum, "summary": summary, "post": post, "post_row": post_row}
+
+
+def _classify_protocol(ctx, run: RunSpec, xs: dict, pred: dict, attention: bool):
+    """DCNNIMAF on the image stacked with the cleaned predicted mask: trained (class-weighted, early stopping on
+    validation loss), optionally with precise BatchNorm statistics; its test and validation probabilities."""
+    from medattn.datasets.pipeline import array_dataset
+
+    cfg, name, seed = ctx.cfg, run.arm, run.seed
+    cls_stage = cfg.stage("cls")
 
     def cls_input(k):
         img = _resize(xs[k][0], cls_stage.image_size) / 255.0
@@ -313,7 +340,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal"}
     ctx.fit(cls, lambda e: array_dataset(xin, xs["train"][2], cls_stage.batch_size, shuffle=True, seed=seed, epoch=e,
                                          augment=aug),
-            cls_stage, ckroot / "classifier", label=f"{name} s{seed} cls",
+            cls_stage, ctx.run_dir(run) / "classifier", label=f"{name} s{seed} cls",
             validation_data=(cls_input("val"), xs["val"][2]), class_weight=cw, monitor="val_loss", mode="min")
     pbn = None
     if cfg.cls_precise_bn:
@@ -324,33 +351,31 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
                                                   progress=cfg.verbose == 1 and sys.stdout.isatty())
         ctx.log(f"{name} s{seed} classifier: precise BatchNorm statistics, {pbn['layers']} layers over "
                 f"{pbn['images']} training inputs ({time.time() - t0:.0f} s)")
-    prob = _classify(ctx, cls, cls_input("test"))
-    vprob = _classify(ctx, cls, cls_input("val"))
-    yt = xs["test"][2]
-    gate_row = {}
-    if cfg.seg_gate:  # empty the masks of images the classifier calls normal, if validation Dice says so
-        pred["test"], seg_sum, gate_row = _classifier_gate((xs["val"][1], pred["val"], vprob),
-                                                           (xs["test"][1], pred["test"], prob), seg_sum)
-    gated = bool(gate_row.get("seg_gate_applied"))
-    _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, post_row, gated)
-    external = (_evaluate_external(ctx, data["external"], seg, cls, lambda m, x: post(predict_masks(m, x)), seed,
-                                   gated) if "external" in data else {})
+    return cls, _classify(ctx, cls, cls_input("test")), _classify(ctx, cls, cls_input("val")), pbn
+
+
+def _protocol_row(cfg, name, seed, yt, prob, vprob, xs, seg_sum, masks, gate_row, pbn, external) -> dict:
+    """One protocol's row: segmentation (before and after cleaning), classification, bootstrap intervals."""
+    from medattn.evaluation import bootstrap_ci, classification_metrics
+    from medattn.evaluation.classification import macro_f1
+
+    raw_sum = masks["raw"]
     cm = classification_metrics(yt, prob, class_names=CLASSES)
-    dice_lesion = seg_sum["per_image"]["dice"][seg_sum["per_image"]["lesion"]]
+    lesion = seg_sum["per_image"]["lesion"]
     row = {"protocol": name, "n_test": int(len(yt)), **{k: seg_sum[k] for k in (
         "dice_lesion", "iou_lesion", "dice_all", "iou_all", "pixel_accuracy", "false_positive_rate_empty")}}
     row.update({"dice_lesion_raw": raw_sum["dice_lesion"], "dice_all_raw": raw_sum["dice_all"],
-                "false_positive_rate_empty_raw": raw_sum["false_positive_rate_empty"], **post_row, **gate_row})
+                "false_positive_rate_empty_raw": raw_sum["false_positive_rate_empty"], **masks["post_row"],
+                **gate_row})
     row.update({k: cm[k] for k in ("accuracy", "weighted_accuracy", "precision_macro", "recall_macro", "f1_macro",
                                    "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "ece")})
-    row["dice_lesion_ci"] = bootstrap_ci(np.mean, dice_lesion, n_boot=cfg.n_boot, seed=seed)[1:]
-    iou_lesion = seg_sum["per_image"]["iou"][seg_sum["per_image"]["lesion"]]
-    row["iou_lesion_ci"] = bootstrap_ci(np.mean, iou_lesion, n_boot=cfg.n_boot, seed=seed)[1:]
+    row["dice_lesion_ci"] = bootstrap_ci(np.mean, seg_sum["per_image"]["dice"][lesion], n_boot=cfg.n_boot,
+                                         seed=seed)[1:]
+    row["iou_lesion_ci"] = bootstrap_ci(np.mean, seg_sum["per_image"]["iou"][lesion], n_boot=cfg.n_boot,
+                                        seed=seed)[1:]
     row["accuracy_ci"] = bootstrap_ci(lambda t, p: np.mean(t == p.argmax(1)), yt, prob, n_boot=cfg.n_boot,
                                       seed=seed)[1:]
-    row["f1_macro_ci"] = bootstrap_ci(
-        lambda t, p: macro_f1(t, p, 3), yt, prob, n_boot=cfg.n_boot,
-        seed=seed)[1:]
+    row["f1_macro_ci"] = bootstrap_ci(lambda t, p: macro_f1(t, p, 3), yt, prob, n_boot=cfg.n_boot, seed=seed)[1:]
     row["confusion_matrix"] = cm["confusion_matrix"]
     # the classifier on the validation images (what chose its epoch), and how it was read
     row["val_accuracy_cls"] = float(np.mean(vprob.argmax(1) == xs["val"][2]))
@@ -359,19 +384,28 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
     if pbn is not None:
         row["cls_precise_bn_images"] = pbn["images"]
     row.update(external)
-    names = [part["test"][i].name for i in range(len(yt))]
-    np.savez(ctx.out / "predictions" / f"{name}_s{seed}.npz", y_true=yt, prob=prob, names=np.array(names),
-             dice=seg_sum["per_image"]["dice"], lesion=seg_sum["per_image"]["lesion"])
+    return row
+
+
+def _save_protocol_outputs(ctx, name, seed, row, xs, pred, seg_sum, names, prob) -> None:
+    """The prediction file (with the test masks, bit-packed, so every segmentation figure can be recomputed from
+    it) and, for the first seed, the confusion matrix and overlay plots."""
+    from medattn.evaluation.plots import plot_confusion_matrix, plot_segmentation_overlays
+
+    yt = xs["test"][2]
+    np.savez_compressed(ctx.out / "predictions" / f"{name}_s{seed}.npz", y_true=yt, prob=prob, names=np.array(names),
+                        dice=seg_sum["per_image"]["dice"], lesion=seg_sum["per_image"]["lesion"],
+                        mask_shape=np.array(pred["test"].shape), mask_pred=np.packbits(pred["test"] > 0.5),
+                        mask_true=np.packbits(xs["test"][1] > 0.5))
     ctx.log(f"{name} seed {seed}{ctx.mark}: Dice(lesion) {row['dice_lesion']:.4f} accuracy {row['accuracy']:.4f} "
             f"F1 {row['f1_macro']:.4f}")
-    if seed == cfg.seeds[0]:
+    if seed == ctx.cfg.seeds[0]:
         plot_confusion_matrix(np.array(row["confusion_matrix"]), CLASSES, ctx.out / "plots" / f"confusion_{name}.png",
                               title=f"{name}{ctx.mark}")
         pick = _overlay_picks(yt, seg_sum["per_image"]["dice"], seg_sum["per_image"]["lesion"])
         plot_segmentation_overlays(xs["test"][0][pick, ..., 0], xs["test"][1][pick], pred["test"][pick],
                                    ctx.out / "plots" / f"overlays_{name}.png",
                                    titles=[f"{names[i]}{ctx.mark}" for i in pick])
-    return row
 
 
 def _classifier_gate(val, test, seg_sum):
