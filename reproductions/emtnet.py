@@ -242,79 +242,104 @@ def _predict(ctx, model, x, pre):
 def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     """Cross-validate one arm: out-of-fold probabilities and masks for every image, metrics per fold and pooled."""
     from medattn.backbones import preprocess_fn, preprocessing_for
-    from medattn.datasets import holdout_split, kfold_split
-    from medattn.datasets.pipeline import array_dataset
-    from medattn.evaluation import bootstrap_ci, choose_threshold, classification_metrics, segmentation_summary
-    from medattn.evaluation.cost import forward_flops, latency_ms
+    from medattn.datasets import kfold_split
 
-    cfg, stage = ctx.cfg, ctx.cfg.stage("train")
+    cfg = ctx.cfg
     segmentation = run.arm.startswith("multitask")
     w = float(run.arm.split("_w")[1])
     pre = preprocess_fn(preprocessing_for(cfg.backbone, cfg.pretrained))
-    x, masks, y = data["x"], data["mask"], data["y"]
-    prob = np.zeros(len(y))
-    pred_mask = np.zeros_like(masks)
-    per_fold = []
-    hard = np.zeros(len(y), bool)  # decisions at each fold's validation-chosen threshold (threshold_rule)
-    thresholds, val_sizes, best_epochs = [], [], []
-    val_idx, val_prob, best_val_loss = [], [], []  # each fold's validation part and its model's scores on it
-    ext = data.get("external")
-    ext_prob = np.zeros(len(ext["y"])) if ext else None
-    ext_mask = np.zeros(ext["mask"].shape, np.float32) if ext else None
-    aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
+    y, ext = data["y"], data.get("external")
+    oof = {"prob": np.zeros(len(y)), "mask": np.zeros_like(data["mask"]), "hard": np.zeros(len(y), bool),
+           "per_fold": [], "thresholds": [], "val_sizes": [], "best_epochs": [], "val_idx": [], "val_prob": [],
+           "best_val_loss": [], "ext_prob": np.zeros(len(ext["y"])) if ext else None,
+           "ext_mask": np.zeros(ext["mask"].shape, np.float32) if ext else None}
+    model = None
     for f, fold in enumerate(kfold_split(y, data["groups"], cfg.folds, seed=run.seed)):
-        tr, te = fold["train"], fold["test"]
-        va, val = None, None
-        if cfg.val_fraction:  # a validation part of the training fold, groups whole, stratified
-            inner = holdout_split(y[tr], data["groups"][tr], (1 - cfg.val_fraction, cfg.val_fraction, 0.0),
-                                  seed=run.seed * 100 + f)
-            tr, va = tr[inner["train"]], tr[inner["val"]]
-            val_sizes.append(int(len(va)))
-            val = (array_dataset(x[va], None, stage.batch_size, masks=masks[va], labels=y[va].astype("float32"),
-                                 preprocess=pre) if segmentation else
-                   array_dataset(x[va], y[va].astype("float32"), stage.batch_size, preprocess=pre))
-        ctx.seed(run.seed * 100 + f)
-        model = _model(ctx, segmentation, w, len(tr))
+        model = _cross_validate_fold(ctx, run, data, f, fold, segmentation, w, pre, oof)
+    row = _arm_row(cfg, run, y, oof, segmentation, w, data["mask"])
+    if ext:
+        row.update(_external_metrics(ext, oof["ext_prob"], oof["ext_mask"] if segmentation else None, cfg.n_boot,
+                                     run.seed))
+        ctx.log(f"{run.arm} on external {ext['name']} (mean of {cfg.folds} fold models): accuracy "
+                f"{row['external_accuracy']:.4f} on {row['external_n']} images"
+                + (f", Dice(lesion) {row['external_dice_lesion']:.4f}" if segmentation else ""))
+    _arm_cost_and_outputs(ctx, run, model, row, data, oof, segmentation)
+    return row
+
+
+def _cross_validate_fold(ctx, run: RunSpec, data: dict, f: int, fold: dict, segmentation: bool, w: float, pre,
+                         oof: dict):
+    """One fold: its validation part (groups whole), the model trained and saved, the threshold chosen on the
+    validation part, and the fold's out-of-fold predictions written into ``oof``. Returns the model."""
+    from medattn.backbones import preprocessing_for
+    from medattn.datasets import holdout_split
+    from medattn.datasets.pipeline import array_dataset
+    from medattn.evaluation import choose_threshold, classification_metrics
+
+    cfg, stage = ctx.cfg, ctx.cfg.stage("train")
+    x, masks, y = data["x"], data["mask"], data["y"]
+    tr, te = fold["train"], fold["test"]
+    va, val = None, None
+    if cfg.val_fraction:  # a validation part of the training fold, groups whole, stratified
+        inner = holdout_split(y[tr], data["groups"][tr], (1 - cfg.val_fraction, cfg.val_fraction, 0.0),
+                              seed=run.seed * 100 + f)
+        tr, va = tr[inner["train"]], tr[inner["val"]]
+        oof["val_sizes"].append(int(len(va)))
+        val = (array_dataset(x[va], None, stage.batch_size, masks=masks[va], labels=y[va].astype("float32"),
+                             preprocess=pre) if segmentation else
+               array_dataset(x[va], y[va].astype("float32"), stage.batch_size, preprocess=pre))
+    ctx.seed(run.seed * 100 + f)
+    model = _model(ctx, segmentation, w, len(tr))
+    aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
+    if segmentation:
+        def train(e, tr=tr):
+            return array_dataset(x[tr], None, stage.batch_size, masks=masks[tr], labels=y[tr].astype("float32"),
+                                 shuffle=True, seed=run.seed, epoch=e, augment=aug, preprocess=pre)
+    else:
+        def train(e, tr=tr):
+            return array_dataset(x[tr], y[tr].astype("float32"), stage.batch_size, shuffle=True,
+                                 seed=run.seed, epoch=e, augment={**aug, "brightness": 0.0}, preprocess=pre)
+    monitor, mode = _monitor(cfg, segmentation, val is not None)
+    res = ctx.fit(model, train, stage, ctx.run_dir(run) / f"fold{f}", label=f"{run.arm} s{run.seed} fold "
+                  f"{f + 1}/{cfg.folds}", validation_data=val, monitor=monitor, mode=mode)
+    oof["best_epochs"].append(res.get("best_epoch"))
+    threshold = 0.5
+    if va is not None:  # validation scores: the threshold, and the figures settings are chosen by
+        vp = _predict(ctx, model, x[va], pre)[0]
+        oof["val_idx"].append(va)
+        oof["val_prob"].append(vp)
+        best = res["best_epoch"]  # the kept epoch's validation loss, whichever figure chose it
+        oof["best_val_loss"].append(res["history"][best - 1].get("val_loss") if best >= 1 else None)
+        if cfg.threshold_rule:
+            threshold = choose_threshold(y[va], vp, cfg.threshold_rule)
+            oof["thresholds"].append(threshold)
+    p_te, m_te = _predict(ctx, model, x[te], pre)
+    ctx.save_model(model, run, f"fold{f}", kind="multitask" if segmentation else "classifier",
+                   input_size=stage.image_size, preprocessing=preprocessing_for(cfg.backbone, cfg.pretrained),
+                   class_names=list(CLASSES), output="logit of malignant (sigmoid > threshold)",
+                   threshold=threshold, threshold_rule=cfg.threshold_rule or "fixed 0.5",
+                   mc_dropout=False, fold=f, n_test=int(len(te)), tta=cfg.tta)
+    oof["prob"][te] = p_te
+    oof["hard"][te] = oof["prob"][te] > threshold
+    if segmentation:
+        oof["mask"][te] = m_te
+    ext = data.get("external")
+    if ext:  # the ensemble of the fold models: mean probability and mean mask over folds
+        ep, em = _predict(ctx, model, ext["x"], pre)
+        oof["ext_prob"] += ep / cfg.folds
         if segmentation:
-            def train(e, tr=tr):
-                return array_dataset(x[tr], None, stage.batch_size, masks=masks[tr], labels=y[tr].astype("float32"),
-                                     shuffle=True, seed=run.seed, epoch=e, augment=aug, preprocess=pre)
-        else:
-            def train(e, tr=tr):
-                return array_dataset(x[tr], y[tr].astype("float32"), stage.batch_size, shuffle=True,
-                                     seed=run.seed, epoch=e, augment={**aug, "brightness": 0.0}, preprocess=pre)
-        monitor, mode = _monitor(cfg, segmentation, val is not None)
-        res = ctx.fit(model, train, stage, ctx.run_dir(run) / f"fold{f}", label=f"{run.arm} s{run.seed} fold "
-                      f"{f + 1}/{cfg.folds}", validation_data=val, monitor=monitor, mode=mode)
-        best_epochs.append(res.get("best_epoch"))
-        threshold = 0.5
-        if va is not None:  # validation scores: the threshold, and the figures settings are chosen by
-            vp = _predict(ctx, model, x[va], pre)[0]
-            val_idx.append(va)
-            val_prob.append(vp)
-            best = res["best_epoch"]  # the kept epoch's validation loss, whichever figure chose it
-            best_val_loss.append(res["history"][best - 1].get("val_loss") if best >= 1 else None)
-            if cfg.threshold_rule:
-                threshold = choose_threshold(y[va], vp, cfg.threshold_rule)
-                thresholds.append(threshold)
-        p_te, m_te = _predict(ctx, model, x[te], pre)
-        ctx.save_model(model, run, f"fold{f}", kind="multitask" if segmentation else "classifier",
-                       input_size=stage.image_size, preprocessing=preprocessing_for(cfg.backbone, None if cfg.weights
-                                                                                  == "none" else cfg.weights),
-                       class_names=list(CLASSES), output="logit of malignant (sigmoid > threshold)",
-                       threshold=threshold, threshold_rule=cfg.threshold_rule or "fixed 0.5",
-                       mc_dropout=False, fold=f, n_test=int(len(te)), tta=cfg.tta)
-        prob[te] = p_te
-        hard[te] = prob[te] > threshold
-        if segmentation:
-            pred_mask[te] = m_te
-        if ext:  # the ensemble of the fold models: mean probability and mean mask over folds
-            ep, em = _predict(ctx, model, ext["x"], pre)
-            ext_prob += ep / cfg.folds
-            if segmentation:
-                ext_mask += np.asarray(em, dtype=ext_mask.dtype) / cfg.folds
-        m = classification_metrics(y[te], np.stack([1 - prob[te], prob[te]], 1), class_names=CLASSES)
-        per_fold.append({k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos")})
+            oof["ext_mask"] += np.asarray(em, dtype=oof["ext_mask"].dtype) / cfg.folds
+    m = classification_metrics(y[te], np.stack([1 - oof["prob"][te], oof["prob"][te]], 1), class_names=CLASSES)
+    oof["per_fold"].append({k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos")})
+    return model
+
+
+def _arm_row(cfg, run: RunSpec, y, oof: dict, segmentation: bool, w: float, masks) -> dict:
+    """The pooled out-of-fold figures with bootstrap intervals, the per-fold spread, the validation figures settings
+    are chosen by, the figures at the validation-chosen thresholds, and lesion Dice."""
+    from medattn.evaluation import bootstrap_ci, classification_metrics, segmentation_summary
+
+    prob, per_fold = oof["prob"], oof["per_fold"]
     p2 = np.stack([1 - prob, prob], 1)
     m = classification_metrics(y, p2, class_names=CLASSES)
     row = {"pos_weight": w, "segmentation": segmentation, "n": int(len(y)), "folds": cfg.folds, "tta": cfg.tta or "none",
@@ -332,44 +357,55 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     row["specificity_ci"] = bootstrap_ci(lambda p: np.mean(p <= 0.5), prob[neg], n_boot=cfg.n_boot,
                                          seed=run.seed)[1:]
     if cfg.val_fraction:
-        from sklearn.metrics import roc_auc_score
-
-        vy, vp = y[np.concatenate(val_idx)], np.concatenate(val_prob)
-        # what settings are chosen by (never the test folds): AUC over the pooled validation parts, each scored by
-        # its own fold's model, and the mean of the folds' best validation losses
-        row.update(val_fraction=cfg.val_fraction, val_n=val_sizes, best_epochs=best_epochs,
-                   select_on=cfg.select_on or "val_loss",
-                   val_roc_auc=float(roc_auc_score(vy, vp)) if 0 < vy.sum() < len(vy) else float("nan"),
-                   val_loss_mean=float(np.mean([v for v in best_val_loss if v is not None]))
-                   if any(v is not None for v in best_val_loss) else float("nan"))
+        row.update(_validation_figures(cfg, y, oof))
     if cfg.threshold_rule:  # the same out-of-fold predictions, each fold at its validation-chosen threshold
-        mt = classification_metrics(y, p2, y_pred=hard.astype(int), class_names=CLASSES)
-        row.update(threshold_rule=cfg.threshold_rule, thresholds=thresholds)
+        mt = classification_metrics(y, p2, y_pred=oof["hard"].astype(int), class_names=CLASSES)
+        row.update(threshold_rule=cfg.threshold_rule, thresholds=oof["thresholds"])
         for k in ("accuracy", "sensitivity", "specificity", "f1_pos"):
             row[f"{k}_tuned"] = mt[k]
-        h = hard.astype(float)
+        h = oof["hard"].astype(float)
         row["accuracy_tuned_ci"] = bootstrap_ci(lambda t, d: np.mean(t == (d > 0.5)), y, h, n_boot=cfg.n_boot,
                                                 seed=run.seed)[1:]
         row["sensitivity_tuned_ci"] = bootstrap_ci(np.mean, h[pos], n_boot=cfg.n_boot, seed=run.seed)[1:]
         row["specificity_tuned_ci"] = bootstrap_ci(lambda d: np.mean(d < 0.5), h[neg], n_boot=cfg.n_boot,
                                                    seed=run.seed)[1:]
     if segmentation:
-        seg = segmentation_summary(masks, pred_mask)
+        seg = segmentation_summary(masks, oof["mask"])
         row["dice_lesion"] = seg["dice_lesion"]
         row["dice_lesion_ci"] = bootstrap_ci(np.mean, seg["per_image"]["dice"][seg["per_image"]["lesion"]],
                                              n_boot=cfg.n_boot, seed=run.seed)[1:]
-    if ext:
-        row.update(_external_metrics(ext, ext_prob, ext_mask if segmentation else None, cfg.n_boot, run.seed))
-        ctx.log(f"{run.arm} on external {ext['name']} (mean of {cfg.folds} fold models): accuracy "
-                f"{row['external_accuracy']:.4f} on {row['external_n']} images"
-                + (f", Dice(lesion) {row['external_dice_lesion']:.4f}" if segmentation else ""))
+    return row
+
+
+def _validation_figures(cfg, y, oof: dict) -> dict:
+    """What settings are chosen by (never the test folds): AUC over the pooled validation parts, each scored by its
+    own fold's model, and the mean of the folds' best validation losses."""
+    from sklearn.metrics import roc_auc_score
+
+    vy, vp = y[np.concatenate(oof["val_idx"])], np.concatenate(oof["val_prob"])
+    losses = [v for v in oof["best_val_loss"] if v is not None]
+    return dict(val_fraction=cfg.val_fraction, val_n=oof["val_sizes"], best_epochs=oof["best_epochs"],
+                select_on=cfg.select_on or "val_loss",
+                val_roc_auc=float(roc_auc_score(vy, vp)) if 0 < vy.sum() < len(vy) else float("nan"),
+                val_loss_mean=float(np.mean(losses)) if losses else float("nan"))
+
+
+def _arm_cost_and_outputs(ctx, run: RunSpec, model, row: dict, data: dict, oof: dict, segmentation: bool) -> None:
+    """The last fold model's size, FLOPs and latency; the prediction file (with the out-of-fold masks, bit-packed,
+    so Dice can be recomputed from it); the log line and the overlay plot."""
+    from medattn.evaluation.cost import forward_flops, latency_ms
+
+    cfg, stage = ctx.cfg, ctx.cfg.stage("train")
+    y, x, masks, prob, thresholds = data["y"], data["x"], data["mask"], oof["prob"], oof["thresholds"]
     shape = (stage.image_size, stage.image_size, 3)
     row["params"] = int(model.count_params())
     row["forward_gflop"] = forward_flops(model, shape) / 1e9
     row.update({f"latency_{k}": v for k, v in latency_ms(model, shape, runs=cfg.latency_runs).items()})
     names = np.array([r.name for r in data["recs"]])
-    np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y, prob=prob,
-             **({"pred_tuned": hard.astype(np.int8)} if cfg.threshold_rule else {}))
+    np.savez_compressed(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y, prob=prob,
+                        **({"pred_tuned": oof["hard"].astype(np.int8)} if cfg.threshold_rule else {}),
+                        **({"mask_shape": np.array(masks.shape), "mask_pred": np.packbits(oof["mask"] > 0.5),
+                            "mask_true": np.packbits(masks > 0.5)} if segmentation else {}))
     ctx.log(f"{run.arm} seed {run.seed}{ctx.mark}: accuracy {row['accuracy']:.4f} sensitivity "
             f"{row['sensitivity']:.4f} specificity {row['specificity']:.4f} AUC {row['roc_auc']:.4f}"
             + (f"; at thresholds from validation ({cfg.threshold_rule}: "
@@ -380,9 +416,8 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
         from medattn.evaluation.plots import plot_segmentation_overlays
 
         pick = [int(np.flatnonzero(y == c)[0]) for c in (0, 1) if np.any(y == c)]
-        plot_segmentation_overlays(x[pick, ..., 0], masks[pick], pred_mask[pick],
+        plot_segmentation_overlays(x[pick, ..., 0], masks[pick], oof["mask"][pick],
                                    ctx.out / "plots" / "overlays.png", titles=[f"{names[i]}{ctx.mark}" for i in pick])
-    return row
 
 
 def _external_metrics(ext, prob, pred_mask, n_boot, seed) -> dict:
