@@ -364,51 +364,79 @@ def augmentation(cfg: BrainConfig) -> dict:
 
 def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     from medattn.backbones import preprocess_fn, preprocessing_for
-    from medattn.datasets.pipeline import array_dataset
-    from medattn.evaluation import tta_predict
-    from medattn.evaluation.saliency import grad_cam, plot_grad_cam
-    from medattn.models.transfer import build_transfer_classifier, last_feature_layer
-    from medattn.training.fit import training_seconds
 
     cfg, backbone = ctx.cfg, run.arm
     data = fold_data(cfg, data)
-    weights = cfg.pretrained
     size = image_size(cfg, backbone)
-    pre = preprocess_fn(preprocessing_for(backbone, weights))
+    pre = preprocess_fn(preprocessing_for(backbone, cfg.pretrained))
+    t0 = time.time()
+    model, history = _train_backbone(ctx, run, data, size, pre)
+    train_s = time.time() - t0
+    x = data["x"][size]
+    bn = precise_bn_statistics(ctx, model, x, data["train"], run.seed, pre) if cfg.precise_bn else None
+    pred = _backbone_predictions(ctx, model, data, x, pre)
+    row = _backbone_row(cfg, run, data, model, history, train_s, size, pred, bn)
+    _save_backbone_outputs(ctx, run, model, data, x, pre, pred, row, size)
+    ctx.log(f"{backbone} seed {run.seed}{ctx.mark}: top-1 official {row['official_accuracy']:.4f} "
+            f"de-duplicated {row['dedup_accuracy']:.4f} (val {row['val_accuracy']:.4f}; {train_s:.0f} s)")
+    return row
+
+
+def _train_backbone(ctx, run: RunSpec, data: dict, size: int, pre):
+    """The classifier built (BatchNorm momentum set) and trained: with pretrained weights a frozen phase first,
+    then the top ``unfreeze_fraction`` of the backbone; from scratch, everything. Returns (model, histories)."""
+    from medattn.models.transfer import build_transfer_classifier
+
+    cfg, backbone = ctx.cfg, run.arm
     aug = augmentation(cfg)
     ctx.seed(run.seed)
     with ctx.scope(), ctx.precision_scope(*_precision_model(cfg, backbone)):
-        model = build_transfer_classifier(backbone, size, len(CLASSES), weights=weights)
+        model = build_transfer_classifier(backbone, size, len(CLASSES), weights=cfg.pretrained)
         if cfg.bn_momentum is not None:
             from medattn.models import set_bn_momentum
 
             set_bn_momentum(model, cfg.bn_momentum)
-    t0 = time.time()
     history = {}
     frozen, train = cfg.stage("frozen"), cfg.stage("train")
     if frozen.epochs > 0:
         model, history["frozen"] = _phase(ctx, model, frozen, "frozen", data, run, pre, aug, 0.0)
-    fraction = cfg.unfreeze_fraction if weights is not None else 1.0
+    fraction = cfg.unfreeze_fraction if cfg.pretrained is not None else 1.0
     model, history["train"] = _phase(ctx, model, train, "train", data, run, pre, aug, fraction)
-    train_s = time.time() - t0
-    x, y = data["x"][size], data["y"]
-    bn = precise_bn_statistics(ctx, model, x, data["train"], run.seed, pre) if cfg.precise_bn else None
+    return model, history
+
+
+def _backbone_predictions(ctx, model, data: dict, x, pre) -> dict:
+    """Validation and test probabilities (with the run's TTA), the train images' (no augmentation, no TTA: what a
+    later run distils from) and, for a cross-fitting teacher, the fold it never saw."""
+    from medattn.datasets.pipeline import array_dataset
+    from medattn.evaluation import tta_predict
+
+    y = data["y"]
+
+    def plain(idx):
+        return ctx.predict(model, array_dataset(x[idx], None, 64, preprocess=pre), 64)
 
     def probs(idx):
         return tta_predict(lambda v: ctx.predict(model, array_dataset(v, None, 64, preprocess=pre), 64), x[idx],
-                           cfg.tta)
+                           ctx.cfg.tta)
 
-    pv = probs(data["val"])
-    pt = probs(data["test"])
-    # the train images' probabilities (no augmentation, no TTA): what a later run distils from (teachers)
-    ptr = ctx.predict(model, array_dataset(x[data["train"]], None, 64, preprocess=pre), 64)
+    pv, pt, ptr = probs(data["val"]), probs(data["test"]), plain(data["train"])
     heldout = {}
     if "heldout" in data:  # a cross-fitting teacher: the fold it never saw
         h = data["heldout"]
-        heldout = {"heldout_names": _rel_names(data["recs"], h), "heldout_y": y[h],
-                   "heldout_prob": ctx.predict(model, array_dataset(x[h], None, 64, preprocess=pre), 64)}
-    keep = np.isin(data["test"], data["dedup"])
-    row = {"backbone": backbone, "seed": run.seed, "image_size": size, "weights": cfg.weights,
+        heldout = {"heldout_names": _rel_names(data["recs"], h), "heldout_y": y[h], "heldout_prob": plain(h)}
+    return {"val": pv, "test": pt, "train": ptr, "heldout": heldout, "dedup": np.isin(data["test"], data["dedup"])}
+
+
+def _backbone_row(cfg, run: RunSpec, data: dict, model, history: dict, train_s: float, size: int, pred: dict,
+                  bn) -> dict:
+    """One backbone's row: how it trained, validation accuracy, and every metric on the official and the
+    de-duplicated test sets."""
+    from medattn.training.fit import training_seconds
+
+    y, pv, pt, keep = data["y"], pred["val"], pred["test"], pred["dedup"]
+    aug = augmentation(cfg)
+    row = {"backbone": run.arm, "seed": run.seed, "image_size": size, "weights": cfg.weights,
            "params": int(model.count_params()), "train_time_s": round(train_s, 1),
            # every epoch of the model, over all processes of a resumed run (train_time_s: this process only;
            # resumed_from says where it took over)
@@ -430,20 +458,32 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
         row["teachers"] = [{"file": str(f), "sha256": file_sha256(f)} for f in cfg.teachers]
         row["teachers_train_accuracy"] = data["_teachers_train_accuracy"]  # their averaged soft target's top-1
     if cfg.teacher_fold is not None:
+        heldout = pred["heldout"]
         row["teacher_fold"], row["n_train"] = cfg.teacher_fold, int(len(data["train"]))
         row["heldout_accuracy"] = float(np.mean(heldout["heldout_prob"].argmax(1) == heldout["heldout_y"]))
     for name, mask in (("official", np.ones(len(pt), bool)), ("dedup", keep)):
         for k, v in _metrics(y[data["test"]][mask], pt[mask], cfg.n_boot, run.seed).items():
             row[f"{name}_{k}"] = v
+    return row
+
+
+def _save_backbone_outputs(ctx, run: RunSpec, model, data: dict, x, pre, pred: dict, row: dict, size: int) -> None:
+    """The saved model with its card, the prediction file, and Grad-CAM on the first de-duplicated test images of
+    each class (the same images for every backbone)."""
+    from medattn.backbones import preprocessing_for
+    from medattn.evaluation.saliency import grad_cam, plot_grad_cam
+    from medattn.models.transfer import last_feature_layer
+
+    cfg, backbone, y, pt, keep = ctx.cfg, run.arm, data["y"], pred["test"], pred["dedup"]
     ctx.save_model(model, run, backbone, kind="classifier", input_size=size,
-                   preprocessing=preprocessing_for(backbone, weights), class_names=list(CLASSES), threshold=None,
-                   mc_dropout=False, tta=cfg.tta, metrics={k: row[k] for k in ("val_accuracy", "official_accuracy",
-                                                                  "dedup_accuracy", "n_test_dedup")})
+                   preprocessing=preprocessing_for(backbone, cfg.pretrained), class_names=list(CLASSES),
+                   threshold=None, mc_dropout=False, tta=cfg.tta,
+                   metrics={k: row[k] for k in ("val_accuracy", "official_accuracy", "dedup_accuracy", "n_test_dedup")})
     names = _rel_names(data["recs"], data["test"])  # Testing/<class>/file
     np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[data["test"]], prob=pt, dedup=keep,
-             val_names=_rel_names(data["recs"], data["val"]), val_y=y[data["val"]], val_prob=pv,
-             train_names=_rel_names(data["recs"], data["train"]), train_y=y[data["train"]], train_prob=ptr, **heldout)
-    # Grad-CAM on the first de-duplicated test images of each class (the same images for every backbone)
+             val_names=_rel_names(data["recs"], data["val"]), val_y=y[data["val"]], val_prob=pred["val"],
+             train_names=_rel_names(data["recs"], data["train"]), train_y=y[data["train"]], train_prob=pred["train"],
+             **pred["heldout"])
     pick = [int(i) for c in range(len(CLASSES))
             for i in np.flatnonzero((y[data["test"]] == c) & keep)[:cfg.gradcam_per_class]]
     if pick and run.seed == cfg.seeds[0]:
@@ -453,9 +493,6 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
                   f"{pt[i].max():.2f}" for i in pick]
         plot_grad_cam(x[idx], cams, ctx.out / "plots" / f"gradcam_{backbone}.png", titles=titles,
                       title=f"Grad-CAM {backbone} ({last_feature_layer(model)}){ctx.mark}")
-    ctx.log(f"{backbone} seed {run.seed}{ctx.mark}: top-1 official {row['official_accuracy']:.4f} "
-            f"de-duplicated {row['dedup_accuracy']:.4f} (val {row['val_accuracy']:.4f}; {train_s:.0f} s)")
-    return row
 
 
 def _source(cfg, ts: str, n: int, mark: str) -> str:
