@@ -171,16 +171,25 @@ def select_threshold(prob, roi_idx, y_roi) -> float:
 
 
 def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
+    model, res, train_s, n_epoch = _train_patch_model(ctx, run, data)
+    sc = _roi_figures(ctx, model, data)
+    row = _mias_row(ctx.cfg, run, data, model, res, train_s, n_epoch, sc)
+    _save_mias_outputs(ctx, run, model, data, row, sc)
+    return row
+
+
+def _train_patch_model(ctx, run: RunSpec, data: dict):
+    """The patch classifier (one model per architecture, reset between runs) trained on random patches drawn
+    again every epoch, the checkpoint with the best validation window loss kept. Returns (model, fit result,
+    seconds, patches per epoch)."""
     from medattn.datasets import random_patches, sliding_windows
     from medattn.datasets.pipeline import array_dataset
-    from medattn.evaluation import bootstrap_ci, classification_metrics, wilson_interval
     from medattn.models.mias_fusion import build_mias_model
-    from medattn.training.fit import training_seconds
 
     cfg, stage, spec, seed = ctx.cfg, ctx.cfg.stage("train"), run.arm, run.seed
     backbone, variant = spec.split(":")
     ctx.seed(seed)
-    (xtr, ytr), (xva, yva), (xte, yte) = data["train"], data["val"], data["test"]
+    (xtr, ytr), (xva, yva) = data["train"], data["val"]
     per_class = {0: cfg.patches_normal, 1: cfg.patches_tumour}
     n_epoch = int(sum(per_class[int(c)] for c in ytr))
     model = ctx.build(lambda: build_mias_model(
@@ -204,16 +213,40 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
         class_weight = {c: sum(counts.values()) / (2.0 * counts[c]) for c in (0, 1)}
     res = ctx.fit(model, train_data, stage, ctx.run_dir(run) / "train", label=f"{spec} s{seed}",
                   class_weight=class_weight, validation_data=val, monitor="val_loss", mode="min")
-    train_s = time.time() - t0
+    return model, res, time.time() - t0, n_epoch
+
+
+def _roi_figures(ctx, model, data: dict) -> dict:
+    """Window and ROI scores on validation and test ROIs, the vote threshold chosen on validation ROIs, and the
+    classification figures they give."""
+    from medattn.evaluation import classification_metrics
+
+    (xva, yva), (xte, yte) = data["val"], data["test"]
     vprob, vidx2, _, _ = _roi_scores(ctx, model, xva)
     threshold = select_threshold(vprob, vidx2, yva)
     prob, roi_idx, roi_pred, roi_score = _roi_scores(ctx, model, xte)
-    tuned = classification_metrics(yte, y_pred=vote(prob, roi_idx, threshold), n_classes=2, class_names=CLASS_NAMES)
-    m = classification_metrics(yte, y_pred=roi_pred, n_classes=2, class_names=CLASS_NAMES)
-    ms = classification_metrics(yte, roi_score, class_names=CLASS_NAMES)
-    patch = classification_metrics(yte[roi_idx], prob, class_names=CLASS_NAMES)
+    return {"vprob": vprob, "vidx2": vidx2, "threshold": threshold, "prob": prob, "roi_idx": roi_idx,
+            "roi_pred": roi_pred, "roi_score": roi_score,
+            "tuned": classification_metrics(yte, y_pred=vote(prob, roi_idx, threshold), n_classes=2,
+                                            class_names=CLASS_NAMES),
+            "m": classification_metrics(yte, y_pred=roi_pred, n_classes=2, class_names=CLASS_NAMES),
+            "ms": classification_metrics(yte, roi_score, class_names=CLASS_NAMES),
+            "patch": classification_metrics(yte[roi_idx], prob, class_names=CLASS_NAMES)}
+
+
+def _mias_row(cfg, run: RunSpec, data: dict, model, res, train_s: float, n_epoch: int, sc: dict) -> dict:
+    """One model's row: ROI figures by majority vote (and at the validation threshold), AUC from mean scores,
+    patch figures, how it trained, Wilson and bootstrap intervals."""
     from sklearn.metrics import roc_auc_score
 
+    from medattn.evaluation import bootstrap_ci, wilson_interval
+    from medattn.training.fit import training_seconds
+
+    spec, seed = run.arm, run.seed
+    backbone, variant = spec.split(":")
+    (_, yva), (_, yte) = data["val"], data["test"]
+    m, ms, tuned, patch, threshold = sc["m"], sc["ms"], sc["tuned"], sc["patch"], sc["threshold"]
+    roi_pred, roi_score, vprob, vidx2 = sc["roi_pred"], sc["roi_score"], sc["vprob"], sc["vidx2"]
     row = {
         "model": spec, "backbone": backbone, "variant": variant, "seed": seed, "profile": cfg.profile,
         "accuracy": m["accuracy"], "recall_tumour": m["recall_tumour"], "precision_tumour": m["precision_tumour"],
@@ -243,6 +276,15 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
     _, row["roc_auc_boot_low"], row["roc_auc_boot_high"] = bootstrap_ci(
         lambda t, s: roc_auc_score(t, s) if len(set(t)) > 1 else float("nan"), yte, roi_score, n_boot=cfg.n_boot,
         seed=seed)
+    return row
+
+
+def _save_mias_outputs(ctx, run: RunSpec, model, data: dict, row: dict, sc: dict) -> None:
+    """The saved patch classifier with its card (the ROI rule) and the prediction file."""
+    cfg, stage, spec, seed = ctx.cfg, ctx.cfg.stage("train"), run.arm, run.seed
+    (_, yva), (xte, yte) = data["val"], data["test"]
+    prob, roi_idx, roi_pred, roi_score, vprob, vidx2 = (sc[k] for k in ("prob", "roi_idx", "roi_pred", "roi_score",
+                                                                         "vprob", "vidx2"))
     ctx.save_model(model, run, spec.replace(":", "_"), kind="patch_classifier", input_size=stage.image_size,
                    preprocessing="samplewise_centre (grey to 3 channels, minus each patch's mean)",
                    class_names=CLASS_NAMES, threshold=0.5, mc_dropout=False,
@@ -252,7 +294,6 @@ def train_and_evaluate(ctx, run: RunSpec, data: dict) -> dict:
     np.savez(ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{seed}.npz", y_true=yte, roi_pred=roi_pred,
              roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx, names=np.array(data["test_names"]),
              val_patch_prob=vprob, val_roi_idx=vidx2, val_y=yva, val_names=np.array(data["val_names"]))
-    return row
 
 
 def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "", ensembles=()) -> tuple[list[dict], list[dict]]:
