@@ -257,34 +257,12 @@ def run_variant(ctx, run: RunSpec, data: dict) -> dict:
     import keras
 
     from medattn.datasets.pipeline import array_dataset
-    from medattn.evaluation.plots import plot_reliability, plot_roc_pr
     from medattn.evaluation.uncertainty import uncertainty_from_samples
-    from medattn.models import set_bn_momentum
-    from medattn.models.dcat import build_dcat
 
-    cfg, stage = ctx.cfg, ctx.cfg.stage("train")
+    cfg = ctx.cfg
     x, y, idx, n_cls = data["x"], data["y"], data["idx"], len(data["classes"])
-    weights = cfg.pretrained
-    ctx.seed(run.seed)
-
-    def builder():
-        m = build_dcat(stage.image_size, n_cls, backbone_a=cfg.backbone_a, backbone_b=cfg.backbone_b,
-                       fusion=VARIANTS[run.arm], dim=cfg.dim, num_heads=cfg.num_heads, dropout=cfg.dropout,
-                       weights_a=weights, weights_b=None)
-        return m if cfg.bn_momentum is None else set_bn_momentum(m, cfg.bn_momentum)
-
-    model = ctx.build(builder, stage, len(idx["train"]), "sparse_categorical_crossentropy", ["accuracy"],
-                      precision=_precision_model(cfg, run.arm))
+    model, res, train_s = _train_variant(ctx, run, data)
     tr, va, te = idx["train"], idx["val"], idx["test"]
-    counts = np.bincount(y[tr], minlength=n_cls)
-    cw = {c: len(tr) / (n_cls * max(counts[c], 1)) for c in range(n_cls)}
-    aug = {"rotation": 10 / 360, "zoom": 0.1, "flip": None, "brightness": 0.1}
-    t0 = time.time()
-    res = ctx.fit(model, lambda e: array_dataset(x[tr], y[tr], stage.batch_size, shuffle=True, seed=run.seed,
-                                                 epoch=e, augment=aug),
-                  stage, ctx.run_dir(run) / "train", label=f"{run.arm} s{run.seed}",
-                  validation_data=array_dataset(x[va], y[va], 64), class_weight=cw, monitor="val_loss", mode="min")
-    train_s = time.time() - t0
     keras.utils.set_random_seed(run.seed + 12345)  # the MC passes' dropout masks (seeded, reproducible)
     passes = 2 if ctx.dry_run else cfg.mc_passes
     samples = np.stack([np.asarray(ctx.predict(model, array_dataset(x[te], None, 64), 64), dtype=np.float64)
@@ -298,6 +276,52 @@ def run_variant(ctx, run: RunSpec, data: dict) -> dict:
            "epochs_run": res["epochs_run"], "mean_entropy": float(ent.mean()),
            "mean_mutual_information": float(u["mutual_information"].mean())}
     row.update(_metrics(y[te], prob, samples[0], ent, n_cls, cfg.n_boot, run.seed))
+    _save_variant_outputs(ctx, run, model, data, row, samples, u, passes)
+    ctx.log(f"{data['kind']} {run.arm} seed {run.seed}{ctx.mark}: AUC {row['roc_auc']:.4f} AUPR "
+            f"{row['average_precision']:.4f} accuracy {row['accuracy']:.4f} ECE {row['ece_single_pass']:.4f} -> "
+            f"{row['ece']:.4f} ({train_s:.0f} s)")
+    return row
+
+
+def _train_variant(ctx, run: RunSpec, data: dict):
+    """The variant built (BatchNorm momentum set) and trained with class weights, the best validation loss kept.
+    Returns (model, fit result, training seconds)."""
+    from medattn.datasets.pipeline import array_dataset
+    from medattn.models import set_bn_momentum
+    from medattn.models.dcat import build_dcat
+
+    cfg, stage = ctx.cfg, ctx.cfg.stage("train")
+    x, y, idx, n_cls = data["x"], data["y"], data["idx"], len(data["classes"])
+    ctx.seed(run.seed)
+
+    def builder():
+        m = build_dcat(stage.image_size, n_cls, backbone_a=cfg.backbone_a, backbone_b=cfg.backbone_b,
+                       fusion=VARIANTS[run.arm], dim=cfg.dim, num_heads=cfg.num_heads, dropout=cfg.dropout,
+                       weights_a=cfg.pretrained, weights_b=None)
+        return m if cfg.bn_momentum is None else set_bn_momentum(m, cfg.bn_momentum)
+
+    model = ctx.build(builder, stage, len(idx["train"]), "sparse_categorical_crossentropy", ["accuracy"],
+                      precision=_precision_model(cfg, run.arm))
+    tr, va = idx["train"], idx["val"]
+    counts = np.bincount(y[tr], minlength=n_cls)
+    cw = {c: len(tr) / (n_cls * max(counts[c], 1)) for c in range(n_cls)}
+    aug = {"rotation": 10 / 360, "zoom": 0.1, "flip": None, "brightness": 0.1}
+    t0 = time.time()
+    res = ctx.fit(model, lambda e: array_dataset(x[tr], y[tr], stage.batch_size, shuffle=True, seed=run.seed,
+                                                 epoch=e, augment=aug),
+                  stage, ctx.run_dir(run) / "train", label=f"{run.arm} s{run.seed}",
+                  validation_data=array_dataset(x[va], y[va], 64), class_weight=cw, monitor="val_loss", mode="min")
+    return model, res, time.time() - t0
+
+
+def _save_variant_outputs(ctx, run: RunSpec, model, data: dict, row: dict, samples, u: dict, passes: int) -> None:
+    """The saved model with its card, the prediction file, and (first seed) the calibration, ROC/PR, entropy and
+    risk-coverage plots."""
+    from medattn.evaluation.plots import plot_reliability, plot_roc_pr
+
+    cfg, stage = ctx.cfg, ctx.cfg.stage("train")
+    x, y, te = data["x"], data["y"], data["idx"]["test"]
+    prob, ent = u["mean"], u["predictive_entropy"]
     ctx.save_model(model, run, f"{data['kind']}_{run.arm}", kind="classifier", input_size=stage.image_size,
                    preprocessing="inside", class_names=list(data["classes"]), threshold=None, mc_dropout=True,
                    mc_passes=cfg.mc_passes, metrics={k: row[k] for k in ("roc_auc", "average_precision", "accuracy",
@@ -305,21 +329,18 @@ def run_variant(ctx, run: RunSpec, data: dict) -> dict:
     names = data["names"][te]
     np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[te], prob=prob, single=samples[0],
              entropy=ent, mutual_information=u["mutual_information"])
-    if run.seed == cfg.seeds[0]:
-        cls = data["classes"]
-        plot_reliability(y[te], prob, ctx.out / "plots" / f"reliability_{run.arm}.png",
-                         title=f"{run.arm}: MC mean of {passes} passes{ctx.mark}")
-        plot_reliability(y[te], samples[0], ctx.out / "plots" / f"reliability_{run.arm}_single_pass.png",
-                         title=f"{run.arm}: one pass{ctx.mark}")
-        plot_roc_pr(y[te], prob, cls, ctx.out / "plots" / f"roc_pr_{run.arm}.png", title=f"{run.arm}{ctx.mark}")
-        _plot_entropy_grid(x[te], y[te], prob, ent, names, cls, ctx.out / "plots" / f"highest_entropy_{run.arm}.png",
-                           f"{run.arm}: highest predictive entropy{ctx.mark}")
-        _plot_risk_coverage(y[te], prob, ent, ctx.out / "plots" / f"risk_coverage_{run.arm}.png",
-                            f"{run.arm}: referring the most uncertain{ctx.mark}")
-    ctx.log(f"{data['kind']} {run.arm} seed {run.seed}{ctx.mark}: AUC {row['roc_auc']:.4f} AUPR "
-            f"{row['average_precision']:.4f} accuracy {row['accuracy']:.4f} ECE {row['ece_single_pass']:.4f} -> "
-            f"{row['ece']:.4f} ({train_s:.0f} s)")
-    return row
+    if run.seed != cfg.seeds[0]:
+        return
+    cls, plots = data["classes"], ctx.out / "plots"
+    plot_reliability(y[te], prob, plots / f"reliability_{run.arm}.png",
+                     title=f"{run.arm}: MC mean of {passes} passes{ctx.mark}")
+    plot_reliability(y[te], samples[0], plots / f"reliability_{run.arm}_single_pass.png",
+                     title=f"{run.arm}: one pass{ctx.mark}")
+    plot_roc_pr(y[te], prob, cls, plots / f"roc_pr_{run.arm}.png", title=f"{run.arm}{ctx.mark}")
+    _plot_entropy_grid(x[te], y[te], prob, ent, names, cls, plots / f"highest_entropy_{run.arm}.png",
+                       f"{run.arm}: highest predictive entropy{ctx.mark}")
+    _plot_risk_coverage(y[te], prob, ent, plots / f"risk_coverage_{run.arm}.png",
+                        f"{run.arm}: referring the most uncertain{ctx.mark}")
 
 
 def _plot_entropy_grid(x, y, prob, ent, names, classes, path, title, n=12):
