@@ -531,13 +531,44 @@ def seed_ensembles(ctx, rows) -> list[dict]:
 
 
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import comparison_rows, seed_cell, seed_spread, seeds_mark, write_table
-    from medattn.evaluation.plots import plot_classifier_curves, plot_confusion_matrix
+    from medattn.evaluation import write_table
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
     meta = ctx.meta
-    comp = []
     ensembles = {e["backbone"]: e for e in seed_ensembles(ctx, rows)}
+    comp = _comparison(cfg, rows, ensembles, mark)
+    for r in comp:
+        r["metric"] = f"{r.pop('model')} {r['metric']}"
+    n_off, n_dd = rows[0]["n_test_official"], rows[0]["n_test_dedup"]
+    write_table(out, "comparison", comp, kind="comparison", meta=meta,
+                title=f"Brain tumour MRI, six backbones: paper vs ours ({cfg.profile} profile){mark}",
+                description=f"Four classes; test sets: the official Testing folder ({n_off} images) and the same "
+                            f"folder without every image whose exact or near-duplicate group contains a Training "
+                            f"image ({n_dd} images). Weighted accuracy = support-weighted mean of per-class "
+                            "one-vs-rest accuracies (counts true negatives of every class; probably the paper's "
+                            "'accuracy'). The paper reports Xception's weighted accuracy and weighted F1 only. "
+                            "Brackets: one seed, 95 % bootstrap over test images; several seeds, mean +- "
+                            "t(0.975, n-1) standard errors over seeds (accuracy, weighted accuracy, F1 macro; the "
+                            "other metrics are plain means); a seed ensemble, bootstrap over test images. "
+                            + ("ImageNet weights, two phases." if cfg.weights == "imagenet" else
+                               "Trained from scratch (no ImageNet weights offline)." if cfg.weights == "none" else
+                               f"Pretrained weights ({meta.get('weights_source') or cfg.weights}), the top "
+                               f"{cfg.unfreeze_fraction:g} of the backbone fine-tuned."))
+    _side_tables(ctx, rows, ensembles)
+    _backbone_plots(ctx, rows, final)
+    best = max(rows, key=lambda r: r["val_accuracy"])
+    if final:
+        ctx.log(f"best backbone on validation accuracy: {best['backbone']} ({best['val_accuracy']:.4f}); Grad-CAM: "
+                f"plots/gradcam_{best['backbone']}.png")
+        print((out / "summary.md").read_text())
+
+
+def _comparison(cfg, rows, ensembles: dict, mark: str) -> list[dict]:
+    """Paper vs ours per backbone on both test sets: one seed, the value and its bootstrap interval; several, the
+    mean over seeds (with the t interval over seeds for CI_METRICS); a seed ensemble beside them."""
+    from medattn.evaluation import comparison_rows, seed_cell, seeds_mark
+
+    comp = []
     for b in dict.fromkeys(r["backbone"] for r in rows):
         rs = [r for r in rows if r["backbone"] == b]
         sources, ens_sources = {}, {}
@@ -557,21 +588,14 @@ def report(ctx, rows, final: bool) -> None:
         if ens_sources:
             comp += comparison_rows(paper, ens_sources, extra={
                 "model": f"{b} ({rs[0]['image_size']} px), ensemble{seeds_mark(len(rs))}"})
-    for r in comp:
-        r["metric"] = f"{r.pop('model')} {r['metric']}"
-    n_off, n_dd = rows[0]["n_test_official"], rows[0]["n_test_dedup"]
-    write_table(out, "comparison", comp, kind="comparison", meta=meta,
-                title=f"Brain tumour MRI, six backbones: paper vs ours ({cfg.profile} profile){mark}",
-                description=f"Four classes; test sets: the official Testing folder ({n_off} images) and the same "
-                            f"folder without every image whose exact or near-duplicate group contains a Training "
-                            f"image ({n_dd} images). Weighted accuracy = support-weighted mean of per-class "
-                            "one-vs-rest accuracies (counts true negatives of every class; probably the paper's "
-                            "'accuracy'). The paper reports Xception's weighted accuracy and weighted F1 only. "
-                            "Brackets: one seed, 95 % bootstrap over test images; several seeds, mean +- "
-                            "t(0.975, n-1) standard errors over seeds (accuracy, weighted accuracy, F1 macro; the "
-                            "other metrics are plain means); a seed ensemble, bootstrap over test images. "
-                            + ("ImageNet weights, two phases." if cfg.weights == "imagenet" else
-                               "Trained from scratch (no ImageNet weights offline)."))
+    return comp
+
+
+def _side_tables(ctx, rows, ensembles: dict) -> None:
+    """The summary, every run, the spread over seeds and the seed ensembles."""
+    from medattn.evaluation import seed_spread, write_table
+
+    out, mark, meta = ctx.out, ctx.mark, ctx.meta
     summary = [{k: r.get(k) for k in ("backbone", "seed", "image_size", "params", "val_accuracy", "official_accuracy",
                                       "dedup_accuracy", "official_weighted_accuracy", "dedup_weighted_accuracy",
                                       "official_f1_macro", "dedup_f1_macro", "n_test_official", "n_test_dedup",
@@ -590,6 +614,13 @@ def report(ctx, rows, final: bool) -> None:
                     description="Class probabilities averaged over the seeds of one backbone, scored as one model; "
                                 "val_accuracy_seed_mean is the seeds' own mean on the same validation images. "
                                 "Brackets (_ci): 95 % bootstrap over test images.")
+
+
+def _backbone_plots(ctx, rows, final: bool) -> None:
+    """Per backbone and test set (first seed): confusion matrix, ROC/PR and reliability; the accuracy bars."""
+    from medattn.evaluation.plots import plot_classifier_curves, plot_confusion_matrix
+
+    cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
     for r in rows:  # per backbone and test set (first seed): confusion matrix, ROC/PR and reliability
         if r["seed"] != cfg.seeds[0]:
             continue
@@ -605,11 +636,6 @@ def report(ctx, rows, final: bool) -> None:
                 plot_classifier_curves(p["y_true"][keep], p["prob"][keep], list(CLASSES), out / "plots",
                                        f"{r['backbone']}_{ts}", title=what)
     _plot_bars(rows, out / "plots" / "accuracy_official_vs_dedup.png", mark)
-    best = max(rows, key=lambda r: r["val_accuracy"])
-    if final:
-        ctx.log(f"best backbone on validation accuracy: {best['backbone']} ({best['val_accuracy']:.4f}); Grad-CAM: "
-                f"plots/gradcam_{best['backbone']}.png")
-        print((out / "summary.md").read_text())
 
 
 def _plot_bars(rows, path, mark):
