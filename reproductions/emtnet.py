@@ -464,12 +464,10 @@ def _seed_cells(rows, keys, suffix: str = "", prefix: str = "") -> dict:
 
 
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import comparison_rows, write_table
     from medattn.evaluation.intervals import seeds_mark
     from medattn.evaluation.plots import plot_classifier_curves
 
     cfg = ctx.cfg
-    meta = ctx.meta
     main_arm = f"multitask_w{cfg.pos_weight:g}"
     main = [r for r in rows if r["arm"] == main_arm]
     sources = {}
@@ -489,6 +487,26 @@ def report(ctx, rows, final: bool) -> None:
                         rs, ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos", "dice_lesion"),
                         prefix="external_")
     sources["re-evaluation (Shi et al., BUSI+BUSIS)"] = dict(REEVALUATION)
+    _write_comparison(ctx, rows, sources, main)
+    _side_tables(ctx, rows)
+    multi = sorted((r for r in rows if r["segmentation"]), key=lambda r: r["pos_weight"])
+    if multi:
+        _plot_sweep(multi, ctx.out / "plots" / "sweep.png", ctx.mark)
+    if main and final:  # at the end of a process and in --report-only, not after every arm
+        p = np.load(ctx.out / "predictions" / f"{RunSpec(main[0]['arm'], main[0]['seed']).key}.npz")
+        plot_classifier_curves(p["y_true"], p["prob"], CLASSES, ctx.out / "plots", main[0]["arm"],
+                               title=f"EMT-Net {main[0]['arm']} (out-of-fold){ctx.mark}")
+    if final:
+        print((ctx.out / "comparison.md").read_text())
+
+
+
+
+def _write_comparison(ctx, rows, sources: dict, main: list[dict]) -> None:
+    """The paper-vs-ours table with its description (how folds, thresholds and intervals were made)."""
+    from medattn.evaluation import comparison_rows, write_table
+
+    cfg, meta = ctx.cfg, ctx.meta
     write_table(ctx.out, "comparison", comparison_rows(PAPER, sources), kind="comparison", meta=meta,
                 title=f"EMT-Net: paper vs ours ({cfg.profile} profile){ctx.mark}",
                 description=f"BUSI benign vs malignant (malignant positive), {cfg.folds}-fold cross-validation with "
@@ -510,6 +528,13 @@ def report(ctx, rows, final: bool) -> None:
                             + (" External rows: the mean probability (and mask) of the fold models on a second "
                                "dataset never trained on, at threshold 0.5." if any("external_n" in r for r in rows) else "")
                             + (f" Left out: {'; '.join(ctx.skipped)}." if ctx.skipped else ""))
+
+
+def _side_tables(ctx, rows) -> None:
+    """The loss-weight sweep, every run, and the multitask - classification-only ablation."""
+    from medattn.evaluation import write_table
+
+    meta = ctx.meta
     keys = ("arm", "seed", "pos_weight", "segmentation", "accuracy", "sensitivity", "specificity", "roc_auc",
             "sensitivity_fold_mean", "sensitivity_fold_sd", "specificity_fold_mean", "specificity_fold_sd")
     if any("accuracy_tuned" in r for r in rows):
@@ -526,15 +551,6 @@ def report(ctx, rows, final: bool) -> None:
                                 "classification-only) on the pooled out-of-fold predictions at threshold 0.5, with a "
                                 "paired 95 % bootstrap interval (the same images resampled for both); exact McNemar "
                                 "p-value on per-image correctness.")
-    multi = sorted((r for r in rows if r["segmentation"]), key=lambda r: r["pos_weight"])
-    if multi:
-        _plot_sweep(multi, ctx.out / "plots" / "sweep.png", ctx.mark)
-    if main and final:  # at the end of a process and in --report-only, not after every arm
-        p = np.load(ctx.out / "predictions" / f"{RunSpec(main[0]['arm'], main[0]['seed']).key}.npz")
-        plot_classifier_curves(p["y_true"], p["prob"], CLASSES, ctx.out / "plots", main[0]["arm"],
-                               title=f"EMT-Net {main[0]['arm']} (out-of-fold){ctx.mark}")
-    if final:
-        print((ctx.out / "comparison.md").read_text())
 
 
 def _ablation_rows(ctx, rows) -> list[dict]:
