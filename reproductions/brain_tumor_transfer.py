@@ -700,6 +700,20 @@ def _check(cfg: BrainConfig) -> None:
             augmenter(**augmentation(cfg))
         except ValueError as e:
             raise UserError(f"{e} (or none: the profile's augmentation)") from None
+    _check_distillation(cfg)
+    if cfg.precise_bn and cfg.weights != "none":
+        raise UserError("precise_bn recomputes the statistics of BatchNorm layers that train; with pretrained weights "
+                        "(the paper profile) the backbone's BatchNorm layers stay frozen at their pretrained "
+                        "statistics, so there is nothing to recompute: use it with --weights none")
+    from medattn.evaluation import tta_refusal
+
+    if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "
+                              "not with quarter turns"):
+        raise UserError(refusal)
+
+
+def _check_distillation(cfg: BrainConfig) -> None:
+    """Refusals of the teacher and distillation settings (files present, values the loss accepts)."""
     if cfg.teacher_fold is not None:
         try:
             parse_fold(cfg.teacher_fold)
@@ -724,15 +738,6 @@ def _check(cfg: BrainConfig) -> None:
             DistillationLoss(*distillation(cfg))
         except ValueError as e:
             raise UserError(f"distill_{e}") from None
-    if cfg.precise_bn and cfg.weights != "none":
-        raise UserError("precise_bn recomputes the statistics of BatchNorm layers that train; with pretrained weights "
-                        "(the paper profile) the backbone's BatchNorm layers stay frozen at their pretrained "
-                        "statistics, so there is nothing to recompute: use it with --weights none")
-    from medattn.evaluation import tta_refusal
-
-    if refusal := tta_refusal("tta", cfg.tta, ("flip",), "the models train with horizontal flips and small rotations, "
-                              "not with quarter turns"):
-        raise UserError(refusal)
 
 
 REPRODUCTION = Reproduction(
