@@ -272,33 +272,16 @@ def _cross_validate_fold(ctx, run: RunSpec, data: dict, f: int, fold: dict, segm
     """One fold: its validation part (groups whole), the model trained and saved, the threshold chosen on the
     validation part, and the fold's out-of-fold predictions written into ``oof``. Returns the model."""
     from medattn.backbones import preprocessing_for
-    from medattn.datasets import holdout_split
-    from medattn.datasets.pipeline import array_dataset
     from medattn.evaluation import choose_threshold, classification_metrics
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("train")
-    x, masks, y = data["x"], data["mask"], data["y"]
-    tr, te = fold["train"], fold["test"]
-    va, val = None, None
-    if cfg.val_fraction:  # a validation part of the training fold, groups whole, stratified
-        inner = holdout_split(y[tr], data["groups"][tr], (1 - cfg.val_fraction, cfg.val_fraction, 0.0),
-                              seed=run.seed * 100 + f)
-        tr, va = tr[inner["train"]], tr[inner["val"]]
+    x, y = data["x"], data["y"]
+    tr, va, val, train = _fold_datasets(cfg, run, data, f, fold, segmentation, pre)
+    te = fold["test"]
+    if va is not None:
         oof["val_sizes"].append(int(len(va)))
-        val = (array_dataset(x[va], None, stage.batch_size, masks=masks[va], labels=y[va].astype("float32"),
-                             preprocess=pre) if segmentation else
-               array_dataset(x[va], y[va].astype("float32"), stage.batch_size, preprocess=pre))
     ctx.seed(run.seed * 100 + f)
     model = _model(ctx, segmentation, w, len(tr))
-    aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
-    if segmentation:
-        def train(e, tr=tr):
-            return array_dataset(x[tr], None, stage.batch_size, masks=masks[tr], labels=y[tr].astype("float32"),
-                                 shuffle=True, seed=run.seed, epoch=e, augment=aug, preprocess=pre)
-    else:
-        def train(e, tr=tr):
-            return array_dataset(x[tr], y[tr].astype("float32"), stage.batch_size, shuffle=True,
-                                 seed=run.seed, epoch=e, augment={**aug, "brightness": 0.0}, preprocess=pre)
     monitor, mode = _monitor(cfg, segmentation, val is not None)
     res = ctx.fit(model, train, stage, ctx.run_dir(run) / f"fold{f}", label=f"{run.arm} s{run.seed} fold "
                   f"{f + 1}/{cfg.folds}", validation_data=val, monitor=monitor, mode=mode)
@@ -332,6 +315,34 @@ def _cross_validate_fold(ctx, run: RunSpec, data: dict, f: int, fold: dict, segm
     m = classification_metrics(y[te], np.stack([1 - oof["prob"][te], oof["prob"][te]], 1), class_names=CLASSES)
     oof["per_fold"].append({k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos")})
     return model
+
+
+def _fold_datasets(cfg, run: RunSpec, data: dict, f: int, fold: dict, segmentation: bool, pre):
+    """A fold's training images less its validation part (groups whole, stratified; none without val_fraction),
+    the validation dataset and the augmented training data per epoch: ``(train idx, val idx, val, train(epoch))``."""
+    from medattn.datasets import holdout_split
+    from medattn.datasets.pipeline import array_dataset
+
+    stage = cfg.stage("train")
+    x, masks, y = data["x"], data["mask"], data["y"]
+    tr, va, val = fold["train"], None, None
+    if cfg.val_fraction:
+        inner = holdout_split(y[tr], data["groups"][tr], (1 - cfg.val_fraction, cfg.val_fraction, 0.0),
+                              seed=run.seed * 100 + f)
+        tr, va = tr[inner["train"]], tr[inner["val"]]
+        val = (array_dataset(x[va], None, stage.batch_size, masks=masks[va], labels=y[va].astype("float32"),
+                             preprocess=pre) if segmentation else
+               array_dataset(x[va], y[va].astype("float32"), stage.batch_size, preprocess=pre))
+    aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
+    if segmentation:
+        def train(e, tr=tr):
+            return array_dataset(x[tr], None, stage.batch_size, masks=masks[tr], labels=y[tr].astype("float32"),
+                                 shuffle=True, seed=run.seed, epoch=e, augment=aug, preprocess=pre)
+    else:
+        def train(e, tr=tr):
+            return array_dataset(x[tr], y[tr].astype("float32"), stage.batch_size, shuffle=True,
+                                 seed=run.seed, epoch=e, augment={**aug, "brightness": 0.0}, preprocess=pre)
+    return tr, va, val, train
 
 
 def _arm_row(cfg, run: RunSpec, y, oof: dict, segmentation: bool, w: float, masks) -> dict:
