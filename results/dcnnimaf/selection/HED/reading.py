@@ -15,7 +15,7 @@ def rows(path: Path) -> dict[int, dict]:
 def main() -> None:
     ref = rows(HERE.parent / "CPB" / "I2" / "runs.jsonl")
     hed = {}
-    for sub in ("seed0", "seed1"):
+    for sub in ("HED_s0", "HED_s1"):
         if (HERE / sub / "runs.jsonl").is_file():
             hed.update(rows(HERE / sub / "runs.jsonl"))
     print("seed | " + " | ".join(KEYS))
