@@ -1,8 +1,9 @@
 """Imported first by the subpackages that need Keras: without a Keras backend installed (a plain ``pip install
 medattn`` brings Keras but not TensorFlow), one ImportError line saying which extra to install."""
 
-BACKEND_HINT = ('medattn needs a Keras backend: pip install "medattn[cpu]" (tensorflow-cpu) or "medattn[gpu]" '
-                "(tensorflow with CUDA); the layers also run on JAX or PyTorch with KERAS_BACKEND set")
+BACKEND_HINT = ('medattn needs a Keras backend: install its "cpu" extra (tensorflow-cpu; pip install ".[cpu]" in a '
+                'clone) or "gpu" extra (tensorflow with CUDA); the layers also run on JAX or PyTorch with KERAS_BACKEND '
+                "set")
 
 try:
     import keras  # noqa: F401
