@@ -243,6 +243,7 @@ def audit_records(records: Sequence[Record], root, threshold: int = DEFAULT_THRE
     root = Path(root)
     imgs, names, labels, splits, corrupt, mism = [], [], [], [], [], []
     content: dict[str, list[str]] = {k: [] for k in CONTENT_PROBLEMS}
+    unusable: set[str] = set()
     for r in _progress(records, progress, "decoding"):
         rel = _rel(r.path, root)
         try:
@@ -263,11 +264,9 @@ def audit_records(records: Sequence[Record], root, threshold: int = DEFAULT_THRE
                 mask_ok = False
         if not mask_ok:  # an image whose mask cannot be read or has another size cannot be used
             continue
-        problems = content_problems(r.path, im, masks, r.label_name if r.mask_paths else None, name=rel)
-        for kind, message in problems:
-            content[kind].append(message)
-        if problems:  # named in the report and left out of the records a run uses
-            continue
+        for kind, message in content_problems(r.path, im, masks, r.label_name if r.mask_paths else None, name=rel):
+            content[kind].append(message)  # named in the report; audited for duplicates, left out of the runs
+            unusable.add(rel)
         imgs.append(im)
         names.append(rel)
         labels.append(r.label_name)
@@ -275,8 +274,11 @@ def audit_records(records: Sequence[Record], root, threshold: int = DEFAULT_THRE
     rep = audit_images(imgs, names, labels, splits, threshold, corrupt, mism, progress, verify)
     rep.update(content)
     rep["summary"].update({k: len(v) for k, v in content.items()})
-    kept = set(names)
-    rep["_records"] = [r for r in records if _rel(r.path, root) in kept]
+    # the records a run uses: decodable and usable; the group indices renumbered to them
+    position = {n: i for i, n in enumerate(n for n in names if n not in unusable)}
+    rep["_records"] = [r for r in records if _rel(r.path, root) in position]
+    groups = [[position[names[i]] for i in g if names[i] in position] for g in rep["_near_group_indices"]]
+    rep["_near_group_indices"] = [g for g in groups if len(g) > 1]
     return rep
 
 

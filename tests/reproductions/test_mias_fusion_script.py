@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, dataset_dir
+from tests.conftest import REPO, dataset_dir, saved_model
 
 
 @pytest.mark.slow
@@ -36,8 +36,10 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert tta["tta"] == "dihedral" and tta["resumed_from_epoch"] == 1 and tta["epochs"] == 1
     assert tta["train_time_all_epochs_s"] == runs[0]["train_time_all_epochs_s"]
     assert tta["val_window_loss"] != runs[0]["val_window_loss"]  # eight views per window, another mean
-    card = json.loads(next((tmp_path / "runs").glob("mias_fusion-smoke/vgg16_model2_s0/models/*.json")).read_text())
-    assert card["tta"] == "dihedral"
+    card = json.loads(saved_model(out2, "vgg16_model2.keras").with_suffix(".json").read_text())
+    assert card["tta"] == "dihedral"  # the re-evaluation's model, in its own run folder (the first run's is kept)
+    first = json.loads(next((tmp_path / "runs").glob("mias_fusion-smoke/vgg16_model2_s0/models/*.json")).read_text())
+    assert first["tta"] != "dihedral"
     # two seeds: seed 0 evaluated again from its checkpoint, seed 1 trained; the seed ensemble averages the saved
     # window probabilities and votes as one model does
     out3 = tmp_path / "seeds"
