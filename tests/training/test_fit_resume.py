@@ -163,3 +163,23 @@ def test_training_seconds_sums_every_process_that_trained():
     old = [{"time_s": 10.3}, {"time_s": 18.8}, {"time_s": 29.1}, {"time_s": 7.0}, {"time_s": 15.0}]  # resumed at 4
     assert training_seconds(old) == pytest.approx(29.1 + 15.0)
     assert training_seconds([]) == 0.0
+
+
+def test_the_train_step_is_traced_once(tmp_path):
+    """fit builds the compiled loss and metrics before the first trace, so the train step is not traced a second
+    time for the variables they would create inside it (the cost that dominates short runs of large models)."""
+    import keras
+
+    class Counting(keras.Sequential):
+        traces = 0
+
+        def train_step(self, data):
+            Counting.traces += 1
+            return super().train_step(data)
+
+    set_seed(0)
+    x, y = toy_data(24)
+    model = Counting([keras.Input((6,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    fit(model, lambda e: toy_dataset(x, y, 16, 0, e), epochs=2, ckpt_dir=tmp_path, validation_data=(x, y), verbose=0)
+    assert Counting.traces == 1
