@@ -611,6 +611,9 @@ def _context(repro: Reproduction, cfg, argv, source: DataSource, root: Path, out
     ctx = Context(repro, cfg, out=out, root=root, strategy=strategy, recorder=recorder, data=source,
                   data_sha=data_sha)
     ctx.previous_run = prev  # run.json of the processes before this one ({} if none)
+    if fp and fp.get("differs"):
+        ctx.log(f"! {source.path} differs from its {Path(fp['manifest']).name} ({'; '.join(fp['differs'])}): the "
+                f"run records a hash of the files' contents instead, so --resume treats it as other data")
     return ctx
 
 

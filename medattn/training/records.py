@@ -72,24 +72,62 @@ def machine_description() -> dict[str, object]:
     return desc
 
 
+MANIFEST = "MANIFEST.sha256"
+_FINGERPRINTS: dict = {}  # (folder, every file's path, size and mtime) -> fingerprint: one hashing per process
+
+
 def dataset_fingerprint(data_dir) -> dict[str, object] | None:
-    """SHA-256 of the dataset's ``MANIFEST.sha256`` if it has one (searched in the folder and its parent), else of
-    the sorted list of relative file paths and sizes. None when there is no folder."""
-    if data_dir is None:
+    """What the data a run reads is, by content. With a ``MANIFEST.sha256`` (in the folder or its parent) whose
+    entries match the folder's files exactly (same SHA-256 for every file under the folder, none missing, none
+    unlisted), the SHA-256 of the manifest itself, as runs have always recorded it. Otherwise (no manifest, or a
+    folder that differs from it: a file changed, added or removed) the SHA-256 of every file's relative path and
+    content hash, with ``differs`` naming the first differences from the manifest. None when there is no folder."""
+    if data_dir is None or not Path(data_dir).exists():
         return None
-    root = Path(data_dir)
-    if not root.exists():
-        return None
-    for cand in (root / "MANIFEST.sha256", root.parent / "MANIFEST.sha256"):
-        if cand.is_file():
-            return {"manifest": str(cand), "sha256": hashlib.sha256(cand.read_bytes()).hexdigest()}
+    root = Path(data_dir).resolve()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    key = (str(root), tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()]))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS.clear()
+        _FINGERPRINTS[key] = _fingerprint(root, files)
+    return dict(_FINGERPRINTS[key])
+
+
+def _fingerprint(root: Path, files: list[Path]) -> dict[str, object]:
+    digests = {p: _file_sha256(p) for p in files}
+    manifest = next((c for c in (root / MANIFEST, root.parent / MANIFEST) if c.is_file()), None)
+    differs = _manifest_differences(manifest, root, digests) if manifest else None
+    if manifest and not differs:
+        return {"manifest": str(manifest), "sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
     h = hashlib.sha256()
-    n = 0
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(f"{p.relative_to(root)}\t{p.stat().st_size}\n".encode())
-            n += 1
-    return {"manifest": None, "files": n, "sha256": h.hexdigest()}
+    for p in files:
+        h.update(f"{p.relative_to(root)}\t{digests[p]}\n".encode())
+    return {"manifest": str(manifest) if manifest else None, "files": len(files), "sha256": h.hexdigest(),
+            **({"differs": differs} if differs else {})}
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest_differences(manifest: Path, root: Path, digests: dict[Path, str]) -> list[str]:
+    """How the files under ``root`` differ from the entries of ``manifest`` that lie under it (at most 5 named,
+    then a count)."""
+    listed = {}
+    for line in manifest.read_text(errors="replace").splitlines():
+        digest, _, rel = line.strip().partition("  ")
+        path = (manifest.parent / rel).resolve()
+        if rel and (path == root or root in path.parents):
+            listed[path] = digest
+    found = {p.resolve(): d for p, d in digests.items()}
+    problems = ([f"changed: {p.relative_to(root)}" for p in sorted(listed) if p in found and found[p] != listed[p]]
+                + [f"missing: {p.relative_to(root)}" for p in sorted(listed) if p not in found]
+                + [f"not in {MANIFEST}: {p.relative_to(root)}" for p in sorted(found) if p not in listed])
+    return problems[:5] + ([f"... {len(problems) - 5} more"] if len(problems) > 5 else [])
 
 
 def run_metadata(*, profile=None, seeds=None, data_dir=None, argv=None, extra=None) -> dict[str, object]:

@@ -50,3 +50,31 @@ def test_run_recorder_records_provenance(tmp_path):
     f1 = dataset_fingerprint(data)["sha256"]
     (data / "b.png").write_bytes(b"2")
     assert dataset_fingerprint(data)["sha256"] != f1
+
+
+def test_the_fingerprint_follows_the_files_content_and_checks_them_against_the_manifest(tmp_path):
+    """A folder that matches its manifest keeps the manifest's hash (what committed runs recorded); a copy with one
+    image changed (same name, same size), one added or one removed is other data, and the differences are named."""
+    import hashlib
+    import shutil
+
+    data = tmp_path / "ds"
+    (data / "benign").mkdir(parents=True)
+    for name, content in (("a.png", b"\x00\x01\x02"), ("b.png", b"\x10\x11")):
+        (data / "benign" / name).write_bytes(content)
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./benign/{p.name}\n"
+             for p in sorted((data / "benign").iterdir())]
+    (data / "MANIFEST.sha256").write_text("".join(lines))
+    same = dataset_fingerprint(data)
+    assert same["sha256"] == hashlib.sha256((data / "MANIFEST.sha256").read_bytes()).hexdigest()
+    assert "differs" not in same
+    assert dataset_fingerprint(data / "benign")["sha256"] == same["sha256"]  # the manifest in the parent
+    inverted = tmp_path / "inverted"
+    shutil.copytree(data, inverted)
+    (inverted / "benign" / "a.png").write_bytes(bytes(255 - b for b in b"\x00\x01\x02"))
+    fp = dataset_fingerprint(inverted)
+    assert fp["sha256"] != same["sha256"] and fp["differs"] == ["changed: benign/a.png"]
+    (inverted / "benign" / "b.png").unlink()
+    (inverted / "benign" / "c.png").write_bytes(b"new")
+    assert dataset_fingerprint(inverted)["differs"] == ["changed: benign/a.png", "missing: benign/b.png",
+                                                        "not in MANIFEST.sha256: benign/c.png"]

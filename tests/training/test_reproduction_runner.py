@@ -189,7 +189,7 @@ def test_resume_refuses_another_identity(tmp_path, data, capsys):
     # the setting that changed, with both values (not the configuration hash)
     assert "dropout: 0.2 there, 0.3 now" in err and "another run" in err and "Traceback" not in err
     # other data
-    (data / "n.txt").write_text("400")  # the fingerprint hashes names and sizes
+    (data / "n.txt").write_text("23")  # same name and size, other content: the fingerprint hashes contents
     assert run_main(repro, base + ["--resume"]) == 2
     assert "data_sha256" in capsys.readouterr().err
     # without --resume it starts over
