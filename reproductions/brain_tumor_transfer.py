@@ -43,7 +43,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medattn.runner.reproduction import Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import Reproduction, RunSpec, UserError, check_augmentation, flat_rows
 from medattn.runner.reproduction import main as run_reproduction
 from medattn.training import ExperimentConfig, Stage
 
@@ -101,6 +101,9 @@ class BrainConfig(ExperimentConfig):
     # committed run so far; 0 turns either off (both 0: flips and brightness only)
     rotation: float | None = None
     zoom: float | None = None
+    # the rest of the training augmentation (medattn.datasets.pipeline.augmenter's arguments)
+    augment: dict = dataclasses.field(default_factory=lambda: {"flip": "horizontal", "brightness": 0.1})
+    IDENTITY_IF_CHANGED: ClassVar[tuple[str, ...]] = ("augment",)
     # knowledge distillation (medattn.losses.DistillationLoss): prediction files (predictions/<run>.npz) of earlier
     # runs of this script on the same data and split, whose class probabilities on the train images
     # (train_names/train_prob), softened with distill_temperature and averaged over the files, are a soft target
@@ -353,10 +356,10 @@ def teacher_targets(ctx, data: dict) -> np.ndarray:
 
 def augmentation(cfg: BrainConfig) -> dict:
     """The training augmentation (:func:`medattn.datasets.pipeline.augmenter` arguments): rotation +-15 degrees,
-    zoom 0.1 (or ``rotation``/``zoom`` where set), horizontal flips, brightness 0.1, and translation when
-    ``translate`` is set."""
+    zoom 0.1 (or ``rotation``/``zoom`` where set), ``augment`` (horizontal flips, brightness 0.1), and translation
+    when ``translate`` is set."""
     aug = {"rotation": 15 / 360 if cfg.rotation is None else cfg.rotation, "zoom": 0.1 if cfg.zoom is None else cfg.zoom,
-           "flip": "horizontal", "brightness": 0.1}
+           **cfg.augment}
     if cfg.translate is not None:
         aug["translate"] = cfg.translate
     return aug
@@ -693,13 +696,7 @@ def _check(cfg: BrainConfig) -> None:
             SmoothedSparseCategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
         except ValueError as e:
             raise UserError(f"{e} (or none: the plain loss)") from None
-    if any(getattr(cfg, k) is not None for k in ("translate", "rotation", "zoom")):
-        from medattn.datasets.pipeline import augmenter  # the augmenter's own checks, before any data is read
-
-        try:
-            augmenter(**augmentation(cfg))
-        except ValueError as e:
-            raise UserError(f"{e} (or none: the profile's augmentation)") from None
+    check_augmentation(augmentation=augmentation(cfg))  # the augmenter's own checks, before any data is read
     _check_distillation(cfg)
     if cfg.precise_bn and cfg.weights != "none":
         raise UserError("precise_bn recomputes the statistics of BatchNorm layers that train; with pretrained weights "

@@ -36,7 +36,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medattn.runner.reproduction import Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import Reproduction, RunSpec, UserError, check_augmentation, flat_rows
 from medattn.runner.reproduction import main as run_reproduction
 from medattn.training import ExperimentConfig, Stage
 
@@ -73,6 +73,10 @@ class DcatConfig(ExperimentConfig):
     # the moving statistics near their initial values and inference outputs unusable (the first cpu run on
     # chest_xray: training accuracy 0.84, validation accuracy 0.13)
     bn_momentum: float | None = None
+    # the training augmentation (medattn.datasets.pipeline.augmenter's arguments)
+    augment: dict = dataclasses.field(default_factory=lambda: {"rotation": 10 / 360, "zoom": 0.1, "flip": None,
+                                                               "brightness": 0.1})
+    IDENTITY_IF_CHANGED: ClassVar[tuple[str, ...]] = ("augment",)
 
 
 PROFILE_NOTES = {
@@ -305,10 +309,9 @@ def _train_variant(ctx, run: RunSpec, data: dict):
     tr, va = idx["train"], idx["val"]
     counts = np.bincount(y[tr], minlength=n_cls)
     cw = {c: len(tr) / (n_cls * max(counts[c], 1)) for c in range(n_cls)}
-    aug = {"rotation": 10 / 360, "zoom": 0.1, "flip": None, "brightness": 0.1}
     t0 = time.time()
     res = ctx.fit(model, lambda e: array_dataset(x[tr], y[tr], stage.batch_size, shuffle=True, seed=run.seed,
-                                                 epoch=e, augment=aug),
+                                                 epoch=e, augment=cfg.augment),
                   stage, ctx.run_dir(run) / "train", label=f"{run.arm} s{run.seed}",
                   validation_data=array_dataset(x[va], y[va], 64), class_weight=cw, monitor="val_loss", mode="min")
     return model, res, time.time() - t0
@@ -410,6 +413,7 @@ def report(ctx, rows, final: bool) -> None:
 
 
 def _check(cfg: DcatConfig) -> None:
+    check_augmentation(augment=cfg.augment)
     bad = [v for v in cfg.variants if v not in VARIANTS]
     if bad:
         raise UserError(f"variants: {bad[0]!r} is not one of {tuple(VARIANTS)}")

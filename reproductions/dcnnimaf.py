@@ -43,7 +43,7 @@ from typing import ClassVar
 import numpy as np
 
 from medattn.datasets.audit import DATASET_VERIFY
-from medattn.runner.reproduction import DataSource, Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import DataSource, Reproduction, RunSpec, UserError, check_augmentation, flat_rows
 from medattn.runner.reproduction import main as run_reproduction
 from medattn.training import ExperimentConfig, Stage
 
@@ -127,6 +127,11 @@ class DcnnimafConfig(ExperimentConfig):
     # models train on ~52 % of the images. Results go under runs/, never to results/. Part of every run's
     # identity (False included), unlike the optional fields below, which count only when not None.
     selection: bool = False
+    # the training augmentation (medattn.datasets.pipeline.augmenter's arguments) of the segmenter and the classifier
+    seg_augment: dict = dataclasses.field(default_factory=lambda: {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal",
+                                                                   "brightness": 0.1})
+    cls_augment: dict = dataclasses.field(default_factory=lambda: {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal"})
+    IDENTITY_IF_CHANGED: ClassVar[tuple[str, ...]] = ("seg_augment", "cls_augment")
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters", "seg_gate", "cls_tta",
                                                   "cls_precise_bn", "seg_freeze_encoder")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("cls_tta", "cls_precise_bn")
@@ -236,9 +241,8 @@ def _train_seg(ctx, train, val, attention, ckpt, seed, label):
     ctx.seed(seed)
     model = _seg_model(ctx, attention, len(train[0]))
     pre = _seg_preprocess(cfg)
-    aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
     data = lambda e: array_dataset(train[0], None, stage.batch_size, masks=train[1], shuffle=True,  # noqa: E731
-                                   seed=seed, epoch=e, augment=aug, preprocess=pre)
+                                   seed=seed, epoch=e, augment=cfg.seg_augment, preprocess=pre)
     val_ds = array_dataset(val[0], None, stage.batch_size, masks=val[1], preprocess=pre)
     ctx.fit(model, data, stage, ckpt, label=label, validation_data=val_ds, monitor="val_dice", mode="max")
     return model
@@ -337,9 +341,8 @@ def _classify_protocol(ctx, run: RunSpec, xs: dict, pred: dict, attention: bool)
     counts = np.bincount(xs["train"][2], minlength=3)
     cw = {c: len(xs["train"][2]) / (3.0 * max(counts[c], 1)) for c in range(3)}
     xin = cls_input("train")
-    aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal"}
     ctx.fit(cls, lambda e: array_dataset(xin, xs["train"][2], cls_stage.batch_size, shuffle=True, seed=seed, epoch=e,
-                                         augment=aug),
+                                         augment=ctx.cfg.cls_augment),
             cls_stage, ctx.run_dir(run) / "classifier", label=f"{name} s{seed} cls",
             validation_data=(cls_input("val"), xs["val"][2]), class_weight=cw, monitor="val_loss", mode="min")
     pbn = None
@@ -674,6 +677,7 @@ NO_DATA = ("no BUSI data found (--data-dir or MEDATTN_DATA_DIR). Download Datase
 
 
 def _check(cfg) -> None:
+    check_augmentation(seg_augment=cfg.seg_augment, cls_augment=cfg.cls_augment)
     seg = cfg.stage("seg").image_size
     if seg % 32:
         raise UserError(f"seg.image_size {seg}: the LinkNet encoder halves the size five times, so it must be a "

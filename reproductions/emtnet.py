@@ -39,7 +39,7 @@ from typing import ClassVar
 import numpy as np
 
 from medattn.datasets.audit import DATASET_VERIFY
-from medattn.runner.reproduction import Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import Reproduction, RunSpec, UserError, check_augmentation, flat_rows
 from medattn.runner.reproduction import main as run_reproduction
 from medattn.training import ExperimentConfig, Stage
 
@@ -78,6 +78,13 @@ class EmtConfig(ExperimentConfig):
     # the models train with horizontal flips). Evaluation only: --resume --out NEW with the same --runs-dir
     # evaluates finished folds with it instead of training again
     tta: str | None = None
+    # the training augmentation (medattn.datasets.pipeline.augmenter's arguments) of the multitask arms and of the
+    # classification-only arm (no brightness change: it has no mask to keep aligned, and the paper names none)
+    augment: dict = dataclasses.field(default_factory=lambda: {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal",
+                                                               "brightness": 0.1})
+    cls_only_augment: dict = dataclasses.field(default_factory=lambda: {"rotation": 0.04, "zoom": 0.1,
+                                                                        "flip": "horizontal", "brightness": 0.0})
+    IDENTITY_IF_CHANGED: ClassVar[tuple[str, ...]] = ("augment", "cls_only_augment")
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "val_fraction", "threshold_rule", "select_on",
                                                   "tta")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
@@ -333,15 +340,14 @@ def _fold_datasets(cfg, run: RunSpec, data: dict, f: int, fold: dict, segmentati
         val = (array_dataset(x[va], None, stage.batch_size, masks=masks[va], labels=y[va].astype("float32"),
                              preprocess=pre) if segmentation else
                array_dataset(x[va], y[va].astype("float32"), stage.batch_size, preprocess=pre))
-    aug = {"rotation": 0.04, "zoom": 0.1, "flip": "horizontal", "brightness": 0.1}
     if segmentation:
         def train(e, tr=tr):
             return array_dataset(x[tr], None, stage.batch_size, masks=masks[tr], labels=y[tr].astype("float32"),
-                                 shuffle=True, seed=run.seed, epoch=e, augment=aug, preprocess=pre)
+                                 shuffle=True, seed=run.seed, epoch=e, augment=cfg.augment, preprocess=pre)
     else:
         def train(e, tr=tr):
             return array_dataset(x[tr], y[tr].astype("float32"), stage.batch_size, shuffle=True,
-                                 seed=run.seed, epoch=e, augment={**aug, "brightness": 0.0}, preprocess=pre)
+                                 seed=run.seed, epoch=e, augment=cfg.cls_only_augment, preprocess=pre)
     return tr, va, val, train
 
 
@@ -620,6 +626,7 @@ def _plot_sweep(rows, path, mark):
 
 
 def _check(cfg) -> None:
+    check_augmentation(augment=cfg.augment, cls_only_augment=cfg.cls_only_augment)
     if cfg.stage("train").image_size % 32:
         raise UserError(f"--image-size {cfg.stage('train').image_size}: must be a multiple of 32 (five halvings)")
     if cfg.folds < 2:

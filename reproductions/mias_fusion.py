@@ -48,7 +48,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medattn.runner.reproduction import Reproduction, RunSpec, UserError, flat_rows
+from medattn.runner.reproduction import Reproduction, RunSpec, UserError, check_augmentation, flat_rows
 from medattn.runner.reproduction import main as run_reproduction
 from medattn.training import ExperimentConfig, Stage
 
@@ -78,6 +78,9 @@ class MiasConfig(ExperimentConfig):
     units: int = 1024
     rotation: float = 0.5  # fraction of a turn: 0.5 = +-180 degrees
     zoom: float = 0.2
+    # the rest of the training augmentation (medattn.datasets.pipeline.augmenter's arguments)
+    augment: dict = dataclasses.field(default_factory=lambda: {"flip": "horizontal", "fill_mode": "nearest"})
+    IDENTITY_IF_CHANGED: ClassVar[tuple[str, ...]] = ("augment",)
     stride: int = 12
     n_boot: int = 2000
     balance_classes: bool = False  # class weights so tumour and normal patches weigh the same in the loss
@@ -197,7 +200,7 @@ def _train_patch_model(ctx, run: RunSpec, data: dict):
         batch_norm=cfg.batch_norm, freeze_backbone=cfg.freeze_backbone, units=cfg.units),
         stage, n_epoch, loss="sparse_categorical_crossentropy", metrics=["accuracy"], reuse=spec,
         precision=_precision_model(cfg, spec))
-    aug = {"rotation": cfg.rotation, "zoom": cfg.zoom, "flip": "horizontal", "fill_mode": "nearest"}
+    aug = {"rotation": cfg.rotation, "zoom": cfg.zoom, **cfg.augment}
 
     def train_data(epoch):
         p, y, _ = random_patches(xtr, ytr, per_class, stage.image_size, seed=seed * 1000 + epoch)
@@ -454,12 +457,8 @@ def _check(cfg: MiasConfig) -> None:
     bad = [m for m in cfg.models if m.count(":") != 1]
     if bad:
         raise UserError(f"models must be BACKBONE:VARIANT entries, got {bad[0]!r}")
-    from medattn.datasets.pipeline import augmenter
-
-    try:  # the augmenter's own range checks (rotation: a fraction of a turn), before any data is read
-        augmenter(rotation=cfg.rotation, zoom=cfg.zoom)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    # the augmenter's own range checks (rotation: a fraction of a turn), before any data is read
+    check_augmentation(augmentation={"rotation": cfg.rotation, "zoom": cfg.zoom, **cfg.augment})
     from medattn.models.mias_fusion import backbone_settings
 
     for name in dict.fromkeys(m.split(":")[0] for m in cfg.models):

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping
 from ..training.config import ExperimentConfig, Stage, config_hash, save_config
 from ..utils import atomic_write_text
 
-__all__ = ["Reproduction", "RunSpec", "Context", "main", "UserError", "DataSource", "flat_rows"]
+__all__ = ["Reproduction", "RunSpec", "Context", "main", "UserError", "DataSource", "flat_rows", "check_augmentation"]
 
 
 class UserError(Exception):
@@ -696,6 +696,18 @@ def _what_differs(field: str, stored: dict, ident: dict, recorded: dict | None, 
     if not changed:
         return f"{field}: {stored.get(field)!r} there, {ident.get(field)!r} now"
     return "; ".join(f"{k}: {there.get(k)!r} there, {now[k]!r} now" for k in changed[:5])
+
+
+def check_augmentation(**augmentations: dict) -> None:
+    """Refuse (UserError, one line naming the field) an augmentation the augmenter would refuse: each keyword is a
+    configuration field, its value the arguments of :func:`medattn.datasets.pipeline.augmenter`."""
+    from ..datasets.pipeline import augmenter
+
+    for field, aug in augmentations.items():
+        try:
+            augmenter(**aug)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{field}: {e}") from None
 
 
 _HELD_LOCKS: dict[str, object] = {}

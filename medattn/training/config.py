@@ -174,6 +174,9 @@ class ExperimentConfig:
     # fields that change only how a trained model is evaluated (test-time augmentation): they enter a result row's
     # identity but not its training checkpoints', so --resume evaluates a finished run again without training
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # fields that enter a run's identity only when they differ from the class default: settings that moved from a
+    # script's code into its configuration (its augmentation), so runs made with the same values keep their identity
+    IDENTITY_IF_CHANGED: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         if not self.profile or not self.profile.replace("-", "_").isidentifier():
@@ -217,10 +220,16 @@ def _hash(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _class_default(cfg: ExperimentConfig, name: str):
+    f = next(f for f in dataclasses.fields(cfg) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
 def _hashed_fields(cfg: ExperimentConfig, exclude) -> dict:
     optional = getattr(cfg, "IDENTITY_IF_SET", ())
+    unchanged = {k for k in getattr(cfg, "IDENTITY_IF_CHANGED", ()) if getattr(cfg, k) == _class_default(cfg, k)}
     d = {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"
-         and not (k in optional and v is None)}
+         and not (k in optional and v is None) and k not in unchanged}
     w = d.get("weights")
     if isinstance(w, str) and w not in ("none", "imagenet") and Path(w).is_file():
         d["weights"] = "sha256:" + file_sha256(w)  # a weights file by its content, wherever it lies
@@ -272,11 +281,25 @@ def coerce_field(cls, name: str, value: Any) -> Any:
             return None
         tp = non_none[0]
         origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is dict or origin is dict:  # --set augment='{"flip": null, "zoom": 0.1}'
+        return _json_object(value, name)
     if origin is tuple:
         items = value.split(",") if isinstance(value, str) else list(value)
         item_tp = args[0] if args else str
         return tuple(_scalar(item_tp, v, name) for v in items if str(v).strip() != "")
     return _scalar(tp, value, name)
+
+
+def _json_object(value, name: str) -> dict:
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        out = json.loads(value)
+    except (TypeError, ValueError):
+        out = None
+    if not isinstance(out, dict):
+        raise ValueError(f"field {name!r} expects a JSON object such as '{{\"flip\": null}}', got {value!r}")
+    return out
 
 
 def _scalar(tp, value, name):

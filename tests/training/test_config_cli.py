@@ -148,3 +148,28 @@ def test_set_works_for_a_config_class_whose_module_is_not_importable():
     profiles = {"cpu": ns["ScriptConfig"](profile="cpu", stages=(Stage("train", epochs=2),))}
     cfg, _ = parse_config(profiles, ["--set", "protocols=b,c", "--seeds", "3"])
     assert cfg.protocols == ("b", "c") and cfg.seeds == (3,)
+
+
+def test_augmentation_is_configuration_entering_the_identity_only_when_changed():
+    """Each script's training augmentation is a configuration field (config.json shows it): the same values keep
+    the identity that runs recorded before it was one; other values are another run; values the augmenter refuses
+    are one line naming the field; the command line takes a JSON object."""
+    import dataclasses
+
+    from medattn.runner.reproduction import UserError, check_augmentation
+    from medattn.training.config import coerce_field, config_hash
+    from tests.conftest import load_script
+
+    mias = load_script("reproductions", "mias_fusion")
+    cfg = mias.PROFILES["cpu"]
+    assert cfg.to_dict()["augment"] == {"flip": "horizontal", "fill_mode": "nearest"}
+    same = dataclasses.replace(cfg, augment={"fill_mode": "nearest", "flip": "horizontal"})
+    assert config_hash(same) == config_hash(cfg)
+    other = dataclasses.replace(cfg, augment=coerce_field(type(cfg), "augment", '{"flip": null, "fill_mode": "nearest"}'))
+    assert other.augment == {"flip": None, "fill_mode": "nearest"} and config_hash(other) != config_hash(cfg)
+    with pytest.raises(ValueError, match="expects a JSON object"):
+        coerce_field(type(cfg), "augment", "flip=none")
+    with pytest.raises(UserError, match="^augment: flip must be horizontal, vertical"):
+        check_augmentation(augment={"flip": "diagonal"})
+    with pytest.raises(UserError, match="^seg_augment: .*unexpected keyword argument 'shear'"):
+        check_augmentation(seg_augment={"shear": 0.1})
