@@ -304,18 +304,46 @@ def test_unfreeze_fraction_without_pretrained_weights_is_refused(tmp_path, capsy
 @pytest.mark.data
 @pytest.mark.subprocess
 def test_paper_profile_dry_run(tmp_path):
-    """Six backbones at 224 (Xception and InceptionV3 at 299), both phases, six images per class and split."""
+    """The paper profile end to end, both phases, six images per class and split, on two of its backbones: Xception
+    at 299 (the largest input) and ResNet-50 at 224. That all six build at their paper sizes and split into the
+    phases' trainable parts: test_every_paper_backbone_builds_at_its_size_and_unfreezes_its_top_part."""
     r = _run(["--profile", "paper", "--dry-run", "--data-dir", dataset_dir("brain_tumor_mri"), "--runs-dir",
-              tmp_path / "runs", "--quiet"], tmp_path, timeout=1200)
+              tmp_path / "runs", "--set", "backbones=xception,resnet50", "--quiet"], tmp_path, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "runs" / "brain_tumor_transfer-paper-dryrun" / "results"
     runs = json.loads((out / "runs.json").read_text())["rows"]
-    assert [row["backbone"] for row in runs] == ["xception", "mobilenetv2", "inceptionv3", "resnet50", "vgg16",
-                                                  "densenet121"]
-    assert {row["backbone"]: row["image_size"] for row in runs}["xception"] == 299
-    assert {row["backbone"]: row["image_size"] for row in runs}["resnet50"] == 224
+    assert [row["backbone"] for row in runs] == ["xception", "resnet50"]
+    assert {row["backbone"]: row["image_size"] for row in runs} == {"xception": 299, "resnet50": 224}
     assert all(row["epochs_run"] == 2 for row in runs)  # one dry-run epoch in each phase
     assert "DRY RUN" in json.loads((out / "comparison.json").read_text())["title"]
+
+
+def test_every_paper_backbone_builds_at_its_size_and_unfreezes_its_top_part():
+    """Each of the paper's six backbones with the paper's head at the paper profile's input size (Xception and
+    InceptionV3 at 299): the frozen phase trains the head alone, the fine-tuning phase the top 30 % of the
+    backbone's layers besides, its BatchNorm layers kept frozen."""
+    import keras
+
+    from medattn.models.transfer import backbone_layers, build_transfer_classifier, set_backbone_trainable
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "brain_tumor_transfer")
+    cfg = mod.PROFILES["paper"]
+    sizes = {}
+    for backbone in cfg.backbones:
+        size = mod.image_size(cfg, backbone)
+        model = build_transfer_classifier(backbone, size, len(mod.CLASSES), weights=None)
+        sizes[backbone] = size
+        assert model.output_shape == (None, len(mod.CLASSES)), backbone
+        layers = [la for la in backbone_layers(model) if not isinstance(la, keras.layers.InputLayer)]
+        assert set_backbone_trainable(model, 0.0) == 0 and all(not la.trainable for la in layers), backbone
+        n = set_backbone_trainable(model, cfg.unfreeze_fraction)
+        top = layers[len(layers) - int(round(cfg.unfreeze_fraction * len(layers))):]
+        assert 0 < n == sum(not isinstance(la, keras.layers.BatchNormalization) for la in top), backbone
+        assert not any(la.trainable for la in layers if isinstance(la, keras.layers.BatchNormalization)), backbone
+        keras.backend.clear_session()
+    assert sizes == {"xception": 299, "mobilenetv2": 224, "inceptionv3": 299, "resnet50": 224, "vgg16": 224,
+                     "densenet121": 224}
 
 
 @pytest.mark.parametrize("field, good, bad, message", [

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, dataset_dir, run_two_workers
@@ -75,16 +76,40 @@ def test_dcnnimaf_smoke_under_two_worker_multiworker_strategy(tmp_path):
 @pytest.mark.data
 @pytest.mark.subprocess
 def test_mias_paper_profile_dry_run(tmp_path):
+    """The paper profile end to end with its three VGG16 variants (the three heads) and one other backbone; that
+    all nine of its models build as the profile says: test_every_mias_paper_model_builds_frozen."""
+    models = "vgg16:model1,vgg16:model2,vgg16:baseline,densenet121:baseline"
     r = _run([SCRIPTS / "mias_fusion.py", "--profile", "paper", "--dry-run", "--data-dir", dataset_dir("mias_rois"),
-              "--runs-dir", tmp_path / "runs", "--quiet"], tmp_path)
+              "--runs-dir", tmp_path / "runs", "--set", f"models={models}", "--quiet"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "runs" / "mias_fusion-paper-dryrun" / "results"
     comp = json.loads((out / "comparison.json").read_text())
     assert "DRY RUN" in comp["title"] and comp["meta"]["dry_run"] is True
     runs = json.loads((out / "runs.json").read_text())["rows"]
-    assert len(runs) == 9  # every model of the paper's table, one seed
+    assert [row["model"] for row in runs] == models.split(",")  # one seed each
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["stages"]["train"]["optimizer"] == "sgd" and cfg["freeze_backbone"] is True
+
+
+def test_every_mias_paper_model_builds_frozen():
+    """Each of the paper profile's nine models at its patch size with a frozen backbone: only BatchNorm, the 1x1
+    fusion convolutions and the head are trainable."""
+    import keras
+
+    from medattn.models.mias_fusion import build_mias_model
+    from tests.conftest import load_script
+
+    cfg = load_script("reproductions", "mias_fusion").PROFILES["paper"]
+    size = cfg.stage("train").image_size
+    for spec in cfg.models:
+        backbone, variant = spec.split(":")
+        model = build_mias_model(variant, backbone, size, weights=None, width=cfg.width, batch_norm=cfg.batch_norm,
+                                 freeze_backbone=cfg.freeze_backbone, units=cfg.units)
+        assert model.output_shape == (None, 2), spec
+        frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        assert frozen > trainable > 0, spec  # the backbone (millions of weights) frozen, the head trains
+        keras.backend.clear_session()
 
 
 @pytest.mark.slow
@@ -109,17 +134,17 @@ def test_dcnnimaf_paper_profile_dry_run(tmp_path):
 @pytest.mark.data
 @pytest.mark.subprocess
 def test_emtnet_paper_profile_dry_run(tmp_path):
-    """The paper profile's full-width MobileNetV2 EMT-Net at 224, batch 32, every arm (sweep and ablation) on two
-    folds of two steps: what a GPU user runs with --profile paper, minus the ImageNet download."""
+    """The paper profile's full-width MobileNetV2 EMT-Net at 224, batch 32, on two folds of two steps: the main arm,
+    one more arm of the sweep (the others differ from it only by the loss weight) and the ablation; what a GPU user
+    runs with --profile paper, minus the ImageNet download."""
     r = _run([SCRIPTS / "emtnet.py", "--profile", "paper", "--dry-run", "--data-dir", dataset_dir("busi"),
-              "--runs-dir", tmp_path / "runs", "--quiet"], tmp_path)
+              "--runs-dir", tmp_path / "runs", "--set", "sweep=1,2", "--quiet"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "runs" / "emtnet-paper-dryrun" / "results"
     comp = json.loads((out / "comparison.json").read_text())
     assert "DRY RUN" in comp["title"] and comp["meta"]["dry_run"] is True
     runs = json.loads((out / "runs.json").read_text())["rows"]
-    assert [row["arm"] for row in runs] == ["multitask_w2", "multitask_w1", "multitask_w4", "multitask_w8",
-                                            "cls_only_w2"]
+    assert [row["arm"] for row in runs] == ["multitask_w2", "multitask_w1", "cls_only_w2"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["stages"]["train"]["image_size"] == 224 and cfg["stages"]["train"]["batch_size"] == 32
     assert cfg["width"] == 1.0 and cfg["dry_run"] is True and cfg["weights"] in ("none", "imagenet")
