@@ -28,7 +28,9 @@ are never skipped silently; other files in the folder (not images, or ``*_mask*`
 ``skipped.txt``. Two inputs with one name and two extensions (``x.jpg``, ``x.png``) keep their extensions in the
 output names (``masks/x.jpg.png``, ``masks/x.png.png``). ``--out`` must be a new folder (or hold no earlier outputs);
 ``--overwrite`` replaces them. A model file that cannot be read is named as such (not "file not found"). A progress
-bar runs on a terminal.
+bar runs on a terminal. When the card records its training images' ``input_profile`` (greyscale or colour, sizes,
+mean intensity: :mod:`medattn.datasets.profile`), images unlike them are listed in ``unlike_training.txt`` with
+the reason, and a warning says how many.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _images(folder: Path) -> tuple[list[Path], list[str]]:
     return files, skipped
 
 
-OUTPUTS = ("masks", "overlays", "predictions.csv", "unreadable.txt", "skipped.txt")
+OUTPUTS = ("masks", "overlays", "predictions.csv", "unreadable.txt", "skipped.txt", "unlike_training.txt")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -163,6 +165,7 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
     """Run the model at ``model_path`` on every image under ``images``; write the outputs under ``out`` (a new
     folder, or ``overwrite``). Returns ``{"n": processed, "unreadable": [lines], "skipped": [lines], "csv": path}``."""
     from .datasets.core import DatasetError, read_image
+    from .datasets.profile import image_facts, unlike_profile
     from .evaluation.tta import tta_predict, tta_restore, tta_views
 
     model_path, images, out = Path(model_path), Path(images), Path(out)
@@ -187,7 +190,8 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
     classes = list(card["class_names"])
     names = _output_names(files, images)
     out.mkdir(parents=True, exist_ok=True)
-    unreadable, rows = [], []
+    unreadable, rows, unlike = [], [], []
+    profile = card.get("input_profile")  # what the training images looked like (medattn.datasets.profile)
     if progress is None:
         progress = sys.stderr.isatty()
     it = files
@@ -202,6 +206,8 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
         except DatasetError as e:
             unreadable.append(f"{rel}: {e}")
             continue
+        if profile and (problems := unlike_profile(image_facts(img), profile)):
+            unlike.append(f"{rel}: " + "; ".join(problems))
         row = {"image": str(rel), "height": img.shape[0], "width": img.shape[1]}
         mask = None
         if kind == "segmenter" or seg_model is not None:
@@ -269,7 +275,9 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
         (out / "unreadable.txt").write_text("\n".join(unreadable) + "\n")
     if skipped:
         (out / "skipped.txt").write_text("\n".join(skipped) + "\n")
-    return {"n": len(rows), "unreadable": unreadable, "skipped": skipped, "csv": csv_path}
+    if unlike:
+        (out / "unlike_training.txt").write_text("\n".join(unlike) + "\n")
+    return {"n": len(rows), "unreadable": unreadable, "skipped": skipped, "unlike": unlike, "csv": csv_path}
 
 
 def main(argv=None) -> int:
@@ -290,6 +298,11 @@ def main(argv=None) -> int:
         print(f"medattn-predict: {e}", file=sys.stderr)
         return 2
     print(f"medattn-predict: {res['n']} image(s) -> {res['csv']}")
+    if res["unlike"]:
+        print(f"medattn-predict: warning: {len(res['unlike'])} of {res['n']} image(s) do not look like the images "
+              f"this model trained on ({res['unlike'][0].split(': ', 1)[1]}{'; ...' if len(res['unlike']) > 1 else ''}"
+              f"); its outputs for them may mean nothing. Listed in {Path(a.out) / 'unlike_training.txt'}",
+              file=sys.stderr)
     if res["skipped"]:
         print(f"medattn-predict: {len(res['skipped'])} other file(s) left out (listed in "
               f"{Path(a.out) / 'skipped.txt'})", file=sys.stderr)

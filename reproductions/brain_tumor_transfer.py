@@ -194,6 +194,7 @@ def load_data(ctx) -> dict:
     ctx.log(f"audit and split in {time.time() - t0:.0f} s: Training {len(tr_idx)} (train {len(part['train'])}, "
             f"val {len(part['val'])}, groups kept whole); Testing {len(test_idx)} official, "
             f"{int((~leaky).sum())} after removing {int(leaky.sum())} with a duplicate in Training")
+    ctx.profile_inputs(files=[recs[i].path for i in tr_idx])  # on every saved model's card: medattn-predict compares
     sizes = sorted({image_size(cfg, b) for b in cfg.backbones})
     t0 = time.time()
     x = {s: _decode(recs, s) for s in sizes}

@@ -167,6 +167,7 @@ def load_data(ctx) -> dict:
             idx[s] = np.arange(off, off + len(keep))
             names += [f"{s}/{i}" for i in keep]
             off += len(keep)
+        ctx.profile_inputs(images=d["train"][0])  # on every saved model's card: medattn-predict compares
         x, y = _resize(np.concatenate(xs), size), np.concatenate(ys).astype(int)
         classes = ["normal", "pneumonia"]
     else:
@@ -182,6 +183,7 @@ def load_data(ctx) -> dict:
         y_all = np.array([r.label for r in recs])
         keep = _cap(np.arange(len(recs)), y_all, per * 3 if per else 0)
         recs = [recs[i] for i in keep]
+        ctx.profile_inputs(files=[r.path for r in recs])
         classes = sorted({(r.label, r.label_name) for r in recs})
         classes = [n for _, n in classes]
         y = np.array([r.label for r in recs])

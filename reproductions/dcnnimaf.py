@@ -539,6 +539,7 @@ def load_data(ctx) -> dict:
 
     audit = ctx.audit(ctx.handful(busi_records(ctx.data.path), 6), ctx.data.path, verify=DATASET_VERIFY["busi"])
     recs = audit["_records"]
+    ctx.profile_inputs(files=[r.path for r in recs])  # on every saved model's card: medattn-predict compares
     t0 = time.time()
     arrays = decode_arrays(recs, ctx.cfg.stage("seg").image_size)  # decoded and resized once, shared by every model
     ctx.log(f"decoded {len(recs)} images and masks at {ctx.cfg.stage('seg').image_size} px once "

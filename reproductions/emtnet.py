@@ -145,6 +145,7 @@ def load_data(ctx) -> dict:
     keep = [i for i in range(len(recs)) if i not in conflict]
     old_to_new = {o: n for n, o in enumerate(keep)}
     recs = [recs[i] for i in keep]
+    ctx.profile_inputs(files=[r.path for r in recs])  # on every saved model's card: medattn-predict compares
     kept_groups = [[old_to_new[i] for i in g if i in old_to_new] for g in groups]
     x, masks, y = decode_arrays(recs, ctx.cfg.stage("train").image_size)  # once, shared by every arm and fold
     data = {"recs": recs, "x": x, "mask": masks, "y": y,

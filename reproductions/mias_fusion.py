@@ -401,6 +401,7 @@ def load_data(ctx) -> dict:
     recs = mias_records(ctx.data.path)
     recs = [r for s in ("train", "val", "test") for r in ctx.handful([r for r in recs if r.split == s], 2)]
     data = {s: load_rois([r for r in recs if r.split == s]) for s in ("train", "val", "test")}
+    ctx.profile_inputs(files=[r.path for r in recs if r.split == "train"])  # on every saved model's card
     data["test_names"] = [r.name for r in recs if r.split == "test"]
     data["val_names"] = [r.name for r in recs if r.split == "val"]
     return data

@@ -227,3 +227,44 @@ def test_faults_are_named_before_anything_is_written(tmp_path, capsys):
     assert "holds earlier outputs" in capsys.readouterr().err and (out / "unreadable.txt").exists()
     assert main(["--model", str(model), "--images", str(imgs), "--out", str(out), "--overwrite"]) == 0
     assert not (out / "unreadable.txt").exists() and (out / "masks" / "x.png.png").is_file()
+
+
+def test_images_unlike_the_training_images_are_listed_and_warned_about(tmp_path, capsys):
+    """A card that records its training images' profile (greyscale, 40-80 px, mean intensity 100-150): colour
+    images, far smaller or larger ones and much darker ones are listed with the reason and counted in a warning;
+    the outputs are still written for every image."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(100, 155, (50, 70), dtype=np.uint8)).save(folder / "alike.png")
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(folder / "colour.png")
+    Image.fromarray(rng.integers(100, 155, (400, 60), dtype=np.uint8)).save(folder / "tall.png")
+    Image.fromarray(rng.integers(0, 20, (60, 60), dtype=np.uint8)).save(folder / "dark.png")
+    profile = {"n": 50, "grey_fraction": 1.0, "height": [40, 80], "width": [40, 80], "mean_intensity": [100, 150]}
+    model = save_model_card(_segmenter(), tmp_path / "m" / "seg.keras",
+                            {**CARD, "kind": "segmenter", "class_names": ["lesion"], "input_profile": profile})
+    assert main(["--model", str(model), "--images", str(folder), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 3 of 4 image(s) do not look like the images this model trained on" in err
+    listed = (tmp_path / "out" / "unlike_training.txt").read_text().splitlines()
+    assert listed == ["colour.png: colour (the model trained on greyscale images)",
+                      "dark.png: mean intensity 9 (training images: 100-150)",
+                      "tall.png: height 400 px (training images: 40-80)"]
+    assert len(list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))) == 4
+
+
+def test_an_input_profile_summarises_images_as_read_from_disk(tmp_path):
+    from medattn.datasets.profile import input_profile, profile_of_files, unlike_profile
+
+    grey = [np.full((40 + i, 60, 3), 100 + i, np.uint8) for i in range(10)]
+    p = input_profile(grey)
+    assert p["n"] == 10 and p["grey_fraction"] == 1.0 and p["width"] == [60.0, 60.0]
+    assert p["height"] == [40.1, 48.9] and p["mean_intensity"] == [100.1, 108.9]  # 1st and 99th percentiles
+    for i, img in enumerate(grey[:3]):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+    assert profile_of_files(sorted(tmp_path.glob("*.png")))["n"] == 3
+    colour = {"grey": False, "height": 50, "width": 60, "mean": 104.0}
+    assert unlike_profile(colour, p) == ["colour (the model trained on greyscale images)"]
+    assert unlike_profile({**colour, "grey": True}, p) == []
+    with pytest.raises(ValueError, match="at least one image"):
+        input_profile([])

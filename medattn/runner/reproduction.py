@@ -121,6 +121,7 @@ class Context:
         self.dry_run = cfg.dry_run
         self.synthetic = data.synthetic
         self.skipped: list[str] = []  # files a loader skipped, named in the tables' footnotes
+        self.input_profile: dict | None = None  # the training images' profile, on every saved model's card
         from ..training.reuse import ModelPool
 
         self.pool = ModelPool()
@@ -358,6 +359,17 @@ class Context:
             self.log(f"! skipped {len(bad)} unusable image(s): " + "; ".join(bad))
         return audit
 
+    def profile_inputs(self, files=None, images=None) -> None:
+        """Record what the training images look like on disk (:mod:`medattn.datasets.profile`: greyscale or
+        colour, sizes, mean intensity) from their ``files`` or, for a dataset of arrays, the ``images``; every model
+        saved afterwards carries it on its card, and ``medattn-predict`` warns about inputs unlike it."""
+        from ..datasets.profile import input_profile, profile_of_files
+
+        if files is not None and len(files):
+            self.input_profile = profile_of_files(files)
+        elif images is not None and len(images):
+            self.input_profile = input_profile(images[i] for i in range(min(len(images), 200)))
+
     def save_model(self, model, run: RunSpec, name: str, **card) -> Path | None:
         """The trained ``model`` as ``<run dir>/models/<name>.keras`` with its JSON card
         (:func:`medattn.saving.save_model_card`: ``kind``, ``input_size``, ``preprocessing``, ``class_names`` and
@@ -370,7 +382,8 @@ class Context:
         path = self.model_dir(run) / f"{name}.keras"
         card = {**card, "paper": self.repro.name, "profile": self.cfg.profile, "arm": run.arm, "seed": run.seed,
                 "weights": self.cfg.weights, **_weights_provenance(self.cfg.weights),
-                "data_manifest_sha256": self.data_sha,
+                "data_manifest_sha256": self.data_sha, **({"input_profile": self.input_profile}
+                                                          if self.input_profile and "input_profile" not in card else {}),
                 "config_sha256": config_hash(self.cfg), "synthetic": self.synthetic,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         save_model_card(model, path, card)

@@ -61,6 +61,7 @@ def test_smoke_on_a_medmnist_file(tmp_path):
     saved = tmp_path / "runs" / "dcat-smoke-pneumoniamnist" / "dcat_s0" / "models" / "pneumoniamnist_dcat.keras"
     card = read_model_card(saved)
     assert card["mc_dropout"] is True and card["preprocessing"] == "inside" and card["input_size"] == 32
+    assert card["input_profile"]["n"] == 24 and card["input_profile"]["height"] == [28, 28]  # MedMNIST as read
     back = load_model(saved, compile=False)
     assert back(np.zeros((1, 32, 32, 3), "float32")).shape == (1, 2)
     for name in ("reliability_dcat.png", "reliability_dcat_single_pass.png", "risk_coverage_dcat.png",

@@ -41,6 +41,9 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     assert cls_card["class_names"] == ["benign", "malignant", "normal"] and cls_card["segmenter"] == "segmenter.keras"
     assert seg_card["data_manifest_sha256"] and 0 <= seg_card["metrics"]["dice_lesion"] <= 1
     assert seg_card["postprocess"]["min_area"] == run["seg_post_min_area"] and seg_card["tta_flip"] is False
+    # what the training images looked like (the phantoms: greyscale), which medattn-predict compares inputs with
+    profile = seg_card["input_profile"]
+    assert profile == cls_card["input_profile"] and profile["grey_fraction"] == 1.0 and profile["n"] > 0
     seg = load_model(models / "segmenter.keras", compile=False)
     assert seg(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 64, 64, 1)
     # the saved two-stage pipeline on other phantoms (another seed, no normal class), through the predict command
