@@ -1,10 +1,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, dataset_dir, saved_model
+from tests.conftest import REPO, dataset_dir
 
 
 @pytest.mark.slow
@@ -27,31 +28,28 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert json.loads((out / "run.json").read_text())["data_manifest_sha256"]
     assert (out / "plots" / "confusion_vgg16_model2.png").exists()
     assert runs[0]["tta"] == "none" and runs[0]["val_window_loss"] > 0 and runs[0]["train_time_all_epochs_s"] > 0
-    # test-time augmentation only changes the evaluation: the finished checkpoint is evaluated again, not trained
+    # test-time augmentation only changes the evaluation, and more seeds add runs: one process re-evaluates the
+    # finished seed-0 checkpoint with the dihedral views (not trained again) and trains seed 1
     out2 = tmp_path / "tta"
-    cmd2 = [str(out2) if c == str(out) else c for c in cmd] + ["--resume", "--set", "tta=dihedral"]
+    cmd2 = [str(out2) if c == str(out) else c for c in cmd] + ["--resume", "--set", "tta=dihedral", "--seeds", "0,1",
+                                                                "--set", "multi_seed_models=vgg16:model2"]
     r = subprocess.run(cmd2, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    tta = json.loads((out2 / "runs.json").read_text())["rows"][0]
-    assert tta["tta"] == "dihedral" and tta["resumed_from_epoch"] == 1 and tta["epochs"] == 1
+    rows = json.loads((out2 / "runs.json").read_text())["rows"]
+    tta = rows[0]
+    assert [x["seed"] for x in rows] == [0, 1] and all(x["tta"] == "dihedral" for x in rows)
+    assert tta["resumed_from_epoch"] == 1 and tta["epochs"] == 1
     assert tta["train_time_all_epochs_s"] == runs[0]["train_time_all_epochs_s"]
     assert tta["val_window_loss"] != runs[0]["val_window_loss"]  # eight views per window, another mean
-    card = json.loads(saved_model(out2, "vgg16_model2.keras").with_suffix(".json").read_text())
+    s0 = [Path(m) for m in json.loads((out2 / "run.json").read_text())["models"] if "vgg16_model2_s0" in m]
+    card = json.loads(s0[0].with_suffix(".json").read_text())
     assert card["tta"] == "dihedral"  # the re-evaluation's model, in its own run folder (the first run's is kept)
     first = json.loads(next((tmp_path / "runs").glob("mias_fusion-smoke/vgg16_model2_s0/models/*.json")).read_text())
     assert first["tta"] != "dihedral"
-    # two seeds: seed 0 evaluated again from its checkpoint, seed 1 trained; the seed ensemble averages the saved
-    # window probabilities and votes as one model does
-    out3 = tmp_path / "seeds"
-    cmd3 = [str(out3) if c == str(out) else c for c in cmd] + ["--resume", "--seeds", "0,1", "--set",
-                                                                "multi_seed_models=vgg16:model2"]
-    r = subprocess.run(cmd3, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
+    # the seed ensemble averages the saved window probabilities and votes as one model does
     import numpy as np
 
-    rows = json.loads((out3 / "runs.json").read_text())["rows"]
-    assert [x["seed"] for x in rows] == [0, 1] and rows[0]["accuracy"] == runs[0]["accuracy"]
-    p0, p1 = (np.load(out3 / "predictions" / f"vgg16_model2_s{s}.npz") for s in (0, 1))
+    p0, p1 = (np.load(out2 / "predictions" / f"vgg16_model2_s{s}.npz") for s in (0, 1))
     assert len(p0["val_names"]) == 65 and len(p0["val_patch_prob"]) == 65 * 25
     per = 25
 
@@ -59,13 +57,13 @@ def test_smoke_profile_end_to_end(tmp_path):
         return float(np.mean(((prob > 0.5).reshape(-1, per).mean(1) > 0.5) == y))
 
     assert vote(p0["val_patch_prob"], p0["val_y"]) == pytest.approx(rows[0]["val_roi_accuracy"])
-    ens = json.loads((out3 / "ensembles.json").read_text())["rows"]
+    ens = json.loads((out2 / "ensembles.json").read_text())["rows"]
     assert len(ens) == 1 and ens[0]["model"] == "vgg16:model2" and ens[0]["seeds"] == "0, 1"
     assert ens[0]["val_roi_accuracy"] == pytest.approx(vote((p0["val_patch_prob"] + p1["val_patch_prob"]) / 2,
                                                             p0["val_y"]))
     assert ens[0]["accuracy"] == pytest.approx(vote((p0["patch_prob"] + p1["patch_prob"]) / 2, p0["y_true"]))
     assert ens[0]["accuracy_seed_mean"] == pytest.approx((rows[0]["accuracy"] + rows[1]["accuracy"]) / 2)
-    comp = {row["metric"]: row for row in json.loads((out3 / "comparison.json").read_text())["rows"]}
+    comp = {row["metric"]: row for row in json.loads((out2 / "comparison.json").read_text())["rows"]}
     assert comp["vgg16:model2, ensemble (2 seeds) accuracy"]["value"] == pytest.approx(ens[0]["accuracy"])
     assert comp["vgg16:model2, ensemble (2 seeds) accuracy"]["paper"] == 0.875
 
