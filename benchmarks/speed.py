@@ -65,7 +65,9 @@ def measure_suite() -> dict:
     r = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     summary = next((line for line in reversed(r.stdout.splitlines()) if " in " in line and "passed" in line), "")
+    failed = [line for line in r.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     return {"value": round(wall / 60, 2), "wall_s": round(wall, 1), "exit_code": r.returncode, "summary": summary,
+            "failed": failed,
             "worker_seconds_by_group": group_seconds(r.stdout),
             **_provenance(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0"])}
 

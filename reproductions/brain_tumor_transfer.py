@@ -484,7 +484,7 @@ def _save_backbone_outputs(ctx, run: RunSpec, model, data: dict, x, pre, pred: d
                    threshold=None, mc_dropout=False, tta=cfg.tta,
                    metrics={k: row[k] for k in ("val_accuracy", "official_accuracy", "dedup_accuracy", "n_test_dedup")})
     names = _rel_names(data["recs"], data["test"])  # Testing/<class>/file
-    np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[data["test"]], prob=pt, dedup=keep,
+    np.savez(ctx.prediction_file(run.arm, run.seed), names=names, y_true=y[data["test"]], prob=pt, dedup=keep,
              val_names=_rel_names(data["recs"], data["val"]), val_y=y[data["val"]], val_prob=pred["val"],
              train_names=_rel_names(data["recs"], data["train"]), train_y=y[data["train"]], train_prob=pred["train"],
              **pred["heldout"])
@@ -512,7 +512,7 @@ def seed_ensembles(ctx, rows) -> list[dict]:
     from medattn.evaluation import seed_ensemble, seed_groups
 
     out = []
-    for b, rs, files in seed_groups(rows, "backbone", lambda b, s: ctx.out / "predictions" / f"{RunSpec(b, s).key}.npz",
+    for b, rs, files in seed_groups(rows, "backbone", ctx.prediction_file,
                                     ctx.log):
         ens = seed_ensemble(files, [("prob", "names", "y_true"), ("val_prob", "val_names", "val_y")])
         keep = np.load(files[0])["dedup"]
@@ -629,7 +629,7 @@ def _backbone_plots(ctx, rows, final: bool) -> None:
         if r["seed"] != cfg.seeds[0]:
             continue
         # the curves from the prediction file: at the end of a process and in --report-only, not after every run
-        path = out / "predictions" / f"{RunSpec(r['backbone'], r['seed']).key}.npz"
+        path = ctx.prediction_file(r["backbone"], r["seed"])
         p = np.load(path) if final and path.exists() else None
         for ts in TEST_SETS:
             what = f"{r['backbone']}: {ts} Testing (n={r[f'n_test_{ts}']}){mark}"

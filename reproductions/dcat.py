@@ -332,7 +332,7 @@ def _save_variant_outputs(ctx, run: RunSpec, model, data: dict, row: dict, sampl
                    mc_passes=cfg.mc_passes, metrics={k: row[k] for k in ("roc_auc", "average_precision", "accuracy",
                                                                           "n_test")})
     names = data["names"][te]
-    np.savez(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y[te], prob=prob, single=samples[0],
+    np.savez(ctx.prediction_file(run.arm, run.seed), names=names, y_true=y[te], prob=prob, single=samples[0],
              entropy=ent, mutual_information=u["mutual_information"])
     if run.seed != cfg.seeds[0]:
         return

@@ -396,7 +396,7 @@ def _save_protocol_outputs(ctx, name, seed, row, xs, pred, seg_sum, names, prob)
     from medattn.evaluation.plots import plot_confusion_matrix, plot_segmentation_overlays
 
     yt = xs["test"][2]
-    np.savez_compressed(ctx.out / "predictions" / f"{name}_s{seed}.npz", y_true=yt, prob=prob, names=np.array(names),
+    np.savez_compressed(ctx.prediction_file(name, seed), y_true=yt, prob=prob, names=np.array(names),
                         dice=seg_sum["per_image"]["dice"], lesion=seg_sum["per_image"]["lesion"],
                         mask_shape=np.array(pred["test"].shape), mask_pred=np.packbits(pred["test"] > 0.5),
                         mask_true=np.packbits(xs["test"][1] > 0.5))
@@ -637,7 +637,7 @@ def _plot_curves(ctx, rows) -> None:
 
     for proto in dict.fromkeys(r["protocol"] for r in rows):
         seed = next(r["seed"] for r in rows if r["protocol"] == proto)
-        path = ctx.out / "predictions" / f"{proto}_s{seed}.npz"
+        path = ctx.prediction_file(proto, seed)
         if path.exists():
             p = np.load(path)
             plot_classifier_curves(p["y_true"], p["prob"], CLASSES, ctx.out / "plots", proto,

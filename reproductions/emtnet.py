@@ -420,7 +420,7 @@ def _arm_cost_and_outputs(ctx, run: RunSpec, model, row: dict, data: dict, oof: 
     row["forward_gflop"] = forward_flops(model, shape) / 1e9
     row.update({f"latency_{k}": v for k, v in latency_ms(model, shape, runs=cfg.latency_runs).items()})
     names = np.array([r.name for r in data["recs"]])
-    np.savez_compressed(ctx.out / "predictions" / f"{run.key}.npz", names=names, y_true=y, prob=prob,
+    np.savez_compressed(ctx.prediction_file(run.arm, run.seed), names=names, y_true=y, prob=prob,
                         **({"pred_tuned": oof["hard"].astype(np.int8)} if cfg.threshold_rule else {}),
                         **({"mask_shape": np.array(masks.shape), "mask_pred": np.packbits(oof["mask"] > 0.5),
                             "mask_true": np.packbits(masks > 0.5)} if segmentation else {}))
@@ -511,7 +511,7 @@ def report(ctx, rows, final: bool) -> None:
     if multi:
         _plot_sweep(multi, ctx.out / "plots" / "sweep.png", ctx.mark)
     if main and final:  # at the end of a process and in --report-only, not after every arm
-        p = np.load(ctx.out / "predictions" / f"{RunSpec(main[0]['arm'], main[0]['seed']).key}.npz")
+        p = np.load(ctx.prediction_file(main[0]["arm"], main[0]["seed"]))
         plot_classifier_curves(p["y_true"], p["prob"], CLASSES, ctx.out / "plots", main[0]["arm"],
                                title=f"EMT-Net {main[0]['arm']} (out-of-fold){ctx.mark}")
     if final:
@@ -596,8 +596,8 @@ def _ablation_rows(ctx, rows) -> list[dict]:
         multi = f"multitask_w{r['pos_weight']:g}"
         if not any(m["arm"] == multi and m["seed"] == r["seed"] for m in rows):
             continue
-        a = np.load(ctx.out / "predictions" / f"{RunSpec(multi, r['seed']).key}.npz")
-        b = np.load(ctx.out / "predictions" / f"{RunSpec(r['arm'], r['seed']).key}.npz")
+        a = np.load(ctx.prediction_file(multi, r["seed"]))
+        b = np.load(ctx.prediction_file(r["arm"], r["seed"]))
         if list(a["names"]) != list(b["names"]):
             raise UserError(f"{multi} and {r['arm']}: predictions are not of the same images")
         t = a["y_true"].astype(int)

@@ -294,7 +294,7 @@ def _save_mias_outputs(ctx, run: RunSpec, model, data: dict, row: dict, sc: dict
                    roi_rule=f"25 windows of {stage.image_size} px, stride {cfg.stride}, majority vote of patch labels",
                    roi_size=int(xte.shape[1]), stride=cfg.stride, tta=cfg.tta,
                    metrics={"accuracy": row["accuracy"], "roc_auc": row["roc_auc"]})
-    np.savez(ctx.out / "predictions" / f"{spec.replace(':', '_')}_s{seed}.npz", y_true=yte, roi_pred=roi_pred,
+    np.savez(ctx.prediction_file(spec, seed), y_true=yte, roi_pred=roi_pred,
              roi_score=roi_score, patch_prob=prob, roi_idx=roi_idx, names=np.array(data["test_names"]),
              val_patch_prob=vprob, val_roi_idx=vidx2, val_y=yva, val_names=np.array(data["val_names"]))
 
@@ -356,8 +356,7 @@ def seed_ensembles(ctx, rows) -> list[dict]:
     from medattn.evaluation import classification_metrics, seed_ensemble, seed_groups, wilson_interval
 
     out = []
-    for spec, rs, files in seed_groups(rows, "model", lambda m, s: ctx.out / "predictions" /
-                                       f"{m.replace(':', '_')}_s{s}.npz", ctx.log):
+    for spec, rs, files in seed_groups(rows, "model", ctx.prediction_file, ctx.log):
         ens = seed_ensemble(files, [("patch_prob", "names", "y_true"), ("val_patch_prob", "val_names", "val_y")])
         p0 = np.load(files[0])
         roi_idx = p0["roi_idx"]
@@ -385,7 +384,7 @@ def plots(rows, out: Path, mark: str = ""):
 
     for spec in dict.fromkeys(r["model"] for r in rows):
         r0 = [r for r in rows if r["model"] == spec][0]
-        p = np.load(out / "predictions" / f"{spec.replace(':', '_')}_s{r0['seed']}.npz")
+        p = np.load(out / "predictions" / f"{RunSpec(spec, r0['seed']).key}.npz")
         cm = [[r0["tn"], r0["fp"]], [r0["fn"], r0["tp"]]]
         tag = spec.replace(":", "_")
         plot_confusion_matrix(cm, CLASS_NAMES, out / "plots" / f"confusion_{tag}.png",

@@ -43,13 +43,22 @@ def input_profile(images: Iterable[np.ndarray]) -> dict:
 
 
 def profile_of_files(paths: Sequence[Path | str]) -> dict:
-    """:func:`input_profile` of at most :data:`SAMPLE` of ``paths`` (evenly spaced over their sorted order)."""
-    from .core import read_image
+    """:func:`input_profile` of at most :data:`SAMPLE` of ``paths`` (evenly spaced over their sorted order; files
+    that cannot be read are left out)."""
+    from .core import DatasetError, read_image
 
     paths = sorted(str(p) for p in paths)
     if len(paths) > SAMPLE:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, SAMPLE).round().astype(int)]
-    return input_profile(read_image(Path(p), mode="RGB") for p in paths)
+
+    def readable():
+        for p in paths:
+            try:
+                yield read_image(Path(p), mode="RGB")
+            except DatasetError:  # the loaders name and handle unreadable files; the profile describes the rest
+                continue
+
+    return input_profile(readable())
 
 
 def unlike_profile(facts: dict, profile: dict) -> list[str]:

@@ -359,6 +359,13 @@ class Context:
             self.log(f"! skipped {len(bad)} unusable image(s): " + "; ".join(bad))
         return audit
 
+    def prediction_file(self, arm: str, seed: int) -> Path:
+        """``<results>/predictions/<run key>.npz``: where a run's predictions go (the folder is created), the one
+        name every script, table and :mod:`medattn.evaluation.recompute` uses."""
+        folder = self.out / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{RunSpec(arm, seed).key}.npz"
+
     def profile_inputs(self, files=None, images=None) -> None:
         """Record what the training images look like on disk (:mod:`medattn.datasets.profile`: greyscale or
         colour, sizes, mean intensity) from their ``files`` or, for a dataset of arrays, the ``images``; every model
