@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     precision = set_mixed_precision(resolve_mixed_precision(cfg.mixed_precision))
     audit = {}
     ctx = types.SimpleNamespace(cfg=cfg, data=types.SimpleNamespace(path=Path(args.data_dir)), log=print,
-                                handful=lambda recs, n: recs,
+                                handful=lambda recs, n: recs, profile_inputs=lambda **_: None,
                                 audit=lambda recs, p, verify=(): audit.update(audit_records(recs, Path(p), verify=verify))
                                 or audit)
     data = dcn.load_data(ctx)
