@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["input_profile", "profile_of_files", "unlike_profile", "image_facts"]
+__all__ = ["input_profile", "profile_of_files", "profile_of_arrays", "unlike_profile", "image_facts"]
 
 SAMPLE = 200  # images read per profile (evenly spaced over the sorted list): enough for percentiles, cheap
 GREY_TOLERANCE = 2.0  # mean absolute difference between channels (0-255) below which an image counts as greyscale
@@ -48,8 +48,7 @@ def profile_of_files(paths: Sequence[Path | str]) -> dict:
     from .core import DatasetError, read_image
 
     paths = sorted(str(p) for p in paths)
-    if len(paths) > SAMPLE:
-        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, SAMPLE).round().astype(int)]
+    paths = [paths[i] for i in _sample(len(paths))]
 
     def readable():
         for p in paths:
@@ -59,6 +58,16 @@ def profile_of_files(paths: Sequence[Path | str]) -> dict:
                 continue
 
     return input_profile(readable())
+
+
+def profile_of_arrays(images) -> dict:
+    """:func:`input_profile` of at most :data:`SAMPLE` of ``images`` (an array of images, evenly spaced)."""
+    return input_profile(images[i] for i in _sample(len(images)))
+
+
+def _sample(n: int) -> list[int]:
+    """At most :data:`SAMPLE` indices of ``n`` items, evenly spaced, first and last included."""
+    return list(range(n)) if n <= SAMPLE else np.linspace(0, n - 1, SAMPLE).round().astype(int).tolist()
 
 
 def unlike_profile(facts: dict, profile: dict) -> list[str]:

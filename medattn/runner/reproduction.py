@@ -370,12 +370,12 @@ class Context:
         """Record what the training images look like on disk (:mod:`medattn.datasets.profile`: greyscale or
         colour, sizes, mean intensity) from their ``files`` or, for a dataset of arrays, the ``images``; every model
         saved afterwards carries it on its card, and ``medattn-predict`` warns about inputs unlike it."""
-        from ..datasets.profile import input_profile, profile_of_files
+        from ..datasets.profile import profile_of_arrays, profile_of_files
 
         if files is not None and len(files):
             self.input_profile = profile_of_files(files)
         elif images is not None and len(images):
-            self.input_profile = input_profile(images[i] for i in range(min(len(images), 200)))
+            self.input_profile = profile_of_arrays(images)
 
     def save_model(self, model, run: RunSpec, name: str, **card) -> Path | None:
         """The trained ``model`` as ``<run dir>/models/<name>.keras`` with its JSON card
