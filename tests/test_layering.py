@@ -82,3 +82,29 @@ def test_the_check_sees_relative_and_nested_imports(tmp_path, monkeypatch):
         assert any("_layering_probe.py:2" in b and "medattn.training.fit" in b for b in upward_imports())
     finally:
         fake.unlink()
+
+
+# the code that runs every paper's protocol, and the papers' own code: functions of about a screen at most
+SHORT_FUNCTIONS = ("reproductions", "medattn/training", "medattn/runner")
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(roots=SHORT_FUNCTIONS, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``path:line name (N lines)`` for every function under ``roots`` longer than ``limit`` lines."""
+    out = []
+    for root in roots:
+        for path in sorted((REPO / root).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > limit:
+                        out.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
+    return out
+
+
+def test_no_protocol_or_script_function_is_longer_than_a_screen():
+    assert long_functions() == []
+
+
+def test_the_length_check_counts_a_long_function(tmp_path):
+    assert long_functions(("tests",), limit=3)  # the helpers of this very file are longer than 3 lines

@@ -367,6 +367,23 @@ def fit(model, data: Callable[[int], object] | object, *, epochs: int, ckpt_dir,
     ckpt_dir = _worker_dir(Path(ckpt_dir), strategy)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     st = _FitState.start(model, ckpt_dir, resume, mode, verbose, averager, label, epochs)
+    t0 = time.time()
+    stopped_early = _train_epochs(run, st, ckpt_dir, epochs=epochs, monitor=monitor, patience=patience,
+                                  validated=validation_data is not None, tensorboard=tensorboard,
+                                  stop_after=stop_after, verbose=verbose, label=label)
+    if restore_best and (ckpt_dir / "best.npz").exists():
+        load_variables(_checkpoint_variables(model, False), ckpt_dir / "best.npz")
+    elif averager:  # the model a weight-averaged fit returns is the average
+        averager.copy_to_model()
+    return FitResult(history=st.history, best_epoch=st.best_epoch, best_value=st.best_value,
+                     epochs_run=len(st.history) - (st.resumed_from or 0), resumed_from=st.resumed_from,
+                     wall_time_s=time.time() - t0, stopped_early=stopped_early, restarted=st.restarted)
+
+
+def _train_epochs(run: "_EpochRunner", st: "_FitState", ckpt_dir: Path, *, epochs: int, monitor: str, patience,
+                  validated: bool, tensorboard: bool, stop_after, verbose: int, label: str) -> bool:
+    """The epochs from the checkpoint's next one on, each logged, checkpointed and checked for divergence; True when
+    training stopped early (now, or in the run a resumed checkpoint came from)."""
     writer = _tensorboard_writer(ckpt_dir) if tensorboard else None
     t0 = time.time()
     # a checkpoint that had already stopped early is finished: resuming it must not train further
@@ -377,26 +394,19 @@ def fit(model, data: Callable[[int], object] | object, *, epochs: int, ckpt_dir,
         # time_s: since this process's fit began (cumulative); epoch_s: this epoch alone
         logs = {"epoch": epoch + 1, **logs, "time_s": round(time.time() - t0, 3), "epoch_s": round(time.time() - te, 3)}
         _refuse_divergence(logs, st.history, label, epochs)
-        st.record(logs, monitor, validation_data is not None, label)
-        st.save(model, ckpt_dir, monitor, averager)
+        st.record(logs, monitor, validated, label)
+        st.save(run.model, ckpt_dir, monitor, run.averager)
         if writer is not None:
             _tensorboard_scalars(writer, logs, epoch + 1)
         if verbose:
             _print_epoch(label, logs, epochs, monitor, st, time.time() - te)
         if patience is not None and st.wait >= patience:
-            stopped_early = True
             if verbose:
                 print(f"[{label}] early stop: no improvement of {monitor} for {st.wait} epochs", flush=True)
-            break
+            return True
         if stop_after is not None and epoch + 1 >= stop_after:
             break
-    if restore_best and (ckpt_dir / "best.npz").exists():
-        load_variables(_checkpoint_variables(model, False), ckpt_dir / "best.npz")
-    elif averager:  # the model a weight-averaged fit returns is the average
-        averager.copy_to_model()
-    return FitResult(history=st.history, best_epoch=st.best_epoch, best_value=st.best_value,
-                     epochs_run=len(st.history) - (st.resumed_from or 0), resumed_from=st.resumed_from,
-                     wall_time_s=time.time() - t0, stopped_early=stopped_early, restarted=st.restarted)
+    return stopped_early
 
 
 def _print_epoch(label: str, logs: dict, epochs: int, monitor: str, st: "_FitState", seconds: float) -> None:

@@ -50,66 +50,54 @@ def _parse(argv):
     return ap.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = _parse(argv)
+class _Refused(Exception):
+    """A bad argument, reported as one line with exit code 2."""
+
+
+def _checked_inputs(args) -> tuple[Path, list[str], dict]:
+    """The folder, its classes and the backbone options, or _Refused naming what is wrong."""
     out = Path(args.out)
-
-    def fail(msg):
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-
     if not out.name.endswith(".weights.h5"):
-        return fail(f"--out {out}: Keras writes weights files ending in .weights.h5")
+        raise _Refused(f"--out {out}: Keras writes weights files ending in .weights.h5")
     if not 0 < args.val_fraction < 0.5 or args.epochs < 1:
-        return fail("--val-fraction must lie in (0, 0.5) and --epochs be at least 1")
+        raise _Refused("--val-fraction must lie in (0, 0.5) and --epochs be at least 1")
     from medattn.backbones import backbone_options, check_backbone
 
     root = Path(args.data_dir)
     if not root.is_dir():
-        return fail(f"--data-dir {root}: no such folder")
+        raise _Refused(f"--data-dir {root}: no such folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        return fail(f"--data-dir {root}: needs at least two class sub-folders, found {classes}")
+        raise _Refused(f"--data-dir {root}: needs at least two class sub-folders, found {classes}")
     options = {k: v for k, v in (("width", args.width), ("batch_norm", args.batch_norm or None)) if v is not None}
     try:
         check_backbone(args.backbone, None, **options)
     except ValueError as e:
-        return fail(f"{e} (options of {args.backbone}: {', '.join(backbone_options(args.backbone)) or 'none'})")
+        raise _Refused(f"{e} (options of {args.backbone}: {', '.join(backbone_options(args.backbone)) or 'none'})")
+    return root, classes, options
 
+
+def _classifier(args, n_classes: int, n_train: int, options: dict):
+    """The backbone under a pooling + dropout + softmax head, compiled with Adam on a cosine schedule."""
     import keras
 
     from medattn.backbones import get_backbone
-    from medattn.datasets import holdout_split
-    from medattn.datasets.core import DatasetError, scan_class_folders
-    from medattn.datasets.pipeline import array_dataset, image_dataset
-    from medattn.training.records import run_metadata
-    from medattn.training.seed import set_seed
-    from medattn.training.strategy import resolve_mixed_precision, set_mixed_precision
 
-    try:
-        recs = scan_class_folders(root, classes, dataset=root.name)
-    except DatasetError as e:
-        return fail(str(e))
-    if args.limit:
-        recs = [r for c in range(len(classes)) for r in [r for r in recs if r.label == c][:args.limit]]
-    labels = np.array([r.label for r in recs])
-    split = holdout_split(labels, np.arange(len(recs)), (1 - args.val_fraction, args.val_fraction, 0.0),
-                          seed=args.seed)
-    set_seed(args.seed)
-    precision = set_mixed_precision(resolve_mixed_precision(args.mixed_precision))
-    t0 = time.time()
-    x = np.concatenate([b[0].numpy() for b in image_dataset(recs, args.image_size, 64, cache=False)])  # read once
-    print(f"[pretrain] {len(recs)} images of {len(classes)} classes ({', '.join(classes)}) decoded at "
-          f"{args.image_size} px in {time.time() - t0:.0f} s; train {len(split['train'])}, val {len(split['val'])}; "
-          f"{precision}", flush=True)
     bb = get_backbone(args.backbone, (args.image_size, args.image_size, 3), weights=None, **options)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(bb.model.output)
     h = keras.layers.Dropout(0.3, name="drop")(h)
-    y = keras.layers.Dense(len(classes), activation="softmax", dtype="float32", name="classes")(h)
+    y = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="classes")(h)
     model = keras.Model(bb.model.input, y)
-    steps = int(np.ceil(len(split["train"]) / args.batch_size)) * args.epochs
+    steps = int(np.ceil(n_train / args.batch_size)) * args.epochs
     model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.01)),
                   "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return bb, model
+
+
+def _train(args, bb, model, x, labels, split) -> tuple[dict, list[dict]]:
+    """Train epoch by epoch; the backbone ends with the weights of the epoch with the lowest validation loss."""
+    from medattn.datasets.pipeline import array_dataset
+
     aug = {"rotation": 0.05, "zoom": 0.1, "translate": 0.05, "flip": "horizontal", "brightness": 0.1}
     tr, va = split["train"], split["val"]
     val_ds = array_dataset(x[va], labels[va], 64, preprocess=bb.preprocess)
@@ -129,12 +117,53 @@ def main(argv=None) -> int:
               f"{fit['accuracy'][0]:.4f}  val_loss {val_loss:.4f}  val_accuracy {val_acc:.4f}  best epoch "
               f"{best['epoch']}  {history[-1]['seconds']:.0f} s", flush=True)
     bb.model.set_weights(weights)
+    return best, history
+
+
+def _decoded(args, root: Path, classes: list[str]):
+    """The folder's records (``--limit`` per class), their labels and the images decoded once at the input size."""
+    from medattn.datasets.core import scan_class_folders
+    from medattn.datasets.pipeline import image_dataset
+
+    recs = scan_class_folders(root, classes, dataset=root.name)
+    if args.limit:
+        recs = [r for c in range(len(classes)) for r in [r for r in recs if r.label == c][:args.limit]]
+    x = np.concatenate([b[0].numpy() for b in image_dataset(recs, args.image_size, 64, cache=False)])
+    return recs, np.array([r.label for r in recs]), x
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    out = Path(args.out)
+    from medattn.datasets.core import DatasetError
+
+    try:
+        root, classes, options = _checked_inputs(args)
+        t0 = time.time()
+        recs, labels, x = _decoded(args, root, classes)
+    except (_Refused, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from medattn.datasets import holdout_split
+    from medattn.training.records import run_metadata
+    from medattn.training.seed import set_seed
+    from medattn.training.strategy import resolve_mixed_precision, set_mixed_precision
+
+    split = holdout_split(labels, np.arange(len(recs)), (1 - args.val_fraction, args.val_fraction, 0.0),
+                          seed=args.seed)
+    set_seed(args.seed)
+    precision = set_mixed_precision(resolve_mixed_precision(args.mixed_precision))
+    print(f"[pretrain] {len(recs)} images of {len(classes)} classes ({', '.join(classes)}) decoded at "
+          f"{args.image_size} px in {time.time() - t0:.0f} s; train {len(split['train'])}, val {len(split['val'])}; "
+          f"{precision}", flush=True)
+    bb, model = _classifier(args, len(classes), len(split["train"]), options)
+    best, history = _train(args, bb, model, x, labels, split)
     out.parent.mkdir(parents=True, exist_ok=True)
     bb.model.save_weights(out)
     meta = run_metadata(data_dir=str(root), seeds=[args.seed])
     card = {"backbone": args.backbone, "options": options, "preprocessing": "unit", "image_size": args.image_size,
-            "classes": classes, "n_train": int(len(tr)), "n_val": int(len(va)), "epochs": args.epochs,
-            "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+            "classes": classes, "n_train": int(len(split["train"])), "n_val": int(len(split["val"])),
+            "epochs": args.epochs, "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
             "best_val_accuracy": best["val_accuracy"], "mixed_precision": precision, "history": history,
             "wall_time_s": round(time.time() - t0, 1), **{k: meta.get(k) for k in (
                 "command", "git_commit", "data_dir", "data_manifest_sha256", "machine", "packages")}}
