@@ -73,7 +73,7 @@ def _checked_inputs(args) -> tuple[Path, list[str], dict]:
     try:
         check_backbone(args.backbone, None, **options)
     except ValueError as e:
-        raise _Refused(f"{e} (options of {args.backbone}: {', '.join(backbone_options(args.backbone)) or 'none'})")
+        raise _Refused(f"{e} (options of {args.backbone}: {', '.join(backbone_options(args.backbone)) or 'none'})") from e
     return root, classes, options
 
 
