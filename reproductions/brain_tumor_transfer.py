@@ -36,10 +36,9 @@ Everything else (command line, strategy, checkpoints, resume, records, dry run) 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import numpy as np
 
@@ -74,22 +73,10 @@ class BrainConfig(ExperimentConfig):
     max_per_class: int = 0  # per class and split; 0: every image (smoke profile: a few)
     n_boot: int = 1000
     gradcam_per_class: int = 2
-    # BatchNorm moving-average momentum; None keeps each backbone's own (Keras 0.99, MobileNetV2 0.999). From scratch
-    # those lag so far behind the weights that inference-mode outputs are unusable: the first cpu run's Xception had
-    # validation accuracy 0.23-0.33 at training accuracy 0.67-0.81 over its first three epochs (stopped; not in the
-    # tables). The smoke and cpu profiles use 0.9. The paper profile fine-tunes with BatchNorm frozen.
-    bn_momentum: float | None = None
     # test-time augmentation: none or flip (class probabilities averaged over the image and its mirror image; the
     # models train with horizontal flips). It changes only the evaluation, so --resume --out NEW with the same
     # --runs-dir evaluates finished checkpoints with it instead of training again
     tta: str | None = None
-    # precise BatchNorm statistics (medattn.models.recompute_bn_statistics): before evaluation, every trainable
-    # BatchNormalization layer's moving mean and variance become the average of its per-batch statistics over the
-    # train images (no augmentation, shuffled by the seed, batches of stage "train"'s size, a short last batch
-    # dropped) under the final weights, instead of the exponential average of the last ~10 training steps that
-    # momentum 0.9 keeps. Evaluation only, like tta: --resume --out NEW re-evaluates finished checkpoints with it.
-    # None: off, as every committed run so far
-    precise_bn: bool | None = None
     # label smoothing of the training loss (medattn.losses.SmoothedSparseCategoricalCrossentropy); None: the plain
     # sparse categorical cross-entropy, as every committed run so far
     label_smoothing: float | None = None
@@ -119,7 +106,13 @@ class BrainConfig(ExperimentConfig):
                                                   "teachers",
                                                   "distill_temperature", "distill_weight", "teacher_fold",
                                                   "precise_bn")
-    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta", "precise_bn")
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
+    # stage "train"'s BatchNorm momentum (the smoke and cpu profiles' 0.9: from scratch, each backbone's own 0.99 or
+    # 0.999 lags so far behind the weights that the first cpu run's Xception had validation accuracy 0.23-0.33 at
+    # training accuracy 0.67-0.81 over its first three epochs; the paper profile fine-tunes with BatchNorm frozen)
+    # and precise BatchNorm statistics over the train images (off in every committed table) keep their names
+    STAGE_FIELD_NAMES: ClassVar[Mapping[str, str]] = {"bn_momentum": "train.bn_momentum",
+                                                      "precise_bn": "train.precise_bn"}
 
 
 PROFILE_NOTES = {
@@ -132,18 +125,19 @@ PROFILE_NOTES = {
 PROFILES = {
     "smoke": BrainConfig(profile="smoke", backbones=("mobilenetv2", "vgg16"), large_input_size=0,
                          stages=(Stage("frozen", epochs=0, batch_size=8, learning_rate=1e-3, image_size=32),
-                                 Stage("train", epochs=1, batch_size=8, learning_rate=1e-3, image_size=32)),
-                         max_per_class=8, n_boot=50, gradcam_per_class=1, bn_momentum=0.9),
+                                 Stage("train", epochs=1, batch_size=8, learning_rate=1e-3, image_size=32,
+                                       bn_momentum=0.9)),
+                         max_per_class=8, n_boot=50, gradcam_per_class=1),
     # from scratch on 2 cores: 64 px (80 for Xception and InceptionV3, whose Keras builders refuse less than 71
     # and 75), 12 epochs. Measured training speed in bf16 on the 2-core Xeon (batch 32): MobileNetV2 126 img/s,
     # ResNet50 55, VGG16 33, DenseNet121 62 at 64 px; Xception 47, InceptionV3 82 at 80 px: about 9 min per epoch
     # for the six, about 2 h in all. At 96 px the six need 15 min per epoch (8 epochs in 2 h).
     # auto: bf16 where native, but MobileNetV2 in float32 on a CPU with AVX512_BF16 and no AMX (0.71x in bf16 there:
     # benchmarks/results/precision_epyc.md); the committed table ran all six in bf16 on an AMX Xeon
-    "cpu": BrainConfig(profile="cpu", large_input_size=80, mixed_precision="auto", bn_momentum=0.9,
+    "cpu": BrainConfig(profile="cpu", large_input_size=80, mixed_precision="auto",
                        stages=(Stage("frozen", epochs=0, batch_size=32, learning_rate=1e-3, image_size=64),
                                Stage("train", epochs=12, batch_size=32, learning_rate=1e-3, image_size=64,
-                                     cosine_alpha=0.02, patience=6))),
+                                     cosine_alpha=0.02, patience=6, bn_momentum=0.9))),
     "paper": BrainConfig(profile="paper", weights="imagenet"),
 }
 
@@ -260,20 +254,6 @@ def _phase(ctx, model, stage, name, data, run, pre, aug, fraction):
                           monitor="val_loss", mode="min")
 
 
-def precise_bn_statistics(ctx, model, x, train, seed: int, pre) -> dict:
-    """Recompute the model's BatchNorm statistics over its train images (``precise_bn``; the images shuffled by
-    ``seed``, no augmentation, batches of stage "train"'s size, a short last batch dropped)."""
-    from medattn.models import recompute_bn_statistics_from_arrays
-
-    t0 = time.time()
-    info = recompute_bn_statistics_from_arrays(model, x[np.asarray(train)], ctx.cfg.stage("train").batch_size,
-                                               seed=seed, preprocess=pre,
-                                               progress=ctx.cfg.verbose == 1 and sys.stdout.isatty())
-    ctx.log(f"precise BatchNorm statistics: {info['layers']} layers over {info['images']} train images "
-            f"({time.time() - t0:.0f} s)")
-    return info
-
-
 def distillation(cfg: BrainConfig) -> tuple[float, float]:
     """The temperature and soft-term weight of distillation (defaults 4 and 0.9, Hinton et al.'s range)."""
     t = 4.0 if cfg.distill_temperature is None else cfg.distill_temperature
@@ -377,7 +357,8 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
     model, history = _train_backbone(ctx, run, data, size, pre)
     train_s = time.time() - t0
     x = data["x"][size]
-    bn = precise_bn_statistics(ctx, model, x, data["train"], run.seed, pre) if cfg.precise_bn else None
+    bn = ctx.precise_bn(model, cfg.stage("train"), x, rows=data["train"], seed=run.seed, preprocess=pre,
+                        label=f"{backbone} s{run.seed}")
     pred = _backbone_predictions(ctx, model, data, x, pre)
     row = _backbone_row(cfg, run, data, model, history, train_s, size, pred, bn)
     _save_backbone_outputs(ctx, run, model, data, x, pre, pred, row, size)
@@ -387,7 +368,7 @@ def run_backbone(ctx, run: RunSpec, data: dict) -> dict:
 
 
 def _train_backbone(ctx, run: RunSpec, data: dict, size: int, pre):
-    """The classifier built (BatchNorm momentum set) and trained: with pretrained weights a frozen phase first,
+    """The classifier built and trained: with pretrained weights a frozen phase first,
     then the top ``unfreeze_fraction`` of the backbone; from scratch, everything. Returns (model, histories)."""
     from medattn.models.transfer import build_transfer_classifier
 
@@ -396,10 +377,6 @@ def _train_backbone(ctx, run: RunSpec, data: dict, size: int, pre):
     ctx.seed(run.seed)
     with ctx.scope(), ctx.precision_scope(*_precision_model(cfg, backbone)):
         model = build_transfer_classifier(backbone, size, len(CLASSES), weights=cfg.pretrained)
-        if cfg.bn_momentum is not None:
-            from medattn.models import set_bn_momentum
-
-            set_bn_momentum(model, cfg.bn_momentum)
     history = {}
     frozen, train = cfg.stage("frozen"), cfg.stage("train")
     if frozen.epochs > 0:
@@ -452,7 +429,7 @@ def _backbone_row(cfg, run: RunSpec, data: dict, model, history: dict, train_s: 
            "tta": cfg.tta or "none", "label_smoothing": cfg.label_smoothing or 0.0, "translate": cfg.translate or 0.0,
            "rotation": aug["rotation"], "zoom": aug["zoom"],  # fractions (of a turn, of the size)
            "weight_decay": cfg.stage("train").weight_decay,  # stage "train"; "frozen": config.json
-           "ema": cfg.stage("train").ema, "precise_bn": bool(cfg.precise_bn)}
+           "ema": cfg.stage("train").ema, "precise_bn": cfg.stage("train").precise_bn}
     if bn is not None:
         row["precise_bn_layers"], row["precise_bn_images"] = bn["layers"], bn["images"]
     if cfg.teachers is not None:
@@ -535,29 +512,25 @@ def seed_ensembles(ctx, rows) -> list[dict]:
 
 
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import write_table
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
     meta = ctx.meta
     ensembles = {e["backbone"]: e for e in seed_ensembles(ctx, rows)}
-    comp = _comparison(cfg, rows, ensembles, mark)
-    for r in comp:
-        r["metric"] = f"{r.pop('model')} {r['metric']}"
     n_off, n_dd = rows[0]["n_test_official"], rows[0]["n_test_dedup"]
-    write_table(out, "comparison", comp, kind="comparison", meta=meta,
-                title=f"Brain tumour MRI, six backbones: paper vs ours ({cfg.profile} profile){mark}",
-                description=f"Four classes; test sets: the official Testing folder ({n_off} images) and the same "
-                            f"folder without every image whose exact or near-duplicate group contains a Training "
-                            f"image ({n_dd} images). Weighted accuracy = support-weighted mean of per-class "
-                            "one-vs-rest accuracies (counts true negatives of every class; probably the paper's "
-                            "'accuracy'). The paper reports Xception's weighted accuracy and weighted F1 only. "
-                            "Brackets: one seed, 95 % bootstrap over test images; several seeds, mean +- "
-                            "t(0.975, n-1) standard errors over seeds (accuracy, weighted accuracy, F1 macro; the "
-                            "other metrics are plain means); a seed ensemble, bootstrap over test images. "
-                            + ("ImageNet weights, two phases." if cfg.weights == "imagenet" else
-                               "Trained from scratch (no ImageNet weights offline)." if cfg.weights == "none" else
-                               f"Pretrained weights ({meta.get('weights_source') or cfg.weights}), the top "
-                               f"{cfg.unfreeze_fraction:g} of the backbone fine-tuned."))
+    ctx.write_comparison(_comparison(cfg, rows, ensembles, mark), meta=meta,
+                         title=f"Brain tumour MRI, six backbones: paper vs ours ({cfg.profile} profile){mark}",
+                         description=f"Four classes; test sets: the official Testing folder ({n_off} images) and the same "
+                                     f"folder without every image whose exact or near-duplicate group contains a Training "
+                                     f"image ({n_dd} images). Weighted accuracy = support-weighted mean of per-class "
+                                     "one-vs-rest accuracies (counts true negatives of every class; probably the paper's "
+                                     "'accuracy'). The paper reports Xception's weighted accuracy and weighted F1 only. "
+                                     "Brackets: one seed, 95 % bootstrap over test images; several seeds, mean +- "
+                                     "t(0.975, n-1) standard errors over seeds (accuracy, weighted accuracy, F1 macro; the "
+                                     "other metrics are plain means); a seed ensemble, bootstrap over test images. "
+                                     + ("ImageNet weights, two phases." if cfg.weights == "imagenet" else
+                                        "Trained from scratch (no ImageNet weights offline)." if cfg.weights == "none" else
+                                        f"Pretrained weights ({meta.get('weights_source') or cfg.weights}), the top "
+                                        f"{cfg.unfreeze_fraction:g} of the backbone fine-tuned."))
     _side_tables(ctx, rows, ensembles)
     _backbone_plots(ctx, rows, final)
     best = max(rows, key=lambda r: r["val_accuracy"])
@@ -567,10 +540,11 @@ def report(ctx, rows, final: bool) -> None:
         print((out / "summary.md").read_text())
 
 
-def _comparison(cfg, rows, ensembles: dict, mark: str) -> list[dict]:
-    """Paper vs ours per backbone on both test sets: one seed, the value and its bootstrap interval; several, the
-    mean over seeds (with the t interval over seeds for CI_METRICS); a seed ensemble beside them."""
-    from medattn.evaluation import comparison_rows, seed_cell, seeds_mark
+def _comparison(cfg, rows, ensembles: dict, mark: str) -> list[tuple]:
+    """Paper vs ours per backbone on both test sets, as the runner's comparison blocks: one seed, the value and its
+    bootstrap interval; several, the mean over seeds (with the t interval over seeds for CI_METRICS); a seed
+    ensemble beside them."""
+    from medattn.evaluation import seed_cell, seeds_mark
 
     comp = []
     for b in dict.fromkeys(r["backbone"] for r in rows):
@@ -587,11 +561,9 @@ def _comparison(cfg, rows, ensembles: dict, mark: str) -> list[dict]:
                 ens_sources[_source(cfg, ts, e[f"n_test_{ts}"], mark)] = {
                     k: (e[f"{ts}_{k}"], *e.get(f"{ts}_{k}_ci", ())) for k in METRICS}
         paper = {k: PAPER.get(b, {}).get(k) for k in METRICS}
-        comp += comparison_rows(paper, sources, extra={"model": f"{b} ({rs[0]['image_size']} px)"
-                                                                f"{seeds_mark(len(rs))}"})
+        comp.append((f"{b} ({rs[0]['image_size']} px){seeds_mark(len(rs))}", paper, sources))
         if ens_sources:
-            comp += comparison_rows(paper, ens_sources, extra={
-                "model": f"{b} ({rs[0]['image_size']} px), ensemble{seeds_mark(len(rs))}"})
+            comp.append((f"{b} ({rs[0]['image_size']} px), ensemble{seeds_mark(len(rs))}", paper, ens_sources))
     return comp
 
 
@@ -699,7 +671,7 @@ def _check(cfg: BrainConfig) -> None:
             raise UserError(f"{e} (or none: the plain loss)") from None
     check_augmentation(augmentation=augmentation(cfg))  # the augmenter's own checks, before any data is read
     _check_distillation(cfg)
-    if cfg.precise_bn and cfg.weights != "none":
+    if cfg.stage("train").precise_bn and cfg.weights != "none":
         raise UserError("precise_bn recomputes the statistics of BatchNorm layers that train; with pretrained weights "
                         "(the paper profile) the backbone's BatchNorm layers stay frozen at their pretrained "
                         "statistics, so there is nothing to recompute: use it with --weights none")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import numpy as np
 
@@ -69,14 +69,14 @@ class DcatConfig(ExperimentConfig):
     mc_passes: int = 30
     n_boot: int = 1000
     max_per_class: int = 0  # per class and split; 0: every image (smoke: a few)
-    # BatchNorm momentum; None keeps the backbones' own (0.99): a from-scratch run of a few hundred steps leaves
-    # the moving statistics near their initial values and inference outputs unusable (the first cpu run on
-    # chest_xray: training accuracy 0.84, validation accuracy 0.13)
-    bn_momentum: float | None = None
     # the training augmentation (medattn.datasets.pipeline.augmenter's arguments)
     augment: dict = dataclasses.field(default_factory=lambda: {"rotation": 10 / 360, "zoom": 0.1, "flip": None,
                                                                "brightness": 0.1})
     IDENTITY_IF_CHANGED: ClassVar[tuple[str, ...]] = ("augment",)
+    # the stage's BatchNorm momentum (smoke and cpu 0.9: with the backbones' own 0.99 a from-scratch run of a few
+    # hundred steps leaves inference outputs unusable; the first cpu run on chest_xray had training accuracy 0.84,
+    # validation accuracy 0.13) keeps its name
+    STAGE_FIELD_NAMES: ClassVar[Mapping[str, str]] = {"bn_momentum": "train.bn_momentum"}
 
 
 PROFILE_NOTES = {
@@ -89,8 +89,9 @@ PROFILE_NOTES = {
 
 PROFILES = {
     "smoke": DcatConfig(profile="smoke", backbone_a="efficientnetb0", variants=("dcat", "a_only"), dim=32,
-                        num_heads=4, mc_passes=3, n_boot=50, max_per_class=12, bn_momentum=0.9,
-                        stages=(Stage("train", epochs=1, batch_size=8, learning_rate=1e-3, image_size=32),)),
+                        num_heads=4, mc_passes=3, n_boot=50, max_per_class=12,
+                        stages=(Stage("train", epochs=1, batch_size=8, learning_rate=1e-3, image_size=32,
+                                      bn_momentum=0.9),)),
     # from scratch on 2 cores: EfficientNetB0 for B4, 64 px (PneumoniaMNIST is 28 px), d = 128; a one-epoch
     # linear warm-up before the cosine, chosen by a rule fixed before the run on validation loss
     # (results/dcat/pneumoniamnist/selection/); the committed tables predate it. float32: the fastest precision
@@ -98,9 +99,8 @@ PROFILES = {
     # EPYC, benchmarks/results/throughput_epyc.md). The warm-up selection row ran in float32 (same identity, it
     # resumes); the main tables' rows ran in bf16 on an AMX Xeon and predate the warm-up anyway
     "cpu": DcatConfig(profile="cpu", backbone_a="efficientnetb0", dim=128, num_heads=4, mixed_precision="off",
-                      bn_momentum=0.9,
                       stages=(Stage("train", epochs=15, batch_size=32, learning_rate=1e-3, image_size=64,
-                                    cosine_alpha=0.02, patience=6, warmup_epochs=1.0),)),
+                                    cosine_alpha=0.02, patience=6, warmup_epochs=1.0, bn_momentum=0.9),)),
     "paper": DcatConfig(profile="paper", weights="imagenet"),
 }
 
@@ -290,10 +290,9 @@ def run_variant(ctx, run: RunSpec, data: dict) -> dict:
 
 
 def _train_variant(ctx, run: RunSpec, data: dict):
-    """The variant built (BatchNorm momentum set) and trained with class weights, the best validation loss kept.
+    """The variant built and trained with class weights, the best validation loss kept.
     Returns (model, fit result, training seconds)."""
     from medattn.datasets.pipeline import array_dataset
-    from medattn.models import set_bn_momentum
     from medattn.models.dcat import build_dcat
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("train")
@@ -301,10 +300,9 @@ def _train_variant(ctx, run: RunSpec, data: dict):
     ctx.seed(run.seed)
 
     def builder():
-        m = build_dcat(stage.image_size, n_cls, backbone_a=cfg.backbone_a, backbone_b=cfg.backbone_b,
-                       fusion=VARIANTS[run.arm], dim=cfg.dim, num_heads=cfg.num_heads, dropout=cfg.dropout,
-                       weights_a=cfg.pretrained, weights_b=None)
-        return m if cfg.bn_momentum is None else set_bn_momentum(m, cfg.bn_momentum)
+        return build_dcat(stage.image_size, n_cls, backbone_a=cfg.backbone_a, backbone_b=cfg.backbone_b,
+                          fusion=VARIANTS[run.arm], dim=cfg.dim, num_heads=cfg.num_heads, dropout=cfg.dropout,
+                          weights_a=cfg.pretrained, weights_b=None)
 
     model = ctx.build(builder, stage, len(idx["train"]), "sparse_categorical_crossentropy", ["accuracy"],
                       precision=_precision_model(cfg, run.arm))
@@ -384,7 +382,7 @@ def _plot_risk_coverage(y, prob, ent, path, title):
 
 # report ------------------------------------------------------------------------------------------------------------
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import comparison_rows, seed_cell, seeds_mark, write_table
+    from medattn.evaluation import seed_cell, seeds_mark, write_table
 
     cfg, out, mark = ctx.cfg, ctx.out, ctx.mark
     meta = ctx.meta
@@ -397,18 +395,18 @@ def report(ctx, rows, final: bool) -> None:
         sources.update({k: {m: (val,) for m, val in d.items()} for k, d in MEDMNIST_BASELINES.items()})
     paper = {k: PAPER.get(kind, {}).get(k) for k in METRICS}
     n_test = rows[0]["n_test"]
-    write_table(out, "comparison", comparison_rows(paper, sources), kind="comparison", meta=meta,
-                title=f"DCAT on {kind}: paper vs ours ({cfg.profile} profile){mark}",
-                description=f"{n_test} test images; probabilities are the mean of {rows[0]['mc_passes']} MC-dropout "
-                            "passes (ece_single_pass: one pass). accuracy_refer_10/20: accuracy on the test images "
-                            "left after referring the 10 % / 20 % with the highest predictive entropy. Brackets: one "
-                            "seed, 95 % bootstrap over test images; several seeds (the column says how many), mean "
-                            "+- t(0.975, n-1) standard errors over seeds (seed-to-seed spread only). "
-                            + ("Paper column: the paper's pneumonia chest X-ray result (Kermany images at full "
-                               "resolution, not PneumoniaMNIST's 28 px). " if kind == "pneumoniamnist" else "")
-                            + ("Trained from scratch (no ImageNet weights offline)." if cfg.weights == "none" else
-                               "EfficientNet with ImageNet weights; ResNet-34 from scratch (Keras has no ImageNet "
-                               "ResNet-34)."))
+    ctx.write_comparison([(None, paper, sources)], meta=meta,
+                         title=f"DCAT on {kind}: paper vs ours ({cfg.profile} profile){mark}",
+                         description=f"{n_test} test images; probabilities are the mean of {rows[0]['mc_passes']} MC-dropout "
+                                     "passes (ece_single_pass: one pass). accuracy_refer_10/20: accuracy on the test images "
+                                     "left after referring the 10 % / 20 % with the highest predictive entropy. Brackets: one "
+                                     "seed, 95 % bootstrap over test images; several seeds (the column says how many), mean "
+                                     "+- t(0.975, n-1) standard errors over seeds (seed-to-seed spread only). "
+                                     + ("Paper column: the paper's pneumonia chest X-ray result (Kermany images at full "
+                                        "resolution, not PneumoniaMNIST's 28 px). " if kind == "pneumoniamnist" else "")
+                                     + ("Trained from scratch (no ImageNet weights offline)." if cfg.weights == "none" else
+                                        "EfficientNet with ImageNet weights; ResNet-34 from scratch (Keras has no ImageNet "
+                                        "ResNet-34)."))
     write_table(out, "runs", flat_rows(rows), title=f"DCAT on {kind}: every run{mark}", meta=meta)
     if final:
         print((out / "comparison.md").read_text())

@@ -35,15 +35,23 @@ the shared runner's (:mod:`medattn.runner.reproduction`).
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import numpy as np
 
+from medattn.backbones import check_input_size
 from medattn.datasets.audit import DATASET_VERIFY
-from medattn.runner.reproduction import DataSource, Reproduction, RunSpec, UserError, check_augmentation, flat_rows
+from medattn.runner.reproduction import (
+    DataSource,
+    ExternalData,
+    Reproduction,
+    RunSpec,
+    UserError,
+    check_augmentation,
+    flat_rows,
+)
 from medattn.runner.reproduction import main as run_reproduction
 from medattn.training import ExperimentConfig, Stage
 
@@ -66,14 +74,17 @@ DESCRIPTION = (
 _SAME = object()
 
 
-def _stages(seg_epochs, cls_epochs, seg_size, cls_size, seg_lr, cls_lr, patience, batch_size=8, seg_patience=_SAME):
+def _stages(seg_epochs, cls_epochs, seg_size, cls_size, seg_lr, cls_lr, patience, batch_size=8, seg_patience=_SAME,
+            seg_bn_momentum=0.99, cls_bn_momentum=None):
     """The two stages: Adam with cosine decay to 5 % over the stage, early stopping after ``patience`` epochs
-    (the segmenters after ``seg_patience``, if given; None: they train every epoch and keep the best one)."""
+    (the segmenters after ``seg_patience``, if given; None: they train every epoch and keep the best one). BatchNorm
+    momentum: the segmenter's set to Keras' 0.99 unless given (its encoder options may build other values), the
+    classifier's own 0.99 unless given."""
     seg_patience = patience if seg_patience is _SAME else seg_patience
     return (Stage("seg", epochs=seg_epochs, batch_size=batch_size, learning_rate=seg_lr, image_size=seg_size,
-                  cosine_alpha=0.05, patience=seg_patience),
+                  cosine_alpha=0.05, patience=seg_patience, bn_momentum=seg_bn_momentum),
             Stage("cls", epochs=cls_epochs, batch_size=batch_size, learning_rate=cls_lr, image_size=cls_size,
-                  cosine_alpha=0.05, patience=patience))
+                  cosine_alpha=0.05, patience=patience, bn_momentum=cls_bn_momentum))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +107,6 @@ class DcnnimafConfig(ExperimentConfig):
     protocols: tuple[str, ...] = ("random", "grouped", "grouped_no_attention")
     n_boot: int = 1000
     synthetic: bool = False
-    # BatchNorm moving-average momentum: Keras' 0.99 needs a few hundred steps before inference-mode outputs are
-    # usable; runs with few steps per epoch (the phantoms) use 0.9
-    bn_momentum: float = 0.99
-    cls_bn_momentum: float | None = None  # classifier only; None: bn_momentum
     phantom_counts: tuple[int, ...] = (40, 25, 15)
     external_data: str | None = None  # --external-data: a second dataset in the BUSI layout, evaluated only
     # the segmenter's masks: mean with the mirrored image's prediction (tta), and cleaned (postprocess: keep the
@@ -116,12 +123,6 @@ class DcnnimafConfig(ExperimentConfig):
     # mirror image (it trains with horizontal flips). Evaluation only: --resume --out NEW with the same --runs-dir
     # evaluates finished checkpoints with it instead of training again. None: off, and no part of the run identity
     cls_tta: str | None = None
-    # --set cls_precise_bn=true: before the classifier is evaluated, its BatchNorm layers' moving mean and variance
-    # are recomputed over its training inputs (image + out-of-fold mask, no augmentation, shuffled by the seed,
-    # batches of stage "cls"'s size) with the final weights (medattn.models.recompute_bn_statistics), instead of the
-    # exponential average over the last ~10 training batches that momentum 0.9 keeps. Evaluation only, like
-    # cls_tta. None: off, and no part of the run identity
-    cls_precise_bn: bool | None = None
     # --set selection=true: choose settings without the test split. Each protocol's test part is set aside
     # unread; a quarter of its training part (groups whole, stratified) becomes the part the tables report on, so
     # models train on ~52 % of the images. Results go under runs/, never to results/. Part of every run's
@@ -134,7 +135,13 @@ class DcnnimafConfig(ExperimentConfig):
     IDENTITY_IF_CHANGED: ClassVar[tuple[str, ...]] = ("seg_augment", "cls_augment")
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "seg_final_filters", "seg_gate", "cls_tta",
                                                   "cls_precise_bn", "seg_freeze_encoder")
-    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("cls_tta", "cls_precise_bn")
+    EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("cls_tta",)
+    # BatchNorm momentum per stage (runs with few steps per epoch, the phantoms, use 0.9) and --set
+    # cls.precise_bn=true (the classifier's statistics recomputed over its training inputs, image + out-of-fold mask)
+    # are stage fields; in the identity they keep the names they had as this config's fields
+    STAGE_FIELD_NAMES: ClassVar[Mapping[str, str]] = {"bn_momentum": "seg.bn_momentum",
+                                                      "cls_bn_momentum": "cls.bn_momentum",
+                                                      "cls_precise_bn": "cls.precise_bn"}
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("protocols",)
 
 
@@ -154,8 +161,9 @@ PROFILES = {
                             crossfit_folds=2, protocols=("grouped",), n_boot=50, phantom_counts=(8, 6, 6)),
     # the no-data default: all three protocols on 150 small phantoms at 32 px, about 90 s on 2 cores
     "synthetic": DcnnimafConfig(profile="synthetic", seg_backbone="vgg16", encoder_width=0.125,
-                                stages=_stages(10, 10, 32, 32, 3e-3, 2e-3, 8), cls_filters=(8, 16, 16, 32, 32),
-                                crossfit_folds=2, n_boot=200, bn_momentum=0.9, phantom_counts=(70, 50, 30)),
+                                stages=_stages(10, 10, 32, 32, 3e-3, 2e-3, 8, seg_bn_momentum=0.9,
+                                               cls_bn_momentum=0.9), cls_filters=(8, 16, 16, 32, 32),
+                                crossfit_folds=2, n_boot=200, phantom_counts=(70, 50, 30)),
     # cpu: three seeds of all three protocols (each: 2 cross-fit + 1 final segmenter + classifier), about 35-45 min
     # per protocol and seed on 2 cores in bf16, 70 min or more in float32; bf16 where the CPU computes it natively
     # (1.13x for the segmenter on an AVX512_BF16 Xeon), float32 elsewhere; the classifier's BN momentum is 0.9 (with 0.99 its inference outputs
@@ -165,9 +173,8 @@ PROFILES = {
     # noisy validation Dice they often stopped early near 0.60 validation Dice instead of reaching ~0.72-0.75;
     # 60 segmenter epochs instead of 40 since selection run I (validation Dice over all images 0.773 vs 0.723)
     "cpu": DcnnimafConfig(profile="cpu", seg_backbone="vgg16", encoder_width=0.25, mixed_precision="auto",
-                          stages=_stages(60, 30, 128, 128, 1e-3, 1e-3, 8, seg_patience=None), crossfit_folds=2,
-                          seeds=(0, 1, 2),
-                          cls_filters=(16, 32, 64, 128, 128), cls_bn_momentum=0.9, seg_tta=True),
+                          stages=_stages(60, 30, 128, 128, 1e-3, 1e-3, 8, seg_patience=None, cls_bn_momentum=0.9),
+                          crossfit_folds=2, seeds=(0, 1, 2), cls_filters=(16, 32, 64, 128, 128), seg_tta=True),
     "paper": DcnnimafConfig(profile="paper", weights="imagenet", stages=_stages(100, 100, 256, 224, 1e-4, 1e-4, 15)),
 }
 
@@ -199,18 +206,15 @@ def _seg_model(ctx, attention, n_images):
     """The compiled segmenter; every segmenter of a run with the same attention setting is the same model, reset
     (its steps are traced once: :meth:`Context.build`)."""
     from medattn.evaluation.keras_metrics import DiceMetric, bce_dice_loss
-    from medattn.models import set_bn_momentum
     from medattn.models.linknet import build_linknet
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("seg")
 
     def builder():
-        m = build_linknet(cfg.seg_backbone, stage.image_size, weights=cfg.pretrained,
-                          attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width,
-                          freeze_encoder=bool(cfg.seg_freeze_encoder),
-                          final_filters=32 if cfg.seg_final_filters is None else cfg.seg_final_filters)
-        set_bn_momentum(m, cfg.bn_momentum)
-        return m
+        return build_linknet(cfg.seg_backbone, stage.image_size, weights=cfg.pretrained,
+                             attention=cfg.seg_attention if attention else None, encoder_width=cfg.encoder_width,
+                             freeze_encoder=bool(cfg.seg_freeze_encoder),
+                             final_filters=32 if cfg.seg_final_filters is None else cfg.seg_final_filters)
 
     return ctx.build(builder, stage, n_images, bce_dice_loss, [DiceMetric(name="dice")], reuse=("seg", attention),
                      precision=_precision_models(cfg)[0])
@@ -218,16 +222,13 @@ def _seg_model(ctx, attention, n_images):
 
 def _cls_model(ctx, attention, n_images):
     """The compiled classifier (one per attention setting, reset between uses)."""
-    from medattn.models import set_bn_momentum
     from medattn.models.dcnnimaf import build_dcnnimaf
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("cls")
 
     def builder():
-        m = build_dcnnimaf(stage.image_size, filters=cfg.cls_filters,
-                           attention=cfg.cls_attention if attention else None)
-        set_bn_momentum(m, cfg.bn_momentum if cfg.cls_bn_momentum is None else cfg.cls_bn_momentum)
-        return m
+        return build_dcnnimaf(stage.image_size, filters=cfg.cls_filters,
+                              attention=cfg.cls_attention if attention else None)
 
     return ctx.build(builder, stage, n_images, "sparse_categorical_crossentropy", ["accuracy"],
                      reuse=("cls", attention), precision=_precision_models(cfg)[1])
@@ -288,9 +289,9 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
                                                            (xs["test"][1], pred["test"], prob), seg_sum)
     gated = bool(gate_row.get("seg_gate_applied"))
     _save_pipeline(ctx, run, seg, cls, seg_sum, prob, yt, masks["post_row"], gated)
-    external = (_evaluate_external(ctx, data["external"], seg, cls,
+    external = (_evaluate_external(ctx, ctx.external, seg, cls,
                                    lambda m, x: masks["post"](_predict_masks(ctx, m, x)), seed, gated)
-                if "external" in data else {})
+                if ctx.external is not None else {})
     row = _protocol_row(cfg, name, seed, yt, prob, vprob, xs, seg_sum, masks, gate_row, pbn, external)
     names = [part["test"][i].name for i in range(len(yt))]
     _save_protocol_outputs(ctx, name, seed, row, xs, pred, seg_sum, names, prob)
@@ -345,15 +346,7 @@ def _classify_protocol(ctx, run: RunSpec, xs: dict, pred: dict, attention: bool)
                                          augment=ctx.cfg.cls_augment),
             cls_stage, ctx.run_dir(run) / "classifier", label=f"{name} s{seed} cls",
             validation_data=(cls_input("val"), xs["val"][2]), class_weight=cw, monitor="val_loss", mode="min")
-    pbn = None
-    if cfg.cls_precise_bn:
-        from medattn.models import recompute_bn_statistics_from_arrays
-
-        t0 = time.time()
-        pbn = recompute_bn_statistics_from_arrays(cls, xin, cls_stage.batch_size, seed=seed,
-                                                  progress=cfg.verbose == 1 and sys.stdout.isatty())
-        ctx.log(f"{name} s{seed} classifier: precise BatchNorm statistics, {pbn['layers']} layers over "
-                f"{pbn['images']} training inputs ({time.time() - t0:.0f} s)")
+    pbn = ctx.precise_bn(cls, cls_stage, xin, seed=seed, label=f"{name} s{seed} classifier")
     return cls, _classify(ctx, cls, cls_input("test")), _classify(ctx, cls, cls_input("val")), pbn
 
 
@@ -383,7 +376,7 @@ def _protocol_row(cfg, name, seed, yt, prob, vprob, xs, seg_sum, masks, gate_row
     # the classifier on the validation images (what chose its epoch), and how it was read
     row["val_accuracy_cls"] = float(np.mean(vprob.argmax(1) == xs["val"][2]))
     row["cls_tta"] = cfg.cls_tta or "none"
-    row["cls_precise_bn"] = bool(cfg.cls_precise_bn)
+    row["cls_precise_bn"] = cfg.stage("cls").precise_bn
     if pbn is not None:
         row["cls_precise_bn_images"] = pbn["images"]
     row.update(external)
@@ -546,26 +539,18 @@ def load_data(ctx) -> dict:
             f"({time.time() - t0:.0f} s)")
     data = {"recs": recs, "arrays": arrays, "grouped": merge_groups(len(recs), None, audit["_near_group_indices"]),
             "own": np.arange(len(recs))}
-    if ctx.cfg.external_data:
-        data["external"] = _load_external(ctx)
     return data
 
 
-def _load_external(ctx) -> dict:
+def load_external(ctx, path: Path) -> dict:
     """The --external-data set: BUSI layout, any subset of the classes (BUSI's labels kept), decoded once."""
     from medattn.datasets import busi_records
     from medattn.datasets.pipeline import decode_arrays
 
-    path = ctx.cfg.external_data
-    if not Path(path).exists():
-        raise UserError(f"--external-data {path}: no such folder")
     recs = ctx.handful(busi_records(path, classes="present"), 6)
     present = sorted({r.label_name for r in recs}, key=CLASSES.index)
-    absent = [c for c in CLASSES if c not in present]
-    ctx.log(f"external data {path}: {len(recs)} images ({', '.join(present)}"
-            f"{'; absent: ' + ', '.join(absent) if absent else ''}); evaluated only, never trained on")
-    return {"recs": recs, "arrays": decode_arrays(recs, ctx.cfg.stage("seg").image_size), "present": present,
-            "absent": absent, "name": Path(path).resolve().name}
+    return {"recs": recs, "arrays": decode_arrays(recs, ctx.cfg.stage("seg").image_size), "n": len(recs),
+            "present": present, "absent": [c for c in CLASSES if c not in present]}
 
 
 def plan(cfg) -> list[RunSpec]:
@@ -575,7 +560,7 @@ def plan(cfg) -> list[RunSpec]:
 
 
 def report(ctx, rows, final: bool) -> None:
-    from medattn.evaluation import comparison_rows, seed_cell, seeds_mark, write_table
+    from medattn.evaluation import seed_cell, seeds_mark, write_table
 
     sources = {}
     for proto in dict.fromkeys(r["protocol"] for r in rows):
@@ -606,8 +591,7 @@ def report(ctx, rows, final: bool) -> None:
         ", SELECTION run: a quarter of the training part, never the test split" if ctx.cfg.selection else "")
     title = f"Multi-attention LinkNet + DCNNIMAF: paper vs ours ({tag}{ctx.mark.replace(' (', ', ').replace(')', '')})"
     description = DESCRIPTION + (f" Skipped unreadable files: {'; '.join(ctx.skipped)}." if ctx.skipped else "")
-    write_table(ctx.out, "comparison", comparison_rows(PAPER, sources), kind="comparison", title=title, meta=meta,
-                description=description)
+    ctx.write_comparison(sources, title=title, description=description, meta=meta)
     write_table(ctx.out, "runs", flat_rows(rows), title=f"Every run ({tag}){ctx.mark}", meta=meta)
     spread, diffs = seed_tables(rows)
     if diffs or any(r["n_seeds"] > 1 for r in spread):
@@ -679,10 +663,10 @@ NO_DATA = ("no BUSI data found (--data-dir or MEDATTN_DATA_DIR). Download Datase
 
 def _check(cfg) -> None:
     check_augmentation(seg_augment=cfg.seg_augment, cls_augment=cfg.cls_augment)
-    seg = cfg.stage("seg").image_size
-    if seg % 32:
-        raise UserError(f"seg.image_size {seg}: the LinkNet encoder halves the size five times, so it must be a "
-                        f"multiple of 32")
+    try:
+        check_input_size(cfg.stage("seg").image_size)
+    except ValueError as e:
+        raise UserError(f"seg.image_size: {e}") from None
     bad = [p for p in cfg.protocols if p not in ("random", "grouped", "grouped_no_attention")]
     if bad:
         raise UserError(f"protocols must be random, grouped or grouped_no_attention, got {bad[0]!r}")
@@ -733,9 +717,9 @@ REPRODUCTION = Reproduction(
     models=lambda cfg, arm: _precision_models(cfg),
     # a dry run trains two cross-fit folds (a third repeats the same code) on a handful of images
     dry_run_overrides=lambda cfg: {"n_boot": 20, "crossfit_folds": 2},
-    extra_flags={"--external-data": ("external_data", "a second dataset in the BUSI layout (any subset of benign/"
-                                                      "malignant/normal): every protocol's final models are "
-                                                      "evaluated on it and the tables get external columns")},
+    external=ExternalData(load_external, "a second dataset in the BUSI layout (any subset of benign/"
+                                           "malignant/normal): every protocol's final models are "
+                                           "evaluated on it and the tables get external columns"),
 )
 
 

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import numpy as np
 
 from medattn.datasets.audit import DATASET_VERIFY
-from medattn.runner.reproduction import Reproduction, RunSpec, UserError, check_augmentation, flat_rows
+from medattn.runner.reproduction import ExternalData, Reproduction, RunSpec, UserError, check_augmentation, flat_rows
 from medattn.runner.reproduction import main as run_reproduction
 from medattn.training import ExperimentConfig, Stage
 
@@ -61,9 +61,6 @@ class EmtConfig(ExperimentConfig):
     sweep: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     cls_loss_weight: float = 3.0  # a: total loss = a * classification + Dice
     ablation: bool = True  # add the classification-only arm at the main w
-    # BatchNorm momentum; None keeps the architecture's (MobileNetV2: 0.999, which leaves inference outputs
-    # unusable after the few hundred steps of a from-scratch CPU run: the first cpu run scored AUC 0.50)
-    bn_momentum: float | None = None
     n_boot: int = 1000
     latency_runs: int = 20
     external_data: str | None = None  # --external-data: a second benign/malignant set in the BUSI layout
@@ -88,6 +85,9 @@ class EmtConfig(ExperimentConfig):
     IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("external_data", "val_fraction", "threshold_rule", "select_on",
                                                   "tta")
     EVAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("tta",)
+    # the stage's BatchNorm momentum (smoke and cpu 0.9: MobileNetV2's own 0.999 leaves inference outputs unusable
+    # after the few hundred steps of a from-scratch CPU run, whose first cpu run scored AUC 0.50) keeps its name
+    STAGE_FIELD_NAMES: ClassVar[Mapping[str, str]] = {"bn_momentum": "train.bn_momentum"}
     ARM_FIELDS: ClassVar[tuple[str, ...]] = ("sweep", "ablation")  # pos_weight also names arms; kept in
 
 
@@ -100,15 +100,15 @@ PROFILE_NOTES = {
 
 PROFILES = {
     "smoke": EmtConfig(profile="smoke", stages=(Stage("train", epochs=1, batch_size=8, learning_rate=1e-3,
-                                                      image_size=64),),
+                                                      image_size=64, bn_momentum=0.9),),
                        width=0.35, decoder_filters=(16, 16, 8, 8), folds=2, sweep=(2.0,), n_boot=50,
-                       latency_runs=3, bn_momentum=0.9),
+                       latency_runs=3),
     # from scratch on 2 cores: at 128 px 12-34 min per arm, 102 min for the five (EPYC, float32, idle, 2026-12-02);
     # 160 px, not 128, since selection run E1 (results/emtnet/selection/: validation AUC 0.836 vs 0.781), about
     # 1.6x per step: 21-52 min per arm beside another job, about 2.5-3 h for the five (the committed table)
     "cpu": EmtConfig(profile="cpu", stages=(Stage("train", epochs=30, batch_size=16, learning_rate=1e-3,
-                                                  image_size=160, cosine_alpha=0.05),),
-                     width=0.5, decoder_filters=(64, 32, 16, 16), bn_momentum=0.9,
+                                                  image_size=160, cosine_alpha=0.05, bn_momentum=0.9),),
+                     width=0.5, decoder_filters=(64, 32, 16, 16),
                      # model selection and the threshold on a validation part of each training fold (issue 14:
                      # the run of 73f8382 kept the last epoch, monitored the training loss and cut at 0.5)
                      val_fraction=0.15, threshold_rule="sensitivity:0.9"),
@@ -150,20 +150,15 @@ def load_data(ctx) -> dict:
     x, masks, y = decode_arrays(recs, ctx.cfg.stage("train").image_size)  # once, shared by every arm and fold
     data = {"recs": recs, "x": x, "mask": masks, "y": y,
             "groups": merge_groups(len(recs), None, [g for g in kept_groups if len(g) > 1])}
-    if ctx.cfg.external_data:
-        data["external"] = _load_external(ctx)
     return data
 
 
-def _load_external(ctx) -> dict:
+def load_external(ctx, path: Path) -> dict:
     """The --external-data set: BUSI layout, benign and/or malignant (a ``normal`` folder is not used: the task
     has no normal class), decoded once at the training size; evaluated only, never trained on."""
     from medattn.datasets import busi_records
     from medattn.datasets.pipeline import decode_arrays
 
-    path = ctx.cfg.external_data
-    if not Path(path).exists():
-        raise UserError(f"--external-data {path}: no such folder")
     recs = busi_records(path, classes="present")
     normal = sum(r.label_name == "normal" for r in recs)
     recs = ctx.handful([r for r in recs if r.label_name in CLASSES], 6)
@@ -174,10 +169,8 @@ def _load_external(ctx) -> dict:
     absent = [c for c in CLASSES if c not in present]
     x, m, _ = decode_arrays(recs, ctx.cfg.stage("train").image_size)
     y = np.array([CLASSES.index(r.label_name) for r in recs])
-    ctx.log(f"external data {path}: {len(recs)} images ({', '.join(present)}"
-            f"{'; absent: ' + ', '.join(absent) if absent else ''}"
-            f"{f'; {normal} normal images not used' if normal else ''}); evaluated only, never trained on")
-    return {"x": x, "mask": m, "y": y, "present": present, "absent": absent, "name": Path(path).resolve().name}
+    return {"x": x, "mask": m, "y": y, "n": len(recs), "present": present, "absent": absent,
+            "note": f"{normal} normal images not used" if normal else None}
 
 
 def _model(ctx, segmentation, w, n_images):
@@ -192,13 +185,8 @@ def _model(ctx, segmentation, w, n_images):
     opts = options_for(cfg.backbone, width=cfg.width)  # _check refuses a width it has no option for
 
     def builder():
-        m = build_emtnet(stage.image_size, cfg.backbone, weights=cfg.pretrained,
-                         segmentation=segmentation, decoder_filters=cfg.decoder_filters, **opts)
-        if cfg.bn_momentum is not None:
-            from medattn.models import set_bn_momentum
-
-            set_bn_momentum(m, cfg.bn_momentum)
-        return m
+        return build_emtnet(stage.image_size, cfg.backbone, weights=cfg.pretrained,
+                            segmentation=segmentation, decoder_filters=cfg.decoder_filters, **opts)
 
     cls_loss = StableWeightedBCE(pos_weight=w)
     auc = []
@@ -256,7 +244,7 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     segmentation = run.arm.startswith("multitask")
     w = float(run.arm.split("_w")[1])
     pre = preprocess_fn(preprocessing_for(cfg.backbone, cfg.pretrained))
-    y, ext = data["y"], data.get("external")
+    y, ext = data["y"], ctx.external
     oof = {"prob": np.zeros(len(y)), "mask": np.zeros_like(data["mask"]), "hard": np.zeros(len(y), bool),
            "per_fold": [], "thresholds": [], "val_sizes": [], "best_epochs": [], "val_idx": [], "val_prob": [],
            "best_val_loss": [], "ext_prob": np.zeros(len(ext["y"])) if ext else None,
@@ -314,7 +302,7 @@ def _cross_validate_fold(ctx, run: RunSpec, data: dict, f: int, fold: dict, segm
     oof["hard"][te] = oof["prob"][te] > threshold
     if segmentation:
         oof["mask"][te] = m_te
-    ext = data.get("external")
+    ext = ctx.external
     if ext:  # the ensemble of the fold models: mean probability and mean mask over folds
         ep, em = _predict(ctx, model, ext["x"], pre)
         oof["ext_prob"] += ep / cfg.folds
@@ -522,30 +510,27 @@ def report(ctx, rows, final: bool) -> None:
 
 def _write_comparison(ctx, rows, sources: dict, main: list[dict]) -> None:
     """The paper-vs-ours table with its description (how folds, thresholds and intervals were made)."""
-    from medattn.evaluation import comparison_rows, write_table
-
-    cfg, meta = ctx.cfg, ctx.meta
-    write_table(ctx.out, "comparison", comparison_rows(PAPER, sources), kind="comparison", meta=meta,
-                title=f"EMT-Net: paper vs ours ({cfg.profile} profile){ctx.mark}",
-                description=f"BUSI benign vs malignant (malignant positive), {cfg.folds}-fold cross-validation with "
-                            "near-duplicate groups inside one fold; metrics on the pooled out-of-fold predictions "
-                            "at threshold 0.5; brackets: 95 % bootstrap over images"
-                            + ("; columns over several seeds: mean +- t(0.975, n-1) standard errors over seeds. "
-                               if len({r["seed"] for r in main}) > 1 else ". ")
-                            + (f"Each training fold kept {cfg.val_fraction:g} of its images (stratified, groups "
-                               "whole) as validation data; the epoch with the "
-                               + ("highest validation AUC" if cfg.select_on == "val_auc" else "lowest validation loss")
-                               + " was kept. "
-                               if cfg.val_fraction else "")
-                            + ("Rows 'thresholds from validation': each fold's decision threshold was chosen on its "
-                               f"validation part ({cfg.threshold_rule}), never on the test fold. "
-                               if cfg.threshold_rule else "")
-                            + "Latency: median seconds per "
-                            "image at batch 1 on this machine's CPU (the paper: 0.35 s on a virtual mobile device). "
-                            "The re-evaluation row is the same group's later 5-fold result on BUSI+BUSIS."
-                            + (" External rows: the mean probability (and mask) of the fold models on a second "
-                               "dataset never trained on, at threshold 0.5." if any("external_n" in r for r in rows) else "")
-                            + (f" Left out: {'; '.join(ctx.skipped)}." if ctx.skipped else ""))
+    cfg = ctx.cfg
+    ctx.write_comparison(sources, title=f"EMT-Net: paper vs ours ({cfg.profile} profile){ctx.mark}",
+                         description=f"BUSI benign vs malignant (malignant positive), {cfg.folds}-fold cross-validation with "
+                                     "near-duplicate groups inside one fold; metrics on the pooled out-of-fold predictions "
+                                     "at threshold 0.5; brackets: 95 % bootstrap over images"
+                                     + ("; columns over several seeds: mean +- t(0.975, n-1) standard errors over seeds. "
+                                        if len({r["seed"] for r in main}) > 1 else ". ")
+                                     + (f"Each training fold kept {cfg.val_fraction:g} of its images (stratified, groups "
+                                        "whole) as validation data; the epoch with the "
+                                        + ("highest validation AUC" if cfg.select_on == "val_auc" else "lowest validation loss")
+                                        + " was kept. "
+                                        if cfg.val_fraction else "")
+                                     + ("Rows 'thresholds from validation': each fold's decision threshold was chosen on its "
+                                        f"validation part ({cfg.threshold_rule}), never on the test fold. "
+                                        if cfg.threshold_rule else "")
+                                     + "Latency: median seconds per "
+                                     "image at batch 1 on this machine's CPU (the paper: 0.35 s on a virtual mobile device). "
+                                     "The re-evaluation row is the same group's later 5-fold result on BUSI+BUSIS."
+                                     + (" External rows: the mean probability (and mask) of the fold models on a second "
+                                        "dataset never trained on, at threshold 0.5." if any("external_n" in r for r in rows) else "")
+                                     + (f" Left out: {'; '.join(ctx.skipped)}." if ctx.skipped else ""))
 
 
 def _side_tables(ctx, rows) -> None:
@@ -675,9 +660,9 @@ REPRODUCTION = Reproduction(
     no_data="no BUSI data found: pass --data-dir PATH/busi (Dataset_BUSI_with_GT, Al-Dhabyani et al. 2020) or set "
             "MEDATTN_DATA_DIR", check=_check,
     dry_run_overrides=lambda cfg: {"n_boot": 20, "folds": 2, "latency_runs": 3},
-    extra_flags={"--external-data": ("external_data", "a second benign/malignant dataset in the BUSI layout (either "
-                                                      "class may be absent; normal/ is not used): the fold models' "
-                                                      "mean is evaluated on it and the table gets external rows")},
+    external=ExternalData(load_external, "a second benign/malignant dataset in the BUSI layout (either "
+                                           "class may be absent; normal/ is not used): the fold models' "
+                                           "mean is evaluated on it and the table gets external rows"),
 )
 
 

@@ -300,9 +300,9 @@ def _save_mias_outputs(ctx, run: RunSpec, model, data: dict, row: dict, sc: dict
 
 
 def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "", ensembles=()) -> tuple[list[dict], list[dict]]:
-    """Mean +- std over seeds per model, and the paper comparison rows (with a row block for each seed ensemble of
-    :func:`seed_ensembles` after its model's)."""
-    from medattn.evaluation import comparison_rows, seed_interval, seeds_mark
+    """Mean +- std over seeds per model, and the paper comparison as the runner's blocks (with a block for each seed
+    ensemble of :func:`seed_ensembles` after its model's)."""
+    from medattn.evaluation import seed_interval, seeds_mark
 
     summary = []
     metrics = ("accuracy", "recall_tumour", "precision_tumour", "specificity", "roc_auc", "roc_auc_hard_labels",
@@ -334,17 +334,15 @@ def summarise(rows: list[dict], cfg: MiasConfig, mark: str = "", ensembles=()) -
             ours[k] = (rs[0][k], rs[0][lo], rs[0][hi]) if len(rs) == 1 else seed_interval([r[k] for r in rs])
         ours["roc_auc"] = (s["roc_auc_mean"],)
         tuned = {k: (s[f"{k}_val_threshold_mean"],) for k in ("accuracy", "recall_tumour", "precision_tumour")}
-        comp += comparison_rows(paper, {f"ours ({cfg.profile}{mark}), vote at 0.5": ours,
-                                        f"ours ({cfg.profile}{mark}), vote at val-selected threshold": tuned},
-                                extra={"model": f"{s['model']} ({len(rs)} seed{'s' * (len(rs) > 1)})"})
+        comp.append((f"{s['model']} ({len(rs)} seed{'s' * (len(rs) > 1)})", paper,
+                     {f"ours ({cfg.profile}{mark}), vote at 0.5": ours,
+                      f"ours ({cfg.profile}{mark}), vote at val-selected threshold": tuned}))
         for e in ensembles:
             if e["model"] == s["model"]:
                 ens = {"accuracy": (e["accuracy"], e["accuracy_wilson_low"], e["accuracy_wilson_high"]),
                        "recall_tumour": (e["recall_tumour"],), "roc_auc": (e["roc_auc"],)}
-                comp += comparison_rows({k: paper.get(k) for k in ens}, {f"ours ({cfg.profile}{mark}), vote at 0.5": ens},
-                                        extra={"model": f"{s['model']}, ensemble{seeds_mark(e['n_seeds'])}"})
-    for r in comp:
-        r["metric"] = f"{r.pop('model')} {r['metric']}"
+                comp.append((f"{s['model']}, ensemble{seeds_mark(e['n_seeds'])}", {k: paper.get(k) for k in ens},
+                             {f"ours ({cfg.profile}{mark}), vote at 0.5": ens}))
     return summary, comp
 
 
@@ -422,15 +420,15 @@ def write_results(ctx, rows, final: bool):
     write_table(out, "runs", flat_rows(rows), title=f"MIAS deep fusion: every run ({n_test} test ROIs){mark}",
                 meta=meta)
     write_table(out, "summary", summary, title=f"MIAS deep fusion: mean and std over seeds{mark}", meta=meta)
-    write_table(out, "comparison", comp, kind="comparison", meta=meta,
-                title=f"MIAS deep fusion: paper vs ours ({cfg.profile} profile){mark}",
-                description="Test set: the authors' 64 ROIs, ROI label by majority vote of 25 patches; tumour "
-                            "positive. Paper numbers are from the abstract (ImageNet-pretrained frozen VGG); ours "
-                            "are trained from scratch unless the profile says otherwise. Brackets: Wilson 95 % "
-                            "interval for one seed; over several seeds, mean +- t(0.975, n-1) standard errors "
-                            "(seed-to-seed spread only, clipped to [0, 1]). The second column votes with the "
-                            "patch threshold that maximised ROI accuracy on the 65 validation ROIs (never the test "
-                            "set).")
+    ctx.write_comparison(comp, meta=meta,
+                         title=f"MIAS deep fusion: paper vs ours ({cfg.profile} profile){mark}",
+                         description="Test set: the authors' 64 ROIs, ROI label by majority vote of 25 patches; tumour "
+                                     "positive. Paper numbers are from the abstract (ImageNet-pretrained frozen VGG); ours "
+                                     "are trained from scratch unless the profile says otherwise. Brackets: Wilson 95 % "
+                                     "interval for one seed; over several seeds, mean +- t(0.975, n-1) standard errors "
+                                     "(seed-to-seed spread only, clipped to [0, 1]). The second column votes with the "
+                                     "patch threshold that maximised ROI accuracy on the 65 validation ROIs (never the test "
+                                     "set).")
     if ensembles:
         write_table(out, "ensembles", ensembles, title=f"MIAS deep fusion: seed ensembles{mark}", meta=meta,
                     description="Every window's P(tumour) averaged over the seeds of one model, then the majority "

@@ -15,6 +15,7 @@ from .registry import (
                        FeatureTap,
                        backbone_options,
                        check_backbone,
+                       check_input_size,
                        get_backbone,
                        imagenet_file,
                        imagenet_weights_status,
@@ -31,7 +32,7 @@ FEATURE_TAPS = {name: dict(entry.taps) for name, entry in BACKBONES.items()}
 
 __all__ = ["BACKBONES", "Backbone", "FEATURE_TAPS", "FeatureTap", "HED_INSTALL", "HED_SHA256", "HED_SOURCE",
            "IRV2_TAPS", "PREPROCESSING", "RESNET34_TAPS",
-           "VGG_TAPS", "backbone_options", "check_backbone", "get_backbone", "hed_provenance", "hed_weights_file", "imagenet_file",
+           "VGG_TAPS", "backbone_options", "check_backbone", "check_input_size", "get_backbone", "hed_provenance", "hed_weights_file", "imagenet_file",
            "imagenet_weights_status", "is_hed_weights", "load_hed_convolutions",
            "inception_resnet_v2_same", "options_for", "preprocess_fn", "preprocessing_for", "resnet34", "vgg",
            "weights_card"]

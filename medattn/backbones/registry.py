@@ -269,6 +269,17 @@ def options_for(name: str, **settings) -> dict:
     return {k: v for k, v in settings.items() if k in _entry(name).options}
 
 
+ENCODER_STRIDE = 32  # every registry backbone halves its input five times: its last feature map is 1/32 of it
+
+
+def check_input_size(input_size: int) -> None:
+    """ValueError unless ``input_size`` is a multiple of the encoders' stride (32): the decoders and fusions that
+    line up an encoder's feature maps need whole sizes at every level."""
+    if input_size % ENCODER_STRIDE:
+        raise ValueError(f"input_size must be a multiple of {ENCODER_STRIDE} (the encoder halves it five times), got "
+                         f"{input_size!r}")
+
+
 def check_backbone(name: str, weights=None, **options) -> None:
     """What :func:`get_backbone` would refuse, found without building anything (scripts call it before loading
     data): an unknown backbone or option, a width outside (0, 4], ImageNet weights for a backbone Keras has none

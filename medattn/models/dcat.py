@@ -25,7 +25,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..backbones import get_backbone, preprocess_fn
+from ..backbones import check_input_size, get_backbone, preprocess_fn
 from ..layers import CBAM, BidirectionalCrossAttention, MCDropout
 
 __all__ = ["build_dcat", "BackbonePreprocess", "FUSIONS"]
@@ -69,8 +69,7 @@ def build_dcat(input_size: int = 224, n_classes: int = 2, *, backbone_a: str = "
     docstring). ``weights_*``: None | ``"imagenet"`` | path (ResNet-34 has no Keras ImageNet weights)."""
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    if input_size % 32:
-        raise ValueError(f"input_size must be a multiple of 32, got {input_size!r}")
+    check_input_size(input_size)
     inp = keras.Input((input_size, input_size, 3), name="image")
     feats = []
     if fusion != "b_only":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..backbones import get_backbone
+from ..backbones import check_input_size, get_backbone
 
 __all__ = ["build_emtnet", "decoder_stage"]
 
@@ -63,8 +63,7 @@ def build_emtnet(input_size: int = 224, backbone: str = "mobilenetv2", weights=N
     """The multitask model (outputs ``{"label": logit, "mask": probability}``) or, with ``segmentation=False``,
     the classifier alone (output: the logit). ``weights``: None | ``"imagenet"`` | path to encoder weights;
     ``backbone_options`` go to the registry (e.g. ``width`` for MobileNetV2's alpha without ImageNet weights)."""
-    if input_size % 32:
-        raise ValueError(f"input_size must be a multiple of 32, got {input_size!r}")
+    check_input_size(input_size)
     if len(decoder_filters) != 4:
         raise ValueError(f"decoder_filters must give 4 stages, got {decoder_filters!r}")
     bb = get_backbone(backbone, (input_size, input_size, 3), weights=weights, **backbone_options)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..backbones import get_backbone
+from ..backbones import check_input_size, get_backbone
 from ..layers import attention_block
 
 __all__ = ["decoder_block", "build_linknet"]
@@ -63,8 +63,7 @@ def build_linknet(backbone: str = "inceptionresnetv2", input_size: int = 256, we
     variant; ``encoder_width`` scales VGG filters). ``attention``: ``"scse"``, ``"cbam"``, ``"se"`` or None (the
     ablation; ``True``/``False`` mean ``"scse"``/None). ``weights``: None | ``"imagenet"`` | path to encoder
     weights."""
-    if input_size % 32:
-        raise ValueError(f"input_size must be a multiple of 32, got {input_size!r}")
+    check_input_size(input_size)
     attention = {True: "scse", False: None}.get(attention, attention) if isinstance(attention, bool) else attention
     opts = {"width": encoder_width} if backbone in ("vgg16", "vgg19") else {}
     if encoder_width != 1.0 and not opts:

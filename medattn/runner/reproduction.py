@@ -40,7 +40,8 @@ from typing import Any, Callable, Mapping
 from ..training.config import ExperimentConfig, Stage, config_hash, save_config
 from ..utils import atomic_write_text
 
-__all__ = ["Reproduction", "RunSpec", "Context", "main", "UserError", "DataSource", "flat_rows", "check_augmentation"]
+__all__ = ["Reproduction", "RunSpec", "Context", "main", "UserError", "DataSource", "ExternalData", "flat_rows",
+           "check_augmentation"]
 
 
 class UserError(Exception):
@@ -69,6 +70,19 @@ class DataSource:
     cleanup: Callable[[], None] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ExternalData:
+    """A second dataset a script evaluates its final models on and never trains on: the runner declares
+    ``--external-data PATH`` (the config field ``external_data``), refuses a missing folder, calls ``load(ctx, path)``
+    once after the script's own data and logs what it found; the script reads it as ``ctx.external``.
+
+    ``load`` returns a dict with at least ``n`` (images), ``present`` and ``absent`` (class names), and may add a
+    ``note`` for the log line; the runner adds ``name`` (the folder's name)."""
+
+    load: Callable[["Context", Path], dict]
+    help: str
+
+
 @dataclasses.dataclass
 class Reproduction:
     name: str
@@ -92,6 +106,7 @@ class Reproduction:
     dry_run_overrides: Callable[[ExperimentConfig], Mapping[str, Any]] | None = None
     check: Callable[[ExperimentConfig], None] | None = None  # raises UserError for values the paper cannot run
     extra_flags: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # {"--flag": (field, help)}
+    external: ExternalData | None = None  # --external-data: a second dataset, evaluated only
     # (cfg, DataSource) -> name of the dataset, for scripts that take several: runs go to
     # <runs-dir>/<paper>-<profile>-<name>/ and default results to results/<paper>/<name>/, so two datasets never share
     # checkpoints or tables; None: one dataset per script
@@ -122,6 +137,7 @@ class Context:
         self.synthetic = data.synthetic
         self.skipped: list[str] = []  # files a loader skipped, named in the tables' footnotes
         self.input_profile: dict | None = None  # the training images' profile, on every saved model's card
+        self.external: dict | None = None  # the --external-data set, as the script's ExternalData.load read it
         from ..training.reuse import ModelPool
 
         self.pool = ModelPool()
@@ -210,12 +226,17 @@ class Context:
 
     # checkpoints and fit --------------------------------------------------------------------------------------
     def _checkpoint_cfg(self):
-        """The configuration with the experiment's ``EVAL_ONLY_FIELDS`` (settings that change only how a trained
-        model is evaluated, such as test-time augmentation) at their defaults: what the training depended on."""
+        """The configuration with the experiment's ``EVAL_ONLY_FIELDS`` and every stage's
+        ``EVAL_ONLY_STAGE_FIELDS`` (settings that change only how a trained model is evaluated, such as test-time
+        augmentation or precise BatchNorm statistics) at their defaults: what the training depended on."""
+        from ..training.config import EVAL_ONLY_STAGE_FIELDS
+
         fields = {f.name: f for f in dataclasses.fields(self.cfg)}
         reset = {k: (fields[k].default if fields[k].default is not dataclasses.MISSING else fields[k].default_factory())
                  for k in getattr(self.cfg, "EVAL_ONLY_FIELDS", ())}
-        return dataclasses.replace(self.cfg, **reset) if reset else self.cfg
+        stage_defaults = {f.name: f.default for f in dataclasses.fields(Stage) if f.name in EVAL_ONLY_STAGE_FIELDS}
+        reset["stages"] = tuple(dataclasses.replace(s, **stage_defaults) for s in self.cfg.stages)
+        return dataclasses.replace(self.cfg, **reset)
 
     def identity(self, spec: RunSpec, checkpoint: bool = False) -> dict:
         """A run's identity: a row's (every setting) or, with ``checkpoint``, its training checkpoints' (the
@@ -315,9 +336,13 @@ class Context:
         return d
 
     def fit(self, model, data, stage: Stage, ckpt: Path, *, label: str, **kwargs):
-        """:func:`medattn.training.fit` with the stage's epochs, batch, patience and weight average, the strategy,
-        resume, TensorBoard and progress settings; a dry run trains one epoch of two steps."""
+        """:func:`medattn.training.fit` with the stage's epochs, batch, patience, weight average and BatchNorm
+        momentum, the strategy, resume, TensorBoard and progress settings; a dry run trains one epoch of two steps."""
+        from ..models import set_bn_momentum
         from ..training.fit import fit
+
+        if stage.bn_momentum is not None:  # before the train step is traced: the momentum is a constant in it
+            set_bn_momentum(model, stage.bn_momentum)
 
         epochs = 1 if self.dry_run else stage.epochs
         steps = 2 if self.dry_run else kwargs.pop("steps_per_epoch", None)
@@ -331,6 +356,27 @@ class Context:
         if res.get("resumed_from"):  # the row's wall time then covers only this process's part
             self.resumed_stages.append(f"{label}: after epoch {res['resumed_from']}")
         return res
+
+    def precise_bn(self, model, stage: Stage, x, *, seed: int, label: str, rows=None, preprocess=None) -> dict | None:
+        """With the stage's ``precise_bn`` on, the model's trainable BatchNorm statistics recomputed over its training
+        inputs ``x`` (``x[rows]`` when ``rows`` is given; :func:`medattn.models.recompute_bn_statistics_from_arrays`:
+        shuffled by ``seed``, no augmentation, batches of the stage's size, ``preprocess`` as in training) and
+        logged; ``{"layers", "images"}``, or None when off."""
+        if not stage.precise_bn:
+            return None
+        import numpy as np
+
+        from ..models import recompute_bn_statistics_from_arrays
+
+        if rows is not None:
+            x = x[np.asarray(rows)]
+
+        t0 = time.time()
+        info = recompute_bn_statistics_from_arrays(model, x, stage.batch_size, seed=seed, preprocess=preprocess,
+                                                   progress=self.cfg.verbose == 1 and sys.stdout.isatty())
+        self.log(f"{label}: precise BatchNorm statistics, {info['layers']} layers over {info['images']} training "
+                 f"inputs ({time.time() - t0:.0f} s)")
+        return info
 
     def handful(self, records, per_class: int):
         """In a dry run, the first ``per_class`` records of each class; otherwise all of them."""
@@ -399,6 +445,22 @@ class Context:
             models.append(str(path))  # run.json lists the model files its tables describe
         self.log(f"saved {path}")
         return path
+
+    def write_comparison(self, comparison, *, title: str, description: str, meta: dict | None = None) -> None:
+        """``comparison.{csv,json,md}`` in the results folder: our figures beside the paper's, one row per metric and
+        source (:func:`medattn.evaluation.comparison_rows`). ``comparison`` is ``{source: {metric: value, or (value,
+        low, high)}}``, compared with ``Reproduction.paper``; or, for a paper that reports several models or
+        datasets, blocks ``[(model, the paper's figures for it, sources), ...]``, each metric then named ``"<model>
+        <metric>"`` (a block whose model is None keeps the metric's own name)."""
+        from ..evaluation import comparison_rows, write_table
+
+        blocks = comparison if isinstance(comparison, list) else [(None, self.repro.paper, comparison)]
+        rows = []
+        for model, paper, sources in blocks:
+            for r in comparison_rows(paper, sources):
+                rows.append({**r, "metric": r["metric"] if model is None else f"{model} {r['metric']}"})
+        write_table(self.out, "comparison", rows, kind="comparison", title=title, description=description,
+                    meta=self.meta if meta is None else meta)
 
     def predict(self, model, x, batch_size: int = 32):
         from ..training.custom_loop import predict
@@ -533,8 +595,11 @@ def _parse(repro: Reproduction, argv: list[str]):
     has_data = any(a == "--data-dir" or a.startswith("--data-dir=") for a in argv) or bool(
         repro.dataset and default_data_dir(repro.dataset))
     default = repro.default_profile if has_data or not repro.profile_without_data else repro.profile_without_data
+    flags = dict(repro.extra_flags)
+    if repro.external is not None:
+        flags["--external-data"] = ("external_data", repro.external.help)
     parser = build_parser(repro.description + profiles_help(repro), tuple(repro.profiles), default_profile=default,
-                          prog=Path(repro.script).name, extra_flags=repro.extra_flags)
+                          prog=Path(repro.script).name, extra_flags=flags)
     cfg, args = parse_config(repro.profiles, argv, dataset=repro.dataset, refused=repro.refused, parser=parser)
     if not _MAIN_STARTED[1:] and "keras" not in sys.modules:  # Keras and TensorFlow, timed as a phase of their own
         t0 = time.time()
@@ -809,6 +874,7 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
     t_load = time.time()
     try:
         data = repro.load_data(ctx)
+        ctx.external = _external_data(repro, ctx)
     except DatasetError as e:
         raise UserError(str(e)) from None
     phases = {"load_data_s": round(time.time() - t_load, 1)}
@@ -832,6 +898,21 @@ def _run(repro, cfg, ctx: Context, rows_path: Path, weights_note, DatasetError) 
                                           if k.startswith("phase ")))
     ctx.log(f"wrote {ctx.out} ({ctx.recorder.wall_time_s} s)")
     return 0
+
+
+def _external_data(repro: Reproduction, ctx: Context) -> dict | None:
+    """The ``--external-data`` set as the script's loader reads it, logged; None when not given."""
+    path = getattr(ctx.cfg, "external_data", None)
+    if not path or repro.external is None:
+        return None
+    if not Path(path).is_dir():
+        raise UserError(f"--external-data {path}: no such folder")
+    ext = {**repro.external.load(ctx, Path(path)), "name": Path(path).resolve().name}
+    absent = f"; absent: {', '.join(ext['absent'])}" if ext["absent"] else ""
+    note = f"; {ext['note']}" if ext.get("note") else ""
+    ctx.log(f"external data {path}: {ext['n']} images ({', '.join(ext['present'])}{absent}{note}); evaluated only, "
+            "never trained on")
+    return ext
 
 
 def _process_start() -> float | None:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Mapping
 from ..utils import atomic_write_text, file_sha256
 
 __all__ = ["ExperimentConfig", "Stage", "override", "save_config", "load_config", "coerce_field", "STAGE_FIELDS",
-           "config_hash", "legacy_config_hashes", "RUN_ONLY_FIELDS"]
+           "EVAL_ONLY_STAGE_FIELDS", "config_hash", "legacy_config_hashes", "RUN_ONLY_FIELDS"]
 
 
 # variable names (Keras 3 ``Variable.name``, matched as substrings) that ``Stage.weight_decay`` leaves alone:
@@ -59,6 +59,16 @@ class Stage:
     # (with the warm-up min(ema, (1 + t) / (10 + t)) at step t); validation, the best checkpoint and the final model
     # use the average (medattn.training.fit.WeightEma). 0: off
     ema: float = 0.0
+    # moving-average momentum of every BatchNormalization layer while this stage trains (set by the runner's fit:
+    # medattn.models.set_bn_momentum). Keras' 0.99 (MobileNetV2's 0.999) needs a few hundred steps before inference
+    # outputs are usable; a from-scratch run of few steps per epoch wants 0.9. None: each layer keeps its own
+    bn_momentum: float | None = None
+    # precise BatchNorm statistics (medattn.models.recompute_bn_statistics): after this stage, before evaluation, the
+    # trainable BatchNorm layers' moving mean and variance are recomputed over the stage's training inputs (no
+    # augmentation, shuffled by the seed, batches of batch_size) with the final weights, instead of the exponential
+    # average over the last ~10 batches that momentum 0.9 keeps. Evaluation only (EVAL_ONLY_STAGE_FIELDS): --resume
+    # --out NEW evaluates finished checkpoints with it without training again
+    precise_bn: bool = False
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -84,6 +94,8 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"stage {self.name!r}: ema must be >= 0 and below 1 (0: off), got {self.ema}")
+        if self.bn_momentum is not None and not 0.0 < self.bn_momentum < 1.0:
+            raise ValueError(f"stage {self.name!r}: bn_momentum must lie in (0, 1) or be none, got {self.bn_momentum}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"stage {self.name!r}: patience must be >= 1 or none, got {self.patience}")
 
@@ -123,9 +135,13 @@ class Stage:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that take effect (``momentum`` only for SGD, ``cosine_alpha`` only for cosine,
-        ``warmup_epochs``, ``weight_decay`` and ``ema`` only when not 0 and ``global_clipnorm`` only when set, so the
-        identity of runs made before they existed is unchanged)."""
+        ``warmup_epochs``, ``weight_decay`` and ``ema`` only when not 0, ``global_clipnorm`` and ``bn_momentum`` only
+        when set and ``precise_bn`` only when on, so the identity of runs made before they existed is unchanged)."""
         d = dataclasses.asdict(self)
+        if self.bn_momentum is None:
+            d.pop("bn_momentum")
+        if not self.precise_bn:
+            d.pop("precise_bn")
         if not self.weight_decay:
             d.pop("weight_decay")
         if not self.ema:
@@ -142,6 +158,9 @@ class Stage:
 
 
 STAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Stage) if f.name != "name")
+# stage fields that change only how a trained model is evaluated: they enter a result row's identity but not its
+# training checkpoints' (like an experiment's EVAL_ONLY_FIELDS)
+EVAL_ONLY_STAGE_FIELDS = ("precise_bn",)
 # fields that say how to run, not what is computed: they do not enter a run's identity
 RUN_ONLY_FIELDS = ("data_dir", "out", "runs_dir", "resume", "verbose", "report_only", "strategy", "tensorboard",
                    "dry_run", "rule")
@@ -177,6 +196,10 @@ class ExperimentConfig:
     # fields that enter a run's identity only when they differ from the class default: settings that moved from a
     # script's code into its configuration (its augmentation), so runs made with the same values keep their identity
     IDENTITY_IF_CHANGED: ClassVar[tuple[str, ...]] = ()
+    # {name: "STAGE.FIELD"}: stage fields that were top-level fields of this experiment under ``name``. In a run's
+    # identity they keep that name (so runs made before keep their identity), ``--set name=V`` still sets them, and a
+    # config.json written before is read back into the stage
+    STAGE_FIELD_NAMES: ClassVar[Mapping[str, str]] = {}
 
     def __post_init__(self):
         if not self.profile or not self.profile.replace("-", "_").isidentifier():
@@ -225,10 +248,20 @@ def _class_default(cfg: ExperimentConfig, name: str):
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
+def _identity_dict(cfg: ExperimentConfig) -> dict:
+    """``cfg.to_dict()`` with each stage field of ``STAGE_FIELD_NAMES`` under its top-level name (None when the
+    stage leaves it out: unset or off)."""
+    d = cfg.to_dict()
+    for name, path in cfg.STAGE_FIELD_NAMES.items():
+        stage, field = path.split(".")
+        d[name] = d["stages"][stage].pop(field, None)
+    return d
+
+
 def _hashed_fields(cfg: ExperimentConfig, exclude) -> dict:
     optional = getattr(cfg, "IDENTITY_IF_SET", ())
     unchanged = {k for k in getattr(cfg, "IDENTITY_IF_CHANGED", ()) if getattr(cfg, k) == _class_default(cfg, k)}
-    d = {k: v for k, v in cfg.to_dict().items() if k not in exclude and k != "seeds"
+    d = {k: v for k, v in _identity_dict(cfg).items() if k not in exclude and k != "seeds"
          and not (k in optional and v is None) and k not in unchanged}
     w = d.get("weights")
     if isinstance(w, str) and w not in ("none", "imagenet") and Path(w).is_file():
@@ -333,6 +366,7 @@ def override(cfg: ExperimentConfig, changes: Mapping[str, Any]) -> ExperimentCon
     for k, v in changes.items():
         if v is None:
             continue
+        k = cfg.STAGE_FIELD_NAMES.get(k, k)
         if "." in k:
             st, field = k.split(".", 1)
             if st not in stage_names:
@@ -368,9 +402,15 @@ def load_config(cls, path) -> ExperimentConfig:
     """Read ``config.json`` back into ``cls`` (stages included)."""
     data = json.loads(Path(path).read_text())
     data.pop("config_class", None)
+    stages = data.pop("stages", None)
+    for name, path in cls.STAGE_FIELD_NAMES.items():  # written before the field moved into its stage
+        stage, field = path.split(".")
+        if name in data and stages is not None:
+            value = data.pop(name)
+            if value is not None:
+                stages.setdefault(stage, {}).setdefault(field, value)
     names = {f.name for f in dataclasses.fields(cls)}
     data = {k: v for k, v in data.items() if k in names}
-    stages = data.pop("stages", None)
     cfg = override(cls(), {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in data.items()})
     if stages is not None:
         cfg = dataclasses.replace(cfg, stages=tuple(Stage(name=n, **s) for n, s in stages.items()))

@@ -161,7 +161,7 @@ def test_precise_bn_re_evaluates_a_finished_checkpoint_with_recomputed_statistic
     assert all(np.array_equal(before[k], kept[k]) for k in before)
     p0, p1 = (np.load(tmp_path / d / "predictions" / "mobilenetv2_s0.npz")["val_prob"] for d in ("plain", "pbn"))
     assert np.allclose(p1.sum(1), 1, atol=1e-4) and not np.allclose(p0, p1, atol=1e-6)
-    assert json.loads((tmp_path / "pbn" / "config.json").read_text())["precise_bn"] is True
+    assert json.loads((tmp_path / "pbn" / "config.json").read_text())["stages"]["train"]["precise_bn"] is True
 
 
 def test_precise_bn_with_pretrained_weights_is_refused(tmp_path, capsys):

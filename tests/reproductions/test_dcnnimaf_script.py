@@ -84,17 +84,21 @@ class _Ctx:
 
 
 def test_bn_momentum_reaches_every_batchnorm_of_both_models():
-    import dataclasses
-
+    """The stages' momentum (set by the runner's fit through set_bn_momentum) reaches every BatchNorm layer of the
+    segmenter and the classifier; the cpu profile trains the classifier at 0.9 and the segmenter at 0.99."""
     import keras
 
+    from medattn.models import set_bn_momentum
+
     mod = _script()
-    cfg = dataclasses.replace(mod.PROFILES["smoke"], bn_momentum=0.9)
+    cfg = mod.PROFILES["smoke"]
     for model in (mod._seg_model(_Ctx(cfg), True, 16), mod._cls_model(_Ctx(cfg), True, 16)):
         bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
-        assert bns and all(la.momentum == 0.9 for la in bns), model.name
-    default = mod._seg_model(_Ctx(mod.PROFILES["smoke"]), False, 16)
-    assert all(la.momentum == 0.99 for la in default.layers if isinstance(la, keras.layers.BatchNormalization))
+        assert bns and all(la.momentum == 0.99 for la in bns), model.name
+        set_bn_momentum(model, 0.9)
+        assert all(la.momentum == 0.9 for la in bns), model.name
+    cpu = mod.PROFILES["cpu"]
+    assert (cpu.stage("seg").bn_momentum, cpu.stage("cls").bn_momentum) == (0.99, 0.9)
 
 
 def test_seg_final_filters_sets_the_head_and_enters_the_identity_only_when_set():
@@ -266,7 +270,7 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     assert len(before) > 3 and all(not np.allclose(before[k], after[k]) for k in before)
     kept = moving_means(saved)  # the first run's classifier is not overwritten
     assert all(np.array_equal(before[k], kept[k]) for k in before)
-    assert json.loads((out3 / "config.json").read_text())["cls_precise_bn"] is True
+    assert json.loads((out3 / "config.json").read_text())["stages"]["cls"]["precise_bn"] is True
 
 
 @pytest.mark.slow

@@ -526,3 +526,81 @@ def test_a_weight_average_runs_is_recorded_and_a_multi_worker_run_refuses_it(tmp
                             "--set", "ema=0.9"]) == 2
     assert "ema (a moving average of the weights; stage train) is not supported" in capsys.readouterr().err
     assert CALLS == [] and not (tmp_path / "r2").exists()
+
+
+def _bn_run_one(ctx, run, data):
+    """A toy arm with a BatchNorm layer: the momentum the runner's fit left on it, and its precise statistics."""
+    import keras
+
+    stage = ctx.cfg.stage("train")
+
+    def builder():
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                                 keras.layers.Dense(2, activation="softmax")])
+
+    model = ctx.build(builder, stage, 32, loss="sparse_categorical_crossentropy")
+    x, y = data["train"]
+    res = ctx.fit(model, lambda e: toy_dataset(x, y, stage.batch_size, run.seed, e), stage,
+                  ctx.run_dir(run) / "train", label=f"{run.arm} s{run.seed}", validation_data=data["val"])
+    bn = next(la for la in model.layers if isinstance(la, keras.layers.BatchNormalization))
+    info = ctx.precise_bn(model, stage, x, rows=np.arange(24), seed=run.seed, label=run.key)
+    return {"momentum": float(bn.momentum), "moving_mean": [float(v) for v in bn.moving_mean.numpy()],
+            "precise_bn_images": None if info is None else info["images"], "epochs_run_here": res["epochs_run"]}
+
+
+def test_stage_batchnorm_momentum_and_precise_statistics_are_the_runners(tmp_path, data):
+    """``STAGE.bn_momentum`` is set on every BatchNorm layer before the stage trains (None: the layer's own 0.99);
+    ``STAGE.precise_bn`` recomputes the statistics over the given rows, in whole batches, and is evaluation only: a
+    finished checkpoint is evaluated again with it and nothing trains."""
+    repro = _repro(tmp_path)
+    repro.run_one = _bn_run_one
+    runs = tmp_path / "runs"
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs), "--set", "arms=a"]
+    assert run_main(repro, base) == 0
+    own = json.loads((runs / "toy-smoke" / "results" / "runs.jsonl").read_text())
+    assert own["momentum"] == 0.99 and own["precise_bn_images"] is None
+    assert run_main(repro, base + ["--set", "train.bn_momentum=0.8", "--out", str(tmp_path / "m")]) == 0
+    row = json.loads((tmp_path / "m" / "runs.jsonl").read_text())
+    assert row["momentum"] == 0.8 and row["identity"]["config_sha256"] != own["identity"]["config_sha256"]
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["stages"]["train"]["bn_momentum"] == 0.8
+    assert run_main(repro, base + ["--resume", "--set", "train.precise_bn=true", "--out", str(tmp_path / "p")]) == 0
+    pbn = json.loads((tmp_path / "p" / "runs.jsonl").read_text())
+    assert pbn["precise_bn_images"] == 24 and pbn["epochs_run_here"] == 0  # 3 batches of 8; nothing trained
+    assert pbn["moving_mean"] != own["moving_mean"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyExternalConfig(ToyConfig):
+    external_data: str | None = None
+    IDENTITY_IF_SET: ClassVar[tuple[str, ...]] = ("eval_tag", "external_data")
+
+
+def test_external_data_is_declared_loaded_and_refused_by_the_runner(tmp_path, data, capsys):
+    """A script that names an ExternalData loader gets ``--external-data``: a missing folder is refused in one line
+    naming it; otherwise the loader runs once, the runner logs what it found, and every run reads ``ctx.external``."""
+    from medattn.runner.reproduction import ExternalData
+
+    loads, seen = [], []
+
+    def load(ctx, path):
+        loads.append(path)
+        return {"n": 3, "present": ["a"], "absent": ["b"], "note": "2 files not used"}
+
+    def run_one(ctx, run, d):
+        seen.append(ctx.external)
+        return {"accuracy": 1.0}
+
+    profiles = {p: ToyExternalConfig(**{f.name: getattr(c, f.name) for f in dataclasses.fields(c)})
+                for p, c in PROFILES.items()}
+    repro = _repro(tmp_path, external=ExternalData(load, "a second toy set"))
+    repro.profiles, repro.run_one = profiles, run_one
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
+    assert run_main(repro, base + ["--external-data", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--external-data {tmp_path / 'nowhere'}: no such folder")
+    (tmp_path / "other").mkdir()
+    assert run_main(repro, base + ["--external-data", str(tmp_path / "other"), "--set", "verbose=2"]) == 0
+    assert loads == [tmp_path / "other"] and len(seen) == 2 and seen[0]["name"] == "other"
+    assert ("external data " + str(tmp_path / "other") + ": 3 images (a; absent: b; 2 files not used); evaluated "
+            "only, never trained on") in capsys.readouterr().out
+    assert run_main(repro, base + ["--out", str(tmp_path / "plain")]) == 0
+    assert seen[-1] is None and len(loads) == 1
