@@ -166,7 +166,7 @@ def _decode(recs, size: int) -> np.ndarray:
 def load_data(ctx) -> dict:
     """Training and Testing records after the audit, their duplicate groups, the leak-free test subset, the
     train/val split and the decoded images at every size the backbones need."""
-    from medattn.datasets import brain_mri_records, holdout_split, merge_groups
+    from medattn.datasets import brain_mri_records, merge_groups, validation_part
 
     cfg = ctx.cfg
     recs = brain_mri_records(ctx.data.path)
@@ -184,16 +184,16 @@ def load_data(ctx) -> dict:
     test_idx = np.flatnonzero(split == "test")
     leaky = np.array([groups[i] in train_groups for i in test_idx])
     tr_idx = np.flatnonzero(split == "train")
-    part = holdout_split(labels[tr_idx], groups[tr_idx], (1 - cfg.val_fraction, cfg.val_fraction, 0.0), seed=0)
-    ctx.log(f"audit and split in {time.time() - t0:.0f} s: Training {len(tr_idx)} (train {len(part['train'])}, "
-            f"val {len(part['val'])}, groups kept whole); Testing {len(test_idx)} official, "
+    train, val = validation_part(labels, groups, tr_idx, cfg.val_fraction, seed=0)
+    ctx.log(f"audit and split in {time.time() - t0:.0f} s: Training {len(tr_idx)} (train {len(train)}, "
+            f"val {len(val)}, groups kept whole); Testing {len(test_idx)} official, "
             f"{int((~leaky).sum())} after removing {int(leaky.sum())} with a duplicate in Training")
     ctx.profile_inputs(files=[recs[i].path for i in tr_idx])  # on every saved model's card: medattn-predict compares
     sizes = sorted({image_size(cfg, b) for b in cfg.backbones})
     t0 = time.time()
     x = {s: _decode(recs, s) for s in sizes}
     ctx.log(f"decoded {len(recs)} images at {', '.join(f'{s} px' for s in sizes)} once ({time.time() - t0:.0f} s)")
-    return {"recs": recs, "x": x, "y": labels, "train": tr_idx[part["train"]], "val": tr_idx[part["val"]],
+    return {"recs": recs, "x": x, "y": labels, "train": train, "val": val,
             "test": test_idx, "dedup": test_idx[~leaky], "n_leaky": int(leaky.sum()), "groups": groups}
 
 

@@ -149,7 +149,7 @@ def _cap(idx, y, per):
 
 
 def load_data(ctx) -> dict:
-    from medattn.datasets import holdout_split, load_medmnist, merge_groups
+    from medattn.datasets import holdout_split, load_medmnist, merge_groups, validation_part
 
     cfg = ctx.cfg
     size = cfg.stage("train").image_size
@@ -192,8 +192,8 @@ def load_data(ctx) -> dict:
         split = np.array([r.split for r in recs])
         if kind == "oct2017" and set(split) >= {"train", "test"}:
             tr = np.flatnonzero(split == "train")
-            part = holdout_split(y[tr], groups[tr], (0.85, 0.15, 0.0), seed=0)
-            idx = {"train": tr[part["train"]], "val": tr[part["val"]], "test": np.flatnonzero(split == "test")}
+            train, val = validation_part(y, groups, tr, 0.15, seed=0)
+            idx = {"train": train, "val": val, "test": np.flatnonzero(split == "test")}
         else:
             idx = holdout_split(y, groups, (0.7, 0.1, 0.2), seed=0)
         xs = [np.clip(np.rint(b.numpy()), 0, 255).astype(np.uint8)

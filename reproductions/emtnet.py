@@ -316,16 +316,14 @@ def _cross_validate_fold(ctx, run: RunSpec, data: dict, f: int, fold: dict, segm
 def _fold_datasets(cfg, run: RunSpec, data: dict, f: int, fold: dict, segmentation: bool, pre):
     """A fold's training images less its validation part (groups whole, stratified; none without val_fraction),
     the validation dataset and the augmented training data per epoch: ``(train idx, val idx, val, train(epoch))``."""
-    from medattn.datasets import holdout_split
+    from medattn.datasets import validation_part
     from medattn.datasets.pipeline import array_dataset
 
     stage = cfg.stage("train")
     x, masks, y = data["x"], data["mask"], data["y"]
     tr, va, val = fold["train"], None, None
     if cfg.val_fraction:
-        inner = holdout_split(y[tr], data["groups"][tr], (1 - cfg.val_fraction, cfg.val_fraction, 0.0),
-                              seed=run.seed * 100 + f)
-        tr, va = tr[inner["train"]], tr[inner["val"]]
+        tr, va = validation_part(y, data["groups"], tr, cfg.val_fraction, seed=run.seed * 100 + f)
         val = (array_dataset(x[va], None, stage.batch_size, masks=masks[va], labels=y[va].astype("float32"),
                              preprocess=pre) if segmentation else
                array_dataset(x[va], y[va].astype("float32"), stage.batch_size, preprocess=pre))

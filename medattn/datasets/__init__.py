@@ -10,7 +10,7 @@ from .covid_radiography import covid_radiography_records
 from .medmnist import load_medmnist
 from .mias import load_rois, mias_records, random_patches, sliding_windows
 from .oct2017 import oct_records
-from .splits import check_no_leak, dedup_indices, holdout_split, kfold_split, merge_groups
+from .splits import check_no_leak, dedup_indices, holdout_split, kfold_split, merge_groups, validation_part
 from .tb_chest import tb_records
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "covid_radiography_records",
     "dedup_indices",
     "holdout_split",
+    "validation_part",
     "kermany_patient_id",
     "kermany_records",
     "kfold_split",

@@ -13,7 +13,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .audit import group_pairs
 
-__all__ = ["merge_groups", "holdout_split", "kfold_split", "dedup_indices", "check_no_leak"]
+__all__ = ["merge_groups", "holdout_split", "validation_part", "kfold_split", "dedup_indices", "check_no_leak"]
 
 
 def merge_groups(n: int, base_groups: Sequence | None = None, duplicate_groups: Sequence[Sequence[int]] = ()) -> np.ndarray:
@@ -80,6 +80,16 @@ def holdout_split(labels, groups, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> d
     check_no_leak(out, groups)
     return out
 
+
+
+def validation_part(labels, groups, index, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A training part ``index`` (indices into ``labels`` and ``groups``) split into ``(train, validation)``
+    indices: ``fraction`` of it for validation, stratified by label, whole groups only (:func:`holdout_split` on
+    the part). What every script keeps aside to choose epochs, thresholds and settings without its test images."""
+    index = np.asarray(index)
+    part = holdout_split(np.asarray(labels)[index], np.asarray(groups)[index], (1 - fraction, fraction, 0.0),
+                         seed=seed)
+    return index[part["train"]], index[part["val"]]
 
 def kfold_split(labels, groups, k: int = 5, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """``k`` folds of ``{"train", "test"}`` indices, stratified, groups kept whole."""

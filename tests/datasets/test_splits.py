@@ -1,0 +1,20 @@
+"""The split helpers the scripts share."""
+
+import numpy as np
+
+
+def test_validation_part_splits_a_training_part_by_label_and_whole_groups():
+    """The helper every script uses for its validation part: indices of the part it was given, disjoint, covering
+    it, stratified and never splitting a group, and the same as holdout_split on the part."""
+    from medattn.datasets import holdout_split, validation_part
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 300)
+    groups = np.arange(300) // 2  # pairs
+    part = np.flatnonzero(np.arange(300) % 5 != 0)
+    train, val = validation_part(labels, groups, part, 0.2, seed=4)
+    assert not set(train) & set(val) and sorted([*train, *val]) == sorted(part)
+    assert not set(groups[train]) & set(groups[val])
+    assert 0.15 < len(val) / len(part) < 0.25
+    ref = holdout_split(labels[part], groups[part], (0.8, 0.2, 0.0), seed=4)
+    assert list(val) == list(part[ref["val"]])
