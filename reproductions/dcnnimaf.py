@@ -41,7 +41,6 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
-from medattn.backbones import check_input_size
 from medattn.datasets.audit import DATASET_VERIFY
 from medattn.runner.reproduction import (
     DataSource,
@@ -663,6 +662,8 @@ NO_DATA = ("no BUSI data found (--data-dir or MEDATTN_DATA_DIR). Download Datase
 
 def _check(cfg) -> None:
     check_augmentation(seg_augment=cfg.seg_augment, cls_augment=cfg.cls_augment)
+    from medattn.backbones import check_input_size
+
     try:
         check_input_size(cfg.stage("seg").image_size)
     except ValueError as e:

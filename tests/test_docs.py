@@ -134,3 +134,17 @@ def test_help_answers_without_importing_tensorflow():
             "print('tensorflow' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.stdout.strip().splitlines()[-1] == "False" and "Profiles:" in r.stdout
+
+
+@pytest.mark.parametrize("paper", ["dcnnimaf", "mias_fusion", "emtnet", "brain_tumor_transfer", "dcat"])
+def test_each_paper_page_follows_the_outline(paper):
+    """Run it (profiles, commands, measured times), the generated paper-vs-ours table, why our numbers differ, and
+    the generated table of what was tried, linked to its selection folder; in that order."""
+    page = (REPO / "docs" / f"{paper}.md").read_text()
+    marks = ["## Run it", "measured", f"<!-- table: results/{paper}/", "## Why our numbers differ",
+             "## What was tried", "selection/README.md", "/selection/tried.json -->"]
+    at = [page.find(m) for m in marks]
+    assert -1 not in at, [m for m, i in zip(marks, at) if i == -1]
+    assert at == sorted(at), "the sections are out of order"
+    prose = re.sub(r"<!-- (table|include): .*?<!-- /(table|include) -->", "", page, flags=re.S).splitlines()
+    assert len(prose) <= 100, f"docs/{paper}.md has {len(prose)} lines besides its generated blocks"

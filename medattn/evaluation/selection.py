@@ -1,0 +1,131 @@
+"""What was tried for a profile: every selection candidate, the rule that judged it, its validation figure read
+from its committed run folder beside the rule's bar, and whether it was adopted.
+
+``results/<paper>/selection/decisions.json`` holds what the rules decided, one entry per candidate::
+
+    {"candidate": "E1", "change": "--image-size 160", "rule": "Rule for a stronger model",
+     "folder": "E1", "figure": "val_roc_auc", "bar": 0.821, "better": "higher", "adopted": true}
+
+``folder`` (beside the file; or a list of folders, their rows pooled) holds the candidate's ``runs.jsonl`` (or the file ``file`` names); ``figure`` is the
+row field the rule reads, averaged over the rows (those matching ``rows``, e.g. ``{"backbone": "xception"}``) and
+multiplied by ``scale`` (e.g. 816 to count validation images); ``bar`` is the rule's threshold on that figure
+(``better``: ``higher`` or ``lower``); ``note`` says in a few words what the bar alone does not (a rule with
+a second condition, a candidate that never ran). The figure is never typed in: it is read from the committed rows, so the
+table cannot drift from them, and a candidate marked adopted must clear its bar (:func:`check_decisions`).
+
+    python -m medattn.evaluation.selection results/<paper>/selection      # writes tried.{csv,json,md} there
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+__all__ = ["tried_rows", "check_decisions", "write_tried"]
+
+COLUMNS = ("candidate", "change", "figure", "value", "n_rows", "bar", "clears_bar", "adopted", "note", "rule",
+           "folder")
+
+
+def _rows(path: Path, match: dict) -> list[dict]:
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    if path.suffix == ".json":  # a table written by write_table
+        rows = json.loads(path.read_text())["rows"]
+    else:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def _folders(entry: dict) -> list[str]:
+    folder = entry.get("folder") or []
+    return [folder] if isinstance(folder, str) else list(folder)
+
+
+def _figure(selection: Path, entry: dict) -> tuple[float, int]:
+    """The entry's figure: the mean of ``figure`` over its folders' matching rows, times ``scale``."""
+    paths = [selection / f / entry.get("file", "runs.jsonl") for f in _folders(entry)]
+    rows = [r for path in paths for r in _rows(path, entry.get("rows", {}))]
+    values = [r[entry["figure"]] for r in rows if isinstance(r.get(entry["figure"]), (int, float))]
+    if not values:
+        raise ValueError(f"{', '.join(map(str, paths))}: no row with a number in {entry['figure']!r} (matching "
+                         f"{entry.get('rows', {})})")
+    return sum(values) / len(values) * entry.get("scale", 1), len(values)
+
+
+def _clears(value: float, entry: dict) -> bool | None:
+    bar = entry.get("bar")
+    if bar is None or value is None or math.isnan(value):
+        return None
+    return value >= bar if entry.get("better", "higher") == "higher" else value <= bar
+
+
+def tried_rows(selection) -> list[dict]:
+    """One row per entry of ``<selection>/decisions.json``, its figure read from its folder."""
+    selection = Path(selection)
+    rows = []
+    for entry in json.loads((selection / "decisions.json").read_text())["decisions"]:
+        value, n = _figure(selection, entry) if entry.get("folder") else (float("nan"), 0)
+        rows.append({"candidate": entry["candidate"], "change": entry.get("change", ""),
+                     "figure": entry.get("figure", "") + (f" x {entry['scale']}" if entry.get("scale", 1) != 1 else ""),
+                     "value": value, "n_rows": n, "bar": entry.get("bar"),
+                     "clears_bar": _clears(value, entry), "adopted": bool(entry["adopted"]),
+                     "note": entry.get("note", ""), "rule": entry["rule"], "folder": ", ".join(_folders(entry))})
+    return rows
+
+
+def check_decisions(selection) -> list[str]:
+    """What is wrong with ``<selection>/decisions.json``: a candidate adopted below its bar, a rule whose words are
+    not in the folder's README.md, an entry without a folder or a reason for lacking one."""
+    selection = Path(selection)
+    readme = (selection / "README.md").read_text() if (selection / "README.md").is_file() else ""
+    entries = json.loads((selection / "decisions.json").read_text())["decisions"]
+    problems = []
+    for entry, row in zip(entries, tried_rows(selection)):
+        name = entry["candidate"]
+        if row["adopted"] and row["clears_bar"] is False:
+            problems.append(f"{name}: adopted, but {row['value']:.4g} does not clear its bar {row['bar']}")
+        if entry["rule"] not in readme:
+            problems.append(f"{name}: rule {entry['rule']!r} is not in {selection / 'README.md'}")
+        if not entry.get("folder") and not entry.get("note"):
+            problems.append(f"{name}: no folder and no note saying why")
+    return problems
+
+
+def write_tried(selection) -> Path:
+    """``tried.{csv,json,md}`` in the selection folder, from its decisions.json and the candidates' rows."""
+    from .tables import write_table
+
+    selection = Path(selection)
+    problems = check_decisions(selection)
+    if problems:
+        raise ValueError("; ".join(problems))
+    paper = selection.parent.name
+    paths = write_table(selection, "tried", tried_rows(selection), columns=list(COLUMNS),
+                        title=f"{paper}: every candidate, its rule and its validation figure",
+                        description="Each candidate was judged on validation data only, by the rule named (found by "
+                                    "these words in selection/README.md; written before its run unless the note "
+                                    "says post-dated). `value`: the rule's figure, "
+                                    "the mean over the candidate's rows in `folder` (read from its runs.jsonl); "
+                                    "`bar`: what the rule asked of it; `adopted`: what the rule decided.")
+    return paths["md"]
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m medattn.evaluation.selection results/<paper>/selection", file=sys.stderr)
+        return 2
+    try:
+        path = write_tried(args[0])
+    except (ValueError, OSError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
