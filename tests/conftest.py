@@ -37,6 +37,26 @@ def load_script(folder: str, name: str):
     return mod
 
 
+def run_once(name: str, make, tmp_path_factory) -> Path:
+    """A folder that ``make(folder)`` fills once per test session, whichever pytest-xdist worker asks first (the
+    others wait on a file lock, then reuse it): an expensive run that several tests read. A test that writes beside
+    it works on a copy (``shutil.copytree``)."""
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's, shared by its workers
+    folder = root / f"once_{name}"
+    with open(root / f"once_{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".done").write_text("")
+    return folder
+
+
 def saved_model(results, name: str) -> Path:
     """The model file ``name`` (e.g. ``classifier.keras``) that the run whose results are in ``results`` saved,
     from its run.json (a re-evaluation saves its models in its own run folder, never over another run's)."""

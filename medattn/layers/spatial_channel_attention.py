@@ -53,15 +53,14 @@ class SpatialChannelAttention(layers.Layer):
 
     def call(self, inputs):
         cg, sg = self.gates(inputs)
-        uc = inputs * ops.cast(cg, inputs.dtype)
-        us = inputs * ops.cast(sg, inputs.dtype)
-        if self.combine == "add":
-            return uc + us
+        cg, sg = ops.cast(cg, inputs.dtype), ops.cast(sg, inputs.dtype)
+        if self.combine in ("add", "avg"):  # U*cg + U*sg as one product: two full-size operations instead of three
+            gate = cg + sg if self.combine == "add" else (cg + sg) / 2
+            return inputs * gate
+        uc, us = inputs * cg, inputs * sg
         if self.combine == "max":
             return ops.maximum(uc, us)
-        if self.combine == "mul":
-            return uc * us
-        return (uc + us) / 2
+        return uc * us
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

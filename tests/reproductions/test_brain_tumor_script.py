@@ -46,13 +46,29 @@ def _fake_release(root, per_class=6, n_test=3, copies=("glioma", "pituitary")):
     return root
 
 
+@pytest.fixture
+def brain_smoke(tmp_path_factory, tmp_path):
+    """The default smoke run (MobileNetV2 and VGG16, seed 0) on a fake release, made once per test session and
+    copied here: ``brain_tumor_mri/`` (the data), ``out/`` (its results) and ``runs/`` (its run folders)."""
+    import shutil
+
+    from tests.conftest import run_once
+
+    def make(folder):
+        data = _fake_release(folder / "brain_tumor_mri")
+        r = _run(["--profile", "smoke", "--data-dir", data, "--out", folder / "out", "--runs-dir", folder / "runs"],
+                 folder)
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    shutil.copytree(run_once("brain_smoke", make, tmp_path_factory), tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
-    data = _fake_release(tmp_path / "brain_tumor_mri")
-    out = tmp_path / "out"
-    r = _run(["--profile", "smoke", "--data-dir", data, "--out", out, "--runs-dir", tmp_path / "runs"], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_smoke_reports_official_and_deduplicated_test_sets(brain_smoke):
+    tmp_path = brain_smoke
+    data, out = tmp_path / "brain_tumor_mri", tmp_path / "out"
     runs = json.loads((out / "runs.json").read_text())["rows"]
     assert [row["backbone"] for row in runs] == ["mobilenetv2", "vgg16"]
     row = runs[0]
@@ -120,7 +136,7 @@ def test_smoke_reports_official_and_deduplicated_test_sets(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_precise_bn_re_evaluates_a_finished_checkpoint_with_recomputed_statistics(tmp_path):
+def test_precise_bn_re_evaluates_a_finished_checkpoint_with_recomputed_statistics(brain_smoke):
     """precise_bn changes only the evaluation: a finished checkpoint is evaluated again (nothing trains), every
     BatchNorm layer's moving statistics are recomputed over the train images in whole batches, on two replicas too,
     and the row records it; the model saved from the run carries the new statistics."""
@@ -128,10 +144,8 @@ def test_precise_bn_re_evaluates_a_finished_checkpoint_with_recomputed_statistic
 
     from medattn.saving import load_model
 
-    data = _fake_release(tmp_path / "brain_tumor_mri")
+    tmp_path, data = brain_smoke, brain_smoke / "brain_tumor_mri"
     base = ["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set", "backbones=mobilenetv2"]
-    r = _run([*base, "--out", tmp_path / "plain"], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
     saved = tmp_path / "runs" / "brain_tumor_transfer-smoke" / "mobilenetv2_s0" / "models" / "mobilenetv2.keras"
 
     def bns(path):
@@ -148,7 +162,8 @@ def test_precise_bn_re_evaluates_a_finished_checkpoint_with_recomputed_statistic
                                                                 "--strategy", "mirrored", "--set", "precise_bn=true"])],
                        capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    plain = json.loads((tmp_path / "plain" / "runs.json").read_text())["rows"][0]
+    plain = json.loads((tmp_path / "out" / "runs.json").read_text())["rows"][0]
+    assert plain["backbone"] == "mobilenetv2"
     pbn = json.loads((tmp_path / "pbn" / "runs.json").read_text())["rows"][0]
     assert plain["precise_bn"] is False and "precise_bn_layers" not in plain
     assert pbn["precise_bn"] is True and pbn["precise_bn_layers"] == len(before) > 10
@@ -159,7 +174,7 @@ def test_precise_bn_re_evaluates_a_finished_checkpoint_with_recomputed_statistic
     assert all(not np.allclose(before[k], after[k]) for k in before)
     kept = {la.name: np.array(la.moving_mean) for la in bns(saved)}  # the first run's model is not overwritten
     assert all(np.array_equal(before[k], kept[k]) for k in before)
-    p0, p1 = (np.load(tmp_path / d / "predictions" / "mobilenetv2_s0.npz")["val_prob"] for d in ("plain", "pbn"))
+    p0, p1 = (np.load(tmp_path / d / "predictions" / "mobilenetv2_s0.npz")["val_prob"] for d in ("out", "pbn"))
     assert np.allclose(p1.sum(1), 1, atol=1e-4) and not np.allclose(p0, p1, atol=1e-6)
     assert json.loads((tmp_path / "pbn" / "config.json").read_text())["stages"]["train"]["precise_bn"] is True
 
@@ -270,15 +285,20 @@ def test_a_seed_ensemble_refuses_predictions_of_other_cases(tmp_path):
     assert said == [f"! no seed ensemble for z: missing {tmp_path / 'gone.npz'}"]
 
 
-def test_frozen_phase_on_random_weights_is_refused(tmp_path):
+def test_frozen_phase_on_random_weights_is_refused(tmp_path, capsys):
+    """Refused in one line before any data is read (in process: the runner's exit code and message)."""
+    from tests.conftest import load_script
+
+    mod = load_script("reproductions", "brain_tumor_transfer")
     data = _fake_release(tmp_path / "brain_tumor_mri", per_class=2, n_test=1, copies=())
-    r = _run(["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set", "frozen.epochs=2"],
-             tmp_path, timeout=300)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "frozen.epochs=2" in r.stderr and "frozen.epochs=0" in r.stderr
-    r = _run(["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set", "tta=dihedral"],
-             tmp_path, timeout=300)
-    assert r.returncode == 2 and "tta 'dihedral'" in r.stderr and "Traceback" not in r.stderr
+    base = ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
+    assert mod.main([*base, "--set", "frozen.epochs=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "frozen.epochs=2" in err and "frozen.epochs=0" in err and len(err.splitlines()) == 1
+    assert mod.main([*base, "--set", "tta=dihedral"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tta 'dihedral'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unfreeze_fraction_without_pretrained_weights_is_refused(tmp_path, capsys):
@@ -400,16 +420,14 @@ def test_rotation_and_zoom_default_to_the_papers_and_can_be_turned_off():
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_a_student_distils_from_a_teachers_train_probabilities_and_a_leaky_teacher_is_refused(tmp_path):
+def test_a_student_distils_from_a_teachers_train_probabilities_and_a_leaky_teacher_is_refused(brain_smoke):
     """A smoke run saves every train image's probabilities; a second run trains with them as a soft target
     (DistillationLoss, validation loss the plain cross-entropy); a teacher whose train images include this run's
     validation images is refused, naming the file."""
-    data = _fake_release(tmp_path / "brain_tumor_mri")
+    tmp_path, data = brain_smoke, brain_smoke / "brain_tumor_mri"
     base = ["--profile", "smoke", "--data-dir", data, "--runs-dir", tmp_path / "runs", "--set",
             "backbones=mobilenetv2"]
-    r = _run([*base, "--out", tmp_path / "teacher"], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    teacher = tmp_path / "teacher" / "predictions" / "mobilenetv2_s0.npz"
+    teacher = tmp_path / "out" / "predictions" / "mobilenetv2_s0.npz"
     p = np.load(teacher)
     assert len(p["train_names"]) == len(p["train_y"]) == len(p["train_prob"]) > 0
     assert all(str(n).startswith("Training/") for n in p["train_names"])

@@ -57,6 +57,21 @@ def test_smoke_on_benign_malignant_phantoms_end_to_end(tmp_path):
     assert len(pred["names"]) == 18 and pred["prob"].min() >= 0 and pred["prob"].max() <= 1
 
 
+def _refused_in_process(args: list[str], message: str, tmp_path) -> None:
+    """The script refuses ``args`` in one line naming ``message``, before anything runs (in process: a refusal
+    needs no process of its own)."""
+    import contextlib
+    import io
+
+    from tests.conftest import load_script
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = load_script("reproductions", "emtnet").main(args)
+    assert code == 2 and message in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+    assert not (tmp_path / "refused").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
@@ -72,9 +87,7 @@ def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     base = [sys.executable, str(REPO / "reproductions" / "emtnet.py"), "--profile", "smoke", "--data-dir", str(data),
             "--runs-dir", str(tmp_path / "runs"), "--set", "ablation=false", "--set", "threshold_rule=sensitivity:0.9"]
-    r = subprocess.run(base + ["--out", str(tmp_path / "refused")], capture_output=True, text=True, timeout=300,
-                       cwd=tmp_path, env=env)
-    assert r.returncode != 0 and "also set val_fraction" in r.stderr and not (tmp_path / "refused").exists()
+    _refused_in_process(base[2:] + ["--out", str(tmp_path / "refused")], "also set val_fraction", tmp_path)
     out = tmp_path / "out"
     r = subprocess.run(base + ["--set", "val_fraction=0.25", "--out", str(out)], capture_output=True, text=True,
                        timeout=600, cwd=tmp_path, env=env)
@@ -123,9 +136,7 @@ def test_epochs_kept_on_validation_auc(tmp_path):
             "--runs-dir", str(tmp_path / "runs")]
     for extra, message in ((["--set", "select_on=val_auc"], "also set val_fraction"),
                            (["--set", "select_on=auc", "--set", "val_fraction=0.25"], "val_loss or val_auc")):
-        r = subprocess.run(base + extra + ["--out", str(tmp_path / "refused")], capture_output=True, text=True,
-                           timeout=300, cwd=tmp_path, env=env)
-        assert r.returncode != 0 and message in r.stderr and not (tmp_path / "refused").exists()
+        _refused_in_process(base[2:] + extra + ["--out", str(tmp_path / "refused")], message, tmp_path)
     out = tmp_path / "out"
     r = subprocess.run(base + ["--set", "val_fraction=0.25", "--set", "select_on=val_auc", "--set", "train.epochs=3",
                                "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
