@@ -225,25 +225,9 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     ext_rows = [x for x in comp["rows"] if "external hospital_b (n=7; absent: normal)" in x["source"]]
     assert {x["metric"] for x in ext_rows} >= {"dice_lesion", "accuracy"}
     assert json.loads((out / "config.json").read_text())["external_data"] == str(ext)
-    # classifier flip TTA only changes the evaluation: the finished checkpoints are read again, nothing trains
-    out2 = tmp_path / "tta"
-    cmd = [sys.executable, str(REPO / "reproductions" / "dcnnimaf.py"), "--profile", "smoke", "--data-dir",
-           str(train), "--external-data", str(ext), "--out", str(out2), "--runs-dir", str(tmp_path / "runs"), "--set",
-           "seg_gate=true", "--resume", "--set", "cls_tta=flip"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    again = json.loads((out2 / "runs.json").read_text())["rows"][0]
-    assert again["cls_tta"] == "flip" and row["cls_tta"] == "none" and "resumed_stages" in again
-    assert again["dice_lesion_raw"] == row["dice_lesion_raw"]  # the same segmenter, the same masks
-    p1 = np.load(out / "predictions" / "grouped_s0.npz")["prob"]
-    p2 = np.load(out2 / "predictions" / "grouped_s0.npz")["prob"]
-    assert p1.shape == p2.shape and not np.allclose(p1, p2, atol=1e-6)
-    assert read_model_card(saved_model(out2, "classifier.keras"))["tta"] == "flip"  # its own folder's model
-    r = subprocess.run(cmd[:-1] + ["cls_tta=dihedral"], capture_output=True, text=True, timeout=300, env=env,
-                       cwd=tmp_path)
-    assert r.returncode == 2 and "cls_tta 'dihedral'" in r.stderr and "Traceback" not in r.stderr
-    # precise BatchNorm statistics for the classifier: evaluation only too; the classifier's moving statistics are
-    # recomputed over its training inputs in whole batches and the saved classifier carries them
+    # classifier flip TTA and precise BatchNorm statistics change only the evaluation: the finished checkpoints are
+    # read again in one process, nothing trains; the classifier's moving statistics are recomputed over its training
+    # inputs in whole batches, and the model saved in the new run's own folder carries both
     import keras
 
     from medattn.saving import load_model
@@ -256,21 +240,34 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
                 if isinstance(la, keras.layers.BatchNormalization)}
 
     before = moving_means(saved)
-    out3 = tmp_path / "pbn"
-    r = subprocess.run([*cmd[:cmd.index("--out") + 1], str(out3), *cmd[cmd.index("--out") + 2:-1],
+    out2 = tmp_path / "evaluated"
+    args = ["--profile", "smoke", "--data-dir", str(train), "--external-data", str(ext), "--out", str(out2),
+            "--runs-dir", str(tmp_path / "runs"), "--set", "seg_gate=true", "--resume", "--set", "cls_tta=flip"]
+    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "dcnnimaf.py"), *args, "--set",
                         "cls_precise_bn=true"], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    pbn = json.loads((out3 / "runs.json").read_text())["rows"][0]
-    assert pbn["cls_precise_bn"] is True and row["cls_precise_bn"] is False and "cls_precise_bn_images" not in row
-    assert pbn["cls_precise_bn_images"] > 0 and pbn["cls_precise_bn_images"] % 8 == 0  # whole batches of 8
-    assert pbn["dice_lesion_raw"] == row["dice_lesion_raw"] and "resumed_stages" in pbn
-    p3 = np.load(out3 / "predictions" / "grouped_s0.npz")["prob"]
-    assert not np.allclose(p1, p3, atol=1e-6)
-    after = moving_means(saved_model(out3, "classifier.keras"))
+    again = json.loads((out2 / "runs.json").read_text())["rows"][0]
+    assert again["cls_tta"] == "flip" and row["cls_tta"] == "none" and "resumed_stages" in again
+    assert again["dice_lesion_raw"] == row["dice_lesion_raw"]  # the same segmenter, the same masks
+    assert again["cls_precise_bn"] is True and row["cls_precise_bn"] is False and "cls_precise_bn_images" not in row
+    assert again["cls_precise_bn_images"] > 0 and again["cls_precise_bn_images"] % 8 == 0  # whole batches of 8
+    p1 = np.load(out / "predictions" / "grouped_s0.npz")["prob"]
+    p2 = np.load(out2 / "predictions" / "grouped_s0.npz")["prob"]
+    assert p1.shape == p2.shape and not np.allclose(p1, p2, atol=1e-6)
+    assert read_model_card(saved_model(out2, "classifier.keras"))["tta"] == "flip"  # its own folder's model
+    after = moving_means(saved_model(out2, "classifier.keras"))
     assert len(before) > 3 and all(not np.allclose(before[k], after[k]) for k in before)
     kept = moving_means(saved)  # the first run's classifier is not overwritten
     assert all(np.array_equal(before[k], kept[k]) for k in before)
-    assert json.loads((out3 / "config.json").read_text())["stages"]["cls"]["precise_bn"] is True
+    assert json.loads((out2 / "config.json").read_text())["stages"]["cls"]["precise_bn"] is True
+    # an unknown classifier TTA is refused in one line before anything runs
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _script().main([*args[:-1], "cls_tta=dihedral"]) == 2
+    assert "cls_tta 'dihedral'" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
 
 
 @pytest.mark.slow
