@@ -337,12 +337,15 @@ class Context:
 
     def fit(self, model, data, stage: Stage, ckpt: Path, *, label: str, **kwargs):
         """:func:`medattn.training.fit` with the stage's epochs, batch, patience, weight average and BatchNorm
-        momentum, the strategy, resume, TensorBoard and progress settings; a dry run trains one epoch of two steps."""
+        momentum, the strategy, resume, TensorBoard and progress settings; a dry run trains one epoch of two steps,
+        eagerly (its models' steps are never traced as graphs: the smoke profile's runs check that)."""
         from ..models import set_bn_momentum
         from ..training.fit import fit
 
         if stage.bn_momentum is not None:  # before the train step is traced: the momentum is a constant in it
             set_bn_momentum(model, stage.bn_momentum)
+        if self.dry_run and "TPU" not in type(self.strategy).__name__:  # two steps: tracing a paper-size graph costs
+            model.run_eagerly = True  # more than running them eagerly (a TPU runs graphs only)
 
         epochs = 1 if self.dry_run else stage.epochs
         steps = 2 if self.dry_run else kwargs.pop("steps_per_epoch", None)

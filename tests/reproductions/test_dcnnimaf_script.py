@@ -187,12 +187,15 @@ def test_overlay_picks_one_per_class_and_the_worst_lesion():
 @pytest.mark.subprocess
 def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     """Train on one phantom set, evaluate every protocol's final models on another (other seed, no normal class):
-    external columns in the tables, the absent class named."""
+    external columns in the tables, the absent class named. One training mask is truncated: the run goes on without
+    that image and every table says which file."""
     import shutil
 
     from medattn.datasets.phantom import make_phantom_busi
 
     train = make_phantom_busi(tmp_path / "busi", counts=(8, 6, 6), seed=3)
+    mask = train / "Dataset_BUSI_with_GT" / "benign" / "benign (2)_mask.png"
+    mask.write_bytes(mask.read_bytes()[:200])
     ext = make_phantom_busi(tmp_path / "hospital_b", counts=(4, 3, 2), seed=21)
     shutil.rmtree(ext / "Dataset_BUSI_with_GT" / "normal")
     env = {k: v for k, v in os.environ.items() if k != "MEDATTN_DATA_DIR"}
@@ -203,6 +206,10 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
                         str(tmp_path / "runs"), "--set", "seg_gate=true"], capture_output=True, text=True,
                        timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "skipped 1 unreadable file" in r.stdout and "benign (2)_mask.png" in r.stdout
+    comp = json.loads((out / "comparison.json").read_text())
+    assert "benign (2)_mask.png" in comp["description"]
+    assert any("benign (2)_mask.png" in f for f in comp["meta"]["skipped_files"])
     row = json.loads((out / "runs.json").read_text())["rows"][0]
     # the classifier gate: chosen on validation Dice over all images, recorded either way; when it is applied the
     # row keeps the ungated figures, it can only remove masks (fewer false positives on normal images), and the
