@@ -339,7 +339,7 @@ class Context:
         """:func:`medattn.training.fit` with the stage's epochs, batch, patience, weight average and BatchNorm
         momentum, the strategy, resume, TensorBoard and progress settings; a dry run trains one epoch of two steps,
         eagerly (its models' steps are never traced as graphs: the smoke profile's runs check that)."""
-        from ..models import set_bn_momentum
+        from ..training.batchnorm import set_bn_momentum
         from ..training.fit import fit
 
         if stage.bn_momentum is not None:  # before the train step is traced: the momentum is a constant in it
@@ -362,14 +362,14 @@ class Context:
 
     def precise_bn(self, model, stage: Stage, x, *, seed: int, label: str, rows=None, preprocess=None) -> dict | None:
         """With the stage's ``precise_bn`` on, the model's trainable BatchNorm statistics recomputed over its training
-        inputs ``x`` (``x[rows]`` when ``rows`` is given; :func:`medattn.models.recompute_bn_statistics_from_arrays`:
+        inputs ``x`` (``x[rows]`` when ``rows`` is given; :func:`medattn.training.batchnorm.recompute_bn_statistics_from_arrays`:
         shuffled by ``seed``, no augmentation, batches of the stage's size, ``preprocess`` as in training) and
         logged; ``{"layers", "images"}``, or None when off."""
         if not stage.precise_bn:
             return None
         import numpy as np
 
-        from ..models import recompute_bn_statistics_from_arrays
+        from ..training.batchnorm import recompute_bn_statistics_from_arrays
 
         if rows is not None:
             x = x[np.asarray(rows)]

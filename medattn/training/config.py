@@ -60,10 +60,10 @@ class Stage:
     # use the average (medattn.training.fit.WeightEma). 0: off
     ema: float = 0.0
     # moving-average momentum of every BatchNormalization layer while this stage trains (set by the runner's fit:
-    # medattn.models.set_bn_momentum). Keras' 0.99 (MobileNetV2's 0.999) needs a few hundred steps before inference
+    # medattn.training.batchnorm.set_bn_momentum). Keras' 0.99 (MobileNetV2's 0.999) needs a few hundred steps before inference
     # outputs are usable; a from-scratch run of few steps per epoch wants 0.9. None: each layer keeps its own
     bn_momentum: float | None = None
-    # precise BatchNorm statistics (medattn.models.recompute_bn_statistics): after this stage, before evaluation, the
+    # precise BatchNorm statistics (medattn.training.batchnorm.recompute_bn_statistics): after this stage, before evaluation, the
     # trainable BatchNorm layers' moving mean and variance are recomputed over the stage's training inputs (no
     # augmentation, shuffled by the seed, batches of batch_size) with the final weights, instead of the exponential
     # average over the last ~10 batches that momentum 0.9 keeps. Evaluation only (EVAL_ONLY_STAGE_FIELDS): --resume

@@ -1,11 +1,11 @@
-"""Precise BatchNorm statistics (medattn.models.recompute_bn_statistics): every trainable BatchNormalization layer's
+"""Precise BatchNorm statistics (medattn.training.batchnorm.recompute_bn_statistics): every trainable BatchNormalization layer's
 moving statistics become the mean of its per-batch statistics under the final weights; nothing else changes."""
 
 import keras
 import numpy as np
 import pytest
 
-from medattn.models import recompute_bn_statistics, set_bn_momentum
+from medattn.training.batchnorm import recompute_bn_statistics, set_bn_momentum
 
 
 def _model(frozen_second=False):

@@ -42,7 +42,7 @@ def test_bad_arguments():
 def test_bn_momentum_reaches_both_backbones():
     """The cpu profile's BatchNorm momentum (0.9) must reach every BatchNormalization of both branches, nested
     backbones included; otherwise the from-scratch run's inference outputs are unusable."""
-    from medattn.models import set_bn_momentum
+    from medattn.training.batchnorm import set_bn_momentum
 
     m = set_bn_momentum(build_dcat(32, 3, backbone_a="efficientnetb0", dim=16, num_heads=2), 0.9)
 

@@ -88,7 +88,7 @@ def test_bn_momentum_reaches_every_batchnorm_of_both_models():
     segmenter and the classifier; the cpu profile trains the classifier at 0.9 and the segmenter at 0.99."""
     import keras
 
-    from medattn.models import set_bn_momentum
+    from medattn.training.batchnorm import set_bn_momentum
 
     mod = _script()
     cfg = mod.PROFILES["smoke"]
