@@ -160,17 +160,9 @@ def _card_of(path: Path) -> dict:
         raise ValueError(str(e)) from None
 
 
-def predict_folder(model_path, images, out, passes: int | None = None, progress: bool | None = None,
-                   overwrite: bool = False) -> dict:
-    """Run the model at ``model_path`` on every image under ``images``; write the outputs under ``out`` (a new
-    folder, or ``overwrite``). Returns ``{"n": processed, "unreadable": [lines], "skipped": [lines], "csv": path}``."""
-    from .datasets.core import DatasetError, read_image
-    from .datasets.profile import image_facts, unlike_profile
-    from .evaluation.tta import tta_predict, tta_restore, tta_views
-
-    model_path, images, out = Path(model_path), Path(images), Path(out)
-    files, skipped = _images(images)
-    _check_out(out, overwrite)
+def _loaded(model_path: Path) -> dict:
+    """The model, its card and, for a two-stage classifier, its segmenter and card; ValueError for a kind this
+    command cannot run or a card it cannot rebuild the rule from."""
     card = _card_of(model_path)
     kind = card["kind"]
     if kind not in ("segmenter", "classifier", "multitask", "patch_classifier"):
@@ -179,27 +171,125 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
     if kind == "patch_classifier" and not {"roi_size", "stride"} <= set(card):
         raise ValueError(f"{model_path.name}: its card lacks roi_size/stride (saved by an older medattn); the ROI "
                          "rule cannot be rebuilt")
-    model = _load(model_path)
-    seg_model = seg_card = None
+    m = {"kind": kind, "card": card, "model": _load(model_path), "seg_model": None, "seg_card": None,
+         "classes": list(card["class_names"])}
     if kind == "classifier" and card.get("segmenter"):
-        seg_path = model_path.parent / card["segmenter"]
-        seg_card = _card_of(seg_path)
-        seg_model = _load(seg_path)
-    mc = bool(card.get("mc_dropout"))
-    passes = (passes or int(card.get("mc_passes", 30))) if mc else 1
-    classes = list(card["class_names"])
+        m["seg_card"] = _card_of(model_path.parent / card["segmenter"])
+        m["seg_model"] = _load(model_path.parent / card["segmenter"])
+    elif kind == "segmenter":
+        m["seg_card"], m["seg_model"] = card, m["model"]
+    return m
+
+
+def _segment(img, segm, sc: dict):
+    """The segmenter's cleaned probability mask at its input size and the binary mask at the image's size."""
+    x = _prepare(img, int(sc["input_size"]), sc["preprocessing"])
+    m = np.asarray(segm(x[None], training=False))[0, ..., 0]
+    if sc.get("tta_flip"):  # the mean with the prediction of the mirrored image, mirrored back
+        m = 0.5 * (m + np.asarray(segm(x[None, :, ::-1], training=False))[0, :, ::-1, 0])
+    thr = float(sc.get("threshold") or 0.5)
+    post = sc.get("postprocess")
+    if post:  # the cleaning chosen on validation data (largest component, minimum lesion area)
+        from .evaluation.segmentation import postprocess_masks
+
+        m = postprocess_masks(m[None], float(post["min_area"]), bool(post["largest_component"]), thr)[0]
+    return m, _resize_mask(m, img.shape[:2]) > thr
+
+
+def _classify(img, m: dict, mask_small, passes: int, row: dict) -> None:
+    """The classifier's probabilities (mean over MC passes, each the mean over the card's TTA views) into ``row``;
+    a two-stage classifier gets the image in [0, 1] with the predicted mask stacked on it."""
+    from .evaluation.tta import tta_predict
+
+    card, model = m["card"], m["model"]
+    size = int(card["input_size"])
+    x = _prepare(img, size, card["preprocessing"])
+    if m["seg_model"] is not None:
+        import tensorflow as tf
+
+        msk = np.asarray(tf.image.resize(mask_small[None, ..., None], (size, size)))[0]
+        x = np.concatenate([x, msk.astype("float32")], axis=-1)
+    samples = np.stack([tta_predict(lambda v: np.asarray(model(v, training=False), dtype=np.float64),
+                                    x[None], card.get("tta"))[0] for _ in range(passes)])
+    p = samples.mean(0)
+    row.update({f"p_{c}": float(v) for c, v in zip(m["classes"], p)})
+    row["predicted"] = m["classes"][int(p.argmax())]
+    if card.get("mc_dropout"):
+        from .evaluation.uncertainty import entropy
+
+        row["predictive_entropy"] = float(entropy(p))
+        row["mc_passes"] = passes
+
+
+def _multitask(img, m: dict, row: dict):
+    """The multitask model's P(positive) and mask, each the mean over the card's TTA views (masks mapped back)."""
+    from .evaluation.tta import tta_restore, tta_views
+
+    card, classes = m["card"], m["classes"]
+    x = _prepare(img, int(card["input_size"]), card["preprocessing"])
+    outs = [m["model"](v, training=False) for v in tta_views(x[None], card.get("tta"))]
+    prob = float(np.mean([1 / (1 + np.exp(-float(np.asarray(o["label"]).ravel()[0]))) for o in outs]))
+    masks = [tta_restore(np.asarray(o["mask"]), card.get("tta"), i)[0, ..., 0] for i, o in enumerate(outs)]
+    row[f"p_{classes[1]}"] = prob
+    row["predicted"] = classes[int(prob > float(card.get("threshold") or 0.5))]
+    return _resize_mask(np.mean(masks, axis=0), img.shape[:2]) > 0.5
+
+
+def _predict_image(img, m: dict, passes: int, row: dict):
+    """One image's row (filled in place) and its lesion mask at the image's size, or None."""
+    kind, mask, mask_small = m["kind"], None, None
+    if m["seg_model"] is not None:
+        mask_small, mask = _segment(img, m["seg_model"], m["seg_card"])
+    if kind == "classifier":
+        _classify(img, m, mask_small, passes, row)
+        if mask is not None and row["predicted"] == m["card"].get("empty_mask_when"):
+            mask = np.zeros_like(mask)  # the image-level gate the run chose on validation data
+    if kind == "patch_classifier":
+        row.update(_vote(m["model"], img, m["card"], m["classes"]))
+    if kind == "multitask":
+        mask = _multitask(img, m, row)
+    if mask is not None:
+        row["lesion_area_fraction"] = float(mask.mean())
+    return mask
+
+
+def _write_outputs(out: Path, rows: list[dict], lists: dict) -> Path:
+    """``predictions.csv`` and a text file for each non-empty list (``unreadable``, ``skipped``, ``unlike``)."""
+    csv_path = out / "predictions.csv"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols or ["image"])
+        w.writeheader()
+        w.writerows(rows)
+    for name, lines in lists.items():
+        if lines:
+            (out / f"{'unlike_training' if name == 'unlike' else name}.txt").write_text("\n".join(lines) + "\n")
+    return csv_path
+
+
+def predict_folder(model_path, images, out, passes: int | None = None, progress: bool | None = None,
+                   overwrite: bool = False) -> dict:
+    """Run the model at ``model_path`` on every image under ``images``; write the outputs under ``out`` (a new
+    folder, or ``overwrite``). Returns ``{"n": processed, "unreadable": [lines], "skipped": [lines], "csv": path}``."""
+    from .datasets.core import DatasetError, read_image
+    from .datasets.profile import image_facts, unlike_profile
+
+    model_path, images, out = Path(model_path), Path(images), Path(out)
+    files, skipped = _images(images)
+    _check_out(out, overwrite)
+    m = _loaded(model_path)
+    passes = (passes or int(m["card"].get("mc_passes", 30))) if m["card"].get("mc_dropout") else 1
     names = _output_names(files, images)
     out.mkdir(parents=True, exist_ok=True)
     unreadable, rows, unlike = [], [], []
-    profile = card.get("input_profile")  # what the training images looked like (medattn.datasets.profile)
+    profile = m["card"].get("input_profile")  # what the training images looked like (medattn.datasets.profile)
     if progress is None:
         progress = sys.stderr.isatty()
-    it = files
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(files, desc="predicting", unit="image")
-    for path in it:
+        files = tqdm(files, desc="predicting", unit="image")
+    for path in files:
         rel = path.relative_to(images)
         try:
             img = read_image(path, mode="RGB")
@@ -209,74 +299,11 @@ def predict_folder(model_path, images, out, passes: int | None = None, progress:
         if profile and (problems := unlike_profile(image_facts(img), profile)):
             unlike.append(f"{rel}: " + "; ".join(problems))
         row = {"image": str(rel), "height": img.shape[0], "width": img.shape[1]}
-        mask = None
-        if kind == "segmenter" or seg_model is not None:
-            sc = card if kind == "segmenter" else seg_card
-            x = _prepare(img, int(sc["input_size"]), sc["preprocessing"])
-            segm = model if kind == "segmenter" else seg_model
-            m = np.asarray(segm(x[None], training=False))[0, ..., 0]
-            if sc.get("tta_flip"):  # the mean with the prediction of the mirrored image, mirrored back
-                m = 0.5 * (m + np.asarray(segm(x[None, :, ::-1], training=False))[0, :, ::-1, 0])
-            thr = float(sc.get("threshold") or 0.5)
-            post = sc.get("postprocess")
-            if post:  # the cleaning chosen on validation data (largest component, minimum lesion area)
-                from .evaluation.segmentation import postprocess_masks
-
-                m = postprocess_masks(m[None], float(post["min_area"]), bool(post["largest_component"]), thr)[0]
-            mask_small = m
-            mask = _resize_mask(m, img.shape[:2]) > thr
-        if kind == "classifier":
-            size = int(card["input_size"])
-            x = _prepare(img, size, card["preprocessing"])
-            if seg_model is not None:  # the two-stage pipeline: image in [0, 1] + the predicted mask
-                import tensorflow as tf
-
-                msk = np.asarray(tf.image.resize(mask_small[None, ..., None], (size, size)))[0]
-                x = np.concatenate([x, msk.astype("float32")], axis=-1)
-            # the card's tta (brain MRI: flip): each pass is the mean over the image's views
-            samples = np.stack([tta_predict(lambda v: np.asarray(model(v, training=False), dtype=np.float64),
-                                            x[None], card.get("tta"))[0] for _ in range(passes)])
-            p = samples.mean(0)
-            for c, v in zip(classes, p):
-                row[f"p_{c}"] = float(v)
-            row["predicted"] = classes[int(p.argmax())]
-            if mask is not None and row["predicted"] == card.get("empty_mask_when"):
-                mask = np.zeros_like(mask)  # the image-level gate the run chose on validation data
-            if mc:
-                from .evaluation.uncertainty import entropy
-
-                row["predictive_entropy"] = float(entropy(p))
-                row["mc_passes"] = passes
+        mask = _predict_image(img, m, passes, row)
         if mask is not None:
-            row["lesion_area_fraction"] = float(mask.mean())
-            _save_mask_and_overlay(out, names[rel], img, mask)
-        if kind == "patch_classifier":
-            row.update(_vote(model, img, card, classes))
-        if kind == "multitask":
-            x = _prepare(img, int(card["input_size"]), card["preprocessing"])
-            # the card's tta: the mean over the image's views, each view's mask mapped back onto the image
-            outs = [model(v, training=False) for v in tta_views(x[None], card.get("tta"))]
-            prob = float(np.mean([1 / (1 + np.exp(-float(np.asarray(o["label"]).ravel()[0]))) for o in outs]))
-            masks = [tta_restore(np.asarray(o["mask"]), card.get("tta"), i)[0, ..., 0] for i, o in enumerate(outs)]
-            thr = float(card.get("threshold") or 0.5)
-            row[f"p_{classes[1]}"] = prob
-            row["predicted"] = classes[int(prob > thr)]
-            mask = _resize_mask(np.mean(masks, axis=0), img.shape[:2]) > 0.5
-            row["lesion_area_fraction"] = float(mask.mean())
             _save_mask_and_overlay(out, names[rel], img, mask)
         rows.append(row)
-    csv_path = out / "predictions.csv"
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols or ["image"])
-        w.writeheader()
-        w.writerows(rows)
-    if unreadable:
-        (out / "unreadable.txt").write_text("\n".join(unreadable) + "\n")
-    if skipped:
-        (out / "skipped.txt").write_text("\n".join(skipped) + "\n")
-    if unlike:
-        (out / "unlike_training.txt").write_text("\n".join(unlike) + "\n")
+    csv_path = _write_outputs(out, rows, {"unreadable": unreadable, "skipped": skipped, "unlike": unlike})
     return {"n": len(rows), "unreadable": unreadable, "skipped": skipped, "unlike": unlike, "csv": csv_path}
 
 
