@@ -74,11 +74,13 @@ def _refused_in_process(args: list[str], message: str, tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
-    """``val_fraction`` keeps a validation part of each training fold (best validation loss kept) and
-    ``threshold_rule`` chooses each fold's threshold on it: the fold models' cards carry those thresholds, the
-    saved decisions are the test probabilities above their fold's threshold, and the table gets the second row.
-    A rule without a validation part is refused before anything runs."""
+def test_validation_part_thresholds_and_epochs_chosen_on_it(tmp_path):
+    """``val_fraction`` keeps a validation part of each training fold and ``threshold_rule`` chooses each fold's
+    threshold on it: the fold models' cards carry those thresholds, the saved decisions are the test probabilities
+    above their fold's threshold, and the table gets the second row. ``select_on=val_auc`` keeps, in every fold of
+    both kinds of arm, the epoch with the highest validation AUC of the classification output (``val_label_auc``
+    for the multitask model, ``val_auc`` without the decoder). Options that need a validation part, or another
+    value, are refused before anything runs; flip TTA re-reads the finished folds."""
     import numpy as np
 
     from medattn.datasets.phantom import make_phantom_busi
@@ -86,13 +88,24 @@ def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
     data = make_phantom_busi(tmp_path / "busi", counts=(10, 8, 3), seed=5)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     base = [sys.executable, str(REPO / "reproductions" / "emtnet.py"), "--profile", "smoke", "--data-dir", str(data),
-            "--runs-dir", str(tmp_path / "runs"), "--set", "ablation=false", "--set", "threshold_rule=sensitivity:0.9"]
-    _refused_in_process(base[2:] + ["--out", str(tmp_path / "refused")], "also set val_fraction", tmp_path)
+            "--runs-dir", str(tmp_path / "runs"), "--set", "threshold_rule=sensitivity:0.9"]
+    for extra, message in (([], "also set val_fraction"),
+                           (["--set", "select_on=val_auc"], "also set val_fraction"),
+                           (["--set", "select_on=auc", "--set", "val_fraction=0.25"], "val_loss or val_auc")):
+        _refused_in_process(base[2:] + extra + ["--out", str(tmp_path / "refused")], message, tmp_path)
+    base += ["--set", "val_fraction=0.25", "--set", "select_on=val_auc", "--set", "train.epochs=3"]
     out = tmp_path / "out"
-    r = subprocess.run(base + ["--set", "val_fraction=0.25", "--out", str(out)], capture_output=True, text=True,
-                       timeout=600, cwd=tmp_path, env=env)
+    r = subprocess.run(base + ["--out", str(out)], capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    row = json.loads((out / "runs.json").read_text())["rows"][0]
+    rows = {r["arm"]: r for r in json.loads((out / "runs.json").read_text())["rows"]}
+    assert set(rows) == {"multitask_w2", "cls_only_w2"}
+    for arm, key in (("multitask_w2", "val_label_auc"), ("cls_only_w2", "val_auc")):
+        assert rows[arm]["select_on"] == "val_auc"
+        for f, best in enumerate(json.loads(rows[arm]["best_epochs"])):
+            log = json.loads((tmp_path / "runs" / "emtnet-smoke" / f"{arm}_s0" / f"fold{f}" / "log.json").read_text())
+            assert best == int(np.argmax([h[key] for h in log])) + 1
+    assert json.loads((out / "config.json").read_text())["select_on"] == "val_auc"
+    row = rows["multitask_w2"]
     thresholds, val_n = json.loads(row["thresholds"]), json.loads(row["val_n"])
     assert len(thresholds) == len(val_n) == 2 and all(n >= 2 for n in val_n)
     cards = [json.loads((tmp_path / "runs" / "emtnet-smoke" / "multitask_w2_s0" / "models" / f"fold{f}.json")
@@ -109,7 +122,7 @@ def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
     assert 0 <= row["val_roc_auc"] <= 1 and row["val_loss_mean"] > 0  # what settings are chosen by
     # flip TTA changes only the evaluation: the finished folds are read again (validation, thresholds, test)
     out2 = tmp_path / "tta"
-    r = subprocess.run(base + ["--set", "val_fraction=0.25", "--out", str(out2), "--resume", "--set", "tta=flip"],
+    r = subprocess.run(base + ["--out", str(out2), "--resume", "--set", "tta=flip", "--set", "ablation=false"],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     again = json.loads((out2 / "runs.json").read_text())["rows"][0]
@@ -119,36 +132,6 @@ def test_validation_part_and_thresholds_chosen_on_it(tmp_path):
     assert p2.shape == prob.shape and 0 <= p2.min() and p2.max() <= 1  # (a one-epoch smoke model barely varies)
     card = json.loads(saved_model(out2, "fold0.keras").with_suffix(".json").read_text())
     assert card["tta"] == "flip"
-
-
-@pytest.mark.subprocess
-def test_epochs_kept_on_validation_auc(tmp_path):
-    """``select_on=val_auc`` keeps, in every fold of both kinds of arm, the epoch with the highest validation AUC of
-    the classification output (``val_label_auc`` for the multitask model, ``val_auc`` without the decoder), and the
-    rows say so; without a validation part, or with another value, it is refused before anything runs."""
-    import numpy as np
-
-    from medattn.datasets.phantom import make_phantom_busi
-
-    data = make_phantom_busi(tmp_path / "busi", counts=(10, 8, 3), seed=5)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    base = [sys.executable, str(REPO / "reproductions" / "emtnet.py"), "--profile", "smoke", "--data-dir", str(data),
-            "--runs-dir", str(tmp_path / "runs")]
-    for extra, message in ((["--set", "select_on=val_auc"], "also set val_fraction"),
-                           (["--set", "select_on=auc", "--set", "val_fraction=0.25"], "val_loss or val_auc")):
-        _refused_in_process(base[2:] + extra + ["--out", str(tmp_path / "refused")], message, tmp_path)
-    out = tmp_path / "out"
-    r = subprocess.run(base + ["--set", "val_fraction=0.25", "--set", "select_on=val_auc", "--set", "train.epochs=3",
-                               "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = {r["arm"]: r for r in json.loads((out / "runs.json").read_text())["rows"]}
-    assert set(rows) == {"multitask_w2", "cls_only_w2"}
-    for arm, key in (("multitask_w2", "val_label_auc"), ("cls_only_w2", "val_auc")):
-        assert rows[arm]["select_on"] == "val_auc"
-        for f, best in enumerate(json.loads(rows[arm]["best_epochs"])):
-            log = json.loads((tmp_path / "runs" / "emtnet-smoke" / f"{arm}_s0" / f"fold{f}" / "log.json").read_text())
-            assert best == int(np.argmax([h[key] for h in log])) + 1
-    assert json.loads((out / "config.json").read_text())["select_on"] == "val_auc"
 
 
 def test_cpu_profile_is_the_configuration_the_selection_run_chose():
