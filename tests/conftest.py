@@ -37,15 +37,27 @@ def load_script(folder: str, name: str):
     return mod
 
 
+def main_in_process(script: str, args) -> tuple[int, str]:
+    """``reproductions/<script>.py``'s exit code and standard error for ``args``, run in this process (a refusal
+    needs no process of its own)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = load_script("reproductions", script).main([str(a) for a in args])
+    return code, err.getvalue()
+
+
 def run_once(name: str, make, tmp_path_factory) -> Path:
-    """A folder that ``make(folder)`` fills once per test session, whichever pytest-xdist worker asks first (the
+    """A folder that ``make(folder)`` fills once per pytest run, whichever pytest-xdist worker asks first (the
     others wait on a file lock, then reuse it): an expensive run that several tests read. A test that writes beside
     it works on a copy (``shutil.copytree``)."""
     import fcntl
     import shutil
 
     base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's, shared by its workers
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the pytest run's, shared by its workers
     folder = root / f"once_{name}"
     with open(root / f"once_{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -29,16 +29,11 @@ def _run(args, cwd, timeout=900):
 def _main_in_process(args) -> tuple[int, str]:
     """The script's exit code and standard error for ``args``, run in this process (a refusal needs no process of
     its own); a refusal is one line."""
-    import contextlib
-    import io
+    from tests.conftest import main_in_process
 
-    from tests.conftest import load_script
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = load_script("reproductions", "brain_tumor_transfer").main([str(a) for a in args])
-    assert code != 2 or len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
-    return code, err.getvalue()
+    code, err = main_in_process("brain_tumor_transfer", args)
+    assert code != 2 or len(err.strip().splitlines()) == 1, err
+    return code, err
 
 
 def _fake_release(root, per_class=6, n_test=3, copies=("glioma", "pituitary")):
@@ -63,7 +58,7 @@ def _fake_release(root, per_class=6, n_test=3, copies=("glioma", "pituitary")):
 
 @pytest.fixture
 def brain_smoke(tmp_path_factory, tmp_path):
-    """The default smoke run (MobileNetV2 and VGG16, seed 0) on a fake release, made once per test session and
+    """The default smoke run (MobileNetV2 and VGG16, seed 0) on a fake release, made once per pytest run and
     copied here: ``brain_tumor_mri/`` (the data), ``out/`` (its results) and ``runs/`` (its run folders)."""
     import shutil
 

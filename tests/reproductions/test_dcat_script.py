@@ -82,17 +82,11 @@ def test_smoke_on_a_medmnist_file(tmp_path):
     one = comp[("roc_auc", "ours (smoke): a_only")]
     assert one["value"] == pytest.approx(rows[2]["roc_auc"])
     assert (one["ci_low"], one["ci_high"]) == pytest.approx(tuple(rows[2]["roc_auc_ci"]))
-    import contextlib
-    import io
+    from tests.conftest import main_in_process
 
-    from tests.conftest import load_script
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):  # refused in one line before anything runs
-        assert load_script("reproductions", "dcat").main(["--profile", "smoke", "--data-dir", str(data), "--out",
-                                                          str(tmp_path / "o2"), "--runs-dir", str(tmp_path / "r2"),
-                                                          "--set", "multi_seed_variants=concat"]) == 2
-    assert "multi_seed_variants: 'concat'" in err.getvalue() and not (tmp_path / "r2").exists()
+    code, err = main_in_process("dcat", ["--profile", "smoke", "--data-dir", data, "--out", tmp_path / "o2",
+                                         "--runs-dir", tmp_path / "r2", "--set", "multi_seed_variants=concat"])
+    assert code == 2 and "multi_seed_variants: 'concat'" in err and not (tmp_path / "r2").exists()
 
 
 @pytest.mark.slow

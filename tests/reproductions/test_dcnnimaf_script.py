@@ -268,13 +268,10 @@ def test_external_validation_on_other_phantoms_without_normal(tmp_path):
     assert all(np.array_equal(before[k], kept[k]) for k in before)
     assert json.loads((out2 / "config.json").read_text())["stages"]["cls"]["precise_bn"] is True
     # an unknown classifier TTA is refused in one line before anything runs
-    import contextlib
-    import io
+    from tests.conftest import main_in_process
 
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        assert _script().main([*args[:-1], "cls_tta=dihedral"]) == 2
-    assert "cls_tta 'dihedral'" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+    code, err = main_in_process("dcnnimaf", [*args[:-1], "cls_tta=dihedral"])
+    assert code == 2 and "cls_tta 'dihedral'" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -60,15 +60,10 @@ def test_smoke_on_benign_malignant_phantoms_end_to_end(tmp_path):
 def _refused_in_process(args: list[str], message: str, tmp_path) -> None:
     """The script refuses ``args`` in one line naming ``message``, before anything runs (in process: a refusal
     needs no process of its own)."""
-    import contextlib
-    import io
+    from tests.conftest import main_in_process
 
-    from tests.conftest import load_script
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = load_script("reproductions", "emtnet").main(args)
-    assert code == 2 and message in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+    code, err = main_in_process("emtnet", args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "refused").exists()
 
 
