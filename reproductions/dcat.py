@@ -304,8 +304,9 @@ def _train_variant(ctx, run: RunSpec, data: dict):
                           fusion=VARIANTS[run.arm], dim=cfg.dim, num_heads=cfg.num_heads, dropout=cfg.dropout,
                           weights_a=cfg.pretrained, weights_b=None)
 
+    # one model per variant, reset for each seed: its steps are traced once (Context.build's reuse)
     model = ctx.build(builder, stage, len(idx["train"]), "sparse_categorical_crossentropy", ["accuracy"],
-                      precision=_precision_model(cfg, run.arm))
+                      reuse=("dcat", run.arm), precision=_precision_model(cfg, run.arm))
     tr, va = idx["train"], idx["val"]
     counts = np.bincount(y[tr], minlength=n_cls)
     cw = {c: len(tr) / (n_cls * max(counts[c], 1)) for c in range(n_cls)}

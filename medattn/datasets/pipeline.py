@@ -21,6 +21,18 @@ __all__ = ["image_dataset", "array_dataset", "augmenter", "decode_arrays", "AUTO
 AUTOTUNE = -1
 
 
+def _finished(ds):
+    """``ds`` prefetched, without tf.data's default graph rewrites. The rewrites (map and batch fusion, injected
+    prefetching) change no element here (every map is deterministic and keyed by element index), but they run on
+    every new iterator, and a run makes one per epoch: 42 ms instead of 32 ms per iterator for the 32 px synthetic
+    segmenter's data, up to 400 ms at 128 px."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return ds.prefetch(AUTOTUNE).with_options(options)
+
+
 def augmenter(rotation: float = 0.0, zoom: float = 0.0, flip: str | None = "horizontal", brightness: float = 0.0,
               translate: float = 0.0, fill_mode: str = "nearest"):
     """A function ``(images, seed) -> images`` of per-image random transforms on a batch, deterministic in
@@ -199,7 +211,7 @@ def image_dataset(
             return {**item, "image": bright(img, key + 1)}
 
         ds = ds.enumerate().map(aug, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+    return _finished(ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True))
 
 
 @functools.lru_cache(maxsize=64)
@@ -283,8 +295,7 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuff
     def fn(i, t):
         return element(tf.stack([base_seed, tf.cast(i, tf.int64)]), t)
 
-    ds = ds.enumerate().map(fn, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return ds.prefetch(AUTOTUNE)
+    return _finished(ds.enumerate().map(fn, num_parallel_calls=AUTOTUNE, deterministic=True))
 
 
 def decode_arrays(records: Sequence[Record], image_size: int, batch_size: int = 32):

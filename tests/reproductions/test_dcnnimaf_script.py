@@ -11,14 +11,18 @@ from tests.conftest import REPO, load_script, saved_model
 
 @pytest.mark.slow
 def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
+    """The smoke profile on phantoms under MirroredStrategy on two CPU replicas, then its saved pipeline through the
+    predict command."""
     env = {k: v for k, v in os.environ.items() if k != "MEDATTN_DATA_DIR"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", MEDATTN_CPU_REPLICAS="2")
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, str(REPO / "reproductions" / "dcnnimaf.py"), "--profile", "smoke",
-                        "--out", str(out), "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True,
-                       timeout=900, env=env, cwd=tmp_path)
+                        "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--strategy", "mirrored"],
+                       capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "SYNTHETIC" in r.stdout and "Dataset_BUSI_with_GT" in r.stdout
+    run_meta = json.loads((out / "run.json").read_text())
+    assert run_meta["strategy"] == "MirroredStrategy" and run_meta["replicas"] == 2
     comp = json.loads((out / "comparison.json").read_text())
     assert comp["meta"]["synthetic"] is True and "SYNTHETIC" in comp["title"]
     assert all("SYNTHETIC" in row["source"] for row in comp["rows"])

@@ -11,13 +11,18 @@ from tests.conftest import REPO, dataset_dir
 @pytest.mark.slow
 @pytest.mark.data
 def test_smoke_profile_end_to_end(tmp_path):
+    """Trained under MirroredStrategy on two CPU replicas, then evaluated again (and a second seed trained) under
+    the default strategy from the same checkpoint: the strategy says how to run, not what is computed."""
     data = dataset_dir("mias_rois")
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO / "reproductions" / "mias_fusion.py"), "--profile", "smoke", "--data-dir",
            str(data), "--out", str(out), "--set", "models=vgg16:model2", "--quiet", "--runs-dir", str(tmp_path / "runs")]
     env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    r = subprocess.run(cmd + ["--strategy", "mirrored"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                       env={**env, "MEDATTN_CPU_REPLICAS": "2"})
     assert r.returncode == 0, r.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["strategy"] == "MirroredStrategy" and run["replicas"] == 2
     comp = json.loads((out / "comparison.json").read_text())
     metrics = {row["metric"]: row for row in comp["rows"]}
     assert metrics["vgg16:model2 (1 seed) accuracy"]["paper"] == 0.875

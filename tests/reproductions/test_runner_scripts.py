@@ -26,33 +26,6 @@ def _run(args, tmp_path, timeout=900, **env):
 
 
 @pytest.mark.slow
-@pytest.mark.data
-@pytest.mark.subprocess
-def test_mias_smoke_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
-    out = tmp_path / "out"
-    r = _run([SCRIPTS / "mias_fusion.py", "--profile", "smoke", "--data-dir", dataset_dir("mias_rois"), "--out", out,
-              "--runs-dir", tmp_path / "runs", "--strategy", "mirrored", "--set", "models=vgg16:model2", "--quiet"],
-             tmp_path, MEDATTN_CPU_REPLICAS="2")
-    assert r.returncode == 0, r.stderr[-3000:]
-    run = json.loads((out / "run.json").read_text())
-    assert run["strategy"] == "MirroredStrategy" and run["replicas"] == 2
-    row = json.loads((out / "runs.json").read_text())["rows"][0]
-    assert row["tp"] + row["fn"] + row["fp"] + row["tn"] == 64
-
-
-@pytest.mark.slow
-@pytest.mark.subprocess
-def test_dcnnimaf_smoke_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
-    out = tmp_path / "out"
-    r = _run([SCRIPTS / "dcnnimaf.py", "--profile", "smoke", "--out", out, "--runs-dir", tmp_path / "runs",
-              "--strategy", "mirrored"], tmp_path, MEDATTN_CPU_REPLICAS="2")
-    assert r.returncode == 0, r.stderr[-3000:]
-    run = json.loads((out / "run.json").read_text())
-    assert run["strategy"] == "MirroredStrategy" and run["replicas"] == 2 and run["synthetic"] is True
-    assert json.loads((out / "runs.json").read_text())["rows"][0]["n_test"] > 0
-
-
-@pytest.mark.slow
 @pytest.mark.subprocess
 def test_dcnnimaf_smoke_under_two_worker_multiworker_strategy(tmp_path):
     """Two real workers on localhost: Keras' fit cannot run there, the runner's custom loop does; the chief writes
