@@ -37,15 +37,15 @@ def load_script(folder: str, name: str):
     return mod
 
 
-def main_in_process(script: str, args) -> tuple[int, str]:
-    """``reproductions/<script>.py``'s exit code and standard error for ``args``, run in this process (a refusal
-    needs no process of its own)."""
+def main_in_process(script: str, args, folder: str = "reproductions") -> tuple[int, str]:
+    """``<folder>/<script>.py``'s exit code and standard error for ``args``, run in this process (a refusal needs
+    no process of its own)."""
     import contextlib
     import io
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = load_script("reproductions", script).main([str(a) for a in args])
+        code = load_script(folder, script).main([str(a) for a in args])
     return code, err.getvalue()
 
 

@@ -324,19 +324,19 @@ def test_smoke_on_busi_then_predict_on_busi_images(tmp_path):
     for p in parts:
         assert p["n_missed"] == sum(p[f"missed_{k}"] for k in ("empty", "elsewhere", "wrong_component",
                                                                 "small_overlap")) <= p["n_lesion"] <= p["n_images"]
-    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "analysis" / "dcnnimaf_misses.py"), "--runs-dir",
-                        str(tmp_path / "runs"), "--data-dir", str(busi), "--runs", "random_s0", "--profile", "smoke",
-                        "--out", str(tmp_path / "misses")], capture_output=True, text=True, timeout=600, env=env,
-                       cwd=tmp_path)
-    assert r.returncode == 2 and "random_s0/identity.json not found" in r.stderr
+    from tests.conftest import main_in_process
+
+    def misses_refusal(run, out):  # refusals need no process of their own
+        return main_in_process("dcnnimaf_misses", ["--runs-dir", tmp_path / "runs", "--data-dir", busi, "--runs", run,
+                                                   "--profile", "smoke", "--out", out], folder="reproductions/analysis")
+
+    code, err = misses_refusal("random_s0", tmp_path / "misses")
+    assert code == 2 and "random_s0/identity.json not found" in err
     card_path = models / "segmenter.json"  # a segmenter trained at another size than the profile's is refused
     card = json.loads(card_path.read_text())
     card_path.write_text(json.dumps({**card, "input_size": card["input_size"] + 32}))
-    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "analysis" / "dcnnimaf_misses.py"), "--runs-dir",
-                        str(tmp_path / "runs"), "--data-dir", str(busi), "--runs", "grouped_s0", "--profile", "smoke",
-                        "--out", str(tmp_path / "misses2")], capture_output=True, text=True, timeout=600, env=env,
-                       cwd=tmp_path)
-    assert r.returncode == 2 and f"segmenter at {card['input_size'] + 32} px" in r.stderr
+    code, err = misses_refusal("grouped_s0", tmp_path / "misses2")
+    assert code == 2 and f"segmenter at {card['input_size'] + 32} px" in err
     assert not (tmp_path / "misses2").exists()
 
 
