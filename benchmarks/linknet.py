@@ -3,7 +3,7 @@
     python benchmarks/linknet.py [--batch 4] [--size 256] [--repeats 3] [--rounds 1] [--sm-python PATH/TO/venv/bin/python]
                                  [--markdown benchmarks/results/linknet.md]
 
-Rows (one run, same batch and input, float32, random weights):
+Rows (same batch and input, float32, random weights; each model measured in a fresh process of its own):
   * bare InceptionResNetV2 encoder (same padding) -> GAP -> Dense(1): the cost of the encoder alone;
   * our LinkNet with scSE after each decoder block (``medattn.models.build_linknet``), without scSE, and without
     scSE with a 16-filter head (``final_filters=16``, the width segmentation_models uses at full resolution; ours
@@ -90,50 +90,72 @@ def _time_model(model, x, y, repeats):
     return statistics.median(ts), statistics.median(inf)
 
 
-def _sm_row(python, batch, size, repeats):
-    env = {**os.environ, "SM_FRAMEWORK": "tf.keras", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    r = subprocess.run([python, "-c", _SM_SNIPPET, str(batch), str(size), str(repeats)], env=env,
-                       capture_output=True, text=True, timeout=1800)
-    if r.returncode != 0:
-        raise RuntimeError(f"segmentation_models benchmark failed in {python}:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+OURS = {  # row name -> what the child process builds
+    "bare": "bare InceptionResNetV2 encoder (GAP -> Dense 1)",
+    "scse": "medattn LinkNet + scSE (ours)",
+    "none": "medattn LinkNet, no attention",
+    "head16": "medattn LinkNet, no attention, 16-filter head (as segmentation_models)",
+}
 
 
-def _measure_round(args, x, y_mask, y_vec):
-    """One pass over every row: (name, params, ms/step, ms/image at batch 1)."""
+def _child(kind: str, batch: int, size: int, repeats: int) -> dict:
+    """One of our rows, measured in this (fresh) process: what ``--child KIND`` prints."""
     import keras
+    import numpy as np
 
     from medattn.backbones import inception_resnet_v2_same
     from medattn.models.linknet import build_linknet
 
-    def bare():
-        enc = inception_resnet_v2_same((args.size, args.size, 3), weights=None)
-        return keras.Model(enc.input, keras.layers.Dense(1, activation="sigmoid")(
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, size, size, 3)).astype("float32")
+    if kind == "bare":
+        enc = inception_resnet_v2_same((size, size, 3), weights=None)
+        model = keras.Model(enc.input, keras.layers.Dense(1, activation="sigmoid")(
             keras.layers.GlobalAveragePooling2D()(enc.output)), name="bare_irv2")
-
-    rows = []
-    for name, build, y in (
-        ("bare InceptionResNetV2 encoder (GAP -> Dense 1)", bare, y_vec),
-        ("medattn LinkNet + scSE (ours)", lambda: build_linknet("inceptionresnetv2", args.size), y_mask),
-        ("medattn LinkNet, no attention", lambda: build_linknet("inceptionresnetv2", args.size, attention=False),
-         y_mask),
-        ("medattn LinkNet, no attention, 16-filter head (as segmentation_models)",
-         lambda: build_linknet("inceptionresnetv2", args.size, attention=False, final_filters=16), y_mask),
-    ):
-        m = build()
-        step, inf = _time_model(m, x, y, args.repeats)
-        rows.append((name, m.count_params(), step, inf))
-        print(f"  measured {name}: {step * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
-        del m
-        keras.backend.clear_session()
-    if args.sm_python:
-        r = _sm_row(args.sm_python, args.batch, args.size, args.repeats)
-        name = f"segmentation_models {r['sm']} Linknet('inceptionresnetv2') (tf {r['tf']}, tf.keras = {r['keras']})"
-        rows.append((name, r["params"], r["step"], r["infer"]))
-        print(f"  measured {name}: {r['step'] * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
+        y = np.ones((batch, 1), "float32")
     else:
-        rows.append(("segmentation_models Linknet('inceptionresnetv2')", None, None, None))
-    return rows
+        model = build_linknet("inceptionresnetv2", size, attention="scse" if kind == "scse" else None,
+                              final_filters=16 if kind == "head16" else 32)
+        y = (rng.random((batch, size, size, 1)) > 0.5).astype("float32")
+    step, inf = _time_model(model, x, y, repeats)
+    return {"params": int(model.count_params()), "step": step, "infer": inf}
+
+
+def _row_in_process(command: list[str], env: dict) -> dict:
+    r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"benchmark process failed: {' '.join(command[:3])}:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _measure_round(args, index: int):
+    """One pass over every row, each model in a fresh process (as segmentation_models' must be), ours first in even
+    rounds and segmentation_models first in odd ones: (name, params, ms/step, ms/image at batch 1)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    size = [str(args.batch), str(args.size), str(args.repeats)]
+    ours = []
+    sm = None
+
+    def measure_ours():
+        for kind, name in OURS.items():
+            r = _row_in_process([sys.executable, __file__, "--child", kind, "--batch", size[0], "--size", size[1],
+                                 "--repeats", size[2]], env)
+            ours.append((name, r["params"], r["step"], r["infer"]))
+            print(f"  measured {name}: {r['step'] * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
+
+    def measure_sm():
+        nonlocal sm
+        if not args.sm_python:
+            sm = ("segmentation_models Linknet('inceptionresnetv2')", None, None, None)
+            return
+        r = _row_in_process([args.sm_python, "-c", _SM_SNIPPET, *size], {**env, "SM_FRAMEWORK": "tf.keras"})
+        sm = (f"segmentation_models {r['sm']} Linknet('inceptionresnetv2') (tf {r['tf']}, tf.keras = {r['keras']})",
+              r["params"], r["step"], r["infer"])
+        print(f"  measured {sm[0]}: {r['step'] * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
+
+    for part in ((measure_ours, measure_sm) if index % 2 == 0 else (measure_sm, measure_ours)):
+        part()
+    return ours + [sm]
 
 
 def main(argv=None):
@@ -142,23 +164,22 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1,
-                    help="measure every row this many times, in turn (ours and segmentation_models alternate, so "
-                         "a slow spell of the machine hits both); medians over rounds, ratios per round")
+                    help="measure every row this many times, in turn (ours first in even rounds, segmentation_models "
+                         "first in odd ones, so a slow spell of the machine hits both); medians over rounds, ratios "
+                         "per round")
     ap.add_argument("--sm-python", default=None, help="python of an environment with segmentation_models")
     ap.add_argument("--markdown", default=None, help="also write the table to this file")
+    ap.add_argument("--child", choices=sorted(OURS), help=argparse.SUPPRESS)  # one of our rows, in this process
     args = ap.parse_args(argv)
-
-    import numpy as np
+    if args.child:
+        print(json.dumps(_child(args.child, args.batch, args.size, args.repeats)))
+        return
 
     from medattn.training.records import machine_description
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
-    y_mask = (rng.random((args.batch, args.size, args.size, 1)) > 0.5).astype("float32")
-    y_vec = np.ones((args.batch, 1), "float32")
     rounds = []
-    for _ in range(args.rounds):  # the table after every round: a run cut short keeps the rounds it finished
-        rounds.append(_measure_round(args, x, y_mask, y_vec))
+    for i in range(args.rounds):  # the table after every round: a run cut short keeps the rounds it finished
+        rounds.append(_measure_round(args, i))
         text = _table(args, rounds, argv, machine_description())
         if args.markdown:
             with open(args.markdown, "w") as f:

@@ -89,11 +89,11 @@ def measure_default_run() -> dict:
                                                                   "folder)"])}
 
 
-def measure_linknet(sm_python: str, rounds: int, batch: int, size: int) -> dict:
+def measure_linknet(sm_python: str, rounds: int, batch: int, size: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         md = Path(tmp, "linknet.md")
         args = ["--sm-python", sm_python, "--rounds", str(rounds), "--batch", str(batch), "--size", str(size),
-                "--markdown", str(md)]
+                "--repeats", str(repeats), "--markdown", str(md)]
         r = subprocess.run([sys.executable, "benchmarks/linknet.py", *args], cwd=REPO, capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"speed: benchmarks/linknet.py failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="suite,default", help="comma-separated: suite, default, linknet")
     ap.add_argument("--sm-python", help="python of an environment holding segmentation_models (part linknet)")
-    ap.add_argument("--rounds", type=int, default=2, help="linknet: alternating rounds")
+    ap.add_argument("--rounds", type=int, default=3, help="linknet: alternating rounds")
+    ap.add_argument("--repeats", type=int, default=5, help="linknet: timed steps per model and round (median)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--json", type=Path, default=RESULT)
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     result = json.loads(args.json.read_text()) if args.json.exists() else {}
     measure = {"suite": ("suite_minutes", measure_suite), "default": ("default_run_seconds", measure_default_run),
                "linknet": ("linknet_vs_segmentation_models",
-                           lambda: measure_linknet(args.sm_python, args.rounds, args.batch, args.size))}
+                           lambda: measure_linknet(args.sm_python, args.rounds, args.batch, args.size, args.repeats))}
     for part in parts:
         key, fn = measure[part]
         result[key] = {**fn(), "target": TARGETS[key]}
