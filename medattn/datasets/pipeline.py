@@ -25,7 +25,7 @@ def _finished(ds):
     """``ds`` prefetched, without tf.data's default graph rewrites. The rewrites (map and batch fusion, injected
     prefetching) change no element here (every map is deterministic and keyed by element index), but they run on
     every new iterator, and a run makes one per epoch: 42 ms instead of 32 ms per iterator for the 32 px synthetic
-    segmenter's data, up to 400 ms at 128 px."""
+    segmenter's data, 54-416 ms instead of 32-78 ms for 400 images at 128 px."""
     import tensorflow as tf
 
     options = tf.data.Options()
