@@ -121,7 +121,8 @@ def _child(kind: str, batch: int, size: int, repeats: int) -> dict:
     return {"params": int(model.count_params()), "step": step, "infer": inf}
 
 
-def _row_in_process(command: list[str], env: dict) -> dict:
+def _row_from_process(command: list[str], env: dict) -> dict:
+    """The JSON row a fresh benchmark process prints last."""
     r = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
         raise RuntimeError(f"benchmark process failed: {' '.join(command[:3])}:\n{r.stderr[-3000:]}")
@@ -132,14 +133,14 @@ def _measure_round(args, index: int):
     """One pass over every row, each model in a fresh process (as segmentation_models' must be), ours first in even
     rounds and segmentation_models first in odd ones: (name, params, ms/step, ms/image at batch 1)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    size = [str(args.batch), str(args.size), str(args.repeats)]
+    shape = [str(args.batch), str(args.size), str(args.repeats)]  # what both kinds of process take
     ours = []
     sm = None
 
     def measure_ours():
         for kind, name in OURS.items():
-            r = _row_in_process([sys.executable, __file__, "--child", kind, "--batch", size[0], "--size", size[1],
-                                 "--repeats", size[2]], env)
+            r = _row_from_process([sys.executable, __file__, "--child", kind, "--batch", shape[0], "--size", shape[1],
+                                   "--repeats", shape[2]], env)
             ours.append((name, r["params"], r["step"], r["infer"]))
             print(f"  measured {name}: {r['step'] * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
 
@@ -148,7 +149,7 @@ def _measure_round(args, index: int):
         if not args.sm_python:
             sm = ("segmentation_models Linknet('inceptionresnetv2')", None, None, None)
             return
-        r = _row_in_process([args.sm_python, "-c", _SM_SNIPPET, *size], {**env, "SM_FRAMEWORK": "tf.keras"})
+        r = _row_from_process([args.sm_python, "-c", _SM_SNIPPET, *shape], {**env, "SM_FRAMEWORK": "tf.keras"})
         sm = (f"segmentation_models {r['sm']} Linknet('inceptionresnetv2') (tf {r['tf']}, tf.keras = {r['keras']})",
               r["params"], r["step"], r["infer"])
         print(f"  measured {sm[0]}: {r['step'] * 1e3:.0f} ms/step", file=sys.stderr, flush=True)

@@ -50,7 +50,8 @@ class SpatialChannelAttention(layers.Layer):
         cg = ops.sigmoid(self.fc2(self.fc1(ops.mean(inputs, axis=(1, 2)))))[:, None, None, :]
         # the 1x1 convolution to one channel as a matrix product with its kernel: the same weights and values,
         # but oneDNN runs a one-channel convolution slowly (a LinkNet-InceptionResNetV2 training step at 256 px:
-        # 2.25 s with the convolution, 2.14 s with the product, 2.13 s without scSE; benchmarks/linknet.py)
+        # 2.25 s with the convolution, 2.14 s with the product, 2.13 s without scSE, alternating processes;
+        # docs/speed.md). The convolution layer stays as the holder of the kernel, so saved models load as before
         kernel = ops.cast(self.spatial_conv.kernel[0, 0], inputs.dtype)
         sg = ops.sigmoid(ops.matmul(inputs, kernel) + ops.cast(self.spatial_conv.bias, inputs.dtype))
         return cg, sg
