@@ -297,7 +297,7 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
                 if ctx.external is not None else {})
     row = _protocol_row(cfg, name, seed, yt, prob, vprob, xs, seg_sum, masks, gate_row, pbn, external)
     names = [part["test"][i].name for i in range(len(yt))]
-    _save_protocol_outputs(ctx, name, seed, row, xs, pred, seg_sum, names, prob)
+    _save_protocol_outputs(ctx, name, seed, row, xs, (masks["raw_test"], pred["test"]), seg_sum, names, prob)
     return row
 
 
@@ -323,9 +323,10 @@ def _segment(ctx, run: RunSpec, xs: dict, tr_labels, tr_groups, attention: bool)
             "test": _predict_masks(ctx, seg, xs["test"][0])}
     raw_sum = segmentation_summary(xs["test"][1], pred["test"])
     post, post_row = _choose_postprocess(cfg, xs["val"][1], pred["val"])
+    raw_test = pred["test"] > 0.5
     pred = {k: post(v) for k, v in pred.items()}  # the classifier sees the cleaned masks everywhere
     summary = segmentation_summary(xs["test"][1], pred["test"])
-    return seg, pred, {"raw": raw_sum, "summary": summary, "post": post, "post_row": post_row}
+    return seg, pred, {"raw": raw_sum, "raw_test": raw_test, "summary": summary, "post": post, "post_row": post_row}
 
 
 def _classify_protocol(ctx, run: RunSpec, xs: dict, pred: dict, attention: bool):
@@ -386,23 +387,23 @@ def _protocol_row(cfg, name, seed, yt, prob, vprob, xs, seg_sum, masks, gate_row
     return row
 
 
-def _save_protocol_outputs(ctx, name, seed, row, xs, pred, seg_sum, names, prob) -> None:
-    """The prediction file (with the test masks, bit-packed, so every segmentation figure can be recomputed from
-    it) and, for the first seed, the confusion matrix and overlay plots."""
+def _save_protocol_outputs(ctx, name, seed, row, xs, test_masks, seg_sum, names, prob) -> None:
+    """The prediction file (with the test masks before and after cleaning, bit-packed, so every segmentation figure
+    can be recomputed from it) and, for the first seed, the confusion matrix and overlay plots."""
     from medattn.evaluation.plots import plot_confusion_matrix, plot_segmentation_overlays
 
-    yt = xs["test"][2]
+    yt, (raw, cleaned) = xs["test"][2], test_masks
     np.savez_compressed(ctx.prediction_file(name, seed), y_true=yt, prob=prob, names=np.array(names),
                         dice=seg_sum["per_image"]["dice"], lesion=seg_sum["per_image"]["lesion"],
-                        mask_shape=np.array(pred["test"].shape), mask_pred=np.packbits(pred["test"] > 0.5),
-                        mask_true=np.packbits(xs["test"][1] > 0.5))
+                        mask_shape=np.array(cleaned.shape), mask_pred=np.packbits(cleaned > 0.5),
+                        mask_raw=np.packbits(raw), mask_true=np.packbits(xs["test"][1] > 0.5))
     ctx.log(f"{name} seed {seed}{ctx.mark}: Dice(lesion) {row['dice_lesion']:.4f} accuracy {row['accuracy']:.4f} "
             f"F1 {row['f1_macro']:.4f}")
     if seed == ctx.cfg.seeds[0]:
         plot_confusion_matrix(np.array(row["confusion_matrix"]), CLASSES, ctx.out / "plots" / f"confusion_{name}.png",
                               title=f"{name}{ctx.mark}")
         pick = _overlay_picks(yt, seg_sum["per_image"]["dice"], seg_sum["per_image"]["lesion"])
-        plot_segmentation_overlays(xs["test"][0][pick, ..., 0], xs["test"][1][pick], pred["test"][pick],
+        plot_segmentation_overlays(xs["test"][0][pick, ..., 0], xs["test"][1][pick], cleaned[pick],
                                    ctx.out / "plots" / f"overlays_{name}.png",
                                    titles=[f"{names[i]}{ctx.mark}" for i in pick])
 

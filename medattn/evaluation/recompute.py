@@ -12,11 +12,17 @@ with the row's value; the script prints how many cells it checked, every differe
 * MIAS (``roi_pred``, ``roi_score``, ``y_true``): ROI accuracy, tumour recall and precision, specificity, the four
   counts and the ROI AUC;
 * EMT-Net (``prob`` = P(malignant), ``pred_tuned``, ``y_true``): accuracy, sensitivity, specificity and the counts
-  at 0.5, the same at the thresholds chosen on validation data, and AUC;
-* BUSI (``prob``, ``y_true``, per-image ``dice`` and ``lesion``): accuracy, macro F1, macro AUC, and Dice over all
-  images and over lesion images (the masks themselves are not committed, so pixel accuracy, IoU and the raw Dice
-  are not recomputed);
-* DCAT (``prob``, ``y_true``): accuracy, macro F1, AUC (binary: of the positive class; else macro one-vs-rest).
+  at 0.5, the same at the thresholds chosen on validation data, AUC and ECE; lesion Dice from the out-of-fold masks
+  where the file holds them (``mask_pred``, ``mask_true``);
+* BUSI (``prob``, ``y_true``): accuracy, weighted accuracy, macro and weighted precision, recall and F1, macro AUC,
+  ECE and the confusion matrix; from the bit-packed test masks where the file holds them (``mask_true``,
+  ``mask_pred`` after cleaning, ``mask_raw`` before it): Dice and IoU over lesion images and over all images, pixel
+  accuracy, the share of normal images given a mask, and the same before cleaning; from older files, which hold only
+  per-image ``dice`` and ``lesion``, Dice over all images and over lesion images;
+* DCAT (``prob``, ``y_true``): accuracy, macro F1, AUC (binary: of the positive class; else macro one-vs-rest), ECE
+  and the confusion matrix.
+
+ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside it.
 """
 
 from __future__ import annotations
@@ -41,6 +47,58 @@ def _auc(y, score) -> float:
     if score.ndim == 1 or score.shape[1] == 2:
         return float(roc_auc_score(y, score if score.ndim == 1 else score[:, 1]))
     return float(roc_auc_score(y, score, multi_class="ovr", average="macro", labels=list(range(score.shape[1]))))
+
+
+def _two_columns(prob) -> np.ndarray:
+    prob = np.asarray(prob, dtype=np.float64)
+    return np.stack([1.0 - prob, prob], axis=1) if prob.ndim == 1 else prob
+
+
+def _ece(y, prob, n_bins: int = 15) -> float:
+    prob = _two_columns(prob)
+    conf, correct = prob.max(1), (prob.argmax(1) == y)
+    bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)  # bin b holds (b/n, (b+1)/n]
+    return float(sum(np.sum(bins == b) / len(y) * abs(correct[bins == b].mean() - conf[bins == b].mean())
+                     for b in np.unique(bins)))
+
+
+def _multiclass(y, prob) -> dict:
+    """Accuracy, weighted accuracy (one-vs-rest accuracy weighted by support), macro and weighted precision, recall
+    and F1, AUC, ECE and the confusion matrix of argmax predictions."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    prob = _two_columns(prob)
+    k, pred = prob.shape[1], prob.argmax(1)
+    cm = confusion_matrix(y, pred, labels=list(range(k)))
+    ovr = np.array([(len(y) - cm[c].sum() - cm[:, c].sum() + 2 * cm[c, c]) / len(y) for c in range(k)])
+    out = {"accuracy": float(np.mean(pred == y)), "weighted_accuracy": float(np.sum(ovr * cm.sum(1)) / len(y)),
+           "roc_auc": _auc(y, prob), "ece": _ece(y, prob), "confusion_matrix": cm.tolist()}
+    for avg in ("macro", "weighted"):
+        pr, rc, f1, _ = precision_recall_fscore_support(y, pred, labels=list(range(k)), average=avg, zero_division=0)
+        out.update({f"precision_{avg}": float(pr), f"recall_{avg}": float(rc), f"f1_{avg}": float(f1)})
+    return out
+
+
+def _masks(p, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Truth and one predicted mask set, unpacked to ``(n, pixels)`` booleans."""
+    shape = tuple(int(s) for s in p["mask_shape"])
+    n, size = shape[0], int(np.prod(shape))
+    t = np.unpackbits(p["mask_true"], count=size).astype(bool).reshape(n, -1)
+    return t, np.unpackbits(p[key], count=size).astype(bool).reshape(n, -1)
+
+
+def _mask_cells(p, key: str, suffix: str = "") -> dict:
+    """Dice and IoU (1 where truth and prediction are both empty) over lesion and all images, pixel accuracy and
+    the share of empty truths given a non-empty mask, from the bit-packed masks under ``key``."""
+    t, m = _masks(p, key)
+    inter, t_n, m_n, union = (t & m).sum(1), t.sum(1), m.sum(1), (t | m).sum(1)
+    dice = np.where(t_n + m_n > 0, 2.0 * inter / np.maximum(t_n + m_n, 1), 1.0)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    lesion = t_n > 0
+    out = {"dice_lesion": dice[lesion].mean(), "iou_lesion": iou[lesion].mean(), "dice_all": dice.mean(),
+           "iou_all": iou.mean(), "pixel_accuracy": (t == m).mean(1).mean(),
+           "false_positive_rate_empty": (m_n[~lesion] > 0).mean() if (~lesion).any() else float("nan")}
+    return {f"{k}{suffix}": float(v) for k, v in out.items()}
 
 
 def _f1_macro(y, pred, n_classes: int) -> float:
@@ -88,25 +146,30 @@ def _binary(y, pred, suffix: str = "") -> dict:
 def _emtnet(p, row) -> dict:
     y, prob = p["y_true"].astype(int), p["prob"].astype(np.float64)
     pred = (prob > 0.5).astype(int)
-    out = {**_counts(y, pred), **_binary(y, pred), "roc_auc": _auc(y, prob)}
+    out = {**_counts(y, pred), **_binary(y, pred), "roc_auc": _auc(y, prob), "ece": _ece(y, prob)}
     if "pred_tuned" in p.files and row.get("accuracy_tuned") is not None:
         out.update(_binary(y, p["pred_tuned"].astype(int), "_tuned"))
+    if "mask_pred" in p.files:
+        out["dice_lesion"] = _mask_cells(p, "mask_pred")["dice_lesion"]
     return out
 
 
 def _busi(p, row) -> dict:
-    y, prob = p["y_true"].astype(int), p["prob"]
-    pred = prob.argmax(1)
-    return {"accuracy": float(np.mean(pred == y)), "f1_macro": _f1_macro(y, pred, prob.shape[1]),
-            "roc_auc": _auc(y, prob), "dice_all": float(np.mean(p["dice"])),
-            "dice_lesion": float(np.mean(p["dice"][p["lesion"].astype(bool)]))}
+    out = _multiclass(p["y_true"].astype(int), p["prob"])
+    if "mask_pred" in p.files:
+        out.update(_mask_cells(p, "mask_pred"))
+        if "mask_raw" in p.files:
+            raw = _mask_cells(p, "mask_raw", "_raw")
+            out.update({k: raw[k] for k in ("dice_lesion_raw", "dice_all_raw", "false_positive_rate_empty_raw")})
+    else:
+        out.update(dice_all=float(np.mean(p["dice"])), dice_lesion=float(np.mean(p["dice"][p["lesion"].astype(bool)])))
+    return out
 
 
 def _dcat(p, row) -> dict:
     y, prob = p["y_true"].astype(int), p["prob"]
-    pred = prob.argmax(1)
-    return {"accuracy": float(np.mean(pred == y)), "f1_macro": _f1_macro(y, pred, prob.shape[1]),
-            "roc_auc": _auc(y, prob)}
+    cells = _multiclass(y, prob)
+    return {k: cells[k] for k in ("accuracy", "f1_macro", "roc_auc", "ece", "confusion_matrix")}
 
 
 PAPERS: dict[str, Callable] = {"brain_tumor_transfer": _brain, "mias_fusion": _mias, "emtnet": _emtnet,
@@ -126,6 +189,16 @@ def recompute_row(paper: str, prediction_file: Path, row: dict) -> list[tuple[st
     return [(k, row[k], v) for k, v in values.items() if row.get(k) is not None]
 
 
+def _same(committed, value, rtol: float) -> bool:
+    if isinstance(committed, str) and committed.startswith("["):
+        committed = json.loads(committed)
+    if isinstance(committed, list):
+        return np.array_equal(np.asarray(committed), np.asarray(value))
+    if math.isnan(float(committed)) or math.isnan(float(value)):
+        return math.isnan(float(committed)) and math.isnan(float(value))
+    return math.isclose(float(committed), float(value), rel_tol=rtol, abs_tol=1e-12)
+
+
 def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
     """Cells checked and the differences found (one line each) in one results folder."""
     folder = Path(folder)
@@ -141,7 +214,7 @@ def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
             continue
         for field, committed, value in recompute_row(paper, pred, row):
             checked += 1
-            if not math.isclose(float(committed), value, rel_tol=rtol, abs_tol=1e-12):
+            if not _same(committed, value, rtol):
                 problems.append(f"{folder}: {arm} seed {row.get('seed')}: {field} committed {committed!r}, "
                                 f"recomputed {value!r}")
     return checked, problems

@@ -31,6 +31,12 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     # the mask cleaning chosen on validation: never worse there than none (no cleaning is a candidate)
     assert run["val_dice_all_post"] >= run["val_dice_all_raw"] and run["seg_post_min_area"] is not None
     assert 0 <= run["false_positive_rate_empty_raw"] <= 1 and 0 <= run["dice_lesion_raw"] <= 1
+    # every segmentation cell, before and after cleaning, is recomputed from the bit-packed masks it saved
+    from medattn.evaluation.recompute import recompute_folder, recompute_row
+
+    cells = {f for f, _, _ in recompute_row("dcnnimaf", out / "predictions" / "grouped_s0.npz", run)}
+    assert {"pixel_accuracy", "iou_all", "dice_lesion_raw", "false_positive_rate_empty_raw", "ece"} <= cells
+    assert recompute_folder(out) == (20, [])  # the protocol's row: 20 cells
     for name in ("overlays_grouped.png", "confusion_grouped.png", "roc_pr_grouped.png", "reliability_grouped.png"):
         assert (out / "plots" / name).exists(), name
     assert json.loads((out / "config.json").read_text())["synthetic"] is True
