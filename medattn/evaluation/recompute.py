@@ -23,6 +23,13 @@ with the row's value; the script prints how many cells it checked, every differe
   and the confusion matrix.
 
 ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside it.
+
+Seed ensembles (``ensembles.json``: brain MRI, MIAS) are recomputed from their seeds' prediction files: the
+probabilities (MIAS: every window's P(tumour)) averaged over the seeds, then scored as one model (MIAS: the
+majority vote of windows at 0.5 per ROI, the AUC of the ROI mean), on the test set and on the validation set.
+Every cell of ours in ``comparison.json``, and the summary, sweep, seed-spread and paired-difference tables, are
+then derived again from the rows (:mod:`medattn.evaluation.table_cells`), so each table cell traces back to
+committed predictions.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["recompute_folder", "recompute_row", "main"]
+from medattn.evaluation.table_cells import check_comparison, check_run_tables
+
+__all__ = ["recompute_ensembles", "recompute_folder", "recompute_row", "main"]
 
 ARM_KEYS = ("model", "arm", "protocol", "variant", "backbone")
 
@@ -182,6 +191,62 @@ def _paper_of(folder: Path) -> str | None:
     return script if script in PAPERS else next((p for p in PAPERS if p in folder.parts), None)
 
 
+def _prediction_file(folder: Path, arm, seed) -> Path:
+    return folder / "predictions" / f"{str(arm).replace(':', '_')}_s{seed}.npz"
+
+
+def _mean_of(files: list[Path], key: str):
+    arrays = []
+    for f in files:
+        with np.load(f, allow_pickle=False) as p:
+            arrays.append(p[key].astype(np.float64) if key in p.files else None)
+    return None if any(a is None for a in arrays) else np.mean(arrays, axis=0)
+
+
+def _ensemble_cells(paper: str, files: list[Path], row: dict) -> dict:
+    """A seed ensemble's cells from its seeds' prediction files (see the module doc)."""
+    with np.load(files[0], allow_pickle=False) as first:
+        p0 = {k: first[k] for k in first.files}
+    if paper == "brain_tumor_transfer":
+        out = _brain({**p0, "prob": _mean_of(files, "prob")}, row)
+        val = _mean_of(files, "val_prob")
+        if val is not None:
+            out["val_accuracy"] = float(np.mean(val.argmax(1) == p0["val_y"]))
+        return out
+    per = np.bincount(p0["roi_idx"])[0]
+    patch = _mean_of(files, "patch_prob")
+    y, pred = p0["y_true"].astype(int), ((patch > 0.5).reshape(-1, per).mean(1) > 0.5).astype(int)
+    c = _counts(y, pred)
+    out = {"accuracy": float(np.mean(pred == y)), "recall_tumour": c["tp"] / max(c["tp"] + c["fn"], 1),
+           "specificity": c["tn"] / max(c["tn"] + c["fp"], 1), "roc_auc": _auc(y, patch.reshape(-1, per).mean(1))}
+    val = _mean_of(files, "val_patch_prob")
+    if val is not None:
+        out["val_roi_accuracy"] = float(np.mean((((val > 0.5).reshape(-1, per).mean(1)) > 0.5) == p0["val_y"]))
+    return out
+
+
+def recompute_ensembles(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
+    """Cells checked and differences found in ``folder/ensembles.json``, recomputed from the seeds' files."""
+    folder, paper = Path(folder), _paper_of(Path(folder))
+    if paper not in ("brain_tumor_transfer", "mias_fusion") or not (folder / "ensembles.json").exists() or not (
+            folder / "predictions").is_dir():
+        return 0, []  # as in recompute_folder: a folder that kept no predictions has nothing to recompute from
+    checked, problems = 0, []
+    for row in json.loads((folder / "ensembles.json").read_text())["rows"]:
+        name = row.get("backbone") or row.get("model")
+        files = [_prediction_file(folder, name, int(s)) for s in str(row["seeds"]).split(", ")]
+        if not all(f.exists() for f in files):
+            problems.append(f"{folder}: ensemble {name}: missing {[f.name for f in files if not f.exists()]}")
+            continue
+        for field, value in _ensemble_cells(paper, files, row).items():
+            if row.get(field) is None:
+                continue
+            checked += 1
+            if not _same(row[field], value, rtol):
+                problems.append(f"{folder}: ensemble {name}: {field} committed {row[field]!r}, recomputed {value!r}")
+    return checked, problems
+
+
 def recompute_row(paper: str, prediction_file: Path, row: dict) -> list[tuple[str, object, float]]:
     """``(field, committed, recomputed)`` for every field of ``row`` the paper's check recomputes."""
     with np.load(prediction_file, allow_pickle=False) as p:
@@ -208,7 +273,7 @@ def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
     checked, problems = 0, []
     for row in json.loads((folder / "runs.json").read_text())["rows"]:
         arm = next((row[k] for k in ARM_KEYS if row.get(k) is not None), None)
-        pred = folder / "predictions" / f"{str(arm).replace(':', '_')}_s{row.get('seed', 0)}.npz"
+        pred = _prediction_file(folder, arm, row.get("seed", 0))
         if not pred.exists():
             problems.append(f"{folder}: {arm} seed {row.get('seed')}: no prediction file {pred.name}")
             continue
@@ -225,15 +290,19 @@ def main(argv=None) -> int:
     ap.add_argument("folders", nargs="+", help="results folders (searched for runs.json below them)")
     ap.add_argument("--rtol", type=float, default=1e-9)
     args = ap.parse_args(argv)
-    total, problems, folders = 0, [], 0
+    total, cells, problems, folders = 0, 0, [], 0
     for root in map(Path, args.folders):
         for runs in sorted(root.rglob("runs.json")) if root.is_dir() else []:
             n, found = recompute_folder(runs.parent, args.rtol)
-            total, folders, problems = total + n, folders + bool(n), problems + found
+            n_ens, found_ens = recompute_ensembles(runs.parent, args.rtol)
+            n_cells, found_cells = check_comparison(runs.parent)
+            n_tables, found_tables = check_run_tables(runs.parent)
+            total, folders = total + n + n_ens, folders + bool(n)
+            cells, problems = cells + n_cells + n_tables, problems + found + found_ens + found_cells + found_tables
     for line in problems:
         print(line, file=sys.stderr)
-    print(f"recompute: {total} cells in {folders} results folder(s) checked against their prediction files; "
-          f"{len(problems)} difference(s)")
+    print(f"recompute: {total} cells in {folders} results folder(s) checked against their prediction files, "
+          f"{cells} cells of the tables built from those rows derived again; {len(problems)} difference(s)")
     return 1 if problems else 0
 
 

@@ -1,10 +1,12 @@
 """medattn.evaluation.recompute: every committed per-run metric it knows is recomputed from the committed
-prediction files alone, and a table that disagrees with its predictions is caught."""
+prediction files alone, seed ensembles from their seeds' files, every table built from the runs' rows is derived
+again from them, and a table that disagrees with its predictions or rows is caught."""
 
 import json
 import shutil
 
-from medattn.evaluation.recompute import main, recompute_folder
+from medattn.evaluation.recompute import main, recompute_ensembles, recompute_folder
+from medattn.evaluation.table_cells import check_comparison, check_run_tables
 from tests.conftest import REPO
 
 
@@ -12,9 +14,14 @@ def test_every_committed_table_agrees_with_its_prediction_files(capsys):
     assert main([str(REPO / "results")]) == 0
     out = capsys.readouterr().out
     checked = int(out.split("recompute: ")[1].split(" cells")[0])
-    assert checked > 2000 and "0 difference(s)" in out
+    derived = int(out.split("files, ")[1].split(" cells")[0])
+    assert checked > 2200 and derived > 2800 and "0 difference(s)" in out
     for paper in ("brain_tumor_transfer", "mias_fusion", "emtnet", "dcnnimaf", "dcat/pneumoniamnist"):
         assert recompute_folder(REPO / "results" / paper)[0] > 0, paper  # every paper's main table is checked
+        assert check_comparison(REPO / "results" / paper)[0] > 0, paper
+    # the targets table's ensemble headline (MIAS) and the brain MRI headline's folder
+    assert recompute_ensembles(REPO / "results" / "mias_fusion")[0] > 0
+    assert recompute_ensembles(REPO / "results" / "brain_tumor_transfer" / "selection" / "VF5_PBN")[0] > 0
 
 
 def test_an_edited_cell_or_prediction_is_named(tmp_path, capsys):
@@ -29,3 +36,33 @@ def test_an_edited_cell_or_prediction_is_named(tmp_path, capsys):
     (folder / "predictions" / "multitask_w2_s2.npz").unlink()
     assert any("no prediction file multitask_w2_s2.npz" in p for p in recompute_folder(folder)[1])
     assert main([str(folder)]) == 1 and "sensitivity committed" in capsys.readouterr().err
+
+
+def _edit(path, change) -> None:
+    table = json.loads(path.read_text())
+    change(table["rows"])
+    path.write_text(json.dumps(table))
+
+
+def test_an_edited_table_cell_or_ensemble_is_named(tmp_path):
+    folder = tmp_path / "mias_fusion"
+    shutil.copytree(REPO / "results" / "mias_fusion", folder, ignore=shutil.ignore_patterns("selection", "earlier_*"))
+    assert recompute_ensembles(folder)[1] == [] and check_comparison(folder)[1] == []
+    _edit(folder / "ensembles.json", lambda rows: rows[0].update(accuracy=rows[0]["accuracy"] + 1 / 64))
+    found = recompute_ensembles(folder)[1]
+    assert len(found) == 1 and "ensemble vgg16:model1: accuracy committed" in found[0]
+    # nor does the comparison table's ensemble cell (the MIAS headline) follow from the edited row
+    found = check_comparison(folder)[1]
+    assert len(found) == 1 and "'vgg16:model1, ensemble (3 seeds) accuracy ours (cpu), vote at 0.5'" in found[0]
+    folder = tmp_path / "dcnnimaf"
+    shutil.copytree(REPO / "results" / "dcnnimaf", folder, ignore=shutil.ignore_patterns("selection", "earlier_*"))
+    assert check_comparison(folder)[1] == [] and check_run_tables(folder)[1] == []
+    _edit(folder / "comparison.json", lambda rows: rows[0].update(ci_high=rows[0]["ci_high"] + 0.01))
+    found = check_comparison(folder)[1]
+    assert len(found) == 1 and "'dice_lesion ours: random (3 seeds)'" in found[0]
+    _edit(folder / "seeds.json", lambda rows: rows[0].update(sd=rows[0]["sd"] * 2))
+    _edit(folder / "differences.json", lambda rows: rows[0].update(beyond_seed_spread=not rows[0]["beyond_seed_spread"]))
+    found = check_run_tables(folder)[1]
+    assert len(found) == 2 and "['sd'] differ" in found[0] and "['beyond_seed_spread'] differ" in found[1]
+    _edit(folder / "runs.json", lambda rows: rows.pop())  # a seed fewer than the labels say
+    assert any("says 3 seeds, runs.json has 2" in p for p in check_comparison(folder)[1])

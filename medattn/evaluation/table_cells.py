@@ -1,0 +1,180 @@
+"""Check a results folder's comparison table against its per-run rows: every cell of ours is derived again.
+
+A cell of ``comparison.json`` whose source starts with "ours" names its run in its labels (an arm, protocol, model
+or backbone of ``runs.json``; an ensemble's model or backbone in ``ensembles.json`` when the label says
+"ensemble") and its metric as the last word of the metric label. The cell is explained when one field of that run
+whose name contains the metric gives the cell: for several seeds, the mean over seeds and mean +- t(0.975, n-1)
+standard errors clipped to [0, 1] (the number of seeds must be the one the label states); for one run, its value
+and the interval the run recorded for that field. A time in seconds (``latency_s``) is the first seed's
+milliseconds field (``latency_median_ms``) over 1000: a measured time, not a mean. :mod:`medattn.evaluation.recompute` checks the runs' rows
+against the prediction files, so the two together derive every cell from committed predictions.
+
+:func:`check_run_tables` does the same for the tables that select or summarise runs: ``summary.json`` and
+``sweep.json`` (every cell is the run row's field), ``seeds.json`` (the spread over seeds of a metric: number,
+mean, sample sd, min, max, interval) and ``differences.json`` (``A - B`` paired by seed: mean and unclipped t
+interval over seeds, and whether it excludes 0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["check_comparison", "check_run_tables"]
+
+ARM_KEYS = ("model", "arm", "protocol", "variant", "backbone")
+SEEDS_MARK = re.compile(r"\((\d+) seeds\)")
+
+
+def _close(a, b, rtol: float = 1e-9) -> bool:
+    """Equal within ``rtol``; None (how JSON writes NaN) equals NaN."""
+    a, b = (float("nan") if x is None else float(x) for x in (a, b))
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
+
+
+def _over_seeds(values) -> tuple[float, float, float]:
+    from scipy.stats import t as student_t
+
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    v = v[~np.isnan(v)]
+    m = float(v.mean()) if len(v) else float("nan")
+    if len(v) < 2:
+        return m, float("nan"), float("nan")
+    half = float(student_t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return m, max(0.0, m - half), min(1.0, m + half)
+
+
+def _recorded_interval(row: dict, field: str) -> tuple | None:
+    if isinstance(row.get(f"{field}_ci"), list):
+        return tuple(row[f"{field}_ci"])
+    for low, high in (("wilson_low", "wilson_high"), ("boot_low", "boot_high")):
+        if row.get(f"{field}_{low}") is not None:
+            return row[f"{field}_{low}"], row[f"{field}_{high}"]
+    return None
+
+
+def _explains(rows: list[dict], field: str, cell: dict) -> bool:
+    if field.endswith("_ms") and str(cell["metric"]).endswith("_s"):
+        return isinstance(rows[0][field], (int, float)) and _close(rows[0][field] / 1e3, cell["value"])
+    values = [r.get(field) for r in rows]
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
+        return False
+    if len(rows) > 1:
+        m, lo, hi = _over_seeds(values)
+        return _close(m, cell["value"]) and (cell.get("ci_low") is None or (
+            _close(lo, cell["ci_low"]) and _close(hi, cell["ci_high"])))
+    interval = _recorded_interval(rows[0], field)
+    return _close(values[0], cell["value"]) and (cell.get("ci_low") is None or interval is None or (
+        _close(interval[0], cell["ci_low"]) and _close(interval[1], cell["ci_high"])))
+
+
+def _groups(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        arm = next((r[k] for k in ARM_KEYS if r.get(k) is not None), None)
+        out.setdefault(str(arm), []).append(r)
+    return {k: sorted(v, key=lambda r: r.get("seed", 0)) for k, v in out.items()}
+
+
+def _named_run(label: str, names) -> str | None:
+    """The longest run name that stands as a whole word in ``label`` (``vgg16:model1`` is not ``vgg16``)."""
+    found = [n for n in names if re.search(rf"(?<![\w:]){re.escape(n)}(?![\w:])", label)]
+    return max(found, key=len) if found else None
+
+
+def _rows(folder: Path, name: str) -> list[dict]:
+    path = folder / name
+    return json.loads(path.read_text())["rows"] if path.exists() else []
+
+
+def check_comparison(folder: Path) -> tuple[int, list[str]]:
+    """Cells of ours checked in ``folder/comparison.json`` and one line per cell no run row explains."""
+    folder = Path(folder)
+    if not (folder / "comparison.json").exists() or not (folder / "runs.json").exists():
+        return 0, []
+    runs = _groups(_rows(folder, "runs.json"))
+    ensembles = {name: rs[-1:] for name, rs in _groups(_rows(folder, "ensembles.json")).items()}
+    checked, problems = 0, []
+    for cell in _rows(folder, "comparison.json"):
+        if not str(cell.get("source", "")).startswith("ours") or cell.get("value") is None:
+            continue
+        label = f"{cell['metric']} {cell['source']}"
+        pool = ensembles if ", ensemble" in label else runs
+        name = _named_run(label, pool) if len(pool) > 1 or ", ensemble" in label else next(iter(pool), None)
+        rows = pool.get(name, [])
+        stated = SEEDS_MARK.search(label)
+        metric = str(cell["metric"]).split()[-1]
+        checked += 1
+        if not rows:
+            problems.append(f"{folder}: {label!r}: no run row it names")
+        elif stated and pool is runs and int(stated.group(1)) != len(rows):
+            problems.append(f"{folder}: {label!r}: says {stated.group(1)} seeds, runs.json has {len(rows)}")
+        elif not any(_explains(rows, f, cell) for f in rows[0] if metric in f or (
+                metric.endswith("_s") and f.startswith(metric[:-1]) and f.endswith("_ms"))):
+            problems.append(f"{folder}: {label!r}: {cell['value']!r} is no field holding {metric!r} of {name}")
+    return checked, problems
+
+
+def _check_selected(folder: Path, name: str, runs: dict) -> tuple[int, list[str]]:
+    checked, problems = 0, []
+    for row in _rows(folder, name):
+        arm = next((str(row[k]) for k in ARM_KEYS if row.get(k) is not None), None)
+        run = next((r for r in runs.get(arm, []) if r.get("seed", 0) == row.get("seed", 0)), None)
+        if run is None:
+            problems.append(f"{folder / name}: {arm} seed {row.get('seed')}: no such run in runs.json")
+            continue
+        for k, v in row.items():
+            if k in run and isinstance(v, float):
+                checked += 1
+                if not _close(v, run[k]):
+                    problems.append(f"{folder / name}: {arm} seed {row.get('seed')}: {k} {v!r}, runs.json {run[k]!r}")
+    return checked, problems
+
+
+def _spread_problem(cell: dict, values: list, clip: bool) -> str | None:
+    m, lo, hi = _over_seeds(values)
+    if not clip and len(values) > 1:
+        from scipy.stats import t as student_t
+
+        half = float(student_t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+        lo, hi = m - half, m + half
+    want = {"n_seeds": len(values), "mean": m, "ci_low": lo, "ci_high": hi}
+    if "sd" in cell:
+        want.update(sd=float(np.std(values, ddof=1)) if len(values) > 1 else None, min=min(values), max=max(values))
+    if "beyond_seed_spread" in cell:
+        want["beyond_seed_spread"] = bool(lo > 0 or hi < 0)
+    bad = [k for k, v in want.items() if k in cell and not (
+        cell[k] == v if isinstance(v, bool) else _close(cell[k], v))]
+    return f"{bad} differ" if bad else None
+
+
+def check_run_tables(folder: Path) -> tuple[int, list[str]]:
+    """Cells checked in ``summary.json``, ``sweep.json``, ``seeds.json`` and ``differences.json`` of ``folder``
+    against its ``runs.json``, and one line per cell that differs."""
+    folder = Path(folder)
+    if not (folder / "runs.json").exists():
+        return 0, []
+    runs = _groups(_rows(folder, "runs.json"))
+    checked, problems = 0, []
+    for name in ("summary.json", "sweep.json"):
+        n, found = _check_selected(folder, name, runs)
+        checked, problems = checked + n, problems + found
+    for name in ("seeds.json", "differences.json"):
+        for cell in _rows(folder, name):
+            if name == "seeds.json":
+                group = next(str(v) for k, v in cell.items() if k != "metric")
+                values = [r[cell["metric"]] for r in runs.get(group, []) if r.get(cell["metric"]) is not None]
+            else:
+                a, b = (runs.get(x, []) for x in str(cell["difference"]).split(" - "))
+                by_seed = {r["seed"]: r[cell["metric"]] for r in b if r.get(cell["metric"]) is not None}
+                values = [r[cell["metric"]] - by_seed[r["seed"]] for r in a
+                          if r.get(cell["metric"]) is not None and r["seed"] in by_seed]
+            checked += 1
+            problem = _spread_problem(cell, values, clip=name == "seeds.json") if values else "no runs"
+            if problem:
+                problems.append(f"{folder / name}: {cell}: {problem}")
+    return checked, problems
