@@ -18,6 +18,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ..layers import FusedBatchNormalization
+
 __all__ = ["inception_resnet_v2_same", "IRV2_TAPS", "ScaledResidual"]
 
 IRV2_TAPS = {"P1": "stem_conv3_ac", "P2": "stem_conv5_ac", "P3": "block35_10_ac", "P4": "block17_20_ac",
@@ -46,7 +48,7 @@ class ScaledResidual(layers.Layer):
 def _cbn(x, filters, kernel, strides=1, name=None, activation="relu", use_bias=False):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=use_bias, name=name)(x)
     if not use_bias:
-        x = layers.BatchNormalization(scale=False, name=None if name is None else f"{name}_bn")(x)
+        x = FusedBatchNormalization(scale=False, name=None if name is None else f"{name}_bn")(x)
     if activation:
         x = layers.Activation(activation, name=None if name is None else f"{name}_ac")(x)
     return x

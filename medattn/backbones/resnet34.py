@@ -17,6 +17,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ..layers import FusedBatchNormalization
+
 __all__ = ["resnet34", "RESNET34_TAPS"]
 
 _BLOCKS = (3, 4, 6, 3)
@@ -29,12 +31,12 @@ def _basic_block(x, filters: int, stride: int, name: str):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_down_conv")(x)
-        shortcut = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_down_bn")(shortcut)
+        shortcut = FusedBatchNormalization(epsilon=1e-5, name=f"{name}_down_bn")(shortcut)
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn1")(y)
+    y = FusedBatchNormalization(epsilon=1e-5, name=f"{name}_bn1")(y)
     y = layers.Activation("relu", name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn2")(y)
+    y = FusedBatchNormalization(epsilon=1e-5, name=f"{name}_bn2")(y)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.Activation("relu", name=f"{name}_out")(y)
 
@@ -46,7 +48,7 @@ def resnet34(input_shape=(224, 224, 3), weights=None, name: str = "resnet34") ->
                          "saved from medattn.backbones.resnet34")
     inp = keras.Input(input_shape, name="input")
     x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="conv1_conv")(inp)
-    x = layers.BatchNormalization(epsilon=1e-5, name="conv1_bn")(x)
+    x = FusedBatchNormalization(epsilon=1e-5, name="conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
     for s, (n, f) in enumerate(zip(_BLOCKS, _FILTERS), start=1):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ..layers import FusedBatchNormalization
+
 __all__ = ["vgg", "VGG_TAPS", "VGG_FILTERS"]
 
 VGG_FILTERS = (64, 128, 256, 512, 512)
@@ -49,7 +51,7 @@ def vgg(depth: int = 16, input_shape=(224, 224, 3), weights=None, width: float =
             x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
                               activation=None if batch_norm else "relu", name=f"block{b}_conv{i}")(x)
             if batch_norm:
-                x = layers.BatchNormalization(name=f"block{b}_bn{i}")(x)
+                x = FusedBatchNormalization(name=f"block{b}_bn{i}")(x)
                 x = layers.Activation("relu", name=f"block{b}_relu{i}")(x)
         x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     model = keras.Model(inp, x, name=name or f"vgg{depth}")

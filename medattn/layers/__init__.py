@@ -8,6 +8,7 @@
 | :class:`BidirectionalCrossAttention` | Borah & Singh, DCAT, arXiv 2503.11851 |
 | :class:`CrossChannelFusion`, :class:`GlobalPoolFusion` | deep fusion, Sci. Rep. 2020 |
 | :class:`MCDropout` | Gal & Ghahramani, ICML 2016 |
+| :class:`FusedBatchNormalization` | Ioffe & Szegedy, ICML 2015 (one fused kernel on TensorFlow) |
 """
 
 from .. import _backend  # noqa: F401 - first: one line when no Keras backend is installed
@@ -16,6 +17,7 @@ from .bidirectional_cross_attention import BidirectionalCrossAttention
 from .cbam import CBAM
 from .channel_attention import ChannelAttention
 from .cross_channel_fusion import CrossChannelFusion
+from .fused_batch_norm import FusedBatchNormalization
 from .global_pool_fusion import GlobalPoolFusion
 from .mc_dropout import MCDropout
 from .self_attention_2d import SelfAttention2D
@@ -28,6 +30,7 @@ __all__ = [
     "CBAM",
     "ChannelAttention",
     "CrossChannelFusion",
+    "FusedBatchNormalization",
     "GlobalPoolFusion",
     "MCDropout",
     "SelfAttention2D",

@@ -2,6 +2,7 @@ import keras
 from keras import layers, ops
 
 from ._checks import feature_map_shape, positive_int
+from .fused_batch_norm import FusedBatchNormalization
 
 
 @keras.saving.register_keras_serializable(package="medattn")
@@ -58,7 +59,7 @@ class CrossChannelFusion(layers.Layer):
         self.norms, self.pools, self.convs = [], [], []
         for i, (s, p, f) in enumerate(zip(shapes, pools, self.filters)):
             if self.batch_norm:
-                bn = layers.BatchNormalization(name=f"bn_{i}", **kw)
+                bn = FusedBatchNormalization(name=f"bn_{i}", **kw)
                 bn.build(s)
                 self.norms.append(bn)
             if p > 1:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..layers import SelfAttention2D, attention_block
+from ..layers import FusedBatchNormalization, SelfAttention2D, attention_block
 
 __all__ = ["build_dcnnimaf"]
 
@@ -23,7 +23,7 @@ __all__ = ["build_dcnnimaf"]
 def _stage(x, filters, i, attention):
     for j in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"stage{i}_conv{j}")(x)
-        x = layers.BatchNormalization(name=f"stage{i}_bn{j}")(x)
+        x = FusedBatchNormalization(name=f"stage{i}_bn{j}")(x)
         x = layers.Activation("relu", name=f"stage{i}_relu{j}")(x)
     x = attention_block(x, attention, f"stage{i}", reduction=8, kernel_size=7)
     return layers.MaxPooling2D(2, name=f"stage{i}_pool")(x)

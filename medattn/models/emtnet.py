@@ -22,13 +22,14 @@ import keras
 from keras import layers
 
 from ..backbones import check_input_size, get_backbone
+from ..layers import FusedBatchNormalization
 
 __all__ = ["build_emtnet", "decoder_stage"]
 
 
 def _conv_bn_relu(x, filters, name):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 

@@ -19,7 +19,7 @@ import keras
 from keras import layers
 
 from ..backbones import check_input_size, get_backbone
-from ..layers import attention_block
+from ..layers import FusedBatchNormalization, attention_block
 
 __all__ = ["decoder_block", "build_linknet"]
 
@@ -27,7 +27,7 @@ __all__ = ["decoder_block", "build_linknet"]
 def _cbr(x, filters, kernel, name, transpose=False, strides=1):
     conv = layers.Conv2DTranspose if transpose else layers.Conv2D
     x = conv(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 

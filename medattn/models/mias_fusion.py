@@ -21,7 +21,7 @@ import keras
 from keras import layers
 
 from ..backbones import VGG_TAPS, check_backbone, get_backbone, options_for
-from ..layers import CrossChannelFusion, GlobalPoolFusion
+from ..layers import CrossChannelFusion, FusedBatchNormalization, GlobalPoolFusion
 
 __all__ = ["build_mias_model", "fusion_head", "VARIANTS", "BACKBONES"]
 
@@ -33,7 +33,7 @@ MODEL2_POOLS = (16, 8, 4, 2, 1)
 
 def fusion_head(x, units: int = 1024, n_classes: int = 2, dropout: float = 0.0, name: str = "head"):
     """BatchNorm -> Dense(units) relu -> Dense(units) relu -> softmax (float32 output under mixed precision)."""
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn")(x)
     x = layers.Dense(units, activation="relu", name=f"{name}_fc1")(x)
     if dropout:
         x = layers.Dropout(dropout, name=f"{name}_drop1")(x)

@@ -28,6 +28,8 @@ CASES = [
      [(2, 9, 7, 5), (2, 3, 3, 2)], (2, 10)),
     (L.GlobalPoolFusion, {"mode": "avg"}, VGG72, (2, 1472)),
     (L.GlobalPoolFusion, {"mode": "avgmax"}, [(2, 7, 9, 3), (2, 2, 2, 5)], (2, 16)),
+    (L.FusedBatchNormalization, {"momentum": 0.9}, (2, 7, 9, 16), (2, 7, 9, 16)),
+    (L.FusedBatchNormalization, {"scale": False}, (2, 16), (2, 16)),
 ]
 
 
