@@ -63,6 +63,7 @@ def _child(row: str, kind: str, repeats: int) -> dict:
     import keras
 
     from medattn.layers import FusedBatchNormalization
+    from medattn.utils import median_train_step_seconds
 
     if kind == "keras":
         FusedBatchNormalization.call = keras.layers.BatchNormalization.call
@@ -70,14 +71,7 @@ def _child(row: str, kind: str, repeats: int) -> dict:
         keras.config.set_dtype_policy("mixed_bfloat16")
     model, x, y, loss = _build(row)
     model.compile(keras.optimizers.Adam(1e-4), loss)
-    for _ in range(2):
-        model.train_on_batch(x, y)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - t)
-    return {"step_ms": 1e3 * statistics.median(times)}
+    return {"step_ms": 1e3 * median_train_step_seconds(model, x, y, repeats)}
 
 
 def _measure(row: str, kind: str, repeats: int) -> float:

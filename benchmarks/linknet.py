@@ -70,14 +70,10 @@ def _time_model(model, x, y, repeats):
     import keras
     import tensorflow as tf
 
+    from medattn.utils import median_train_step_seconds
+
     model.compile(keras.optimizers.Adam(1e-4), "binary_crossentropy")
-    for _ in range(2):
-        model.train_on_batch(x, y)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model.train_on_batch(x, y)
-        ts.append(time.perf_counter() - t)
+    step = median_train_step_seconds(model, x, y, repeats)
     f = tf.function(lambda a: model(a, training=False))
     x1 = x[:1]
     f(x1)
@@ -87,7 +83,7 @@ def _time_model(model, x, y, repeats):
         t = time.perf_counter()
         keras.ops.convert_to_numpy(f(x1))
         inf.append(time.perf_counter() - t)
-    return statistics.median(ts), statistics.median(inf)
+    return step, statistics.median(inf)
 
 
 OURS = {  # row name -> what the child process builds

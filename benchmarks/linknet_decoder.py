@@ -9,9 +9,7 @@ ours: 1x1 conv to C/4 -> transposed 3x3 stride 2 -> 1x1 conv (each + BN + ReLU),
 head: the same block with 16 filters, then a 3x3 conv to the mask. ``blocks`` times the four decoder blocks,
 ``head`` the head alone. Plain ``keras.layers.BatchNormalization`` everywhere. Prints the median ms per step."""
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -58,6 +56,8 @@ def main(argv):
     import keras
     import numpy as np
 
+    from medattn.utils import median_train_step_seconds
+
     kind, part = argv[0], argv[1]
     if kind not in ("ours", "sm") or part not in ("blocks", "head"):
         raise SystemExit("usage: python benchmarks/linknet_decoder.py ours|sm blocks|head [HEAD_FILTERS]")
@@ -67,14 +67,8 @@ def main(argv):
     rng = np.random.default_rng(0)
     xs = [rng.normal(size=(BATCH, s, s, ch)).astype("float32") for s, ch in TAPS.values()]
     y = (rng.random((BATCH, 256, 256, 1)) > 0.5).astype("float32")
-    for _ in range(2):
-        model.train_on_batch(xs, y)
-    times = []
-    for _ in range(8):
-        t = time.perf_counter()
-        model.train_on_batch(xs, y)
-        times.append(time.perf_counter() - t)
-    print(f"{kind} {part} (head filters {head_filters}): median {1e3 * statistics.median(times):.0f} ms per step")
+    step = median_train_step_seconds(model, xs, y, repeats=8)
+    print(f"{kind} {part} (head filters {head_filters}): median {1e3 * step:.0f} ms per step")
 
 
 if __name__ == "__main__":

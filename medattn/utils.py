@@ -1,5 +1,5 @@
 """Small helpers every floor may use (a leaf: imports nothing of medattn): atomic text files, strict JSON values,
-file hashes."""
+file hashes, the benchmarks' timing of training steps."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "to_jsonable", "file_sha256"]
+__all__ = ["atomic_write_text", "to_jsonable", "file_sha256", "median_train_step_seconds"]
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -61,3 +61,19 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def median_train_step_seconds(model, x, y, repeats: int, warmup: int = 2) -> float:
+    """Median wall seconds of ``repeats`` calls of ``model.train_on_batch(x, y)`` (a compiled Keras model) after
+    ``warmup`` calls that trace and warm the kernels: the one timing loop of the benchmarks."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
