@@ -36,18 +36,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from medattn.evaluation.table_cells import check_comparison, check_run_tables
+from medattn.evaluation.table_cells import ARM_KEYS, check_comparison, check_run_tables, same_value
 
 __all__ = ["recompute_ensembles", "recompute_folder", "recompute_row", "main"]
-
-ARM_KEYS = ("model", "arm", "protocol", "variant", "backbone")
 
 
 def _auc(y, score) -> float:
@@ -213,15 +210,19 @@ def _ensemble_cells(paper: str, files: list[Path], row: dict) -> dict:
         if val is not None:
             out["val_accuracy"] = float(np.mean(val.argmax(1) == p0["val_y"]))
         return out
-    per = np.bincount(p0["roi_idx"])[0]
+    per = np.bincount(p0["roi_idx"])[0]  # windows per ROI
+
+    def vote(patch_prob):  # the majority of an ROI's windows above 0.5
+        return ((patch_prob > 0.5).reshape(-1, per).mean(1) > 0.5).astype(int)
+
     patch = _mean_of(files, "patch_prob")
-    y, pred = p0["y_true"].astype(int), ((patch > 0.5).reshape(-1, per).mean(1) > 0.5).astype(int)
+    y, pred = p0["y_true"].astype(int), vote(patch)
     c = _counts(y, pred)
     out = {"accuracy": float(np.mean(pred == y)), "recall_tumour": c["tp"] / max(c["tp"] + c["fn"], 1),
            "specificity": c["tn"] / max(c["tn"] + c["fp"], 1), "roc_auc": _auc(y, patch.reshape(-1, per).mean(1))}
     val = _mean_of(files, "val_patch_prob")
     if val is not None:
-        out["val_roi_accuracy"] = float(np.mean((((val > 0.5).reshape(-1, per).mean(1)) > 0.5) == p0["val_y"]))
+        out["val_roi_accuracy"] = float(np.mean(vote(val) == p0["val_y"]))
     return out
 
 
@@ -242,7 +243,7 @@ def recompute_ensembles(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str
             if row.get(field) is None:
                 continue
             checked += 1
-            if not _same(row[field], value, rtol):
+            if not same_value(row[field], value, rtol):
                 problems.append(f"{folder}: ensemble {name}: {field} committed {row[field]!r}, recomputed {value!r}")
     return checked, problems
 
@@ -252,16 +253,6 @@ def recompute_row(paper: str, prediction_file: Path, row: dict) -> list[tuple[st
     with np.load(prediction_file, allow_pickle=False) as p:
         values = PAPERS[paper](p, row)
     return [(k, row[k], v) for k, v in values.items() if row.get(k) is not None]
-
-
-def _same(committed, value, rtol: float) -> bool:
-    if isinstance(committed, str) and committed.startswith("["):
-        committed = json.loads(committed)
-    if isinstance(committed, list):
-        return np.array_equal(np.asarray(committed), np.asarray(value))
-    if math.isnan(float(committed)) or math.isnan(float(value)):
-        return math.isnan(float(committed)) and math.isnan(float(value))
-    return math.isclose(float(committed), float(value), rel_tol=rtol, abs_tol=1e-12)
 
 
 def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
@@ -279,7 +270,7 @@ def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
             continue
         for field, committed, value in recompute_row(paper, pred, row):
             checked += 1
-            if not _same(committed, value, rtol):
+            if not same_value(committed, value, rtol):
                 problems.append(f"{folder}: {arm} seed {row.get('seed')}: {field} committed {committed!r}, "
                                 f"recomputed {value!r}")
     return checked, problems

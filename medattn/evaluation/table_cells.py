@@ -24,19 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["check_comparison", "check_run_tables"]
+__all__ = ["ARM_KEYS", "check_comparison", "check_run_tables", "same_value"]
 
-ARM_KEYS = ("model", "arm", "protocol", "variant", "backbone")
+ARM_KEYS = ("model", "arm", "protocol", "variant", "backbone")  # the field that names a run, first found
 SEEDS_MARK = re.compile(r"\((\d+) seeds\)")
 
 
-def _close(a, b, rtol: float = 1e-9) -> bool:
-    """Equal within ``rtol``; None (how JSON writes NaN) equals NaN."""
-    a, b = (float("nan") if x is None else float(x) for x in (a, b))
+def same_value(committed, value, rtol: float = 1e-9) -> bool:
+    """A committed cell equals a recomputed value: numbers within ``rtol`` (None, how JSON writes NaN, equals NaN),
+    lists (or their JSON text, as some tables store confusion matrices) element for element."""
+    if isinstance(committed, str) and committed.startswith("["):
+        committed = json.loads(committed)
+    if isinstance(committed, list):
+        return np.array_equal(np.asarray(committed), np.asarray(value))
+    a, b = (float("nan") if x is None else float(x) for x in (committed, value))
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
 
 
-def _over_seeds(values) -> tuple[float, float, float]:
+def _over_seeds(values, clip: bool = True) -> tuple[float, float, float]:
+    """Mean over seeds and mean +- t(0.975, n-1) standard errors, clipped to [0, 1] unless ``clip`` is False."""
     from scipy.stats import t as student_t
 
     v = np.asarray([x for x in values if x is not None], dtype=float)
@@ -45,7 +51,7 @@ def _over_seeds(values) -> tuple[float, float, float]:
     if len(v) < 2:
         return m, float("nan"), float("nan")
     half = float(student_t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return m, max(0.0, m - half), min(1.0, m + half)
+    return (m, max(0.0, m - half), min(1.0, m + half)) if clip else (m, m - half, m + half)
 
 
 def _recorded_interval(row: dict, field: str) -> tuple | None:
@@ -59,17 +65,17 @@ def _recorded_interval(row: dict, field: str) -> tuple | None:
 
 def _explains(rows: list[dict], field: str, cell: dict) -> bool:
     if field.endswith("_ms") and str(cell["metric"]).endswith("_s"):
-        return isinstance(rows[0][field], (int, float)) and _close(rows[0][field] / 1e3, cell["value"])
+        return isinstance(rows[0][field], (int, float)) and same_value(rows[0][field] / 1e3, cell["value"])
     values = [r.get(field) for r in rows]
     if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
         return False
     if len(rows) > 1:
         m, lo, hi = _over_seeds(values)
-        return _close(m, cell["value"]) and (cell.get("ci_low") is None or (
-            _close(lo, cell["ci_low"]) and _close(hi, cell["ci_high"])))
+        return same_value(m, cell["value"]) and (cell.get("ci_low") is None or (
+            same_value(lo, cell["ci_low"]) and same_value(hi, cell["ci_high"])))
     interval = _recorded_interval(rows[0], field)
-    return _close(values[0], cell["value"]) and (cell.get("ci_low") is None or interval is None or (
-        _close(interval[0], cell["ci_low"]) and _close(interval[1], cell["ci_high"])))
+    return same_value(values[0], cell["value"]) and (cell.get("ci_low") is None or interval is None or (
+        same_value(interval[0], cell["ci_low"]) and same_value(interval[1], cell["ci_high"])))
 
 
 def _groups(rows: list[dict]) -> dict[str, list[dict]]:
@@ -130,25 +136,20 @@ def _check_selected(folder: Path, name: str, runs: dict) -> tuple[int, list[str]
         for k, v in row.items():
             if k in run and isinstance(v, float):
                 checked += 1
-                if not _close(v, run[k]):
+                if not same_value(v, run[k]):
                     problems.append(f"{folder / name}: {arm} seed {row.get('seed')}: {k} {v!r}, runs.json {run[k]!r}")
     return checked, problems
 
 
 def _spread_problem(cell: dict, values: list, clip: bool) -> str | None:
-    m, lo, hi = _over_seeds(values)
-    if not clip and len(values) > 1:
-        from scipy.stats import t as student_t
-
-        half = float(student_t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-        lo, hi = m - half, m + half
+    m, lo, hi = _over_seeds(values, clip)
     want = {"n_seeds": len(values), "mean": m, "ci_low": lo, "ci_high": hi}
     if "sd" in cell:
         want.update(sd=float(np.std(values, ddof=1)) if len(values) > 1 else None, min=min(values), max=max(values))
     if "beyond_seed_spread" in cell:
         want["beyond_seed_spread"] = bool(lo > 0 or hi < 0)
     bad = [k for k, v in want.items() if k in cell and not (
-        cell[k] == v if isinstance(v, bool) else _close(cell[k], v))]
+        cell[k] == v if isinstance(v, bool) else same_value(cell[k], v))]
     return f"{bad} differ" if bad else None
 
 
