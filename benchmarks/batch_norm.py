@@ -1,13 +1,16 @@
-"""Training step with our FusedBatchNormalization against Keras's BatchNormalization, in the models we train.
+"""Training step with our fused kernels against Keras's own layer or optimizer, in the models we train.
 
-    python benchmarks/batch_norm.py [--rounds 2] [--repeats 10] [--rows busi_seg,busi_seg_bf16,busi_cls,linknet_irv2]
+    python benchmarks/batch_norm.py [--part batch_norm|optimizer] [--rounds 2] [--repeats 10]
+                                    [--rows busi_seg,busi_seg_bf16,busi_cls,linknet_irv2]
                                     [--json benchmarks/results/batch_norm.json] [--markdown benchmarks/results/batch_norm.md]
 
-Every (row, kind) is measured in a fresh process of its own; "keras" runs the same model with
-``FusedBatchNormalization.call`` set back to ``keras.layers.BatchNormalization.call`` (the layer Keras ships), and the
-order of the two kinds alternates from round to round so a slow spell of the machine hits both. Random weights and
-inputs; Adam; median ms of ``--repeats`` training steps after two warm-up steps; medians over rounds, the ratio per
-round. Rows: the BUSI segmenter of the cpu profile (LinkNet + scSE, quarter-width VGG16-BN, 128 px, batch 8) in
+``--part batch_norm`` (Adam from Keras): "keras" runs the same model with ``FusedBatchNormalization.call`` set back
+to ``keras.layers.BatchNormalization.call`` (the layer Keras ships). ``--part optimizer`` (our batch normalisation):
+``keras.optimizers.Adam`` against ``medattn.training.optimizers.FusedAdam``. Every (row, kind) is measured in a
+fresh process of its own, and the order of the two kinds alternates from round to round so a slow spell of the
+machine hits both. Random weights and inputs; median ms of ``--repeats`` training steps after two warm-up steps,
+and the seconds of the first step (tracing the training graph and running it once); medians over rounds, the
+ratio per round. Rows: the BUSI segmenter of the cpu profile (LinkNet + scSE, quarter-width VGG16-BN, 128 px, batch 8) in
 float32 and in mixed bfloat16 (what ``--mixed-precision auto`` picks on CPUs with native bf16), the BUSI classifier
 of the cpu profile (DCNNIMAF, 128 px, batch 8), and the paper's segmenter (LinkNet + scSE, InceptionResNetV2, 256 px,
 batch 4).
@@ -31,6 +34,9 @@ ROWS = {
     "busi_cls": "BUSI classifier, cpu profile (DCNNIMAF, 128 px, batch 8), float32",
     "linknet_irv2": "paper segmenter (LinkNet + scSE, InceptionResNetV2, 256 px, batch 4), float32",
 }
+
+TITLES = {"batch_norm": "FusedBatchNormalization vs keras.layers.BatchNormalization",
+          "optimizer": "medattn's FusedAdam vs keras.optimizers.Adam"}
 
 
 def _build(row: str):
@@ -58,38 +64,44 @@ def _build(row: str):
     return model, rng.normal(size=(batch, *shape)).astype("float32"), y, loss
 
 
-def _child(row: str, kind: str, repeats: int) -> dict:
-    """One (row, kind), measured in this (fresh) process: what ``--child ROW KIND`` prints."""
+def _child(part: str, row: str, kind: str, repeats: int) -> dict:
+    """One (row, kind), measured in this (fresh) process: what ``--child PART ROW KIND`` prints."""
     import keras
 
     from medattn.layers import FusedBatchNormalization
+    from medattn.training.optimizers import FusedAdam
     from medattn.utils import median_train_step_seconds
 
-    if kind == "keras":
+    if part == "batch_norm" and kind == "keras":
         FusedBatchNormalization.call = keras.layers.BatchNormalization.call
     if row.endswith("_bf16"):
         keras.config.set_dtype_policy("mixed_bfloat16")
     model, x, y, loss = _build(row)
-    model.compile(keras.optimizers.Adam(1e-4), loss)
-    return {"step_ms": 1e3 * median_train_step_seconds(model, x, y, repeats)}
+    fused_optimizer = part == "optimizer" and kind == "fused"
+    model.compile((FusedAdam if fused_optimizer else keras.optimizers.Adam)(1e-4), loss)
+    start = time.perf_counter()
+    model.train_on_batch(x, y)
+    first = time.perf_counter() - start
+    return {"step_ms": 1e3 * median_train_step_seconds(model, x, y, repeats, warmup=1), "first_step_s": first}
 
 
-def _measure(row: str, kind: str, repeats: int) -> float:
-    r = subprocess.run([sys.executable, __file__, "--child", row, kind, "--repeats", str(repeats)],
+def _measure(part: str, row: str, kind: str, repeats: int) -> dict:
+    r = subprocess.run([sys.executable, __file__, "--child", part, row, kind, "--repeats", str(repeats)],
                        capture_output=True, text=True, timeout=1800, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if r.returncode != 0:
         raise RuntimeError(f"benchmark process {row} {kind} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])["step_ms"]
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=tuple(TITLES), default="batch_norm")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
-    ap.add_argument("--child", nargs=2, metavar=("ROW", "KIND"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, metavar=("PART", "ROW", "KIND"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(_child(*args.child, args.repeats)))
@@ -104,15 +116,12 @@ def main(argv=None):
     for i in range(args.rounds):
         for row in rows:
             for kind in (("keras", "fused") if i % 2 == 0 else ("fused", "keras")):
-                results[row][kind].append(_measure(row, kind, args.repeats))
-                print(f"  round {i + 1} {row} {kind}: {results[row][kind][-1]:.0f} ms/step", file=sys.stderr,
+                results[row][kind].append(_measure(args.part, row, kind, args.repeats))
+                print(f"  round {i + 1} {row} {kind}: {results[row][kind][-1]['step_ms']:.0f} ms/step", file=sys.stderr,
                       flush=True)
     report = {"command": "python benchmarks/batch_norm.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_description(),
-              "rows": [{"row": r, "what": ROWS[r], "keras_ms": results[r]["keras"], "fused_ms": results[r]["fused"],
-                        "speedup_per_round": [k / f for k, f in zip(results[r]["keras"], results[r]["fused"])],
-                        "speedup": statistics.median(k / f for k, f in zip(results[r]["keras"], results[r]["fused"]))}
-                       for r in rows]}
+              "part": args.part, "rows": [_row_report(r, results[r]) for r in rows]}
     text = _markdown(report, args)
     print(text)
     if args.json:
@@ -123,13 +132,25 @@ def main(argv=None):
             f.write(text)
 
 
+def _row_report(row: str, result: dict) -> dict:
+    keras_ms, fused_ms = ([m["step_ms"] for m in result[k]] for k in ("keras", "fused"))
+    return {"row": row, "what": ROWS[row], "keras_ms": keras_ms, "fused_ms": fused_ms,
+            "keras_first_step_s": [m["first_step_s"] for m in result["keras"]],
+            "fused_first_step_s": [m["first_step_s"] for m in result["fused"]],
+            "speedup_per_round": [k / f for k, f in zip(keras_ms, fused_ms)],
+            "speedup": statistics.median(k / f for k, f in zip(keras_ms, fused_ms))}
+
+
 def _markdown(report: dict, args) -> str:
-    lines = [f"# Training step: FusedBatchNormalization vs keras.layers.BatchNormalization ({args.rounds} rounds of "
-             f"{args.repeats} steps, each in a fresh process)", "",
-             "| model | Keras BN ms/step | fused ms/step | speed-up (median of rounds) | per round |", "|---|---|---|---|---|"]
+    lines = [f"# Training step: {TITLES[args.part]} ({args.rounds} rounds of {args.repeats} steps, each in a fresh "
+             "process)", "",
+             "| model | Keras ms/step | fused ms/step | speed-up (median of rounds) | per round | first step s, Keras "
+             "| first step s, fused |", "|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['what']} | {statistics.median(r['keras_ms']):.0f} | {statistics.median(r['fused_ms']):.0f} "
-                     f"| {r['speedup']:.2f}x | {', '.join(f'{s:.2f}' for s in r['speedup_per_round'])} |")
+                     f"| {r['speedup']:.2f}x | {', '.join(f'{s:.2f}' for s in r['speedup_per_round'])} "
+                     f"| {statistics.median(r['keras_first_step_s']):.1f} "
+                     f"| {statistics.median(r['fused_first_step_s']):.1f} |")
     lines += ["", f"- command: `{report['command']}`", f"- date: {report['date']}", f"- machine: `{report['machine']}`",
               ""]
     return "\n".join(lines)

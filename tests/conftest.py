@@ -39,13 +39,16 @@ def load_script(folder: str, name: str):
 
 def main_in_process(script: str, args, folder: str = "reproductions") -> tuple[int, str]:
     """``<folder>/<script>.py``'s exit code and standard error for ``args``, run in this process (a refusal needs
-    no process of its own)."""
+    no process of its own); an argument the parser refuses exits with its code."""
     import contextlib
     import io
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = load_script(folder, script).main([str(a) for a in args])
+        try:
+            code = load_script(folder, script).main([str(a) for a in args])
+        except SystemExit as exit_:
+            code = exit_.code
     return code, err.getvalue()
 
 

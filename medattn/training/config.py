@@ -108,10 +108,10 @@ class Stage:
         return int(round(self.warmup_epochs * -(-int(n_examples) // self.batch_size)))
 
     def make_optimizer(self, n_examples: int):
-        """The stage's optimizer; a cosine schedule decays over ``epochs * ceil(n_examples / batch_size)`` steps
-        (the schedule's step lives in the optimizer, so a resumed run continues it exactly)."""
-        import keras
-
+        """The stage's optimizer (Keras's, each variable's update one kernel: :mod:`.optimizers`); a cosine schedule
+        decays over ``epochs * ceil(n_examples / batch_size)`` steps (the schedule's step lives in the optimizer, so a
+        resumed run continues it exactly)."""
+        from .optimizers import FusedAdam, FusedAdamW, FusedSGD
         from .reuse import CosineDecaySteps
 
         warm = self.warmup_steps(n_examples) if self.schedule == "cosine" else 0
@@ -126,9 +126,9 @@ class Stage:
         if self.weight_decay:
             kw["weight_decay"] = self.weight_decay
         if self.optimizer == "sgd":
-            opt = keras.optimizers.SGD(lr, momentum=self.momentum, **kw)
+            opt = FusedSGD(lr, momentum=self.momentum, **kw)
         else:
-            opt = (keras.optimizers.AdamW if self.weight_decay else keras.optimizers.Adam)(lr, **kw)
+            opt = (FusedAdamW if self.weight_decay else FusedAdam)(lr, **kw)
         if self.weight_decay:
             opt.exclude_from_weight_decay(var_names=list(WEIGHT_DECAY_EXEMPT))
         return opt

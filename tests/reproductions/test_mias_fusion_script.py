@@ -73,19 +73,21 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert comp["vgg16:model2, ensemble (2 seeds) accuracy"]["paper"] == 0.875
 
 
-def test_no_data_prints_instructions(tmp_path):
-    env = {k: v for k, v in __import__("os").environ.items() if k != "MEDATTN_DATA_DIR"}
-    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "mias_fusion.py"), "--profile", "smoke",
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120, env=env,
-                       cwd=tmp_path)
-    assert r.returncode == 2 and "MIAS_ROIs.zip" in r.stderr
+def test_no_data_prints_instructions(tmp_path, monkeypatch):
+    from tests.conftest import main_in_process
+
+    monkeypatch.delenv("MEDATTN_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, err = main_in_process("mias_fusion", ["--profile", "smoke", "--out", tmp_path / "o"])
+    assert code == 2 and "MIAS_ROIs.zip" in err
 
 
 def test_an_unknown_tta_is_refused(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "reproductions" / "mias_fusion.py"), "--profile", "smoke",
-                        "--data-dir", str(tmp_path), "--set", "tta=rotate", "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode == 2 and "tta 'rotate'" in r.stderr and "dihedral" in r.stderr
+    from tests.conftest import main_in_process
+
+    code, err = main_in_process("mias_fusion", ["--profile", "smoke", "--data-dir", tmp_path, "--set", "tta=rotate",
+                                                "--out", tmp_path / "o"])
+    assert code == 2 and "tta 'rotate'" in err and "dihedral" in err
 
 
 def test_imagenet_weights_with_a_scaled_backbone_are_refused_before_anything_runs():

@@ -126,14 +126,16 @@ def test_emtnet_paper_profile_dry_run(tmp_path):
 
 
 def test_user_errors_are_one_line(tmp_path):
+    """A refusal is one line on standard error and exit code 2: as a process once, then in this one."""
+    from tests.conftest import main_in_process
+
     r = _run([SCRIPTS / "dcnnimaf.py", "--profile", "cpu", "--runs-dir", tmp_path / "runs"], tmp_path, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "no BUSI data found" in r.stderr and "SYNTHETIC" in r.stderr
-    r = _run([SCRIPTS / "dcnnimaf.py", "--profile", "smoke", "--seeds", "-1"], tmp_path, timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "non-negative" in r.stderr
-    r = _run([SCRIPTS / "mias_fusion.py", "--data-dir", tmp_path / "missing"], tmp_path, timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "no such folder" in r.stderr
+    code, err = main_in_process("dcnnimaf", ["--profile", "smoke", "--seeds", "-1"])
+    assert code == 2 and "non-negative" in err.strip().splitlines()[-1]  # the parser's usage line, then it
+    code, err = main_in_process("mias_fusion", ["--data-dir", tmp_path / "missing"])
+    assert code == 2 and "no such folder" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "wrong").mkdir()
-    r = _run([SCRIPTS / "mias_fusion.py", "--data-dir", tmp_path / "wrong", "--runs-dir", tmp_path / "r"], tmp_path,
-             timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "expected layout" in r.stderr
+    code, err = main_in_process("mias_fusion", ["--data-dir", tmp_path / "wrong", "--runs-dir", tmp_path / "r"])
+    assert code == 2 and "expected layout" in err
