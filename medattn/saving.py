@@ -15,6 +15,7 @@ __all__ = ["load_model", "required_modules", "save_model_card", "read_model_card
 
 _REGISTERING = ("medattn.layers", "medattn.backbones", "medattn.evaluation.keras_metrics",
                 "medattn.losses", "medattn.training.reuse",  # reuse: the cosine schedule of a compiled model
+                "medattn.training.optimizers",  # the stage optimizer of a compiled model
                 "medattn.models.dcat")  # BackbonePreprocess
 
 CARD_KEYS = ("kind", "input_size", "preprocessing", "class_names")

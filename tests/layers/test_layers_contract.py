@@ -140,7 +140,15 @@ def test_load_model_names_the_module_to_import(tmp_path):
 
     assert required_modules(path) == {"CBAM": "medattn.layers.cbam"}
     # plain Keras in a fresh process fails with its generic error; medattn.saving would name the module
-    code = ("import keras, sys\ntry:\n    keras.saving.load_model(sys.argv[1])\nexcept Exception as e:\n"
-            "    print('failed', 'CBAM' in str(e))")
+    # and medattn.load_model imports every module of the package that registers a class (the stage optimizers too)
+    code = ("import importlib, keras, sys\ntry:\n    keras.saving.load_model(sys.argv[1])\nexcept Exception as e:\n"
+            "    print('failed', 'CBAM' in str(e))\nfrom medattn.saving import _REGISTERING\n"
+            "[importlib.import_module(m) for m in _REGISTERING]\nprint(' '.join(sys.modules))")
     r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert "failed True" in r.stdout
+    from tests.conftest import REPO
+
+    registering = {".".join(f.relative_to(REPO).with_suffix("").parts) for f in (REPO / "medattn").rglob("*.py")
+                   if "register_keras_serializable" in f.read_text()}
+    assert "medattn.training.optimizers" in registering
+    assert registering <= set(r.stdout.split()), registering - set(r.stdout.split())
