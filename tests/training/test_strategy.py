@@ -72,6 +72,20 @@ def test_mirrored_fit_with_a_weight_average_on_two_cpu_replicas(tmp_path):
     assert float(res["eval_loss"]) == pytest.approx(float(res["val_loss"][-1]), rel=1e-5)
 
 
+def test_batches_for_replicas_have_tf_data_rewrites_on():
+    """Without them, dropping a distributed validation iterator could crash the process (``_with_default_rewrites``)."""
+    from medattn.datasets.pipeline import array_dataset
+    from medattn.training.custom_loop import for_replicas
+
+    x, y = np.zeros((9, 4, 4, 3), "float32"), np.arange(9) % 2
+    source = array_dataset(x, y, 8)
+    assert source.options().experimental_optimization.apply_default_optimizations is False
+    for training in (False, True):
+        ds = for_replicas(source, 2, 8, training=training)
+        assert ds.options().experimental_optimization.apply_default_optimizations is True
+        assert sum(len(b[1]) for b in ds) == (8 if training else 9)
+
+
 def test_replica_batch_plan_gives_every_replica_a_part_of_every_batch():
     from medattn.training.custom_loop import _splits_evenly, replica_batch_plan
 
