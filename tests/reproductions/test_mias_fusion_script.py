@@ -34,23 +34,24 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert (out / "plots" / "confusion_vgg16_model2.png").exists()
     assert runs[0]["tta"] == "none" and runs[0]["val_window_loss"] > 0 and runs[0]["train_time_all_epochs_s"] > 0
     # test-time augmentation only changes the evaluation, and more seeds add runs: one process re-evaluates the
-    # finished seed-0 checkpoint with the dihedral views (not trained again) and trains seed 1
+    # finished seed-0 checkpoint with flipped views (not trained again) and trains seed 1 (the dihedral views:
+    # tests/evaluation/test_tta.py)
     out2 = tmp_path / "tta"
-    cmd2 = [str(out2) if c == str(out) else c for c in cmd] + ["--resume", "--set", "tta=dihedral", "--seeds", "0,1",
+    cmd2 = [str(out2) if c == str(out) else c for c in cmd] + ["--resume", "--set", "tta=flip", "--seeds", "0,1",
                                                                 "--set", "multi_seed_models=vgg16:model2"]
     r = subprocess.run(cmd2, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((out2 / "runs.json").read_text())["rows"]
     tta = rows[0]
-    assert [x["seed"] for x in rows] == [0, 1] and all(x["tta"] == "dihedral" for x in rows)
+    assert [x["seed"] for x in rows] == [0, 1] and all(x["tta"] == "flip" for x in rows)
     assert tta["resumed_from_epoch"] == 1 and tta["epochs"] == 1
     assert tta["train_time_all_epochs_s"] == runs[0]["train_time_all_epochs_s"]
-    assert tta["val_window_loss"] != runs[0]["val_window_loss"]  # eight views per window, another mean
+    assert tta["val_window_loss"] != runs[0]["val_window_loss"]  # two views per window, another mean
     s0 = [Path(m) for m in json.loads((out2 / "run.json").read_text())["models"] if "vgg16_model2_s0" in m]
     card = json.loads(s0[0].with_suffix(".json").read_text())
-    assert card["tta"] == "dihedral"  # the re-evaluation's model, in its own run folder (the first run's is kept)
+    assert card["tta"] == "flip"  # the re-evaluation's model, in its own run folder (the first run's is kept)
     first = json.loads(next((tmp_path / "runs").glob("mias_fusion-smoke/vgg16_model2_s0/models/*.json")).read_text())
-    assert first["tta"] != "dihedral"
+    assert first["tta"] != "flip"
     # the seed ensemble averages the saved window probabilities and votes as one model does
     import numpy as np
 
