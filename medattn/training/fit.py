@@ -476,14 +476,29 @@ class _EpochRunner:
         cbs = (list(self.callbacks or []) + ([_ema_callback(averager)] if averager else [])
                + ([_bar_callback(bar)] if bar else []))
         # with a weight average, validation runs here on the average, not in model.fit on the raw weights
-        h = self.model.fit(ds, validation_data=None if averager else self.val, epochs=epoch + 1, initial_epoch=epoch,
-                           steps_per_epoch=self.steps, class_weight=self.class_weight, callbacks=cbs, verbose=0,
-                           shuffle=False)  # datasets are shuffled per epoch by `data(epoch)`
+        with _epoch_length_learned_quietly(self.replicas > 1 and self.steps is None):
+            h = self.model.fit(ds, validation_data=None if averager else self.val, epochs=epoch + 1,
+                               initial_epoch=epoch, steps_per_epoch=self.steps, class_weight=self.class_weight,
+                               callbacks=cbs, verbose=0, shuffle=False)  # shuffled per epoch by `data(epoch)`
         logs = {k: float(v[-1]) for k, v in h.history.items()}
         if averager and self.val is not None:
             with averager.applied():
                 logs.update(_evaluate(self.model, self.val))
         return logs
+
+
+@contextlib.contextmanager
+def _epoch_length_learned_quietly(on: bool):
+    """Without Keras's "Your input ran out of data" warning, when ``on``: batches cut for replicas
+    (``custom_loop.for_replicas``) have no known count, so Keras learns an epoch's length by reaching its end, warns,
+    and ends the epoch as it should (validation and callbacks run). With ``steps_per_epoch`` given, the warning
+    still says that the data was shorter."""
+    import warnings
+
+    with warnings.catch_warnings():
+        if on:
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 class _FitState:
