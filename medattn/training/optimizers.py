@@ -3,7 +3,8 @@
 Keras 3 writes an optimizer's update as separate operations per variable (Adam: about twenty, among them the step's
 powers of the betas, recomputed for every variable). On the TensorFlow backend these classes call the kernels that
 ``tf.compat.v1`` optimizers use, ``ResourceApplyAdam`` and ``ResourceApplyKerasMomentum``, which compute the same
-formulas in one pass over the variable and its slots. The optimizer's variables, its configuration, weight decay,
+formulas in one pass over the variable and its slots; Adam's scalar arguments (the betas' powers, the learning
+rate) are made once per step, not per variable. The optimizer's variables, its configuration, weight decay,
 clipping, loss scaling and averaging (all done outside ``update_step``) are Keras's, so checkpoints and saved models
 are interchangeable with those of the Keras classes. Values agree with Keras's to float32 rounding
 (``tests/training/test_optimizers.py``). A graph with fewer operations traces sooner: a smoke run's first training
@@ -40,19 +41,37 @@ class _KerasName:
 
 
 class _FusedAdamUpdate(_KerasName):
+    _step_scalars = None  # per dtype, while one step's updates run: the same for every variable of that step
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        self._step_scalars = {}
+        try:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._step_scalars = None
+
+    def _adam_scalars(self, dtype, learning_rate) -> dict:
+        """The kernel's scalar arguments for this step in ``dtype``, made once per step and dtype."""
+        import tensorflow as tf
+
+        cache = self._step_scalars if self._step_scalars is not None else {}
+        if dtype not in cache:
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            cache[dtype] = dict(beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                                lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+                                epsilon=tf.cast(self.epsilon, dtype))
+        return cache[dtype]
+
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad or not _fusable(gradient):
             return super().update_step(gradient, variable, learning_rate)
         import tensorflow as tf
 
-        dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype),
-            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+            grad=tf.cast(gradient, variable.dtype), **self._adam_scalars(variable.dtype, learning_rate))
 
 
 @keras.saving.register_keras_serializable(package="medattn")
