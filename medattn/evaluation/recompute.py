@@ -22,7 +22,10 @@ with the row's value; the script prints how many cells it checked, every differe
 * DCAT (``prob``, ``y_true``): accuracy, macro F1, AUC (binary: of the positive class; else macro one-vs-rest), ECE
   and the confusion matrix.
 
-ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside it.
+ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside it. Single runs' 95 % bootstrap
+intervals are resampled again for EMT-Net (accuracy, sensitivity, specificity, at 0.5 and tuned) and DCAT
+(accuracy, macro F1, AUC), with the run's seed and the folder's ``n_boot`` (``config.json``); the other papers'
+are read as recorded.
 
 Seed ensembles (``ensembles.json``: brain MRI, MIAS) are recomputed from their seeds' prediction files: the
 probabilities (MIAS: every window's P(tumour)) averaged over the seeds, then scored as one model (MIAS: the
@@ -182,6 +185,65 @@ PAPERS: dict[str, Callable] = {"brain_tumor_transfer": _brain, "mias_fusion": _m
                                "dcnnimaf": _busi, "dcat": _dcat}
 
 
+def _bootstrap(metric, *arrays, n_boot: int, seed: int) -> list[float]:
+    """A row's 95 % percentile bootstrap interval, resampled as the scripts do (``intervals.bootstrap_ci``, the
+    run's seed and the folder's ``n_boot``) around a metric written here."""
+    from medattn.evaluation.intervals import bootstrap_ci
+
+    return [float(v) for v in bootstrap_ci(metric, *arrays, n_boot=n_boot, seed=seed)[1:]]
+
+
+def _emtnet_intervals(p, row, n_boot: int) -> dict:
+    y, prob, seed = p["y_true"].astype(int), p["prob"], int(row.get("seed", 0))
+    pos, neg = y == 1, y == 0
+    out = {"accuracy_ci": _bootstrap(lambda t, s: np.mean(t == (s > 0.5)), y, prob, n_boot=n_boot, seed=seed),
+           "sensitivity_ci": _bootstrap(lambda s: np.mean(s > 0.5), prob[pos], n_boot=n_boot, seed=seed),
+           "specificity_ci": _bootstrap(lambda s: np.mean(s <= 0.5), prob[neg], n_boot=n_boot, seed=seed)}
+    if "pred_tuned" in p.files and row.get("accuracy_tuned_ci") is not None:
+        hard = p["pred_tuned"].astype(float)
+        out.update(accuracy_tuned_ci=_bootstrap(lambda t, d: np.mean(t == (d > 0.5)), y, hard, n_boot=n_boot,
+                                                seed=seed),
+                   sensitivity_tuned_ci=_bootstrap(lambda d: np.mean(d > 0.5), hard[pos], n_boot=n_boot, seed=seed),
+                   specificity_tuned_ci=_bootstrap(lambda d: np.mean(d < 0.5), hard[neg], n_boot=n_boot, seed=seed))
+    return out
+
+
+def _rank_auc(positive, score) -> float:
+    """The area under the ROC curve as the Mann-Whitney statistic (ties share their mean rank): what
+    ``roc_auc_score`` returns, cheap enough to run on every resample; NaN with one class."""
+    from scipy.stats import rankdata
+
+    n1 = int(positive.sum())
+    n0 = len(positive) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    return float((rankdata(score)[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _dcat_intervals(p, row, n_boot: int) -> dict:
+    """Accuracy, macro F1 (``classification.macro_f1``, in NumPy; its full-set value is checked against
+    scikit-learn above) and AUC (binary: of the positive class; else the macro mean over classes, one against the
+    rest) intervals; the AUC's over at most 300 resamples, as the script draws them."""
+    from medattn.evaluation.classification import macro_f1
+
+    y, prob, seed = p["y_true"].astype(int), p["prob"], int(row.get("seed", 0))
+    n_classes = prob.shape[1]
+
+    def auc(t, s):  # undefined on a resample with one class: bootstrap_ci drops it
+        if len(set(t.tolist())) < 2:
+            return float("nan")
+        if n_classes == 2:
+            return _rank_auc(t == 1, s[:, 1])
+        return float(np.mean([_rank_auc(t == c, s[:, c]) for c in range(n_classes)]))
+
+    return {"accuracy_ci": _bootstrap(lambda t, s: np.mean(t == s.argmax(1)), y, prob, n_boot=n_boot, seed=seed),
+            "f1_macro_ci": _bootstrap(lambda t, s: macro_f1(t, s, n_classes), y, prob, n_boot=n_boot, seed=seed),
+            "roc_auc_ci": _bootstrap(auc, y, prob, n_boot=min(n_boot, 300), seed=seed)}
+
+
+INTERVALS: dict[str, Callable] = {"emtnet": _emtnet_intervals, "dcat": _dcat_intervals}
+
+
 def _paper_of(folder: Path) -> str | None:
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
     script = Path(str(run.get("command", "")).split()[1]).stem if len(str(run.get("command", "")).split()) > 1 else ""
@@ -248,11 +310,24 @@ def recompute_ensembles(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str
     return checked, problems
 
 
-def recompute_row(paper: str, prediction_file: Path, row: dict) -> list[tuple[str, object, float]]:
-    """``(field, committed, recomputed)`` for every field of ``row`` the paper's check recomputes."""
+def recompute_row(paper: str, prediction_file: Path, row: dict, n_boot: int | None = None
+                  ) -> list[tuple[str, object, float]]:
+    """``(field, committed, recomputed)`` for every field of ``row`` the paper's check recomputes; with ``n_boot``
+    (the folder's ``config.json``) also the single run's bootstrap intervals, where the paper has them here."""
     with np.load(prediction_file, allow_pickle=False) as p:
         values = PAPERS[paper](p, row)
+        if n_boot and paper in INTERVALS:
+            values.update(INTERVALS[paper](p, row, n_boot))
     return [(k, row[k], v) for k, v in values.items() if row.get(k) is not None]
+
+
+def _same_cell(committed, value, rtol: float) -> bool:
+    """Intervals element by element within ``rtol``; every other cell as :func:`same_value` compares it."""
+    if isinstance(committed, str) and committed.startswith("["):
+        committed = json.loads(committed)
+    if isinstance(committed, list) and len(committed) == 2 and not isinstance(committed[0], list):
+        return all(same_value(c, v, rtol) for c, v in zip(committed, value))
+    return same_value(committed, value, rtol)
 
 
 def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
@@ -262,15 +337,16 @@ def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
     if paper is None or not (folder / "runs.json").exists() or not (folder / "predictions").is_dir():
         return 0, []  # a folder that kept no predictions (some selection runs) has nothing to recompute from
     checked, problems = 0, []
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
     for row in json.loads((folder / "runs.json").read_text())["rows"]:
         arm = next((row[k] for k in ARM_KEYS if row.get(k) is not None), None)
         pred = _prediction_file(folder, arm, row.get("seed", 0))
         if not pred.exists():
             problems.append(f"{folder}: {arm} seed {row.get('seed')}: no prediction file {pred.name}")
             continue
-        for field, committed, value in recompute_row(paper, pred, row):
+        for field, committed, value in recompute_row(paper, pred, row, config.get("n_boot")):
             checked += 1
-            if not same_value(committed, value, rtol):
+            if not _same_cell(committed, value, rtol):
                 problems.append(f"{folder}: {arm} seed {row.get('seed')}: {field} committed {committed!r}, "
                                 f"recomputed {value!r}")
     return checked, problems

@@ -15,7 +15,7 @@ def test_every_committed_table_agrees_with_its_prediction_files(capsys):
     out = capsys.readouterr().out
     checked = int(out.split("recompute: ")[1].split(" cells")[0])
     derived = int(out.split("files, ")[1].split(" cells")[0])
-    assert checked > 2200 and derived > 2800 and "0 difference(s)" in out
+    assert checked > 2400 and derived > 2800 and "0 difference(s)" in out
     for paper in ("brain_tumor_transfer", "mias_fusion", "emtnet", "dcnnimaf", "dcat/pneumoniamnist"):
         assert recompute_folder(REPO / "results" / paper)[0] > 0, paper  # every paper's main table is checked
         assert check_comparison(REPO / "results" / paper)[0] > 0, paper
@@ -30,9 +30,12 @@ def test_an_edited_cell_or_prediction_is_named(tmp_path, capsys):
     assert recompute_folder(folder)[1] == []
     runs = json.loads((folder / "runs.json").read_text())
     runs["rows"][1]["sensitivity"] += 0.01
+    low, high = json.loads(runs["rows"][2]["accuracy_tuned_ci"])  # a single run's bootstrap interval (its JSON
+    runs["rows"][2]["accuracy_tuned_ci"] = json.dumps([low - 0.001, high])  # text) is resampled again too
     (folder / "runs.json").write_text(json.dumps(runs))
     n, problems = recompute_folder(folder)
-    assert n > 0 and len(problems) == 1 and "multitask_w2 seed 1: sensitivity committed" in problems[0]
+    assert n > 0 and len(problems) == 2 and "multitask_w2 seed 1: sensitivity committed" in problems[0]
+    assert "multitask_w2 seed 2: accuracy_tuned_ci committed" in problems[1]
     (folder / "predictions" / "multitask_w2_s2.npz").unlink()
     assert any("no prediction file multitask_w2_s2.npz" in p for p in recompute_folder(folder)[1])
     assert main([str(folder)]) == 1 and "sensitivity committed" in capsys.readouterr().err
