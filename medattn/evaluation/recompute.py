@@ -23,9 +23,10 @@ with the row's value; the script prints how many cells it checked, every differe
   and the confusion matrix.
 
 ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside it. Single runs' 95 % bootstrap
-intervals are resampled again for EMT-Net (accuracy, sensitivity, specificity, at 0.5 and tuned) and DCAT
-(accuracy, macro F1, AUC), with the run's seed and the folder's ``n_boot`` (``config.json``); the other papers'
-are read as recorded.
+intervals are resampled again, with the run's seed and the folder's ``n_boot`` (``config.json``): EMT-Net
+(accuracy, sensitivity, specificity, at 0.5 and tuned), DCAT (accuracy, macro F1, AUC), brain MRI (accuracy,
+weighted accuracy, macro F1, official and de-duplicated) and MIAS (ROI AUC). BUSI's, and seed ensembles', are read
+as recorded.
 
 Seed ensembles (``ensembles.json``: brain MRI, MIAS) are recomputed from their seeds' prediction files: the
 probabilities (MIAS: every window's P(tumour)) averaged over the seeds, then scored as one model (MIAS: the
@@ -236,12 +237,42 @@ def _dcat_intervals(p, row, n_boot: int) -> dict:
             return _rank_auc(t == 1, s[:, 1])
         return float(np.mean([_rank_auc(t == c, s[:, c]) for c in range(n_classes)]))
 
-    return {"accuracy_ci": _bootstrap(lambda t, s: np.mean(t == s.argmax(1)), y, prob, n_boot=n_boot, seed=seed),
-            "f1_macro_ci": _bootstrap(lambda t, s: macro_f1(t, s, n_classes), y, prob, n_boot=n_boot, seed=seed),
+    pred = prob.argmax(1)  # the resampled indices depend on the count alone, not on the arrays
+    return {"accuracy_ci": _bootstrap(lambda t, d: np.mean(t == d), y, pred, n_boot=n_boot, seed=seed),
+            "f1_macro_ci": _bootstrap(lambda t, d: macro_f1(t, d, n_classes), y, pred, n_boot=n_boot, seed=seed),
             "roc_auc_ci": _bootstrap(auc, y, prob, n_boot=min(n_boot, 300), seed=seed)}
 
 
-INTERVALS: dict[str, Callable] = {"emtnet": _emtnet_intervals, "dcat": _dcat_intervals}
+def _brain_intervals(p, row, n_boot: int) -> dict:
+    """Accuracy, weighted accuracy (each class's one-vs-rest accuracy weighted by its support) and macro F1
+    intervals on the official and the de-duplicated test set."""
+    from medattn.evaluation.classification import macro_f1
+
+    n_classes, seed, out = p["prob"].shape[1], int(row.get("seed", 0)), {}
+
+    def weighted_accuracy(t, d):
+        cm = np.bincount(t * n_classes + d, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+        wrong_as = cm.sum(0) + cm.sum(1) - 2 * np.diag(cm)  # class c's one-vs-rest errors: FP_c + FN_c
+        return float(np.sum((1 - wrong_as / len(t)) * cm.sum(1)) / len(t))
+
+    for prefix, keep in (("official", np.ones(len(p["y_true"]), bool)), ("dedup", p["dedup"].astype(bool))):
+        y, pred = p["y_true"][keep].astype(int), p["prob"][keep].argmax(1)  # resampled as the probabilities were
+        out[f"{prefix}_accuracy_ci"] = _bootstrap(lambda t, d: np.mean(t == d), y, pred, n_boot=n_boot, seed=seed)
+        out[f"{prefix}_weighted_accuracy_ci"] = _bootstrap(weighted_accuracy, y, pred, n_boot=n_boot, seed=seed)
+        out[f"{prefix}_f1_macro_ci"] = _bootstrap(lambda t, d: macro_f1(t, d, n_classes), y, pred, n_boot=n_boot,
+                                                  seed=seed)
+    return out
+
+
+def _mias_intervals(p, row, n_boot: int) -> dict:
+    """The ROI AUC's interval (its two ends are separate cells)."""
+    low, high = _bootstrap(lambda t, s: _rank_auc(t == 1, s), p["y_true"].astype(int), p["roi_score"],
+                           n_boot=n_boot, seed=int(row.get("seed", 0)))
+    return {"roc_auc_boot_low": low, "roc_auc_boot_high": high}
+
+
+INTERVALS: dict[str, Callable] = {"emtnet": _emtnet_intervals, "dcat": _dcat_intervals,
+                                  "brain_tumor_transfer": _brain_intervals, "mias_fusion": _mias_intervals}
 
 
 def _paper_of(folder: Path) -> str | None:
