@@ -25,8 +25,8 @@ with the row's value; the script prints how many cells it checked, every differe
 ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside it. Single runs' 95 % bootstrap
 intervals are resampled again, with the run's seed and the folder's ``n_boot`` (``config.json``): EMT-Net
 (accuracy, sensitivity, specificity, at 0.5 and tuned), DCAT (accuracy, macro F1, AUC), brain MRI (accuracy,
-weighted accuracy, macro F1, official and de-duplicated) and MIAS (ROI AUC). BUSI's, and seed ensembles', are read
-as recorded.
+weighted accuracy, macro F1, official and de-duplicated), MIAS (ROI AUC) and BUSI (accuracy, macro F1, lesion
+Dice). BUSI's lesion IoU interval and seed ensembles' intervals are read as recorded.
 
 Seed ensembles (``ensembles.json``: brain MRI, MIAS) are recomputed from their seeds' prediction files: the
 probabilities (MIAS: every window's P(tumour)) averaged over the seeds, then scored as one model (MIAS: the
@@ -271,8 +271,21 @@ def _mias_intervals(p, row, n_boot: int) -> dict:
     return {"roc_auc_boot_low": low, "roc_auc_boot_high": high}
 
 
+def _busi_intervals(p, row, n_boot: int) -> dict:
+    """Accuracy and macro F1 intervals, and lesion Dice's from the per-image Dice the file keeps."""
+    from medattn.evaluation.classification import macro_f1
+
+    y, pred, seed = p["y_true"].astype(int), p["prob"].argmax(1), int(row.get("seed", 0))
+    out = {"accuracy_ci": _bootstrap(lambda t, d: np.mean(t == d), y, pred, n_boot=n_boot, seed=seed),
+           "f1_macro_ci": _bootstrap(lambda t, d: macro_f1(t, d, 3), y, pred, n_boot=n_boot, seed=seed)}
+    if "dice" in p.files and "lesion" in p.files:
+        out["dice_lesion_ci"] = _bootstrap(np.mean, p["dice"][p["lesion"].astype(bool)], n_boot=n_boot, seed=seed)
+    return out
+
+
 INTERVALS: dict[str, Callable] = {"emtnet": _emtnet_intervals, "dcat": _dcat_intervals,
-                                  "brain_tumor_transfer": _brain_intervals, "mias_fusion": _mias_intervals}
+                                  "brain_tumor_transfer": _brain_intervals, "mias_fusion": _mias_intervals,
+                                  "dcnnimaf": _busi_intervals}
 
 
 def _paper_of(folder: Path) -> str | None:
