@@ -36,7 +36,7 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
 
     cells = {f for f, _, _ in recompute_row("dcnnimaf", out / "predictions" / "grouped_s0.npz", run)}
     assert {"pixel_accuracy", "iou_all", "dice_lesion_raw", "false_positive_rate_empty_raw", "ece"} <= cells
-    assert recompute_folder(out) == (20, [])  # the protocol's row: 20 cells
+    assert recompute_folder(out) == (23, [])  # the protocol's row: 20 cells and 3 bootstrap intervals
     for name in ("overlays_grouped.png", "confusion_grouped.png", "roc_pr_grouped.png", "reliability_grouped.png"):
         assert (out / "plots" / name).exists(), name
     assert json.loads((out / "config.json").read_text())["synthetic"] is True

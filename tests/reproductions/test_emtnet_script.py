@@ -59,7 +59,8 @@ def test_smoke_on_benign_malignant_phantoms_end_to_end(tmp_path):
 
     assert "dice_lesion" in {f for f, _, _ in recompute_row("emtnet", out / "predictions" / "multitask_w2_s0.npz",
                                                             runs[0])}  # from the out-of-fold masks it saved
-    assert recompute_folder(out) == (10 + 9, [])  # counts, rates, AUC, ECE of both arms; Dice of the multitask one
+    # counts, rates, AUC, ECE and three bootstrap intervals of both arms; Dice of the multitask one
+    assert recompute_folder(out) == (13 + 12, [])
 
 
 def _refused_in_process(args: list[str], message: str, tmp_path) -> None:
