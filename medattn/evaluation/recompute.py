@@ -39,6 +39,7 @@ committed predictions.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -194,18 +195,32 @@ def _bootstrap(metric, *arrays, n_boot: int, seed: int) -> list[float]:
     return [float(v) for v in bootstrap_ci(metric, *arrays, n_boot=n_boot, seed=seed)[1:]]
 
 
+def _resampler(row: dict, n_boot: int) -> Callable:
+    """:func:`_bootstrap` with the run's seed and the folder's ``n_boot`` (a call may pass another ``n_boot``)."""
+    return functools.partial(_bootstrap, n_boot=n_boot, seed=int(row.get("seed", 0)))
+
+
+def _label_intervals(boot: Callable, y, pred, n_classes: int, prefix: str = "") -> dict:
+    """Accuracy and macro F1 (``classification.macro_f1``, in NumPy; its full-set value is checked against
+    scikit-learn above) intervals from predicted labels: the resampled indices depend on the count alone, so they
+    are those the scripts drew with the probabilities."""
+    from medattn.evaluation.classification import macro_f1
+
+    return {f"{prefix}accuracy_ci": boot(lambda t, d: np.mean(t == d), y, pred),
+            f"{prefix}f1_macro_ci": boot(lambda t, d: macro_f1(t, d, n_classes), y, pred)}
+
+
 def _emtnet_intervals(p, row, n_boot: int) -> dict:
-    y, prob, seed = p["y_true"].astype(int), p["prob"], int(row.get("seed", 0))
+    boot, y, prob = _resampler(row, n_boot), p["y_true"].astype(int), p["prob"]
     pos, neg = y == 1, y == 0
-    out = {"accuracy_ci": _bootstrap(lambda t, s: np.mean(t == (s > 0.5)), y, prob, n_boot=n_boot, seed=seed),
-           "sensitivity_ci": _bootstrap(lambda s: np.mean(s > 0.5), prob[pos], n_boot=n_boot, seed=seed),
-           "specificity_ci": _bootstrap(lambda s: np.mean(s <= 0.5), prob[neg], n_boot=n_boot, seed=seed)}
+    out = {"accuracy_ci": boot(lambda t, s: np.mean(t == (s > 0.5)), y, prob),
+           "sensitivity_ci": boot(lambda s: np.mean(s > 0.5), prob[pos]),
+           "specificity_ci": boot(lambda s: np.mean(s <= 0.5), prob[neg])}
     if "pred_tuned" in p.files and row.get("accuracy_tuned_ci") is not None:
         hard = p["pred_tuned"].astype(float)
-        out.update(accuracy_tuned_ci=_bootstrap(lambda t, d: np.mean(t == (d > 0.5)), y, hard, n_boot=n_boot,
-                                                seed=seed),
-                   sensitivity_tuned_ci=_bootstrap(lambda d: np.mean(d > 0.5), hard[pos], n_boot=n_boot, seed=seed),
-                   specificity_tuned_ci=_bootstrap(lambda d: np.mean(d < 0.5), hard[neg], n_boot=n_boot, seed=seed))
+        out.update(accuracy_tuned_ci=boot(lambda t, d: np.mean(t == (d > 0.5)), y, hard),
+                   sensitivity_tuned_ci=boot(lambda d: np.mean(d > 0.5), hard[pos]),
+                   specificity_tuned_ci=boot(lambda d: np.mean(d < 0.5), hard[neg]))
     return out
 
 
@@ -222,12 +237,9 @@ def _rank_auc(positive, score) -> float:
 
 
 def _dcat_intervals(p, row, n_boot: int) -> dict:
-    """Accuracy, macro F1 (``classification.macro_f1``, in NumPy; its full-set value is checked against
-    scikit-learn above) and AUC (binary: of the positive class; else the macro mean over classes, one against the
+    """Accuracy, macro F1 and AUC (binary: of the positive class; else the macro mean over classes, one against the
     rest) intervals; the AUC's over at most 300 resamples, as the script draws them."""
-    from medattn.evaluation.classification import macro_f1
-
-    y, prob, seed = p["y_true"].astype(int), p["prob"], int(row.get("seed", 0))
+    boot, y, prob = _resampler(row, n_boot), p["y_true"].astype(int), p["prob"]
     n_classes = prob.shape[1]
 
     def auc(t, s):  # undefined on a resample with one class: bootstrap_ci drops it
@@ -237,18 +249,14 @@ def _dcat_intervals(p, row, n_boot: int) -> dict:
             return _rank_auc(t == 1, s[:, 1])
         return float(np.mean([_rank_auc(t == c, s[:, c]) for c in range(n_classes)]))
 
-    pred = prob.argmax(1)  # the resampled indices depend on the count alone, not on the arrays
-    return {"accuracy_ci": _bootstrap(lambda t, d: np.mean(t == d), y, pred, n_boot=n_boot, seed=seed),
-            "f1_macro_ci": _bootstrap(lambda t, d: macro_f1(t, d, n_classes), y, pred, n_boot=n_boot, seed=seed),
-            "roc_auc_ci": _bootstrap(auc, y, prob, n_boot=min(n_boot, 300), seed=seed)}
+    return {**_label_intervals(boot, y, prob.argmax(1), n_classes),
+            "roc_auc_ci": boot(auc, y, prob, n_boot=min(n_boot, 300))}
 
 
 def _brain_intervals(p, row, n_boot: int) -> dict:
     """Accuracy, weighted accuracy (each class's one-vs-rest accuracy weighted by its support) and macro F1
     intervals on the official and the de-duplicated test set."""
-    from medattn.evaluation.classification import macro_f1
-
-    n_classes, seed, out = p["prob"].shape[1], int(row.get("seed", 0)), {}
+    boot, n_classes, out = _resampler(row, n_boot), p["prob"].shape[1], {}
 
     def weighted_accuracy(t, d):
         cm = np.bincount(t * n_classes + d, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
@@ -256,30 +264,24 @@ def _brain_intervals(p, row, n_boot: int) -> dict:
         return float(np.sum((1 - wrong_as / len(t)) * cm.sum(1)) / len(t))
 
     for prefix, keep in (("official", np.ones(len(p["y_true"]), bool)), ("dedup", p["dedup"].astype(bool))):
-        y, pred = p["y_true"][keep].astype(int), p["prob"][keep].argmax(1)  # resampled as the probabilities were
-        out[f"{prefix}_accuracy_ci"] = _bootstrap(lambda t, d: np.mean(t == d), y, pred, n_boot=n_boot, seed=seed)
-        out[f"{prefix}_weighted_accuracy_ci"] = _bootstrap(weighted_accuracy, y, pred, n_boot=n_boot, seed=seed)
-        out[f"{prefix}_f1_macro_ci"] = _bootstrap(lambda t, d: macro_f1(t, d, n_classes), y, pred, n_boot=n_boot,
-                                                  seed=seed)
+        y, pred = p["y_true"][keep].astype(int), p["prob"][keep].argmax(1)
+        out.update(_label_intervals(boot, y, pred, n_classes, f"{prefix}_"))
+        out[f"{prefix}_weighted_accuracy_ci"] = boot(weighted_accuracy, y, pred)
     return out
 
 
 def _mias_intervals(p, row, n_boot: int) -> dict:
     """The ROI AUC's interval (its two ends are separate cells)."""
-    low, high = _bootstrap(lambda t, s: _rank_auc(t == 1, s), p["y_true"].astype(int), p["roi_score"],
-                           n_boot=n_boot, seed=int(row.get("seed", 0)))
+    low, high = _resampler(row, n_boot)(lambda t, s: _rank_auc(t == 1, s), p["y_true"].astype(int), p["roi_score"])
     return {"roc_auc_boot_low": low, "roc_auc_boot_high": high}
 
 
 def _busi_intervals(p, row, n_boot: int) -> dict:
     """Accuracy and macro F1 intervals, and lesion Dice's from the per-image Dice the file keeps."""
-    from medattn.evaluation.classification import macro_f1
-
-    y, pred, seed = p["y_true"].astype(int), p["prob"].argmax(1), int(row.get("seed", 0))
-    out = {"accuracy_ci": _bootstrap(lambda t, d: np.mean(t == d), y, pred, n_boot=n_boot, seed=seed),
-           "f1_macro_ci": _bootstrap(lambda t, d: macro_f1(t, d, 3), y, pred, n_boot=n_boot, seed=seed)}
+    boot = _resampler(row, n_boot)
+    out = _label_intervals(boot, p["y_true"].astype(int), p["prob"].argmax(1), 3)
     if "dice" in p.files and "lesion" in p.files:
-        out["dice_lesion_ci"] = _bootstrap(np.mean, p["dice"][p["lesion"].astype(bool)], n_boot=n_boot, seed=seed)
+        out["dice_lesion_ci"] = boot(np.mean, p["dice"][p["lesion"].astype(bool)])
     return out
 
 
@@ -365,15 +367,6 @@ def recompute_row(paper: str, prediction_file: Path, row: dict, n_boot: int | No
     return [(k, row[k], v) for k, v in values.items() if row.get(k) is not None]
 
 
-def _same_cell(committed, value, rtol: float) -> bool:
-    """Intervals element by element within ``rtol``; every other cell as :func:`same_value` compares it."""
-    if isinstance(committed, str) and committed.startswith("["):
-        committed = json.loads(committed)
-    if isinstance(committed, list) and len(committed) == 2 and not isinstance(committed[0], list):
-        return all(same_value(c, v, rtol) for c, v in zip(committed, value))
-    return same_value(committed, value, rtol)
-
-
 def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
     """Cells checked and the differences found (one line each) in one results folder."""
     folder = Path(folder)
@@ -390,7 +383,7 @@ def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
             continue
         for field, committed, value in recompute_row(paper, pred, row, config.get("n_boot")):
             checked += 1
-            if not _same_cell(committed, value, rtol):
+            if not same_value(committed, value, rtol):
                 problems.append(f"{folder}: {arm} seed {row.get('seed')}: {field} committed {committed!r}, "
                                 f"recomputed {value!r}")
     return checked, problems

@@ -32,11 +32,12 @@ SEEDS_MARK = re.compile(r"\((\d+) seeds\)")
 
 def same_value(committed, value, rtol: float = 1e-9) -> bool:
     """A committed cell equals a recomputed value: numbers within ``rtol`` (None, how JSON writes NaN, equals NaN),
-    lists (or their JSON text, as some tables store confusion matrices) element for element."""
+    lists (or their JSON text, as some tables store confusion matrices and intervals) element for element."""
     if isinstance(committed, str) and committed.startswith("["):
         committed = json.loads(committed)
     if isinstance(committed, list):
-        return np.array_equal(np.asarray(committed), np.asarray(value))
+        a, b = (np.asarray(x, dtype=float) for x in (committed, value))
+        return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=1e-12, equal_nan=True))
     a, b = (float("nan") if x is None else float(x) for x in (committed, value))
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
 
