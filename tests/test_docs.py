@@ -148,3 +148,18 @@ def test_each_paper_page_follows_the_outline(paper):
     assert at == sorted(at), "the sections are out of order"
     prose = re.sub(r"<!-- (table|include): .*?<!-- /(table|include) -->", "", page, flags=re.S).splitlines()
     assert len(prose) <= 100, f"docs/{paper}.md has {len(prose)} lines besides its generated blocks"
+
+
+def test_speed_figures_quoted_in_the_readme_are_the_committed_measurements():
+    import json
+
+    speed = json.loads((REPO / "benchmarks/results/speed.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    main_page = (REPO / "docs/dcnnimaf.md").read_text()
+    suite = speed["suite_minutes"]
+    default = speed["default_run_seconds"]
+    assert f"{suite['value']} minutes" in readme and suite["git_commit"] in readme, "README: suite time"
+    for name, text in (("README.md", readme), ("docs/dcnnimaf.md", main_page)):
+        quoted = re.findall(r"([\d.]+) s from the command to the (?:printed )?table", text)
+        assert quoted == [f"{default['value']}"], f"{name} quotes {quoted}, speed.json has {default['value']}"
+    assert f"{speed['linknet_vs_segmentation_models']['value']}x" in readme, "README: LinkNet ratio"
