@@ -412,7 +412,19 @@ def _train_epochs(run: "_EpochRunner", st: "_FitState", ckpt_dir: Path, *, epoch
 def _print_epoch(label: str, logs: dict, epochs: int, monitor: str, st: "_FitState", seconds: float) -> None:
     shown = "  ".join(f"{k} {_fmt(v)}" for k, v in logs.items() if k not in ("epoch", "time_s", "epoch_s"))
     print(f"[{label}] epoch {logs['epoch']}/{epochs}  {shown}  best {monitor} {_fmt(st.best_value)} (epoch "
-          f"{st.best_epoch})  {seconds:.0f} s", flush=True)
+          f"{st.best_epoch})  {seconds:.0f} s{_time_left(st.history, epochs)}", flush=True)
+
+
+def _time_left(history: list[dict], epochs: int, recent: int = 5) -> str:
+    """``"  ~12 min left"``: the epochs still to train times the median time of the last ``recent`` epochs (robust
+    to the slow first epoch of each process, which traces the graph); an upper bound when early stopping may end the
+    stage sooner. Empty after the last epoch."""
+    left = epochs - history[-1]["epoch"]
+    times = [h["epoch_s"] for h in history if "epoch_s" in h][-recent:]
+    if left <= 0 or not times:
+        return ""
+    seconds = left * float(np.median(times))
+    return f"  ~{seconds / 60:.0f} min left" if seconds >= 90 else f"  ~{seconds:.0f} s left"
 
 
 def _validation_for_replicas(validation_data, replicas: int, batch_size, label: str):

@@ -194,3 +194,13 @@ def test_a_re_evaluation_names_the_commit_its_checkpoints_were_trained_at(tmp_pa
     assert row["training_git_commit"] == "0123abc" and row["epochs_run_here"] == 0
     first = json.loads((runs / "toy-smoke" / "results" / "runs.jsonl").read_text())
     assert "training_git_commit" not in first
+
+
+def test_each_epoch_line_says_how_long_the_stage_has_left():
+    from medattn.training.fit import _time_left
+
+    history = [{"epoch": e, "epoch_s": s} for e, s in enumerate([40.0, 10.0, 12.0, 11.0], 1)]
+    assert _time_left(history, epochs=10) == "  ~69 s left"  # 6 epochs x the median 11.5 s (the traced first is out-voted)
+    assert _time_left(history, epochs=400) == "  ~76 min left"
+    assert _time_left(history, epochs=4) == ""
+    assert _time_left([{"epoch": 1, "time_s": 3.0}], epochs=5) == ""  # logs from before epoch_s was recorded
