@@ -7,30 +7,44 @@ Each results folder that holds ``runs.json`` and ``predictions/<arm>_s<seed>.npz
 is computed again from the prediction file with scikit-learn (not with the code that wrote the table) and compared
 with the row's value; the script prints how many cells it checked, every difference, and exits 1 if there is one.
 
-* brain MRI (``prob``, ``y_true``, ``dedup``): top-1 accuracy, macro F1, macro one-vs-rest AUC and the recall of
-  each class, on the official test set and on the de-duplicated one;
-* MIAS (``roi_pred``, ``roi_score``, ``y_true``): ROI accuracy, tumour recall and precision, specificity, the four
-  counts and the ROI AUC;
-* EMT-Net (``prob`` = P(malignant), ``pred_tuned``, ``y_true``): accuracy, sensitivity, specificity and the counts
-  at 0.5, the same at the thresholds chosen on validation data, AUC and ECE; lesion Dice from the out-of-fold masks
-  where the file holds them (``mask_pred``, ``mask_true``);
+* brain MRI (``prob``, ``y_true``, ``dedup``): on the official test set and on the de-duplicated one, top-1 and
+  weighted accuracy, macro and weighted precision, recall and F1, macro one-vs-rest AUC, ECE and the recall of each
+  class; validation accuracy where the file keeps ``val_prob``;
+* MIAS (``roi_pred``, ``roi_score``, ``y_true``): ROI accuracy, tumour recall, precision and F1, specificity, the four
+  counts, the ROI AUC and average precision of the mean score, the accuracy of the mean score at 0.5, the AUC of the
+  hard labels, Wilson intervals of accuracy, recall and precision; where the file keeps the windows
+  (``patch_prob``, ``roi_idx``): window accuracy and AUC, and from the validation windows the ROI accuracy, the
+  windows' cross-entropy, the vote threshold chosen on them and the test figures at that threshold;
+* EMT-Net (``prob`` = P(malignant), ``pred_tuned``, ``y_true``): accuracy, sensitivity, specificity, F1 and the
+  counts at 0.5, the same at the thresholds chosen on validation data, AUC and ECE; lesion Dice from the out-of-fold
+  masks where the file holds them (``mask_pred``, ``mask_true``);
 * BUSI (``prob``, ``y_true``): accuracy, weighted accuracy, macro and weighted precision, recall and F1, macro AUC,
   ECE and the confusion matrix; from the bit-packed test masks where the file holds them (``mask_true``,
   ``mask_pred`` after cleaning, ``mask_raw`` before it): Dice and IoU over lesion images and over all images, pixel
   accuracy, the share of normal images given a mask, and the same before cleaning; from older files, which hold only
   per-image ``dice`` and ``lesion``, Dice over all images and over lesion images;
-* DCAT (``prob``, ``y_true``): accuracy, macro F1, AUC (binary: of the positive class; else macro one-vs-rest), ECE
-  and the confusion matrix.
+* DCAT (``prob`` = the mean over MC passes, ``y_true``): accuracy, macro F1, AUC and average precision (binary: of
+  the positive class; else macro over classes, one against the rest), ECE and the confusion matrix; binary:
+  sensitivity and specificity; from ``single`` (one pass) its accuracy and ECE; the mean ``entropy`` and
+  ``mutual_information``, and the accuracy left after referring the 10 % and 20 % most uncertain images.
+
+Not recomputed, because the files do not hold what they need: validation figures other than those above, EMT-Net's
+per-fold means and spreads and its pooled validation AUC (older files keep no fold or validation predictions), and
+training facts (epochs, times, parameter counts).
 
 ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside it. Single runs' 95 % bootstrap
 intervals are resampled again, with the run's seed and the folder's ``n_boot`` (``config.json``): EMT-Net
 (accuracy, sensitivity, specificity, at 0.5 and tuned), DCAT (accuracy, macro F1, AUC), brain MRI (accuracy,
 weighted accuracy, macro F1, official and de-duplicated), MIAS (ROI AUC) and BUSI (accuracy, macro F1, lesion
-Dice). BUSI's lesion IoU interval and seed ensembles' intervals are read as recorded.
+Dice), and brain MRI's seed ensembles (with the configuration's first seed). BUSI's lesion IoU interval is read
+as recorded where the file keeps only per-image Dice.
 
 Seed ensembles (``ensembles.json``: brain MRI, MIAS) are recomputed from their seeds' prediction files: the
 probabilities (MIAS: every window's P(tumour)) averaged over the seeds, then scored as one model (MIAS: the
-majority vote of windows at 0.5 per ROI, the AUC of the ROI mean), on the test set and on the validation set.
+majority vote of windows at 0.5 per ROI, its Wilson interval, the AUC of the ROI mean), on the test set and on the
+validation set, and the means of the seeds' own accuracies. EMT-Net's ablation (``ablation.json``: multitask minus
+classification-only at the same seed) is recomputed from the two arms' files: each difference, its paired bootstrap
+interval and the exact McNemar p-value.
 Every cell of ours in ``comparison.json``, and the summary, sweep, seed-spread and paired-difference tables, are
 then derived again from the rows (:mod:`medattn.evaluation.table_cells`), so each table cell traces back to
 committed predictions.
@@ -49,7 +63,7 @@ import numpy as np
 
 from medattn.evaluation.table_cells import ARM_KEYS, check_comparison, check_run_tables, same_value
 
-__all__ = ["recompute_ensembles", "recompute_folder", "recompute_row", "main"]
+__all__ = ["recompute_ablation", "recompute_ensembles", "recompute_folder", "recompute_row", "main"]
 
 
 def _auc(y, score) -> float:
@@ -119,6 +133,8 @@ def _f1_macro(y, pred, n_classes: int) -> float:
 
 
 def _brain(p, row) -> dict:
+    """Every figure of :func:`_multiclass` and each class's recall, on the official and the de-duplicated test set;
+    validation accuracy where the file keeps the validation probabilities."""
     from sklearn.metrics import recall_score
 
     out = {}
@@ -126,11 +142,12 @@ def _brain(p, row) -> dict:
     for prefix, keep in (("official", np.ones(len(p["y_true"]), bool)), ("dedup", p["dedup"].astype(bool))):
         y, prob = p["y_true"][keep], p["prob"][keep]
         pred = prob.argmax(1)
-        out[f"{prefix}_accuracy"] = float(np.mean(pred == y))
+        out.update({f"{prefix}_{k}": v for k, v in _multiclass(y, prob).items() if k != "confusion_matrix"})
         out[f"{prefix}_f1_macro"] = _f1_macro(y, pred, prob.shape[1])
-        out[f"{prefix}_roc_auc"] = _auc(y, prob)
         recalls = recall_score(y, pred, average=None, labels=list(range(prob.shape[1])), zero_division=0)
         out.update({f"{prefix}_recall_{c}": float(r) for c, r in zip(classes, recalls)})
+    if "val_prob" in getattr(p, "files", p):  # an npz file, or a seed ensemble's dict
+        out["val_accuracy"] = float(np.mean(p["val_prob"].argmax(1) == p["val_y"]))
     return out
 
 
@@ -140,12 +157,67 @@ def _counts(y, pred) -> dict:
     return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
+def _wilson(successes: int, n: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval, from SciPy (NaN for no trials)."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = binomtest(successes, n).proportion_ci(0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def _mias(p, row) -> dict:
-    y, pred = p["y_true"].astype(int), p["roi_pred"].astype(int)
+    """ROI figures of the majority vote, the mean score's, Wilson intervals; window and validation figures where
+    the file keeps the windows' probabilities."""
+    from sklearn.metrics import average_precision_score, f1_score
+
+    y, pred, score = p["y_true"].astype(int), p["roi_pred"].astype(int), p["roi_score"].astype(np.float64)
     c = _counts(y, pred)
-    return {**c, "accuracy": float(np.mean(pred == y)), "recall_tumour": c["tp"] / max(c["tp"] + c["fn"], 1),
-            "precision_tumour": c["tp"] / max(c["tp"] + c["fp"], 1), "specificity": c["tn"] / max(c["tn"] + c["fp"], 1),
-            "roc_auc": _auc(y, p["roi_score"])}
+    out = {**c, "accuracy": float(np.mean(pred == y)), "recall_tumour": c["tp"] / max(c["tp"] + c["fn"], 1),
+           "precision_tumour": c["tp"] / max(c["tp"] + c["fp"], 1), "specificity": c["tn"] / max(c["tn"] + c["fp"], 1),
+           "f1_tumour": float(f1_score(y, pred, zero_division=0)), "roc_auc": _auc(y, score),
+           "average_precision": float(average_precision_score(y, score)),
+           "roc_auc_hard_labels": _auc(y, pred) if len(set(pred.tolist())) > 1 else 0.5,
+           "accuracy_mean_prob": float(np.mean((score > 0.5) == y))}
+    for name, k, n in (("accuracy", c["tp"] + c["tn"], len(y)), ("recall", c["tp"], c["tp"] + c["fn"]),
+                       ("precision", c["tp"], c["tp"] + c["fp"])):
+        out[f"{name}_wilson_low"], out[f"{name}_wilson_high"] = _wilson(k, n)
+    if "patch_prob" in p.files:
+        out.update(_mias_windows(p))
+    return out
+
+
+def _roi_vote(patch_prob, roi_idx, threshold: float = 0.5) -> np.ndarray:
+    """Each ROI's label: more than half of its windows above ``threshold``."""
+    per_roi = np.bincount(roi_idx)
+    above = np.bincount(roi_idx, weights=(patch_prob > threshold).astype(float))
+    return (above / per_roi > 0.5).astype(int)
+
+
+def _mias_windows(p) -> dict:
+    """Window accuracy and AUC on the test ROIs; from the validation windows: the ROI accuracy of the vote, the
+    windows' cross-entropy (clipped as Keras clips), the vote threshold that maximises validation ROI accuracy (grid
+    0.05..0.95 by 0.01, ties to the one nearest 0.5), and the test figures at that threshold."""
+    y, prob, idx = p["y_true"].astype(int), p["patch_prob"].astype(np.float64), p["roi_idx"]
+    y_win = y[idx]
+    out = {"patch_accuracy": float(np.mean((prob > 0.5) == y_win)), "patch_roc_auc": _auc(y_win, prob)}
+    if "val_patch_prob" not in p.files:
+        return out
+    vy, vprob, vidx = p["val_y"].astype(int), p["val_patch_prob"].astype(np.float64), p["val_roi_idx"]
+    out["val_roi_accuracy"] = float(np.mean(_roi_vote(vprob, vidx) == vy))
+    clipped = np.clip(vprob, 1e-7, 1 - 1e-7)
+    out["val_window_loss"] = float(-np.mean(np.where(vy[vidx] == 1, np.log(clipped), np.log(1 - clipped))))
+    grid = np.round(np.arange(5, 96) / 100, 3)
+    val_acc = np.array([np.mean(_roi_vote(vprob, vidx, t) == vy) for t in grid])
+    best = grid[val_acc == val_acc.max()]
+    threshold = float(best[np.argmin(np.abs(best - 0.5))])
+    tuned = _roi_vote(prob, idx, threshold)
+    c = _counts(y, tuned)
+    out.update(val_threshold=threshold, accuracy_val_threshold=float(np.mean(tuned == y)),
+               recall_tumour_val_threshold=c["tp"] / max(c["tp"] + c["fn"], 1),
+               precision_tumour_val_threshold=c["tp"] / max(c["tp"] + c["fp"], 1))
+    return out
 
 
 def _binary(y, pred, suffix: str = "") -> dict:
@@ -155,11 +227,15 @@ def _binary(y, pred, suffix: str = "") -> dict:
 
 
 def _emtnet(p, row) -> dict:
+    from sklearn.metrics import f1_score
+
     y, prob = p["y_true"].astype(int), p["prob"].astype(np.float64)
     pred = (prob > 0.5).astype(int)
-    out = {**_counts(y, pred), **_binary(y, pred), "roc_auc": _auc(y, prob), "ece": _ece(y, prob)}
+    out = {**_counts(y, pred), **_binary(y, pred), "roc_auc": _auc(y, prob), "ece": _ece(y, prob),
+           "f1_pos": float(f1_score(y, pred, zero_division=0))}
     if "pred_tuned" in p.files and row.get("accuracy_tuned") is not None:
         out.update(_binary(y, p["pred_tuned"].astype(int), "_tuned"))
+        out["f1_pos_tuned"] = float(f1_score(y, p["pred_tuned"].astype(int), zero_division=0))
     if "mask_pred" in p.files:
         out["dice_lesion"] = _mask_cells(p, "mask_pred")["dice_lesion"]
     return out
@@ -178,9 +254,33 @@ def _busi(p, row) -> dict:
 
 
 def _dcat(p, row) -> dict:
-    y, prob = p["y_true"].astype(int), p["prob"]
+    """The figures of the mean over MC passes; average precision (binary: of the positive class; else the macro
+    mean); binary: sensitivity and specificity; the first pass alone (``single``); the mean entropy and mutual
+    information; the accuracy left after referring the 10 % and 20 % most uncertain images (highest entropy; ties in
+    file order)."""
+    from sklearn.metrics import average_precision_score
+
+    y, prob = p["y_true"].astype(int), p["prob"].astype(np.float64)
     cells = _multiclass(y, prob)
-    return {k: cells[k] for k in ("accuracy", "f1_macro", "roc_auc", "ece", "confusion_matrix")}
+    out = {k: cells[k] for k in ("accuracy", "f1_macro", "roc_auc", "ece", "confusion_matrix")}
+    if prob.shape[1] == 2:
+        out.update({k: v for k, v in _binary(y, prob.argmax(1)).items() if k != "accuracy"},
+                   average_precision=float(average_precision_score(y == 1, prob[:, 1])))
+    else:  # the macro mean over the classes present, each against the rest
+        out["average_precision"] = float(np.mean([average_precision_score(y == c, prob[:, c])
+                                                  for c in range(prob.shape[1]) if np.any(y == c)]))
+    if "single" in p.files:
+        single = p["single"].astype(np.float64)
+        out.update(accuracy_single_pass=float(np.mean(single.argmax(1) == y)), ece_single_pass=_ece(y, single))
+    if "entropy" in p.files:
+        entropy = p["entropy"].astype(np.float64)
+        out["mean_entropy"] = float(entropy.mean())
+        for share in (10, 20):
+            kept = np.argsort(entropy, kind="stable")[: int(round(len(y) * (100 - share) / 100))]
+            out[f"accuracy_refer_{share}"] = float(np.mean(prob[kept].argmax(1) == y[kept]))
+    if "mutual_information" in p.files:
+        out["mean_mutual_information"] = float(p["mutual_information"].astype(np.float64).mean())
+    return out
 
 
 PAPERS: dict[str, Callable] = {"brain_tumor_transfer": _brain, "mias_fusion": _mias, "emtnet": _emtnet,
@@ -300,6 +400,11 @@ def _prediction_file(folder: Path, arm, seed) -> Path:
     return folder / "predictions" / f"{str(arm).replace(':', '_')}_s{seed}.npz"
 
 
+def _arrays(file: Path) -> dict:
+    with np.load(file, allow_pickle=False) as p:
+        return {k: p[k] for k in p.files}
+
+
 def _mean_of(files: list[Path], key: str):
     arrays = []
     for f in files:
@@ -308,29 +413,41 @@ def _mean_of(files: list[Path], key: str):
     return None if any(a is None for a in arrays) else np.mean(arrays, axis=0)
 
 
-def _ensemble_cells(paper: str, files: list[Path], row: dict) -> dict:
-    """A seed ensemble's cells from its seeds' prediction files (see the module doc)."""
-    with np.load(files[0], allow_pickle=False) as first:
-        p0 = {k: first[k] for k in first.files}
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+
+
+def _ensemble_cells(paper: str, files: list[Path], row: dict, config: dict) -> dict:
+    """A seed ensemble's cells from its seeds' prediction files (see the module doc), and the means of its seeds'
+    own figures; brain MRI's bootstrap intervals drawn as the script draws them (the configuration's first seed,
+    its ``n_boot``)."""
+    seeds = []
+    for f in files:
+        with np.load(f, allow_pickle=False) as p:
+            seeds.append(PAPERS[paper](p, row))
+    p0 = _arrays(files[0])
     if paper == "brain_tumor_transfer":
-        out = _brain({**p0, "prob": _mean_of(files, "prob")}, row)
+        mean = {**p0, "prob": _mean_of(files, "prob")}
+        out = _brain(mean, row)
+        if config.get("n_boot") and config.get("seeds"):
+            out.update(_brain_intervals(mean, {"seed": config["seeds"][0]}, config["n_boot"]))
         val = _mean_of(files, "val_prob")
         if val is not None:
             out["val_accuracy"] = float(np.mean(val.argmax(1) == p0["val_y"]))
+            out["val_accuracy_seed_mean"] = float(np.mean([s["val_accuracy"] for s in seeds]))
         return out
-    per = np.bincount(p0["roi_idx"])[0]  # windows per ROI
-
-    def vote(patch_prob):  # the majority of an ROI's windows above 0.5
-        return ((patch_prob > 0.5).reshape(-1, per).mean(1) > 0.5).astype(int)
-
     patch = _mean_of(files, "patch_prob")
-    y, pred = p0["y_true"].astype(int), vote(patch)
+    y, pred = p0["y_true"].astype(int), _roi_vote(patch, p0["roi_idx"])
     c = _counts(y, pred)
     out = {"accuracy": float(np.mean(pred == y)), "recall_tumour": c["tp"] / max(c["tp"] + c["fn"], 1),
-           "specificity": c["tn"] / max(c["tn"] + c["fp"], 1), "roc_auc": _auc(y, patch.reshape(-1, per).mean(1))}
+           "specificity": c["tn"] / max(c["tn"] + c["fp"], 1),
+           "roc_auc": _auc(y, np.bincount(p0["roi_idx"], weights=patch) / np.bincount(p0["roi_idx"])),
+           "accuracy_seed_mean": float(np.mean([s["accuracy"] for s in seeds]))}
+    out["accuracy_wilson_low"], out["accuracy_wilson_high"] = _wilson(c["tp"] + c["tn"], len(y))
     val = _mean_of(files, "val_patch_prob")
     if val is not None:
-        out["val_roi_accuracy"] = float(np.mean(vote(val) == p0["val_y"]))
+        out["val_roi_accuracy"] = float(np.mean(_roi_vote(val, p0["val_roi_idx"]) == p0["val_y"]))
+        out["val_roi_accuracy_seed_mean"] = float(np.mean([s["val_roi_accuracy"] for s in seeds]))
     return out
 
 
@@ -347,7 +464,7 @@ def recompute_ensembles(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str
         if not all(f.exists() for f in files):
             problems.append(f"{folder}: ensemble {name}: missing {[f.name for f in files if not f.exists()]}")
             continue
-        for field, value in _ensemble_cells(paper, files, row).items():
+        for field, value in _ensemble_cells(paper, files, row, _config(folder)).items():
             if row.get(field) is None:
                 continue
             checked += 1
@@ -374,7 +491,7 @@ def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
     if paper is None or not (folder / "runs.json").exists() or not (folder / "predictions").is_dir():
         return 0, []  # a folder that kept no predictions (some selection runs) has nothing to recompute from
     checked, problems = 0, []
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    config = _config(folder)
     for row in json.loads((folder / "runs.json").read_text())["rows"]:
         arm = next((row[k] for k in ARM_KEYS if row.get(k) is not None), None)
         pred = _prediction_file(folder, arm, row.get("seed", 0))
@@ -389,6 +506,62 @@ def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
     return checked, problems
 
 
+def _paired_cells(t, pa, pb, seed: int, n_boot: int) -> dict:
+    """One EMT-Net ablation pair's cells per metric (accuracy, sensitivity, specificity at 0.5; AUC): the
+    difference, its paired bootstrap interval (the same images resampled for both) and, for accuracy, the exact
+    McNemar p-value (SciPy's binomial test on the discordant images)."""
+    from scipy.stats import binomtest
+
+    def metric(name):
+        def difference(y, a, b):
+            if name == "roc_auc":
+                return _rank_auc(y == 1, a) - _rank_auc(y == 1, b)
+            keep = {"accuracy": np.ones(len(y), bool), "sensitivity": y == 1, "specificity": y == 0}[name]
+            if not keep.any():
+                return float("nan")
+            return float(np.mean((a[keep] > 0.5) == (y[keep] == 1)) - np.mean((b[keep] > 0.5) == (y[keep] == 1)))
+        return difference
+
+    right_a, right_b = (pa > 0.5) == (t == 1), (pb > 0.5) == (t == 1)
+    only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(right_b & ~right_a))
+    mcnemar = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    out = {}
+    for name in ("accuracy", "sensitivity", "specificity", "roc_auc"):
+        low, high = _bootstrap(metric(name), t, pa, pb, n_boot=n_boot, seed=seed)
+        out[name] = {"difference": metric(name)(t, pa, pb), "ci_low": low, "ci_high": high,
+                     "mcnemar_p": float(mcnemar) if name == "accuracy" else None}
+    return out
+
+
+def recompute_ablation(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
+    """Cells checked and differences found in an EMT-Net folder's ``ablation.json`` (multitask minus
+    classification-only), recomputed from the two arms' prediction files."""
+    folder = Path(folder)
+    if _paper_of(folder) != "emtnet" or not (folder / "ablation.json").exists():
+        return 0, []
+    checked, problems, pairs = 0, [], {}
+    for row in json.loads((folder / "ablation.json").read_text())["rows"]:
+        key = (row["comparison"], int(row["seed"]))
+        if key not in pairs:
+            files = [_prediction_file(folder, arm, key[1]) for arm in row["comparison"].split(" - ")]
+            if not all(f.exists() for f in files):
+                problems.append(f"{folder}: ablation {key[0]} seed {key[1]}: no prediction files")
+                continue
+            (a, b) = (_arrays(f) for f in files)
+            pairs[key] = _paired_cells(a["y_true"].astype(int), a["prob"].astype(np.float64),
+                                       b["prob"].astype(np.float64), key[1], _config(folder).get("n_boot", 1000))
+        if key not in pairs:
+            continue
+        for field, value in pairs[key][row["metric"]].items():
+            if row.get(field) is None and value is None:
+                continue
+            checked += 1
+            if not same_value(row.get(field), value, rtol):
+                problems.append(f"{folder}: ablation {key[0]} seed {key[1]} {row['metric']}: {field} committed "
+                                f"{row.get(field)!r}, recomputed {value!r}")
+    return checked, problems
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folders", nargs="+", help="results folders (searched for runs.json below them)")
@@ -399,10 +572,12 @@ def main(argv=None) -> int:
         for runs in sorted(root.rglob("runs.json")) if root.is_dir() else []:
             n, found = recompute_folder(runs.parent, args.rtol)
             n_ens, found_ens = recompute_ensembles(runs.parent, args.rtol)
+            n_abl, found_abl = recompute_ablation(runs.parent, args.rtol)
             n_cells, found_cells = check_comparison(runs.parent)
             n_tables, found_tables = check_run_tables(runs.parent)
-            total, folders = total + n + n_ens, folders + bool(n)
-            cells, problems = cells + n_cells + n_tables, problems + found + found_ens + found_cells + found_tables
+            total, folders = total + n + n_ens + n_abl, folders + bool(n)
+            problems += found + found_ens + found_abl + found_cells + found_tables
+            cells += n_cells + n_tables
     for line in problems:
         print(line, file=sys.stderr)
     print(f"recompute: {total} cells in {folders} results folder(s) checked against their prediction files, "

@@ -5,7 +5,7 @@ again from them, and a table that disagrees with its predictions or rows is caug
 import json
 import shutil
 
-from medattn.evaluation.recompute import main, recompute_ensembles, recompute_folder
+from medattn.evaluation.recompute import main, recompute_ablation, recompute_ensembles, recompute_folder
 from medattn.evaluation.table_cells import check_comparison, check_run_tables
 from tests.conftest import REPO
 
@@ -15,7 +15,7 @@ def test_every_committed_table_agrees_with_its_prediction_files(capsys):
     out = capsys.readouterr().out
     checked = int(out.split("recompute: ")[1].split(" cells")[0])
     derived = int(out.split("files, ")[1].split(" cells")[0])
-    assert checked > 3000 and derived > 2800 and "0 difference(s)" in out  # single runs' intervals too
+    assert checked > 5200 and derived > 2800 and "0 difference(s)" in out  # single runs' intervals too
     for paper in ("brain_tumor_transfer", "mias_fusion", "emtnet", "dcnnimaf", "dcat/pneumoniamnist"):
         assert recompute_folder(REPO / "results" / paper)[0] > 0, paper  # every paper's main table is checked
         assert check_comparison(REPO / "results" / paper)[0] > 0, paper
@@ -69,3 +69,36 @@ def test_an_edited_table_cell_or_ensemble_is_named(tmp_path):
     assert len(found) == 2 and "['sd'] differ" in found[0] and "['beyond_seed_spread'] differ" in found[1]
     _edit(folder / "runs.json", lambda rows: rows.pop())  # a seed fewer than the labels say
     assert any("says 3 seeds, runs.json has 2" in p for p in check_comparison(folder)[1])
+
+
+def _copy(tmp_path, *parts):
+    folder = tmp_path / parts[-1]
+    shutil.copytree(REPO / "results" / "/".join(parts), folder, ignore=shutil.ignore_patterns("selection", "earlier_*"))
+    return folder
+
+
+def test_window_threshold_wilson_uncertainty_ensemble_interval_and_ablation_cells_are_checked(tmp_path):
+    """An edit to one cell of each kind recompute covers beyond the headline metrics is named, and only it."""
+    mias = _copy(tmp_path, "mias_fusion")
+    _edit(mias / "runs.json", lambda rows: rows[0].update(accuracy_wilson_low=rows[0]["accuracy_wilson_low"] - 1e-3,
+                                                          val_threshold=rows[0]["val_threshold"] + 0.01))
+    _edit(mias / "ensembles.json", lambda rows: rows[0].update(accuracy_seed_mean=rows[0]["accuracy_seed_mean"] + 0.01))
+    found = recompute_folder(mias)[1] + recompute_ensembles(mias)[1]
+    assert len(found) == 3, found
+    assert "accuracy_wilson_low committed" in found[0] and "val_threshold committed" in found[1]
+    assert "ensemble vgg16:model1: accuracy_seed_mean committed" in found[2]
+    dcat = _copy(tmp_path, "dcat", "pneumoniamnist")
+    _edit(dcat / "runs.json", lambda rows: rows[0].update(accuracy_refer_20=rows[0]["accuracy_refer_20"] - 0.01))
+    found = recompute_folder(dcat)[1]
+    assert len(found) == 1 and "accuracy_refer_20 committed" in found[0]
+    brain = _copy(tmp_path, "brain_tumor_transfer", "selection", "VF5_PBN")
+    low, high = json.loads(json.loads((brain / "ensembles.json").read_text())["rows"][0]["dedup_accuracy_ci"])
+    _edit(brain / "ensembles.json", lambda rows: rows[0].update(dedup_accuracy_ci=json.dumps([low, high + 0.002]),
+                                                                dedup_ece=rows[0]["dedup_ece"] * 1.01))
+    found = recompute_ensembles(brain)[1]
+    assert len(found) == 2 and "dedup_ece committed" in found[0] and "dedup_accuracy_ci committed" in found[1]
+    emtnet = _copy(tmp_path, "emtnet")
+    assert recompute_ablation(emtnet) == (13, [])  # four differences and intervals, one McNemar p-value
+    _edit(emtnet / "ablation.json", lambda rows: rows[0].update(mcnemar_p=rows[0]["mcnemar_p"] / 2))
+    found = recompute_ablation(emtnet)[1]
+    assert len(found) == 1 and "cls_only_w2 seed 0 accuracy: mcnemar_p committed" in found[0]

@@ -259,6 +259,13 @@ def test_two_seeds_give_the_spread_and_a_seed_ensemble_of_the_saved_probabilitie
     keep = p0["dedup"]
     assert ens[0]["dedup_accuracy"] == pytest.approx(np.mean(mean_test[keep].argmax(1) == p0["y_true"][keep]))
     assert ens[0]["val_accuracy_seed_mean"] == pytest.approx((runs[0]["val_accuracy"] + runs[1]["val_accuracy"]) / 2)
+    from medattn.evaluation.recompute import recompute_ensembles, recompute_folder, recompute_row
+
+    assert recompute_folder(out)[1] == [] and recompute_ensembles(out)[1] == []
+    cells = {f for f, _, _ in recompute_row("brain_tumor_transfer", out / "predictions" / "mobilenetv2_s0.npz",
+                                            runs[0], cfg["n_boot"])}
+    assert {"dedup_ece", "official_precision_weighted", "val_accuracy", "dedup_accuracy_ci"} <= cells
+    assert recompute_ensembles(out)[0] >= len(cells)  # the ensemble's figures, intervals and seed mean
     spread = json.loads((out / "seeds.json").read_text())["rows"]
     dd = next(x for x in spread if x["metric"] == "dedup_accuracy")
     assert dd["n_seeds"] == 2 and dd["mean"] == pytest.approx((runs[0]["dedup_accuracy"] + runs[1]["dedup_accuracy"]) / 2)

@@ -56,6 +56,10 @@ def test_smoke_on_a_medmnist_file(tmp_path):
     # the referral accuracy is the accuracy on the most certain 80 %, recomputed from the saved predictions
     keep = np.argsort(pred["entropy"], kind="stable")[: int(round(16 * 0.8))]
     assert row["accuracy_refer_20"] == pytest.approx(np.mean(pred["prob"][keep].argmax(1) == pred["y_true"][keep]))
+    from medattn.evaluation.recompute import recompute_folder
+
+    n, problems = recompute_folder(out)  # every metric and single-run interval, again from the prediction files
+    assert problems == [] and n >= 3 * 16, (n, problems)
     comp = json.loads((out / "comparison.json").read_text())
     sources = {x["source"] for x in comp["rows"]}
     assert "MedMNIST v2 ResNet-50 (224)" in sources and "ours (smoke): dcat (2 seeds)" in sources

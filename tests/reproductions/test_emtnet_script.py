@@ -55,12 +55,13 @@ def test_smoke_on_benign_malignant_phantoms_end_to_end(tmp_path):
 
     pred = np.load(out / "predictions" / "multitask_w2_s0.npz")
     assert len(pred["names"]) == 18 and pred["prob"].min() >= 0 and pred["prob"].max() <= 1
-    from medattn.evaluation.recompute import recompute_folder, recompute_row
+    from medattn.evaluation.recompute import recompute_ablation, recompute_folder, recompute_row
 
     assert "dice_lesion" in {f for f, _, _ in recompute_row("emtnet", out / "predictions" / "multitask_w2_s0.npz",
                                                             runs[0])}  # from the out-of-fold masks it saved
-    # counts, rates, AUC, ECE and three bootstrap intervals of both arms; Dice of the multitask one
-    assert recompute_folder(out) == (13 + 12, [])
+    # counts, rates, F1, AUC, ECE and three bootstrap intervals of both arms; Dice of the multitask one
+    assert recompute_folder(out) == (14 + 13, [])
+    assert recompute_ablation(out) == (13, [])  # the paired differences, intervals and McNemar p-value
 
 
 def _refused_in_process(args: list[str], message: str, tmp_path) -> None:

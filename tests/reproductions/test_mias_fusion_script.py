@@ -69,6 +69,13 @@ def test_smoke_profile_end_to_end(tmp_path):
                                                             p0["val_y"]))
     assert ens[0]["accuracy"] == pytest.approx(vote((p0["patch_prob"] + p1["patch_prob"]) / 2, p0["y_true"]))
     assert ens[0]["accuracy_seed_mean"] == pytest.approx((rows[0]["accuracy"] + rows[1]["accuracy"]) / 2)
+    from medattn.evaluation.recompute import recompute_ensembles, recompute_folder, recompute_row
+
+    assert recompute_folder(out)[1] == [] and recompute_folder(out2)[1] == []  # under both strategies
+    cells = {f for f, _, _ in recompute_row("mias_fusion", out / "predictions" / "vgg16_model2_s0.npz", runs[0])}
+    assert {"accuracy_wilson_low", "val_threshold", "accuracy_val_threshold", "val_window_loss", "patch_roc_auc",
+            "f1_tumour", "average_precision"} <= cells
+    assert recompute_ensembles(out2)[1] == [] and recompute_ensembles(out2)[0] >= 8
     comp = {row["metric"]: row for row in json.loads((out2 / "comparison.json").read_text())["rows"]}
     assert comp["vgg16:model2, ensemble (2 seeds) accuracy"]["value"] == pytest.approx(ens[0]["accuracy"])
     assert comp["vgg16:model2, ensemble (2 seeds) accuracy"]["paper"] == 0.875
