@@ -246,7 +246,7 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     pre = preprocess_fn(preprocessing_for(cfg.backbone, cfg.pretrained))
     y, ext = data["y"], ctx.external
     oof = {"prob": np.zeros(len(y)), "mask": np.zeros_like(data["mask"]), "hard": np.zeros(len(y), bool),
-           "per_fold": [], "thresholds": [], "val_sizes": [], "best_epochs": [], "val_idx": [], "val_prob": [],
+           "fold": np.full(len(y), -1, np.int8), "per_fold": [], "thresholds": [], "val_sizes": [], "best_epochs": [], "val_idx": [], "val_prob": [],
            "best_val_loss": [], "ext_prob": np.zeros(len(ext["y"])) if ext else None,
            "ext_mask": np.zeros(ext["mask"].shape, np.float32) if ext else None}
     model = None
@@ -298,7 +298,7 @@ def _cross_validate_fold(ctx, run: RunSpec, data: dict, f: int, fold: dict, segm
                    class_names=list(CLASSES), output="logit of malignant (sigmoid > threshold)",
                    threshold=threshold, threshold_rule=cfg.threshold_rule or "fixed 0.5",
                    mc_dropout=False, fold=f, n_test=int(len(te)), tta=cfg.tta)
-    oof["prob"][te] = p_te
+    oof["prob"][te], oof["fold"][te] = p_te, f
     oof["hard"][te] = oof["prob"][te] > threshold
     if segmentation:
         oof["mask"][te] = m_te
@@ -395,8 +395,9 @@ def _validation_figures(cfg, y, oof: dict) -> dict:
 
 
 def _arm_cost_and_outputs(ctx, run: RunSpec, model, row: dict, data: dict, oof: dict, segmentation: bool) -> None:
-    """The last fold model's size, FLOPs and latency; the prediction file (with the out-of-fold masks, bit-packed,
-    so Dice can be recomputed from it); the log line and the overlay plot."""
+    """The last fold model's size, FLOPs and latency; the prediction file (each image's test fold, the out-of-fold
+    masks bit-packed, every fold's validation scores and thresholds, so the row can be recomputed from it); the log
+    line and the overlay plot."""
     from medattn.evaluation.cost import forward_flops, latency_ms
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("train")
@@ -406,8 +407,10 @@ def _arm_cost_and_outputs(ctx, run: RunSpec, model, row: dict, data: dict, oof: 
     row["forward_gflop"] = forward_flops(model, shape) / 1e9
     row.update({f"latency_{k}": v for k, v in latency_ms(model, shape, runs=cfg.latency_runs).items()})
     names = np.array([r.name for r in data["recs"]])
-    np.savez_compressed(ctx.prediction_file(run.arm, run.seed), names=names, y_true=y, prob=prob,
-                        **({"pred_tuned": oof["hard"].astype(np.int8)} if cfg.threshold_rule else {}),
+    np.savez_compressed(ctx.prediction_file(run.arm, run.seed), names=names, y_true=y, prob=prob, fold=oof["fold"],
+                        **_validation_arrays(oof),
+                        **({"pred_tuned": oof["hard"].astype(np.int8), "thresholds": np.array(thresholds)}
+                           if cfg.threshold_rule else {}),
                         **({"mask_shape": np.array(masks.shape), "mask_pred": np.packbits(oof["mask"] > 0.5),
                             "mask_true": np.packbits(masks > 0.5)} if segmentation else {}))
     ctx.log(f"{run.arm} seed {run.seed}{ctx.mark}: accuracy {row['accuracy']:.4f} sensitivity "
@@ -422,6 +425,16 @@ def _arm_cost_and_outputs(ctx, run: RunSpec, model, row: dict, data: dict, oof: 
         pick = [int(np.flatnonzero(y == c)[0]) for c in (0, 1) if np.any(y == c)]
         plot_segmentation_overlays(x[pick, ..., 0], masks[pick], oof["mask"][pick],
                                    ctx.out / "plots" / "overlays.png", titles=[f"{names[i]}{ctx.mark}" for i in pick])
+
+
+def _validation_arrays(oof: dict) -> dict:
+    """Every fold's validation part: the images (indices into the file's rows), their fold and their scores by that
+    fold's model; none without a validation part."""
+    if not oof["val_idx"]:
+        return {}
+    return {"val_index": np.concatenate(oof["val_idx"]).astype(np.int32),
+            "val_fold": np.concatenate([np.full(len(v), f, np.int8) for f, v in enumerate(oof["val_idx"])]),
+            "val_prob": np.concatenate(oof["val_prob"])}
 
 
 def _external_metrics(ext, prob, pred_mask, n_boot, seed) -> dict:

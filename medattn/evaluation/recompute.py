@@ -17,7 +17,10 @@ with the row's value; the script prints how many cells it checked, every differe
   windows' cross-entropy, the vote threshold chosen on them and the test figures at that threshold;
 * EMT-Net (``prob`` = P(malignant), ``pred_tuned``, ``y_true``): accuracy, sensitivity, specificity, F1 and the
   counts at 0.5, the same at the thresholds chosen on validation data, AUC and ECE; lesion Dice from the out-of-fold
-  masks where the file holds them (``mask_pred``, ``mask_true``);
+  masks where the file holds them (``mask_pred``, ``mask_true``); where it keeps each image's ``fold`` and the
+  folds' validation scores (``val_index``, ``val_fold``, ``val_prob``): the mean and SD over folds, the pooled
+  validation AUC, and each fold's threshold chosen again by the rule ``sensitivity:X`` (the tuned figures then
+  follow from those thresholds, not from ``pred_tuned``);
 * BUSI (``prob``, ``y_true``): accuracy, weighted accuracy, macro and weighted precision, recall and F1, macro AUC,
   ECE and the confusion matrix; from the bit-packed test masks where the file holds them (``mask_true``,
   ``mask_pred`` after cleaning, ``mask_raw`` before it): Dice and IoU over lesion images and over all images, pixel
@@ -28,9 +31,9 @@ with the row's value; the script prints how many cells it checked, every differe
   sensitivity and specificity; from ``single`` (one pass) its accuracy and ECE; the mean ``entropy`` and
   ``mutual_information``, and the accuracy left after referring the 10 % and 20 % most uncertain images.
 
-Not recomputed, because the files do not hold what they need: validation figures other than those above, EMT-Net's
-per-fold means and spreads and its pooled validation AUC (older files keep no fold or validation predictions), and
-training facts (epochs, times, parameter counts).
+Not recomputed, because the files do not hold what they need: validation figures other than those above (EMT-Net's
+spread over folds, validation AUC and thresholds from files written before folds and validation scores were kept),
+and training facts (epochs, times, parameter counts).
 
 ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside it. Single runs' 95 % bootstrap
 intervals are resampled again, with the run's seed and the folder's ``n_boot`` (``config.json``): EMT-Net
@@ -227,18 +230,66 @@ def _binary(y, pred, suffix: str = "") -> dict:
 
 
 def _emtnet(p, row) -> dict:
+    """Pooled out-of-fold figures at 0.5 and at the validation thresholds; from files that keep each image's fold
+    and the folds' validation scores: the spread over folds, the pooled validation AUC and the thresholds chosen
+    again (rule ``sensitivity:X``), the tuned figures then following from them rather than from ``pred_tuned``."""
     from sklearn.metrics import f1_score
 
     y, prob = p["y_true"].astype(int), p["prob"].astype(np.float64)
     pred = (prob > 0.5).astype(int)
     out = {**_counts(y, pred), **_binary(y, pred), "roc_auc": _auc(y, prob), "ece": _ece(y, prob),
            "f1_pos": float(f1_score(y, pred, zero_division=0))}
-    if "pred_tuned" in p.files and row.get("accuracy_tuned") is not None:
-        out.update(_binary(y, p["pred_tuned"].astype(int), "_tuned"))
-        out["f1_pos_tuned"] = float(f1_score(y, p["pred_tuned"].astype(int), zero_division=0))
+    tuned = p["pred_tuned"].astype(int) if "pred_tuned" in p.files else None
+    if "fold" in p.files:
+        out.update(_fold_spread(y, prob, p["fold"]))
+    if "val_prob" in p.files:
+        val_y, val_prob = y[p["val_index"]], p["val_prob"].astype(np.float64)
+        out["val_roc_auc"] = _auc(val_y, val_prob)
+        rule = str(row.get("threshold_rule") or "")
+        if rule.startswith("sensitivity:") and "fold" in p.files:
+            folds = np.unique(p["fold"])
+            out["thresholds"] = [_sensitivity_threshold(val_y[p["val_fold"] == f], val_prob[p["val_fold"] == f],
+                                                        float(rule.split(":")[1])) for f in folds]
+            tuned = (prob > np.asarray(out["thresholds"])[np.searchsorted(folds, p["fold"])]).astype(int)
+    if tuned is not None and row.get("accuracy_tuned") is not None:
+        out.update(_binary(y, tuned, "_tuned"))
+        out["f1_pos_tuned"] = float(f1_score(y, tuned, zero_division=0))
     if "mask_pred" in p.files:
         out["dice_lesion"] = _mask_cells(p, "mask_pred")["dice_lesion"]
     return out
+
+
+def _fold_spread(y, prob, fold) -> dict:
+    """Mean and sample SD over the test folds of accuracy, sensitivity, specificity, AUC and F1 at 0.5."""
+    from sklearn.metrics import f1_score
+
+    per_fold = {k: [] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos")}
+    for f in np.unique(fold):
+        t, s = y[fold == f], prob[fold == f]
+        d = (s > 0.5).astype(int)
+        c = _counts(t, d)
+        per_fold["accuracy"].append(np.mean(d == t))
+        per_fold["sensitivity"].append(c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else np.nan)
+        per_fold["specificity"].append(c["tn"] / (c["tn"] + c["fp"]) if c["tn"] + c["fp"] else np.nan)
+        per_fold["roc_auc"].append(_auc(t, s) if 0 < t.sum() < len(t) else np.nan)
+        per_fold["f1_pos"].append(f1_score(t, d, zero_division=0))
+    out = {}
+    for k, v in per_fold.items():
+        v = np.asarray(v, dtype=np.float64)
+        out[f"{k}_fold_mean"] = float(v.mean())
+        out[f"{k}_fold_sd"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+    return out
+
+
+def _sensitivity_threshold(y, score, target: float) -> float:
+    """The highest cut (``score > cut`` is positive) that keeps at least ``target`` of the positives above it, the
+    cut halfway between the k-th highest positive score and the next lower score (1e-6 below it when none is)."""
+    k = int(np.ceil(target * int(y.sum()) - 1e-9))
+    if k <= 0:
+        return float(score.max() + 1e-6)
+    kth = np.sort(score[y == 1])[::-1][k - 1]
+    lower = score[score < kth]
+    return float((lower.max() + kth) / 2) if len(lower) else float(kth - 1e-6)
 
 
 def _busi(p, row) -> dict:

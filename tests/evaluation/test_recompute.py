@@ -102,3 +102,18 @@ def test_window_threshold_wilson_uncertainty_ensemble_interval_and_ablation_cell
     _edit(emtnet / "ablation.json", lambda rows: rows[0].update(mcnemar_p=rows[0]["mcnemar_p"] / 2))
     found = recompute_ablation(emtnet)[1]
     assert len(found) == 1 and "cls_only_w2 seed 0 accuracy: mcnemar_p committed" in found[0]
+
+
+def test_the_threshold_chosen_again_is_the_rules_on_scores_with_and_without_ties():
+    import numpy as np
+
+    from medattn.evaluation.classification import choose_threshold
+    from medattn.evaluation.recompute import _sensitivity_threshold
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(4, 40))
+        y = np.r_[1, 0, rng.integers(0, 2, n - 2)]
+        score = rng.random(n) if trial % 2 else np.round(rng.random(n), 1)  # every other trial with ties
+        for target in (0.5, 0.9, 1.0):
+            assert _sensitivity_threshold(y, score, target) == choose_threshold(y, score, f"sensitivity:{target}")

@@ -59,8 +59,9 @@ def test_smoke_on_benign_malignant_phantoms_end_to_end(tmp_path):
 
     assert "dice_lesion" in {f for f, _, _ in recompute_row("emtnet", out / "predictions" / "multitask_w2_s0.npz",
                                                             runs[0])}  # from the out-of-fold masks it saved
-    # counts, rates, F1, AUC, ECE and three bootstrap intervals of both arms; Dice of the multitask one
-    assert recompute_folder(out) == (14 + 13, [])
+    # counts, rates, F1, AUC, ECE, three bootstrap intervals and the spread over folds of both arms; Dice of the
+    # multitask one
+    assert recompute_folder(out) == (24 + 23, [])
     assert recompute_ablation(out) == (13, [])  # the paired differences, intervals and McNemar p-value
 
 
@@ -122,6 +123,14 @@ def test_validation_part_thresholds_and_epochs_chosen_on_it(tmp_path):
     assert "ours (smoke): multitask_w2, thresholds from validation (sensitivity:0.9)" in sources
     assert json.loads((out / "config.json").read_text())["val_fraction"] == 0.25
     assert 0 <= row["val_roc_auc"] <= 1 and row["val_loss_mean"] > 0  # what settings are chosen by
+    # the file keeps each image's fold and the folds' validation scores: the spread over folds, the validation AUC,
+    # the thresholds chosen again and the tuned figures that follow from them are recomputed from it
+    from medattn.evaluation.recompute import recompute_folder, recompute_row
+
+    assert sorted(set(pred["fold"].tolist())) == [0, 1] and len(pred["val_index"]) == sum(val_n)
+    cells = {f for f, _, _ in recompute_row("emtnet", out / "predictions" / "multitask_w2_s0.npz", row)}
+    assert {"val_roc_auc", "thresholds", "accuracy_fold_mean", "roc_auc_fold_sd", "f1_pos_tuned"} <= cells
+    assert recompute_folder(out)[1] == []
     # flip TTA changes only the evaluation: the finished folds are read again (validation, thresholds, test)
     out2 = tmp_path / "tta"
     r = subprocess.run(base + ["--out", str(out2), "--resume", "--set", "tta=flip", "--set", "ablation=false"],
