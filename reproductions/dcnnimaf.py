@@ -297,7 +297,8 @@ def run_protocol(ctx, run: RunSpec, data: dict) -> dict:
                 if ctx.external is not None else {})
     row = _protocol_row(cfg, name, seed, yt, prob, vprob, xs, seg_sum, masks, gate_row, pbn, external)
     names = [part["test"][i].name for i in range(len(yt))]
-    _save_protocol_outputs(ctx, name, seed, row, xs, (masks["raw_test"], pred["test"]), seg_sum, names, prob)
+    _save_protocol_outputs(ctx, name, seed, row, xs, (masks["raw_test"], pred["test"]), seg_sum, names,
+                           (prob, vprob, masks["raw_val"]))
     return row
 
 
@@ -323,10 +324,11 @@ def _segment(ctx, run: RunSpec, xs: dict, tr_labels, tr_groups, attention: bool)
             "test": _predict_masks(ctx, seg, xs["test"][0])}
     raw_sum = segmentation_summary(xs["test"][1], pred["test"])
     post, post_row = _choose_postprocess(cfg, xs["val"][1], pred["val"])
-    raw_test = pred["test"] > 0.5
+    raw_test, raw_val = pred["test"] > 0.5, pred["val"] > 0.5
     pred = {k: post(v) for k, v in pred.items()}  # the classifier sees the cleaned masks everywhere
     summary = segmentation_summary(xs["test"][1], pred["test"])
-    return seg, pred, {"raw": raw_sum, "raw_test": raw_test, "summary": summary, "post": post, "post_row": post_row}
+    return seg, pred, {"raw": raw_sum, "raw_test": raw_test, "raw_val": raw_val, "summary": summary, "post": post,
+                       "post_row": post_row}
 
 
 def _classify_protocol(ctx, run: RunSpec, xs: dict, pred: dict, attention: bool):
@@ -387,16 +389,20 @@ def _protocol_row(cfg, name, seed, yt, prob, vprob, xs, seg_sum, masks, gate_row
     return row
 
 
-def _save_protocol_outputs(ctx, name, seed, row, xs, test_masks, seg_sum, names, prob) -> None:
-    """The prediction file (with the test masks before and after cleaning, bit-packed, so every segmentation figure
-    can be recomputed from it) and, for the first seed, the confusion matrix and overlay plots."""
+def _save_protocol_outputs(ctx, name, seed, row, xs, test_masks, seg_sum, names, probs) -> None:
+    """The prediction file (the test masks before and after cleaning, bit-packed, so every segmentation figure can
+    be recomputed from it; the validation images' classifier probabilities and masks before cleaning, so the
+    cleaning rule chosen on them can be chosen again) and, for the first seed, the confusion matrix and overlay
+    plots. ``probs``: test and validation class probabilities, validation masks before cleaning."""
     from medattn.evaluation.plots import plot_confusion_matrix, plot_segmentation_overlays
 
-    yt, (raw, cleaned) = xs["test"][2], test_masks
+    yt, (raw, cleaned), (prob, vprob, raw_val) = xs["test"][2], test_masks, probs
     np.savez_compressed(ctx.prediction_file(name, seed), y_true=yt, prob=prob, names=np.array(names),
                         dice=seg_sum["per_image"]["dice"], lesion=seg_sum["per_image"]["lesion"],
                         mask_shape=np.array(cleaned.shape), mask_pred=np.packbits(cleaned > 0.5),
-                        mask_raw=np.packbits(raw), mask_true=np.packbits(xs["test"][1] > 0.5))
+                        mask_raw=np.packbits(raw), mask_true=np.packbits(xs["test"][1] > 0.5),
+                        val_y=xs["val"][2], val_prob=vprob, val_mask_shape=np.array(raw_val.shape),
+                        val_mask_raw=np.packbits(raw_val), val_mask_true=np.packbits(xs["val"][1] > 0.5))
     ctx.log(f"{name} seed {seed}{ctx.mark}: Dice(lesion) {row['dice_lesion']:.4f} accuracy {row['accuracy']:.4f} "
             f"F1 {row['f1_macro']:.4f}")
     if seed == ctx.cfg.seeds[0]:

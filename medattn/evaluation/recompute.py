@@ -24,16 +24,19 @@ with the row's value; the script prints how many cells it checked, every differe
 * BUSI (``prob``, ``y_true``): accuracy, weighted accuracy, macro and weighted precision, recall and F1, macro AUC,
   ECE and the confusion matrix; from the bit-packed test masks where the file holds them (``mask_true``,
   ``mask_pred`` after cleaning, ``mask_raw`` before it): Dice and IoU over lesion images and over all images, pixel
-  accuracy, the share of normal images given a mask, and the same before cleaning; from older files, which hold only
+  accuracy, the share of normal images given a mask, and the same before cleaning; where it keeps the validation
+  images (``val_prob``, ``val_y``, ``val_mask_raw``, ``val_mask_true``): the classifier's validation accuracy and
+  the mask cleaning chosen again on them (largest component or not, minimum area, by mean Dice over all
+  validation images), the cleaned test masks then made again from ``mask_raw``; from older files, which hold only
   per-image ``dice`` and ``lesion``, Dice over all images and over lesion images;
 * DCAT (``prob`` = the mean over MC passes, ``y_true``): accuracy, macro F1, AUC and average precision (binary: of
   the positive class; else macro over classes, one against the rest), ECE and the confusion matrix; binary:
   sensitivity and specificity; from ``single`` (one pass) its accuracy and ECE; the mean ``entropy`` and
   ``mutual_information``, and the accuracy left after referring the 10 % and 20 % most uncertain images.
 
-Not recomputed, because the files do not hold what they need: validation figures other than those above (EMT-Net's
-spread over folds, validation AUC and thresholds from files written before folds and validation scores were kept),
-and training facts (epochs, times, parameter counts).
+Not recomputed, because the files do not hold what they need: validation figures other than those above (from
+files written before the validation predictions were kept: EMT-Net's spread over folds, validation AUC and
+thresholds, BUSI's validation Dice and cleaning rule), and training facts (epochs, times, parameter counts).
 
 ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside it. Single runs' 95 % bootstrap
 intervals are resampled again, with the run's seed and the folder's ``n_boot`` (``config.json``): EMT-Net
@@ -107,26 +110,68 @@ def _multiclass(y, prob) -> dict:
     return out
 
 
-def _masks(p, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Truth and one predicted mask set, unpacked to ``(n, pixels)`` booleans."""
-    shape = tuple(int(s) for s in p["mask_shape"])
-    n, size = shape[0], int(np.prod(shape))
-    t = np.unpackbits(p["mask_true"], count=size).astype(bool).reshape(n, -1)
-    return t, np.unpackbits(p[key], count=size).astype(bool).reshape(n, -1)
+def _bits(p, key: str, shape_key: str = "mask_shape") -> np.ndarray:
+    """Bit-packed masks unpacked to ``(n, H, W)`` booleans."""
+    shape = tuple(int(s) for s in p[shape_key])
+    return np.unpackbits(p[key], count=int(np.prod(shape))).astype(bool).reshape(shape[:3])
 
 
-def _mask_cells(p, key: str, suffix: str = "") -> dict:
+def _per_image_dice(t, m) -> np.ndarray:
+    """Dice of each image of ``(n, ...)`` boolean masks, 1 where truth and prediction are both empty."""
+    t, m = t.reshape(len(t), -1), m.reshape(len(m), -1)
+    inter, size = (t & m).sum(1), t.sum(1) + m.sum(1)
+    return np.where(size > 0, 2.0 * inter / np.maximum(size, 1), 1.0)
+
+
+def _mask_cells(t, m, suffix: str = "") -> dict:
     """Dice and IoU (1 where truth and prediction are both empty) over lesion and all images, pixel accuracy and
-    the share of empty truths given a non-empty mask, from the bit-packed masks under ``key``."""
-    t, m = _masks(p, key)
+    the share of empty truths given a non-empty mask, from ``(n, ...)`` boolean truth and predicted masks."""
+    t, m = t.reshape(len(t), -1), m.reshape(len(m), -1)
     inter, t_n, m_n, union = (t & m).sum(1), t.sum(1), m.sum(1), (t | m).sum(1)
-    dice = np.where(t_n + m_n > 0, 2.0 * inter / np.maximum(t_n + m_n, 1), 1.0)
+    dice = _per_image_dice(t, m)
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     lesion = t_n > 0
     out = {"dice_lesion": dice[lesion].mean(), "iou_lesion": iou[lesion].mean(), "dice_all": dice.mean(),
            "iou_all": iou.mean(), "pixel_accuracy": (t == m).mean(1).mean(),
            "false_positive_rate_empty": (m_n[~lesion] > 0).mean() if (~lesion).any() else float("nan")}
     return {f"{k}{suffix}": float(v) for k, v in out.items()}
+
+
+CLEANING_AREAS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05)  # BUSI's candidate minimum lesion areas
+
+
+def _largest_blob(mask) -> np.ndarray:
+    """The largest 8-connected component of an ``(H, W)`` mask (SciPy's labelling; ties: the first in raster
+    order), or the mask itself when empty."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
+
+
+def _cleaned(raw, min_area: float, largest: bool) -> np.ndarray:
+    """``(n, H, W)`` masks cleaned as BUSI's rule says: the largest component alone (``largest``), and emptied when
+    what is kept covers less than ``min_area`` of the image."""
+    kept = np.stack([_largest_blob(m) for m in raw]) if largest else raw
+    return kept & (kept.reshape(len(kept), -1).mean(1) >= min_area)[:, None, None]
+
+
+def _cleaning_chosen_again(t, raw) -> dict:
+    """The cleaning rule chosen again on the validation masks: of every (largest component or not, minimum area),
+    the one with the highest mean Dice over all images (compared to 12 decimals; ties: without the component rule,
+    then the smaller area), its Dice and the Dice before cleaning."""
+    best = None
+    for largest in (False, True):
+        for area in CLEANING_AREAS:
+            score = float(np.mean(_per_image_dice(t, _cleaned(raw, area, largest))))
+            if best is None or round(score, 12) > round(best[0], 12):
+                best = (score, largest, area)
+    return {"val_dice_all_raw": float(np.mean(_per_image_dice(t, raw))), "val_dice_all_post": best[0],
+            "seg_post_largest_component": best[1], "seg_post_min_area": best[2]}
 
 
 def _f1_macro(y, pred, n_classes: int) -> float:
@@ -255,7 +300,7 @@ def _emtnet(p, row) -> dict:
         out.update(_binary(y, tuned, "_tuned"))
         out["f1_pos_tuned"] = float(f1_score(y, tuned, zero_division=0))
     if "mask_pred" in p.files:
-        out["dice_lesion"] = _mask_cells(p, "mask_pred")["dice_lesion"]
+        out["dice_lesion"] = _mask_cells(_bits(p, "mask_true"), _bits(p, "mask_pred"))["dice_lesion"]
     return out
 
 
@@ -293,14 +338,30 @@ def _sensitivity_threshold(y, score, target: float) -> float:
 
 
 def _busi(p, row) -> dict:
+    """Classification figures; segmentation figures from the test masks. Where the file keeps the validation images
+    (``val_prob``, ``val_mask_raw``): the classifier's validation accuracy, the cleaning rule chosen again on them
+    and, unless the classifier gate emptied some masks, the cleaned test masks made again from ``mask_raw`` with
+    that rule (the test figures then follow from it rather than from ``mask_pred``)."""
     out = _multiclass(p["y_true"].astype(int), p["prob"])
-    if "mask_pred" in p.files:
-        out.update(_mask_cells(p, "mask_pred"))
-        if "mask_raw" in p.files:
-            raw = _mask_cells(p, "mask_raw", "_raw")
-            out.update({k: raw[k] for k in ("dice_lesion_raw", "dice_all_raw", "false_positive_rate_empty_raw")})
-    else:
+    if "mask_pred" not in p.files:
         out.update(dice_all=float(np.mean(p["dice"])), dice_lesion=float(np.mean(p["dice"][p["lesion"].astype(bool)])))
+        return out
+    truth, cleaned = _bits(p, "mask_true"), _bits(p, "mask_pred")
+    if "val_prob" in p.files:
+        out["val_accuracy_cls"] = float(np.mean(p["val_prob"].argmax(1) == p["val_y"]))
+    if "val_mask_raw" in p.files:
+        val_truth, val_raw = (_bits(p, k, "val_mask_shape") for k in ("val_mask_true", "val_mask_raw"))
+        if row.get("seg_post_min_area") is None:  # no cleaning
+            raw_dice = float(np.mean(_per_image_dice(val_truth, val_raw)))
+            out.update(val_dice_all_raw=raw_dice, val_dice_all_post=raw_dice)
+        else:
+            out.update(_cleaning_chosen_again(val_truth, val_raw))
+            if not row.get("seg_gate_applied"):
+                cleaned = _cleaned(_bits(p, "mask_raw"), out["seg_post_min_area"], out["seg_post_largest_component"])
+    out.update(_mask_cells(truth, cleaned))
+    if "mask_raw" in p.files:
+        raw = _mask_cells(truth, _bits(p, "mask_raw"), "_raw")
+        out.update({k: raw[k] for k in ("dice_lesion_raw", "dice_all_raw", "false_positive_rate_empty_raw")})
     return out
 
 

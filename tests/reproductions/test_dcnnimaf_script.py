@@ -36,7 +36,13 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
 
     cells = {f for f, _, _ in recompute_row("dcnnimaf", out / "predictions" / "grouped_s0.npz", run)}
     assert {"pixel_accuracy", "iou_all", "dice_lesion_raw", "false_positive_rate_empty_raw", "ece"} <= cells
-    assert recompute_folder(out) == (23, [])  # the protocol's row: 20 cells and 3 bootstrap intervals
+    # and the cleaning rule is chosen again on the validation masks the file keeps, the test masks made again with it
+    assert {"seg_post_min_area", "seg_post_largest_component", "val_dice_all_post", "val_accuracy_cls"} <= cells
+    assert recompute_folder(out) == (28, [])  # the protocol's row: 25 cells and 3 bootstrap intervals
+    table = json.loads((out / "runs.json").read_text())
+    table["rows"][0]["seg_post_min_area"] = 0.05 if run["seg_post_min_area"] != 0.05 else 0.0
+    (out / "runs.json").write_text(json.dumps(table))
+    assert any("seg_post_min_area committed" in p for p in recompute_folder(out)[1])
     for name in ("overlays_grouped.png", "confusion_grouped.png", "roc_pr_grouped.png", "reliability_grouped.png"):
         assert (out / "plots" / name).exists(), name
     assert json.loads((out / "config.json").read_text())["synthetic"] is True
