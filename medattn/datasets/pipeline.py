@@ -147,24 +147,46 @@ def image_dataset(
     """
     import tensorflow as tf
 
+    items, k = _record_items(records, with_masks)
+    ds = tf.data.Dataset.from_tensor_slices(items)
+    ds = ds.map(_record_loader(channels, image_size, k), num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache(cache if isinstance(cache, str) else "")
+    if shuffle:
+        ds = ds.shuffle(len(records), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if augment:
+        ds = ds.enumerate().map(_batch_augmenter(augment, seed * 1000 + epoch, channels, with_masks),
+                                num_parallel_calls=AUTOTUNE, deterministic=True)
+    finish = _record_finisher(_no_autograph(preprocess), n_classes, with_masks, with_labels)
+    return _finished(ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True))
+
+
+def _record_items(records: Sequence[Record], with_masks: bool) -> tuple[dict, int]:
+    """Paths and labels to slice, and with masks each record's mask paths padded with its first to the largest
+    count ``k`` (0 without masks); records without a mask are refused."""
     if not records:
         raise ValueError("image_dataset got no records")
-    paths = [r.path for r in records]
-    labels = np.array([r.label for r in records], dtype=np.int32)
-    items = {"path": paths, "label": labels}
-    if with_masks:
-        k = max(len(r.mask_paths) for r in records)
-        if k == 0:
-            raise ValueError("with_masks=True but no record has a mask")
-        missing = [r.path for r in records if not r.mask_paths]
-        if missing:
-            raise ValueError(f"with_masks=True but {len(missing)} record(s) have no mask, e.g. {missing[:3]}")
-        items["masks"] = [list(r.mask_paths) + [r.mask_paths[0]] * (k - len(r.mask_paths)) for r in records]
-    ds = tf.data.Dataset.from_tensor_slices(items)
+    items = {"path": [r.path for r in records], "label": np.array([r.label for r in records], dtype=np.int32)}
+    if not with_masks:
+        return items, 0
+    k = max(len(r.mask_paths) for r in records)
+    if k == 0:
+        raise ValueError("with_masks=True but no record has a mask")
+    missing = [r.path for r in records if not r.mask_paths]
+    if missing:
+        raise ValueError(f"with_masks=True but {len(missing)} record(s) have no mask, e.g. {missing[:3]}")
+    items["masks"] = [list(r.mask_paths) + [r.mask_paths[0]] * (k - len(r.mask_paths)) for r in records]
+    return items, k
+
+
+def _record_loader(channels: int, image_size: int, k: int) -> Callable:
+    """Decode and resize one record: its image, label and (``k`` > 0) the union of its ``k`` masks."""
+    import tensorflow as tf
 
     def load(item):
         out = {"image": _decode(item["path"], channels, image_size), "label": item["label"]}
-        if with_masks:
+        if k:
             m = _decode(item["masks"][0], 1, image_size)
             for j in range(1, k):  # extra masks (padded with the first) are decoded only when present
                 m = tf.cond(tf.equal(item["masks"][j], item["masks"][0]), lambda m=m: m,
@@ -172,13 +194,35 @@ def image_dataset(
             out["mask"] = tf.cast(m > 127.5, tf.float32)
         return out
 
-    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if cache:
-        ds = ds.cache(cache if isinstance(cache, str) else "")
-    if shuffle:
-        ds = ds.shuffle(len(records), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
+    return load
 
-    preprocess = _no_autograph(preprocess)
+
+def _batch_augmenter(augment: dict, base_seed: int, channels: int, with_masks: bool) -> Callable:
+    """The augmentation of batch ``i``, keyed by ``(base_seed, i)``: one geometric warp for image and mask,
+    brightness on the image only."""
+    import tensorflow as tf
+
+    geo = augmenter(**{**augment, "brightness": 0.0})
+    bright = augmenter(flip=None, brightness=augment.get("brightness", 0.0))
+
+    def aug(i, item):
+        key = tf.stack([tf.constant(base_seed, tf.int64), tf.cast(i, tf.int64)])
+        img = item["image"]
+        if with_masks:
+            both = geo(tf.concat([img, item["mask"] * 255.0], axis=-1), key)
+            img = both[..., :channels]
+            item = {**item, "mask": tf.cast(both[..., channels:] > 127.5, tf.float32)}
+        else:
+            img = geo(img, key)
+        return {**item, "image": bright(img, key + 1)}
+
+    return aug
+
+
+def _record_finisher(preprocess, n_classes, with_masks: bool, with_labels: bool) -> Callable:
+    """A batch as Keras takes it: the preprocessed images and the masks and/or (one-hot with ``n_classes``)
+    labels."""
+    import tensorflow as tf
 
     def finish(item):
         img = item["image"]
@@ -193,25 +237,7 @@ def image_dataset(
             return img, item["mask"]
         return (img, lab) if with_labels else img
 
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if augment:
-        geo = augmenter(**{**augment, "brightness": 0.0})
-        bright = augmenter(flip=None, brightness=augment.get("brightness", 0.0))
-        base_seed = seed * 1000 + epoch
-
-        def aug(i, item):
-            key = tf.stack([tf.constant(base_seed, tf.int64), tf.cast(i, tf.int64)])
-            img = item["image"]
-            if with_masks:  # one warp for image and mask; brightness on the image only
-                both = geo(tf.concat([img, item["mask"] * 255.0], axis=-1), key)
-                img = both[..., :channels]
-                item = {**item, "mask": tf.cast(both[..., channels:] > 127.5, tf.float32)}
-            else:
-                img = geo(img, key)
-            return {**item, "image": bright(img, key + 1)}
-
-        ds = ds.enumerate().map(aug, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return _finished(ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True))
+    return finish
 
 
 @functools.lru_cache(maxsize=64)
