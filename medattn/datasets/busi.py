@@ -55,6 +55,29 @@ def busi_records(root, *, classes=CLASSES, verify: bool = False, skip_bad: bool 
     A per-image problem (an unreadable header, an image without its mask, a mask of another size) raises
     DatasetError naming the file, unless ``problems`` is a list: then the problem is appended to it, that image is
     left out, and the scan goes on (the audit uses this to report every problem at once)."""
+    classes = _classes_to_read(root, classes)
+    base = find_root(root, classes)
+    records: list[Record] = []
+    for cls in classes:
+        images, masks = _class_files(base / cls, classes)
+        for img in sorted(images, key=natural_key):
+            try:
+                ms = _checked_masks(img, masks.get(img.stem, []))
+            except DatasetError as e:
+                if problems is None:
+                    raise
+                problems.append(str(e))
+                continue
+            records.append(Record(str(img), CLASSES.index(cls), cls, tuple(str(m) for m in ms), f"{cls}/{img.name}",
+                                  None))
+    if verify or skip_bad:
+        records = check_readable(records, skip_bad, "BUSI")
+    return records
+
+
+def _classes_to_read(root, classes) -> tuple[str, ...]:
+    """The class folders to read: ``classes`` checked against BUSI's, or with ``"present"`` those the folder has
+    (the absent ones printed)."""
     if isinstance(classes, str):
         if classes != "present":
             raise ValueError(f"classes must be a sequence of class names or 'present', got {classes!r}")
@@ -66,51 +89,46 @@ def busi_records(root, *, classes=CLASSES, verify: bool = False, skip_bad: bool 
     unknown = [c for c in classes if c not in CLASSES]
     if unknown:
         raise DatasetError(f"BUSI: unknown class(es) {unknown} (the BUSI layout has {list(CLASSES)})")
-    base = find_root(root, classes)
-    records: list[Record] = []
-    for cls in classes:
-        label = CLASSES.index(cls)
-        folder = base / cls
-        if not folder.is_dir():
-            raise DatasetError(f"BUSI: class folder {folder} is missing (expected {list(classes)})")
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        masks: dict[str, list[Path]] = {}
-        images: list[Path] = []
-        for p in files:
-            m = _MASK.match(p.name)
-            if m:
-                masks.setdefault(m.group("stem"), []).append(p)
-            elif p.suffix.lower() == ".png":
-                images.append(p)
-            else:
-                raise DatasetError(f"BUSI: unexpected file {p} (expected '<class> (N).png' or '..._mask.png')")
-        if not images:
-            raise DatasetError(f"BUSI: class folder {folder} has no images")
-        stems = {p.stem for p in images}
-        orphans = sorted(str(m) for s, ms in masks.items() if s not in stems for m in ms)
-        if orphans:
-            raise DatasetError(f"BUSI: mask(s) without an image: {orphans[:5]}"
-                               f"{' ...' if len(orphans) > 5 else ''} (expected '<stem>.png' beside each mask)")
-        for img in sorted(images, key=natural_key):
-            try:
-                ms = sorted(masks.get(img.stem, []))
-                if not ms:
-                    raise DatasetError(f"BUSI: image {img} has no mask (expected {img.stem}_mask.png)")
-                size = image_size(img)
-                for m in ms:
-                    msize = image_size(m)
-                    if msize != size:
-                        raise DatasetError(f"BUSI: mask {m} is {msize[0]}x{msize[1]} but its image {img} is "
-                                           f"{size[0]}x{size[1]} (width x height); they must match")
-            except DatasetError as e:
-                if problems is None:
-                    raise
-                problems.append(str(e))
-                continue
-            records.append(Record(str(img), label, cls, tuple(str(m) for m in ms), f"{cls}/{img.name}", None))
-    if verify or skip_bad:
-        records = check_readable(records, skip_bad, "BUSI")
-    return records
+    return tuple(classes)
+
+
+def _class_files(folder: Path, classes) -> tuple[list[Path], dict[str, list[Path]]]:
+    """A class folder's images and its masks by image stem; a missing or empty folder, a file of another kind and
+    a mask without its image are refused, naming them."""
+    if not folder.is_dir():
+        raise DatasetError(f"BUSI: class folder {folder} is missing (expected {list(classes)})")
+    masks: dict[str, list[Path]] = {}
+    images: list[Path] = []
+    for p in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        m = _MASK.match(p.name)
+        if m:
+            masks.setdefault(m.group("stem"), []).append(p)
+        elif p.suffix.lower() == ".png":
+            images.append(p)
+        else:
+            raise DatasetError(f"BUSI: unexpected file {p} (expected '<class> (N).png' or '..._mask.png')")
+    if not images:
+        raise DatasetError(f"BUSI: class folder {folder} has no images")
+    stems = {p.stem for p in images}
+    orphans = sorted(str(m) for s, ms in masks.items() if s not in stems for m in ms)
+    if orphans:
+        raise DatasetError(f"BUSI: mask(s) without an image: {orphans[:5]}"
+                           f"{' ...' if len(orphans) > 5 else ''} (expected '<stem>.png' beside each mask)")
+    return images, masks
+
+
+def _checked_masks(img: Path, masks: list[Path]) -> list[Path]:
+    """An image's masks, sorted; none, or one of another size (from the headers), is refused naming the file."""
+    ms = sorted(masks)
+    if not ms:
+        raise DatasetError(f"BUSI: image {img} has no mask (expected {img.stem}_mask.png)")
+    size = image_size(img)
+    for m in ms:
+        msize = image_size(m)
+        if msize != size:
+            raise DatasetError(f"BUSI: mask {m} is {msize[0]}x{msize[1]} but its image {img} is "
+                               f"{size[0]}x{size[1]} (width x height); they must match")
+    return ms
 
 
 def load_mask(record: Record) -> np.ndarray:

@@ -49,17 +49,7 @@ def augmenter(rotation: float = 0.0, zoom: float = 0.0, flip: str | None = "hori
 
     import tensorflow as tf
 
-    modes = {"nearest": "NEAREST", "reflect": "REFLECT", "constant": "CONSTANT", "wrap": "WRAP"}
-    if fill_mode not in modes:
-        raise ValueError(f"fill_mode must be one of {tuple(modes)}, got {fill_mode!r}")
-    if flip not in (None, "horizontal", "vertical", "horizontal_and_vertical"):
-        raise ValueError(f"flip must be horizontal, vertical, horizontal_and_vertical or None, got {flip!r}")
-    if not 0.0 <= rotation <= 0.5:
-        raise ValueError(f"rotation must lie in [0, 0.5] (a fraction of a full turn), got {rotation}")
-    if not 0.0 <= zoom < 1.0:
-        raise ValueError(f"zoom must lie in [0, 1) (a fraction of the size), got {zoom}")
-    if not 0.0 <= translate < 0.5:
-        raise ValueError(f"translate must lie in [0, 0.5) (a fraction of the image size), got {translate}")
+    fill = _checked_augmentation(rotation, zoom, flip, translate, fill_mode)
 
     def fn(images, seed):
         """``images`` a batch ``(B, H, W, C)`` float; ``seed`` a shape-[2] int tensor."""
@@ -89,13 +79,29 @@ def augmenter(rotation: float = 0.0, zoom: float = 0.0, flip: str | None = "hori
             transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
             images = tf.raw_ops.ImageProjectiveTransformV3(
                 images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-                interpolation="BILINEAR", fill_mode=modes[fill_mode])
+                interpolation="BILINEAR", fill_mode=fill)
         if brightness:
             delta = tf.random.stateless_uniform([b, 1, 1, 1], seeds[6], -brightness, brightness) * 255.0
             images = images + delta
         return images
 
     return fn
+
+
+def _checked_augmentation(rotation: float, zoom: float, flip, translate: float, fill_mode: str) -> str:
+    """:func:`augmenter`'s arguments refused when out of range, in one line each; TensorFlow's name of the fill."""
+    modes = {"nearest": "NEAREST", "reflect": "REFLECT", "constant": "CONSTANT", "wrap": "WRAP"}
+    if fill_mode not in modes:
+        raise ValueError(f"fill_mode must be one of {tuple(modes)}, got {fill_mode!r}")
+    if flip not in (None, "horizontal", "vertical", "horizontal_and_vertical"):
+        raise ValueError(f"flip must be horizontal, vertical, horizontal_and_vertical or None, got {flip!r}")
+    if not 0.0 <= rotation <= 0.5:
+        raise ValueError(f"rotation must lie in [0, 0.5] (a fraction of a full turn), got {rotation}")
+    if not 0.0 <= zoom < 1.0:
+        raise ValueError(f"zoom must lie in [0, 1) (a fraction of the size), got {zoom}")
+    if not 0.0 <= translate < 0.5:
+        raise ValueError(f"translate must lie in [0, 0.5) (a fraction of the image size), got {translate}")
+    return modes[fill_mode]
 
 
 def _no_autograph(fn):
