@@ -44,88 +44,105 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(ts) / 1e9
 
 
-def _models(sizes):
-    """(reproduction, model, profile, builder, input shape, batch, loss, target maker)."""
+BRAIN_BACKBONES = ("xception", "mobilenetv2", "inceptionv3", "resnet50", "vgg16", "densenet121")
+
+
+def _targets() -> dict:
+    """``(target maker, loss)`` per kind of model: a classifier, a segmenter, EMT-Net's two heads, one logit."""
     import keras
     import numpy as np
-
-    from medattn.models.dcat import build_dcat
-    from medattn.models.dcnnimaf import build_dcnnimaf
-    from medattn.models.emtnet import build_emtnet
-    from medattn.models.linknet import build_linknet
-    from medattn.models.mias_fusion import build_mias_model
-    from medattn.models.transfer import build_transfer_classifier
-
-    cls_target = (lambda b, s: np.zeros(b, "int32"), "sparse_categorical_crossentropy")
 
     def seg_target(b, s):
         return (np.random.default_rng(0).random((b, s, s, 1)) > 0.8).astype("float32")
 
     logit = keras.losses.BinaryCrossentropy(from_logits=True)
-    multitask = (lambda b, s: {"label": np.zeros((b, 1), "float32"), "mask": seg_target(b, s)},
-                 {"label": logit, "mask": "binary_crossentropy"})
-    brain = ("xception", "mobilenetv2", "inceptionv3", "resnet50", "vgg16", "densenet121")
+    return {"cls": (lambda b, s: np.zeros(b, "int32"), "sparse_categorical_crossentropy"),
+            "seg": (seg_target, "binary_crossentropy"),
+            "multitask": (lambda b, s: {"label": np.zeros((b, 1), "float32"), "mask": seg_target(b, s)},
+                          {"label": logit, "mask": "binary_crossentropy"}),
+            "logit": (lambda b, s: np.zeros((b, 1), "float32"), logit)}
 
-    def emt(size, seg, **kw):
-        return lambda: build_emtnet(size, "mobilenetv2", segmentation=seg, **kw)
 
-    def transfer(b, size):
-        return lambda: build_transfer_classifier(b, size, 4)
+def _emtnet(size, segmentation, **kw):
+    from medattn.models.emtnet import build_emtnet
 
-    def dcat(size, fusion, **kw):
-        return lambda: build_dcat(size, 2, fusion=fusion, **kw)
+    return lambda: build_emtnet(size, "mobilenetv2", segmentation=segmentation, **kw)
 
-    out = []
-    if "cpu" in sizes:
-        for v in ("model1", "model2", "baseline"):
-            out.append(("mias_fusion", f"vgg16 {v} (w0.25, BN)", "cpu",
-                        lambda v=v: build_mias_model(v, "vgg16", 72, width=0.25, batch_norm=True, units=256),
-                        (72, 72, 3), 32, *cls_target))
-        out.append(("dcnnimaf", "LinkNet VGG16-BN/4 + scSE (seg)", "cpu",
-                    lambda: build_linknet("vgg16", 128, attention="scse", encoder_width=0.25), (128, 128, 3), 8,
-                    seg_target, "binary_crossentropy"))
-        out.append(("dcnnimaf", "DCNNIMAF 16-128 (cls)", "cpu",
-                    lambda: build_dcnnimaf(128, filters=(16, 32, 64, 128, 128)), (128, 128, 4), 8, *cls_target))
-        cpu_dec = {"width": 0.5, "decoder_filters": (64, 32, 16, 16)}
-        # 160 px since run emt160 (issue 14); throughput tables committed before it timed 128
-        out.append(("emtnet", "EMT-Net MobileNetV2 a0.5 multitask", "cpu", emt(160, True, **cpu_dec),
-                    (160, 160, 3), 16, *multitask))
-        out.append(("emtnet", "MobileNetV2 a0.5 classifier only", "cpu", emt(160, False, width=0.5),
-                    (160, 160, 3), 16, lambda b, s: np.zeros((b, 1), "float32"), logit))
-        for b in brain:  # the cpu profile: 64 px, 80 for Xception and InceptionV3
-            size = 80 if b in ("xception", "inceptionv3") else 64
-            out.append(("brain_tumor_transfer", f"{b} + head", "cpu", transfer(b, size), (size, size, 3), 32,
-                        *cls_target))
-        small = {"backbone_a": "efficientnetb0", "dim": 128, "num_heads": 4}
-        for fusion in ("cross_attention", "concat"):
-            out.append(("dcat", f"EfficientNetB0 + ResNet-34, {fusion}", "cpu", dcat(64, fusion, **small),
-                        (64, 64, 3), 32, *cls_target))
-    if "paper" in sizes:
-        for v in ("model1", "model2", "baseline"):
-            out.append(("mias_fusion", f"vgg16 {v} (full width)", "paper",
-                        lambda v=v: build_mias_model(v, "vgg16", 72), (72, 72, 3), 32, *cls_target))
-        out.append(("dcnnimaf", "LinkNet InceptionResNetV2 + scSE (seg)", "paper",
-                    lambda: build_linknet("inceptionresnetv2", 256, attention="scse"), (256, 256, 3), 8,
-                    seg_target, "binary_crossentropy"))
-        out.append(("dcnnimaf", "DCNNIMAF 32-256 (cls)", "paper", lambda: build_dcnnimaf(224), (224, 224, 4), 8,
-                    *cls_target))
-        out.append(("emtnet", "EMT-Net MobileNetV2 multitask", "paper", emt(224, True), (224, 224, 3), 16,
-                    *multitask))
-        for b in brain:
-            size = 299 if b in ("xception", "inceptionv3") else 224
-            out.append(("brain_tumor_transfer", f"{b} + head", "paper", transfer(b, size), (size, size, 3), 32,
-                        *cls_target))
-        out.append(("dcat", "EfficientNetB4 + ResNet-34, cross_attention", "paper", dcat(224, "cross_attention"),
-                    (224, 224, 3), 32, *cls_target))
+
+def _transfer(backbone, size):
+    from medattn.models.transfer import build_transfer_classifier
+
+    return lambda: build_transfer_classifier(backbone, size, 4)
+
+
+def _dcat(size, fusion, **kw):
+    from medattn.models.dcat import build_dcat
+
+    return lambda: build_dcat(size, 2, fusion=fusion, **kw)
+
+
+def _cpu_models(t: dict) -> list[tuple]:
+    """The cpu profiles' models (scaled widths, small inputs)."""
+    from medattn.models.dcnnimaf import build_dcnnimaf
+    from medattn.models.linknet import build_linknet
+    from medattn.models.mias_fusion import build_mias_model
+
+    out = [("mias_fusion", f"vgg16 {v} (w0.25, BN)", "cpu",
+            lambda v=v: build_mias_model(v, "vgg16", 72, width=0.25, batch_norm=True, units=256), (72, 72, 3), 32,
+            *t["cls"]) for v in ("model1", "model2", "baseline")]
+    out.append(("dcnnimaf", "LinkNet VGG16-BN/4 + scSE (seg)", "cpu",
+                lambda: build_linknet("vgg16", 128, attention="scse", encoder_width=0.25), (128, 128, 3), 8, *t["seg"]))
+    out.append(("dcnnimaf", "DCNNIMAF 16-128 (cls)", "cpu",
+                lambda: build_dcnnimaf(128, filters=(16, 32, 64, 128, 128)), (128, 128, 4), 8, *t["cls"]))
+    cpu_dec = {"width": 0.5, "decoder_filters": (64, 32, 16, 16)}
+    out.append(("emtnet", "EMT-Net MobileNetV2 a0.5 multitask", "cpu", _emtnet(160, True, **cpu_dec),
+                (160, 160, 3), 16, *t["multitask"]))
+    out.append(("emtnet", "MobileNetV2 a0.5 classifier only", "cpu", _emtnet(160, False, width=0.5),
+                (160, 160, 3), 16, *t["logit"]))
+    for b in BRAIN_BACKBONES:  # the cpu profile: 64 px, 80 for Xception and InceptionV3
+        size = 80 if b in ("xception", "inceptionv3") else 64
+        out.append(("brain_tumor_transfer", f"{b} + head", "cpu", _transfer(b, size), (size, size, 3), 32, *t["cls"]))
+    small = {"backbone_a": "efficientnetb0", "dim": 128, "num_heads": 4}
+    for fusion in ("cross_attention", "concat"):
+        out.append(("dcat", f"EfficientNetB0 + ResNet-34, {fusion}", "cpu", _dcat(64, fusion, **small),
+                    (64, 64, 3), 32, *t["cls"]))
     return out
 
 
-from medattn.evaluation.cost import forward_flops  # noqa: E402
+def _paper_models(t: dict) -> list[tuple]:
+    """The paper profiles' models (full widths, the papers' inputs)."""
+    from medattn.models.dcnnimaf import build_dcnnimaf
+    from medattn.models.linknet import build_linknet
+    from medattn.models.mias_fusion import build_mias_model
+
+    out = [("mias_fusion", f"vgg16 {v} (full width)", "paper", lambda v=v: build_mias_model(v, "vgg16", 72),
+            (72, 72, 3), 32, *t["cls"]) for v in ("model1", "model2", "baseline")]
+    out.append(("dcnnimaf", "LinkNet InceptionResNetV2 + scSE (seg)", "paper",
+                lambda: build_linknet("inceptionresnetv2", 256, attention="scse"), (256, 256, 3), 8, *t["seg"]))
+    out.append(("dcnnimaf", "DCNNIMAF 32-256 (cls)", "paper", lambda: build_dcnnimaf(224), (224, 224, 4), 8,
+                *t["cls"]))
+    out.append(("emtnet", "EMT-Net MobileNetV2 multitask", "paper", _emtnet(224, True), (224, 224, 3), 16,
+                *t["multitask"]))
+    for b in BRAIN_BACKBONES:
+        size = 299 if b in ("xception", "inceptionv3") else 224
+        out.append(("brain_tumor_transfer", f"{b} + head", "paper", _transfer(b, size), (size, size, 3), 32,
+                    *t["cls"]))
+    out.append(("dcat", "EfficientNetB4 + ResNet-34, cross_attention", "paper", _dcat(224, "cross_attention"),
+                (224, 224, 3), 32, *t["cls"]))
+    return out
+
+
+def _models(sizes) -> list[tuple]:
+    """(reproduction, model, profile, builder, input shape, batch, target maker, loss) for each size asked."""
+    t = _targets()
+    return (_cpu_models(t) if "cpu" in sizes else []) + (_paper_models(t) if "paper" in sizes else [])
 
 
 def time_model(builder, shape, batch, target, loss, precision, steps, slow):
     import keras
     import numpy as np
+
+    from medattn.evaluation.cost import forward_flops
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     try:
