@@ -1060,11 +1060,33 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         repro.report(ctx, rows, False)  # tables after every run: an interrupted run keeps what it finished
         phases[f"run {spec.key}_s"] = row["wall_time_s"]
         phases[f"report after {spec.key}_s"] = round(time.time() - t_report, 1)
+        to_go = sum((later.arm, later.seed) not in done for later in plan[i:])
+        ctx.log(_plan_progress(i, len(plan), to_go, rows, row))
     if not config_written:
         write_config()
     ctx.complete = True
     repro.report(ctx, rows, True)
     return rows
+
+
+def _duration(seconds: float) -> str:
+    """``"42 s"``, ``"17 min"`` or ``"3 h 05 min"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = int(round(seconds / 60))
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _plan_progress(i: int, n: int, to_go: int, rows: list[dict], row: dict) -> str:
+    """After run ``i`` of ``n``: its time and, while ``to_go`` runs remain to train, the time they may take at the
+    mean of the finished runs (this process's and those ``--resume`` kept)."""
+    line = f"run {i}/{n} finished in {_duration(row.get('wall_time_s') or 0.0)}"
+    timed = [r["wall_time_s"] for r in rows if r.get("wall_time_s")]
+    if not to_go or not timed:
+        return line
+    mean = sum(timed) / len(timed)
+    return (f"{line}; {to_go} to go, about {_duration(mean * to_go)} at the mean of the {len(timed)} finished "
+            f"run{'s' if len(timed) > 1 else ''}")
 
 
 def _config_writer(repro, cfg, ctx: Context, plan, done: dict, weights_note) -> Callable[[], Path]:

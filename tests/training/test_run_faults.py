@@ -204,3 +204,13 @@ def test_each_epoch_line_says_how_long_the_stage_has_left():
     assert _time_left(history, epochs=400) == "  ~76 min left"
     assert _time_left(history, epochs=4) == ""
     assert _time_left([{"epoch": 1, "time_s": 3.0}], epochs=5) == ""  # logs from before epoch_s was recorded
+
+
+def test_after_each_run_the_runner_says_how_long_the_rest_of_the_plan_may_take():
+    from medattn.runner.reproduction import _duration, _plan_progress
+
+    assert (_duration(42), _duration(1000), _duration(3 * 3600 + 300)) == ("42 s", "17 min", "3 h 05 min")
+    rows = [{"wall_time_s": 1200.0}, {"wall_time_s": 1800.0}]
+    assert _plan_progress(2, 9, 7, rows, rows[1]) == \
+        "run 2/9 finished in 30 min; 7 to go, about 2 h 55 min at the mean of the 2 finished runs"
+    assert _plan_progress(9, 9, 0, rows, rows[1]) == "run 9/9 finished in 30 min"
