@@ -13,20 +13,29 @@ multiplied by ``scale`` (e.g. 816 to count validation images); ``bar`` is the ru
 a second condition, a candidate that never ran). The figure is never typed in: it is read from the committed rows, so the
 table cannot drift from them, and a candidate marked adopted must clear its bar (:func:`check_decisions`).
 
-    python -m medattn.evaluation.selection results/<paper>/selection      # writes tried.{csv,json,md} there
+Each entry also carries ``rule_commit`` and ``rule_committed``: the first commit whose README.md holds the rule's
+words, and its time (stamped from git by ``--stamp``; a test checks them against git). The table shows that time
+beside ``run_started``, the first start recorded in the ``run.json`` of the folders the rule's run made (``ran``,
+default ``folder``), and ``rule_first``: whether git shows the rule before its run. A candidate adopted by a rule
+that git does not show first must say "post-dated" in its note.
+
+    python -m medattn.evaluation.selection results/<paper>/selection          # writes tried.{csv,json,md} there
+    python -m medattn.evaluation.selection --stamp results/<paper>/selection  # fills rule_commit from git first
 """
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
-__all__ = ["tried_rows", "check_decisions", "write_tried"]
+__all__ = ["tried_rows", "check_decisions", "write_tried", "stamp_rule_commits"]
 
 COLUMNS = ("candidate", "change", "figure", "value", "n_rows", "bar", "clears_bar", "adopted", "note", "rule",
-           "folder")
+           "rule_committed", "run_started", "rule_first", "folder")
 
 
 def _rows(path: Path, match: dict) -> list[dict]:
@@ -62,6 +71,34 @@ def _clears(value: float, entry: dict) -> bool | None:
     return value >= bar if entry.get("better", "higher") == "higher" else value <= bar
 
 
+def _time(text: str | None) -> datetime | None:
+    """A time as git (``2026-12-02T18:08:45+00:00``) or run.json (``...+0000``) writes it."""
+    if not text:
+        return None
+    return datetime.strptime(text.replace("+00:00", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
+
+
+def _run_started(selection: Path, entry: dict) -> datetime | None:
+    """The first start recorded in the run.json of the folders the entry's run made (``ran``, default ``folder``)."""
+    ran = entry.get("ran", _folders(entry))
+    starts = []
+    for folder in [ran] if isinstance(ran, str) else ran:
+        path = selection / folder / "run.json"
+        if path.is_file():
+            run = json.loads(path.read_text())
+            starts += [_time(p.get("started")) for p in run.get("processes") or [run]]
+    starts = [t for t in starts if t is not None]
+    return min(starts) if starts else None
+
+
+def _timing(selection: Path, entry: dict) -> dict:
+    """The rule's commit time beside its run's start, and whether the rule came first."""
+    committed, started = _time(entry.get("rule_committed")), _run_started(selection, entry)
+    return {"rule_committed": f"{committed:%Y-%m-%d %H:%M} ({entry['rule_commit']})" if committed else None,
+            "run_started": f"{started:%Y-%m-%d %H:%M}" if started else None,
+            "rule_first": committed <= started if committed and started else None}
+
+
 def tried_rows(selection) -> list[dict]:
     """One row per entry of ``<selection>/decisions.json``, its figure read from its folder."""
     selection = Path(selection)
@@ -72,7 +109,8 @@ def tried_rows(selection) -> list[dict]:
                      "figure": entry.get("figure", "") + (f" x {entry['scale']}" if entry.get("scale", 1) != 1 else ""),
                      "value": value, "n_rows": n, "bar": entry.get("bar"),
                      "clears_bar": _clears(value, entry), "adopted": bool(entry["adopted"]),
-                     "note": entry.get("note", ""), "rule": entry["rule"], "folder": ", ".join(_folders(entry))})
+                     "note": entry.get("note", ""), "rule": entry["rule"], **_timing(selection, entry),
+                     "folder": ", ".join(_folders(entry))})
     return rows
 
 
@@ -91,7 +129,37 @@ def check_decisions(selection) -> list[str]:
             problems.append(f"{name}: rule {entry['rule']!r} is not in {selection / 'README.md'}")
         if not entry.get("folder") and not entry.get("note"):
             problems.append(f"{name}: no folder and no note saying why")
+        if row["adopted"] and row["rule_first"] is False and "post-dated" not in entry.get("note", ""):
+            problems.append(f"{name}: adopted by a rule git shows only after its run started "
+                            f"({row['rule_committed']} vs {row['run_started']}), and its note does not say post-dated")
     return problems
+
+
+def first_commit_with(path: Path, text: str) -> tuple[str, str] | None:
+    """``(short hash, ISO time)`` of the oldest commit that changed how often ``text`` occurs in ``path`` (git's
+    pickaxe): the commit that first wrote it. None outside a git checkout or when git never saw it."""
+    path = Path(path).resolve()
+    out = subprocess.run(["git", "log", "--reverse", "--format=%h %cI", "-S", text, "--", path.name],
+                         cwd=path.parent, capture_output=True, text=True)
+    first = out.stdout.split("\n")[0].split() if out.returncode == 0 else []
+    return (first[0], first[1]) if len(first) == 2 else None
+
+
+def stamp_rule_commits(selection) -> int:
+    """Fill ``rule_commit`` and ``rule_committed`` of the entries that lack them from git; the number filled."""
+    selection = Path(selection)
+    path = selection / "decisions.json"
+    data = json.loads(path.read_text())
+    filled = 0
+    for entry in data["decisions"]:
+        if entry.get("rule_commit"):
+            continue
+        found = first_commit_with(selection / "README.md", entry["rule"])
+        if found:
+            entry["rule_commit"], entry["rule_committed"] = found
+            filled += 1
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return filled
 
 
 def write_tried(selection) -> Path:
@@ -106,19 +174,25 @@ def write_tried(selection) -> Path:
     paths = write_table(selection, "tried", tried_rows(selection), columns=list(COLUMNS),
                         title=f"{paper}: every candidate, its rule and its validation figure",
                         description="Each candidate was judged on validation data only, by the rule named (found by "
-                                    "these words in selection/README.md; written before its run unless the note "
-                                    "says post-dated). `value`: the rule's figure, "
+                                    "these words in selection/README.md). `value`: the rule's figure, "
                                     "the mean over the candidate's rows in `folder` (read from its runs.jsonl); "
-                                    "`bar`: what the rule asked of it; `adopted`: what the rule decided.")
+                                    "`bar`: what the rule asked of it; `adopted`: what the rule decided; "
+                                    "`rule_committed`: when git first shows the rule's words (UTC, the commit); "
+                                    "`run_started`: when its run started (run.json); `rule_first`: whether the "
+                                    "rule came first (an adopted candidate whose rule did not says post-dated).")
     return paths["md"]
 
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    stamp = "--stamp" in args
+    args = [a for a in args if a != "--stamp"]
     if len(args) != 1:
-        print("usage: python -m medattn.evaluation.selection results/<paper>/selection", file=sys.stderr)
+        print("usage: python -m medattn.evaluation.selection [--stamp] results/<paper>/selection", file=sys.stderr)
         return 2
     try:
+        if stamp:
+            print(f"stamped {stamp_rule_commits(args[0])} rule(s) with the commit that first wrote them")
         path = write_tried(args[0])
     except (ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -45,3 +45,44 @@ def test_a_candidate_adopted_below_its_bar_or_under_a_missing_rule_is_named(tmp_
     assert main([str(tmp_path)]) == 0
     row = json.loads((tmp_path / "tried.json").read_text())["rows"][0]
     assert (row["value"], row["n_rows"], row["clears_bar"]) == (pytest.approx(0.82), 2, True)
+
+
+def _git_has(commit: str) -> bool:
+    import subprocess
+
+    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=REPO, capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: str(p.relative_to(REPO / "results")))
+def test_each_rule_is_stamped_with_the_commit_that_first_wrote_it(folder):
+    """The commit and time beside each rule are git's: the oldest commit whose README holds the rule's words."""
+    from medattn.evaluation.selection import first_commit_with
+
+    entries = json.loads((folder / "decisions.json").read_text())["decisions"]
+    assert all(e.get("rule_commit") and e.get("rule_committed") for e in entries), "run --stamp"
+    if not _git_has(entries[0]["rule_commit"]):
+        pytest.skip("git history without the rules' commits (a shallow clone)")
+    for e in entries:
+        assert first_commit_with(folder / "README.md", e["rule"]) == (e["rule_commit"], e["rule_committed"]), e
+
+
+def test_an_adopted_candidate_whose_rule_git_shows_after_its_run_must_say_post_dated(tmp_path):
+    from medattn.evaluation.selection import check_decisions, tried_rows
+
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "runs.jsonl").write_text(json.dumps({"arm": "x", "val_auc": 0.9}) + "\n")
+    (tmp_path / "A" / "run.json").write_text(json.dumps({"processes": [
+        {"started": "2026-12-01T10:00:00+0000"}, {"started": "2026-12-01T12:00:00+0000"}]}))
+    (tmp_path / "README.md").write_text("## Rule one\n")
+    entry = {"candidate": "A", "change": "c", "rule": "Rule one", "folder": "A", "figure": "val_auc", "bar": 0.8,
+             "adopted": True, "rule_commit": "abc1234", "rule_committed": "2026-12-01T10:30:00+00:00"}
+    (tmp_path / "decisions.json").write_text(json.dumps({"decisions": [entry]}))
+    row = tried_rows(tmp_path)[0]
+    assert (row["rule_committed"], row["run_started"], row["rule_first"]) == (
+        "2026-12-01 10:30 (abc1234)", "2026-12-01 10:00", False)
+    assert check_decisions(tmp_path) == ["A: adopted by a rule git shows only after its run started (2026-12-01 10:30 "
+                                         "(abc1234) vs 2026-12-01 10:00), and its note does not say post-dated"]
+    (tmp_path / "decisions.json").write_text(json.dumps({"decisions": [{**entry, "note": "post-dated rule"}]}))
+    assert check_decisions(tmp_path) == []
+    (tmp_path / "decisions.json").write_text(json.dumps({"decisions": [{**entry, "ran": "B"}]}))
+    assert tried_rows(tmp_path)[0]["rule_first"] is None  # no run.json in the folder the rule's run made
