@@ -42,8 +42,8 @@ ECE uses 15 equal-width bins of the top-1 probability, a bin's right edge inside
 intervals are resampled again, with the run's seed and the folder's ``n_boot`` (``config.json``): EMT-Net
 (accuracy, sensitivity, specificity, at 0.5 and tuned), DCAT (accuracy, macro F1, AUC), brain MRI (accuracy,
 weighted accuracy, macro F1, official and de-duplicated), MIAS (ROI AUC) and BUSI (accuracy, macro F1, lesion
-Dice), and brain MRI's seed ensembles (with the configuration's first seed). BUSI's lesion IoU interval is read
-as recorded where the file keeps only per-image Dice.
+Dice and, from the masks, lesion IoU), and brain MRI's seed ensembles (with the configuration's first seed).
+BUSI's lesion IoU interval is read as recorded where the file keeps only per-image Dice.
 
 Seed ensembles (``ensembles.json``: brain MRI, MIAS) are recomputed from their seeds' prediction files: the
 probabilities (MIAS: every window's P(tumour)) averaged over the seeds, then scored as one model (MIAS: the
@@ -489,10 +489,16 @@ def _mias_intervals(p, row, n_boot: int) -> dict:
 
 
 def _busi_intervals(p, row, n_boot: int) -> dict:
-    """Accuracy and macro F1 intervals, and lesion Dice's from the per-image Dice the file keeps."""
+    """Accuracy and macro F1 intervals; lesion Dice's and IoU's from the test masks (from older files, which keep
+    only per-image Dice, lesion Dice's alone)."""
     boot = _resampler(row, n_boot)
     out = _label_intervals(boot, p["y_true"].astype(int), p["prob"].argmax(1), 3)
-    if "dice" in p.files and "lesion" in p.files:
+    if "mask_pred" in p.files:
+        t, m = (_bits(p, k).reshape(len(p["y_true"]), -1) for k in ("mask_true", "mask_pred"))
+        lesion, union = t.any(1), (t | m).sum(1)
+        iou = np.where(union > 0, (t & m).sum(1) / np.maximum(union, 1), 1.0)
+        out.update(dice_lesion_ci=boot(np.mean, _per_image_dice(t, m)[lesion]), iou_lesion_ci=boot(np.mean, iou[lesion]))
+    elif "dice" in p.files and "lesion" in p.files:
         out["dice_lesion_ci"] = boot(np.mean, p["dice"][p["lesion"].astype(bool)])
     return out
 

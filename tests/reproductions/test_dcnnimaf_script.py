@@ -38,7 +38,7 @@ def test_no_data_runs_synthetic_end_to_end_and_says_so(tmp_path):
     assert {"pixel_accuracy", "iou_all", "dice_lesion_raw", "false_positive_rate_empty_raw", "ece"} <= cells
     # and the cleaning rule is chosen again on the validation masks the file keeps, the test masks made again with it
     assert {"seg_post_min_area", "seg_post_largest_component", "val_dice_all_post", "val_accuracy_cls"} <= cells
-    assert recompute_folder(out) == (28, [])  # the protocol's row: 25 cells and 3 bootstrap intervals
+    assert recompute_folder(out) == (29, [])  # the protocol's row: 25 cells and 4 bootstrap intervals
     table = json.loads((out / "runs.json").read_text())
     table["rows"][0]["seg_post_min_area"] = 0.05 if run["seg_post_min_area"] != 0.05 else 0.0
     (out / "runs.json").write_text(json.dumps(table))
