@@ -153,10 +153,11 @@ def _largest_blob(mask) -> np.ndarray:
     return labels == sizes.argmax()
 
 
-def _cleaned(raw, min_area: float, largest: bool) -> np.ndarray:
-    """``(n, H, W)`` masks cleaned as BUSI's rule says: the largest component alone (``largest``), and emptied when
-    what is kept covers less than ``min_area`` of the image."""
-    kept = np.stack([_largest_blob(m) for m in raw]) if largest else raw
+def _cleaned(raw, min_area: float, largest: bool, kept=None) -> np.ndarray:
+    """``(n, H, W)`` masks cleaned as BUSI's rule says: the largest component alone (``largest``; ``kept``: those
+    components, when already found), and emptied when what is kept covers less than ``min_area`` of the image."""
+    if kept is None:
+        kept = np.stack([_largest_blob(m) for m in raw]) if largest else raw
     return kept & (kept.reshape(len(kept), -1).mean(1) >= min_area)[:, None, None]
 
 
@@ -166,8 +167,9 @@ def _cleaning_chosen_again(t, raw) -> dict:
     then the smaller area), its Dice and the Dice before cleaning."""
     best = None
     for largest in (False, True):
+        kept = np.stack([_largest_blob(m) for m in raw]) if largest else raw
         for area in CLEANING_AREAS:
-            score = float(np.mean(_per_image_dice(t, _cleaned(raw, area, largest))))
+            score = float(np.mean(_per_image_dice(t, _cleaned(raw, area, largest, kept))))
             if best is None or round(score, 12) > round(best[0], 12):
                 best = (score, largest, area)
     return {"val_dice_all_raw": float(np.mean(_per_image_dice(t, raw))), "val_dice_all_post": best[0],
