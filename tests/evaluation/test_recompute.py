@@ -5,6 +5,8 @@ again from them, and a table that disagrees with its predictions or rows is caug
 import json
 import shutil
 
+import pytest
+
 from medattn.evaluation.recompute import main, recompute_ablation, recompute_ensembles, recompute_folder
 from medattn.evaluation.table_cells import check_comparison, check_run_tables
 from tests.conftest import REPO
@@ -117,3 +119,30 @@ def test_the_threshold_chosen_again_is_the_rules_on_scores_with_and_without_ties
         score = rng.random(n) if trial % 2 else np.round(rng.random(n), 1)  # every other trial with ties
         for target in (0.5, 0.9, 1.0):
             assert _sensitivity_threshold(y, score, target) == choose_threshold(y, score, f"sensitivity:{target}")
+
+
+def test_the_cleaning_rule_chosen_again_is_the_scripts_on_masks_with_several_blobs():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from medattn.evaluation.recompute import _cleaned, _cleaning_chosen_again
+    from tests.conftest import load_script
+
+    choose = load_script("reproductions", "dcnnimaf")._choose_postprocess
+    rng = np.random.default_rng(1)
+    for trial in range(6):
+        truth = np.zeros((10, 32, 32), bool)
+        raw = np.zeros((10, 32, 32), bool)
+        for i in range(10):
+            if i % 3:  # a lesion image; the others have no lesion
+                truth[i, 8:18, 8:20] = True
+            for _ in range(int(rng.integers(0, 4))):  # predicted blobs of several sizes, some specks
+                y, x, h = int(rng.integers(0, 28)), int(rng.integers(0, 28)), int(rng.integers(1, 9))
+                raw[i, y:y + h, x:x + h] = True
+        clean, row = choose(SimpleNamespace(seg_postprocess=True), truth[..., None].astype("float32"),
+                            raw[..., None].astype("float32"))
+        again = _cleaning_chosen_again(truth, raw)
+        assert again == pytest.approx({k: row[k] for k in again}), trial
+        made = _cleaned(raw, again["seg_post_min_area"], again["seg_post_largest_component"])
+        assert np.array_equal(made, clean(raw[..., None].astype("float32"))[..., 0] > 0.5), trial
