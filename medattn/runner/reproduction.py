@@ -540,12 +540,12 @@ def main(repro: Reproduction, argv=None) -> int:
         print(f"{Path(repro.script).name}: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        from ..training.fit import TrainingDiverged
+        from ..training.fit import ReplicaSplitError, TrainingDiverged
 
-        if not isinstance(e, TrainingDiverged):
+        if not isinstance(e, (TrainingDiverged, ReplicaSplitError)):
             raise
-        print(f"{Path(repro.script).name}: {e}", file=sys.stderr)  # a diverging loss: one line
-        return 1
+        print(f"{Path(repro.script).name}: {e}", file=sys.stderr)  # a diverging loss, too few images: one line
+        return 2 if isinstance(e, ReplicaSplitError) else 1
     finally:
         if policy is not None:
             sys.modules["keras"].mixed_precision.set_global_policy(policy)

@@ -41,12 +41,18 @@ import numpy as np
 
 from ..utils import atomic_write_text
 
-__all__ = ["fit", "FitResult", "WeightEma", "TrainingDiverged", "atomic_write_text", "training_seconds"]
+__all__ = ["fit", "FitResult", "WeightEma", "TrainingDiverged", "ReplicaSplitError", "atomic_write_text",
+           "training_seconds"]
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite: the run stops at that epoch (its checkpoints keep the last finite
     epoch) and the message says where, in one line."""
+
+
+class ReplicaSplitError(ValueError):
+    """The validation data cannot be batched so that every replica gets a part of every batch (too few images for
+    the replicas): the run stops before training, in one line, naming the stage."""
 
 
 class FitResult(dict):
@@ -435,7 +441,8 @@ def _validation_for_replicas(validation_data, replicas: int, batch_size, label: 
     try:
         return for_replicas(validation_data, replicas, batch_size or 32)
     except ValueError as e:
-        raise ValueError(f"[{label}] validation data: {e} (use fewer replicas or more validation images)") from e
+        raise ReplicaSplitError(f"[{label}] validation data: {e} (use fewer replicas or more validation images)") \
+            from e
 
 
 def _refuse_unsupported(ema: float, custom: bool, batch_size, label: str) -> None:

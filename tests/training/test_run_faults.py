@@ -214,3 +214,24 @@ def test_after_each_run_the_runner_says_how_long_the_rest_of_the_plan_may_take()
     assert _plan_progress(2, 9, 7, rows, rows[1]) == \
         "run 2/9 finished in 30 min; 7 to go, about 2 h 55 min at the mean of the 2 finished runs"
     assert _plan_progress(9, 9, 0, rows, rows[1]) == "run 9/9 finished in 30 min"
+
+
+def test_too_few_validation_images_for_the_replicas_stop_the_run_in_one_line(tmp_path, data, capsys,  # noqa: F811
+                                                                            monkeypatch):
+    import medattn.runner.reproduction as runner
+    from medattn.training.fit import ReplicaSplitError, _validation_for_replicas
+
+    with pytest.raises(ReplicaSplitError, match=r"\[lbl\] validation data: 3 element\(s\) cannot be batched so that "
+                                                r"each of 2 replicas .* \(use fewer replicas"):
+        _validation_for_replicas(np.zeros((3, 4), "float32"), 2, 8, "lbl")
+
+    def refused(*args, **kwargs):
+        raise ReplicaSplitError("[toy a s0] validation data: 3 element(s) cannot be batched so that each of 2 "
+                                "replicas gets a part of every batch (use fewer replicas or more validation images)")
+
+    monkeypatch.setattr(runner, "_run_one", refused)
+    code = run_main(_repro(tmp_path), ["--profile", "smoke", "--data-dir", str(data), "--runs-dir",
+                                       str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("toy.py: [toy a s0] validation data") and \
+        "fewer replicas" in err[0]
