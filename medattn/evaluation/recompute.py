@@ -123,13 +123,19 @@ def _per_image_dice(t, m) -> np.ndarray:
     return np.where(size > 0, 2.0 * inter / np.maximum(size, 1), 1.0)
 
 
+def _per_image_iou(t, m) -> np.ndarray:
+    """IoU of each image of ``(n, ...)`` boolean masks, 1 where truth and prediction are both empty."""
+    t, m = t.reshape(len(t), -1), m.reshape(len(m), -1)
+    union = (t | m).sum(1)
+    return np.where(union > 0, (t & m).sum(1) / np.maximum(union, 1), 1.0)
+
+
 def _mask_cells(t, m, suffix: str = "") -> dict:
     """Dice and IoU (1 where truth and prediction are both empty) over lesion and all images, pixel accuracy and
     the share of empty truths given a non-empty mask, from ``(n, ...)`` boolean truth and predicted masks."""
     t, m = t.reshape(len(t), -1), m.reshape(len(m), -1)
-    inter, t_n, m_n, union = (t & m).sum(1), t.sum(1), m.sum(1), (t | m).sum(1)
-    dice = _per_image_dice(t, m)
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    t_n, m_n = t.sum(1), m.sum(1)
+    dice, iou = _per_image_dice(t, m), _per_image_iou(t, m)
     lesion = t_n > 0
     out = {"dice_lesion": dice[lesion].mean(), "iou_lesion": iou[lesion].mean(), "dice_all": dice.mean(),
            "iou_all": iou.mean(), "pixel_accuracy": (t == m).mean(1).mean(),
@@ -196,9 +202,15 @@ def _brain(p, row) -> dict:
         out[f"{prefix}_f1_macro"] = _f1_macro(y, pred, prob.shape[1])
         recalls = recall_score(y, pred, average=None, labels=list(range(prob.shape[1])), zero_division=0)
         out.update({f"{prefix}_recall_{c}": float(r) for c, r in zip(classes, recalls)})
-    if "val_prob" in getattr(p, "files", p):  # an npz file, or a seed ensemble's dict
+    if "val_prob" in p.files:
         out["val_accuracy"] = float(np.mean(p["val_prob"].argmax(1) == p["val_y"]))
     return out
+
+
+def _rates(c: dict) -> dict:
+    """Recall (sensitivity), precision and specificity from the four counts (0 where a denominator is 0)."""
+    return {"recall": c["tp"] / max(c["tp"] + c["fn"], 1), "precision": c["tp"] / max(c["tp"] + c["fp"], 1),
+            "specificity": c["tn"] / max(c["tn"] + c["fp"], 1)}
 
 
 def _counts(y, pred) -> dict:
@@ -224,9 +236,9 @@ def _mias(p, row) -> dict:
 
     y, pred, score = p["y_true"].astype(int), p["roi_pred"].astype(int), p["roi_score"].astype(np.float64)
     c = _counts(y, pred)
-    out = {**c, "accuracy": float(np.mean(pred == y)), "recall_tumour": c["tp"] / max(c["tp"] + c["fn"], 1),
-           "precision_tumour": c["tp"] / max(c["tp"] + c["fp"], 1), "specificity": c["tn"] / max(c["tn"] + c["fp"], 1),
-           "f1_tumour": float(f1_score(y, pred, zero_division=0)), "roc_auc": _auc(y, score),
+    r = _rates(c)
+    out = {**c, "accuracy": float(np.mean(pred == y)), "recall_tumour": r["recall"],
+           "precision_tumour": r["precision"], "specificity": r["specificity"], "f1_tumour": float(f1_score(y, pred, zero_division=0)), "roc_auc": _auc(y, score),
            "average_precision": float(average_precision_score(y, score)),
            "roc_auc_hard_labels": _auc(y, pred) if len(set(pred.tolist())) > 1 else 0.5,
            "accuracy_mean_prob": float(np.mean((score > 0.5) == y))}
@@ -263,17 +275,16 @@ def _mias_windows(p) -> dict:
     best = grid[val_acc == val_acc.max()]
     threshold = float(best[np.argmin(np.abs(best - 0.5))])
     tuned = _roi_vote(prob, idx, threshold)
-    c = _counts(y, tuned)
+    r = _rates(_counts(y, tuned))
     out.update(val_threshold=threshold, accuracy_val_threshold=float(np.mean(tuned == y)),
-               recall_tumour_val_threshold=c["tp"] / max(c["tp"] + c["fn"], 1),
-               precision_tumour_val_threshold=c["tp"] / max(c["tp"] + c["fp"], 1))
+               recall_tumour_val_threshold=r["recall"], precision_tumour_val_threshold=r["precision"])
     return out
 
 
 def _binary(y, pred, suffix: str = "") -> dict:
-    c = _counts(y, pred)
-    return {f"accuracy{suffix}": float(np.mean(pred == y)), f"sensitivity{suffix}": c["tp"] / max(c["tp"] + c["fn"], 1),
-            f"specificity{suffix}": c["tn"] / max(c["tn"] + c["fp"], 1)}
+    r = _rates(_counts(y, pred))
+    return {f"accuracy{suffix}": float(np.mean(pred == y)), f"sensitivity{suffix}": r["recall"],
+            f"specificity{suffix}": r["specificity"]}
 
 
 def _emtnet(p, row) -> dict:
@@ -497,9 +508,9 @@ def _busi_intervals(p, row, n_boot: int) -> dict:
     out = _label_intervals(boot, p["y_true"].astype(int), p["prob"].argmax(1), 3)
     if "mask_pred" in p.files:
         t, m = (_bits(p, k).reshape(len(p["y_true"]), -1) for k in ("mask_true", "mask_pred"))
-        lesion, union = t.any(1), (t | m).sum(1)
-        iou = np.where(union > 0, (t & m).sum(1) / np.maximum(union, 1), 1.0)
-        out.update(dice_lesion_ci=boot(np.mean, _per_image_dice(t, m)[lesion]), iou_lesion_ci=boot(np.mean, iou[lesion]))
+        lesion = t.any(1)
+        out.update(dice_lesion_ci=boot(np.mean, _per_image_dice(t, m)[lesion]),
+                   iou_lesion_ci=boot(np.mean, _per_image_iou(t, m)[lesion]))
     elif "dice" in p.files and "lesion" in p.files:
         out["dice_lesion_ci"] = boot(np.mean, p["dice"][p["lesion"].astype(bool)])
     return out
@@ -520,17 +531,24 @@ def _prediction_file(folder: Path, arm, seed) -> Path:
     return folder / "predictions" / f"{str(arm).replace(':', '_')}_s{seed}.npz"
 
 
-def _arrays(file: Path) -> dict:
+class _Arrays(dict):
+    """A prediction file read into memory; ``files`` names its arrays, as an open npz file does."""
+
+    @property
+    def files(self) -> list[str]:
+        return list(self)
+
+
+def _arrays(file: Path) -> _Arrays:
     with np.load(file, allow_pickle=False) as p:
-        return {k: p[k] for k in p.files}
+        return _Arrays({k: p[k] for k in p.files})
 
 
-def _mean_of(files: list[Path], key: str):
-    arrays = []
-    for f in files:
-        with np.load(f, allow_pickle=False) as p:
-            arrays.append(p[key].astype(np.float64) if key in p.files else None)
-    return None if any(a is None for a in arrays) else np.mean(arrays, axis=0)
+def _mean_of(loaded: list[_Arrays], key: str):
+    """The mean over seeds of one array, or None when a seed's file lacks it."""
+    if any(key not in a for a in loaded):
+        return None
+    return np.mean([a[key].astype(np.float64) for a in loaded], axis=0)
 
 
 def _config(folder: Path) -> dict:
@@ -541,30 +559,27 @@ def _ensemble_cells(paper: str, files: list[Path], row: dict, config: dict) -> d
     """A seed ensemble's cells from its seeds' prediction files (see the module doc), and the means of its seeds'
     own figures; brain MRI's bootstrap intervals drawn as the script draws them (the configuration's first seed,
     its ``n_boot``)."""
-    seeds = []
-    for f in files:
-        with np.load(f, allow_pickle=False) as p:
-            seeds.append(PAPERS[paper](p, row))
-    p0 = _arrays(files[0])
+    loaded = [_arrays(f) for f in files]
+    seeds, p0 = [PAPERS[paper](a, row) for a in loaded], loaded[0]
     if paper == "brain_tumor_transfer":
-        mean = {**p0, "prob": _mean_of(files, "prob")}
+        mean = _Arrays({**p0, "prob": _mean_of(loaded, "prob")})
         out = _brain(mean, row)
         if config.get("n_boot") and config.get("seeds"):
             out.update(_brain_intervals(mean, {"seed": config["seeds"][0]}, config["n_boot"]))
-        val = _mean_of(files, "val_prob")
+        val = _mean_of(loaded, "val_prob")
         if val is not None:
             out["val_accuracy"] = float(np.mean(val.argmax(1) == p0["val_y"]))
             out["val_accuracy_seed_mean"] = float(np.mean([s["val_accuracy"] for s in seeds]))
         return out
-    patch = _mean_of(files, "patch_prob")
+    patch = _mean_of(loaded, "patch_prob")
     y, pred = p0["y_true"].astype(int), _roi_vote(patch, p0["roi_idx"])
     c = _counts(y, pred)
-    out = {"accuracy": float(np.mean(pred == y)), "recall_tumour": c["tp"] / max(c["tp"] + c["fn"], 1),
-           "specificity": c["tn"] / max(c["tn"] + c["fp"], 1),
+    r = _rates(c)
+    out = {"accuracy": float(np.mean(pred == y)), "recall_tumour": r["recall"], "specificity": r["specificity"],
            "roc_auc": _auc(y, np.bincount(p0["roi_idx"], weights=patch) / np.bincount(p0["roi_idx"])),
            "accuracy_seed_mean": float(np.mean([s["accuracy"] for s in seeds]))}
     out["accuracy_wilson_low"], out["accuracy_wilson_high"] = _wilson(c["tp"] + c["tn"], len(y))
-    val = _mean_of(files, "val_patch_prob")
+    val = _mean_of(loaded, "val_patch_prob")
     if val is not None:
         out["val_roi_accuracy"] = float(np.mean(_roi_vote(val, p0["val_roi_idx"]) == p0["val_y"]))
         out["val_roi_accuracy_seed_mean"] = float(np.mean([s["val_roi_accuracy"] for s in seeds]))
