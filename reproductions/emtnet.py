@@ -246,8 +246,9 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
     pre = preprocess_fn(preprocessing_for(cfg.backbone, cfg.pretrained))
     y, ext = data["y"], ctx.external
     oof = {"prob": np.zeros(len(y)), "mask": np.zeros_like(data["mask"]), "hard": np.zeros(len(y), bool),
-           "fold": np.full(len(y), -1, np.int8), "per_fold": [], "thresholds": [], "val_sizes": [], "best_epochs": [], "val_idx": [], "val_prob": [],
-           "best_val_loss": [], "ext_prob": np.zeros(len(ext["y"])) if ext else None,
+           "fold": np.full(len(y), -1, np.int8), "per_fold": [], "thresholds": [], "val_sizes": [], "best_epochs": [],
+           "val_idx": [], "val_prob": [], "best_val_loss": [],
+           "ext_prob": np.zeros(len(ext["y"])) if ext else None,
            "ext_mask": np.zeros(ext["mask"].shape, np.float32) if ext else None}
     model = None
     for f, fold in enumerate(kfold_split(y, data["groups"], cfg.folds, seed=run.seed)):

@@ -238,7 +238,8 @@ def _mias(p, row) -> dict:
     c = _counts(y, pred)
     r = _rates(c)
     out = {**c, "accuracy": float(np.mean(pred == y)), "recall_tumour": r["recall"],
-           "precision_tumour": r["precision"], "specificity": r["specificity"], "f1_tumour": float(f1_score(y, pred, zero_division=0)), "roc_auc": _auc(y, score),
+           "precision_tumour": r["precision"], "specificity": r["specificity"],
+           "f1_tumour": float(f1_score(y, pred, zero_division=0)), "roc_auc": _auc(y, score),
            "average_precision": float(average_precision_score(y, score)),
            "roc_auc_hard_labels": _auc(y, pred) if len(set(pred.tolist())) > 1 else 0.5,
            "accuracy_mean_prob": float(np.mean((score > 0.5) == y))}
