@@ -25,7 +25,9 @@ at batch 1 on this machine beside the paper's 0.35 s on a virtual mobile device.
 
 ``--external-data PATH`` (a second benign/malignant dataset in the BUSI layout; either class may be missing)
 evaluates the mean of each arm's fold models on it and adds external rows to the table. Each fold's model is
-saved as ``fold{k}.keras`` with its card in the run folder (``medattn-predict`` runs them).
+saved as ``fold{k}.keras`` with its card in the run folder (``medattn-predict`` runs them). A finished fold's
+predictions stay in ``<results>/parts/`` until its arm's row is written, so ``--resume`` continues after the last
+finished fold even where the checkpoints are gone (the run record lists such folds under ``resumed_stages``).
 
 Everything else (command line, strategy, checkpoints, resume, records, dry run) is the shared runner's.
 """
@@ -33,6 +35,7 @@ Everything else (command line, strategy, checkpoints, resume, records, dry run) 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import ClassVar, Mapping
 
@@ -252,7 +255,9 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
            "ext_mask": np.zeros(ext["mask"].shape, np.float32) if ext else None}
     model = None
     for f, fold in enumerate(kfold_split(y, data["groups"], cfg.folds, seed=run.seed)):
-        model = _cross_validate_fold(ctx, run, data, f, fold, segmentation, w, pre, oof)
+        model = _cross_validate_fold(ctx, run, data, f, fold, segmentation, w, pre, oof) or model
+    if model is None:  # every fold restored from its saved part: the architecture gives size, FLOPs and latency
+        model = _model(ctx, segmentation, w, len(y))
     row = _arm_row(cfg, run, y, oof, segmentation, w, data["mask"])
     if ext:
         row.update(_external_metrics(ext, oof["ext_prob"], oof["ext_mask"] if segmentation else None, cfg.n_boot,
@@ -267,14 +272,19 @@ def run_arm(ctx, run: RunSpec, data: dict) -> dict:
 def _cross_validate_fold(ctx, run: RunSpec, data: dict, f: int, fold: dict, segmentation: bool, w: float, pre,
                          oof: dict):
     """One fold: its validation part (groups whole), the model trained and saved, the threshold chosen on the
-    validation part, and the fold's out-of-fold predictions written into ``oof``. Returns the model."""
+    validation part, and the fold's out-of-fold predictions written into ``oof`` and kept as a part of the run
+    (``--resume`` takes a kept part instead of training the fold again). Returns the model, None for a kept part."""
     from medattn.backbones import preprocessing_for
     from medattn.evaluation import choose_threshold, classification_metrics
 
     cfg, stage = ctx.cfg, ctx.cfg.stage("train")
-    x, y = data["x"], data["y"]
+    x, y, te = data["x"], data["y"], fold["test"]
+    part = ctx.saved_part(run, f"fold{f}")
+    if part is not None:  # trained by an earlier process: its predictions, not its model
+        _restore_fold(cfg, oof, part, f, te, segmentation, ctx.external)
+        return None
+    t0 = time.time()
     tr, va, val, train = _fold_datasets(cfg, run, data, f, fold, segmentation, pre)
-    te = fold["test"]
     if va is not None:
         oof["val_sizes"].append(int(len(va)))
     ctx.seed(run.seed * 100 + f)
@@ -304,14 +314,60 @@ def _cross_validate_fold(ctx, run: RunSpec, data: dict, f: int, fold: dict, segm
     if segmentation:
         oof["mask"][te] = m_te
     ext = ctx.external
-    if ext:  # the ensemble of the fold models: mean probability and mean mask over folds
-        ep, em = _predict(ctx, model, ext["x"], pre)
-        oof["ext_prob"] += ep / cfg.folds
-        if segmentation:
-            oof["ext_mask"] += np.asarray(em, dtype=oof["ext_mask"].dtype) / cfg.folds
+    ext_pred = _predict(ctx, model, ext["x"], pre) if ext else None
+    _add_external(cfg, oof, ext_pred, segmentation)
     m = classification_metrics(y[te], np.stack([1 - oof["prob"][te], oof["prob"][te]], 1), class_names=CLASSES)
     oof["per_fold"].append({k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "f1_pos")})
+    ctx.save_part(run, f"fold{f}", _fold_part(oof, te, segmentation, va, ext_pred), seconds=round(time.time() - t0, 1),
+                  per_fold=oof["per_fold"][-1], best_epoch=res.get("best_epoch"),
+                  **({"best_val_loss": oof["best_val_loss"][-1]} if va is not None else {}),
+                  **({"threshold": threshold} if va is not None and cfg.threshold_rule else {}))
     return model
+
+
+def _add_external(cfg, oof: dict, ext_pred, segmentation: bool) -> None:
+    """A fold model's share of the external set's ensemble: mean probability and mean mask over folds."""
+    if ext_pred is None:
+        return
+    ep, em = ext_pred
+    oof["ext_prob"] += ep / cfg.folds
+    if segmentation:
+        oof["ext_mask"] += np.asarray(em, dtype=oof["ext_mask"].dtype) / cfg.folds
+
+
+def _fold_part(oof: dict, te, segmentation: bool, va, ext_pred) -> dict:
+    """A finished fold's arrays for :meth:`Context.save_part`: its test images' scores and decisions, their masks
+    bit-packed at 0.5 (every figure and file reads masks at 0.5), its validation part and external predictions."""
+    arrays = {"prob": oof["prob"][te], "hard": oof["hard"][te]}
+    if segmentation:
+        arrays["mask_bits"] = np.packbits(oof["mask"][te] > 0.5)
+    if va is not None:
+        arrays.update(val_idx=np.asarray(va), val_prob=oof["val_prob"][-1])
+    if ext_pred is not None:
+        arrays["ext_prob"] = ext_pred[0]
+        if segmentation:
+            arrays["ext_mask"] = np.asarray(ext_pred[1], dtype=np.float32)
+    return arrays
+
+
+def _restore_fold(cfg, oof: dict, part: dict, f: int, te, segmentation: bool, ext) -> None:
+    """A fold an earlier process finished (:func:`_fold_part`), written into ``oof`` as training it would."""
+    facts = part["facts"]
+    oof["prob"][te], oof["hard"][te], oof["fold"][te] = part["prob"], part["hard"], f
+    if segmentation:
+        shape = (len(te), *oof["mask"].shape[1:])
+        oof["mask"][te] = np.unpackbits(part["mask_bits"], count=int(np.prod(shape))).reshape(shape)
+    oof["best_epochs"].append(facts["best_epoch"])
+    oof["per_fold"].append(facts["per_fold"])
+    if "val_idx" in part:
+        oof["val_sizes"].append(int(len(part["val_idx"])))
+        oof["val_idx"].append(part["val_idx"])
+        oof["val_prob"].append(part["val_prob"])
+        oof["best_val_loss"].append(facts["best_val_loss"])
+    if "threshold" in facts:
+        oof["thresholds"].append(facts["threshold"])
+    if ext:
+        _add_external(cfg, oof, (part["ext_prob"], part.get("ext_mask")), segmentation)
 
 
 def _fold_datasets(cfg, run: RunSpec, data: dict, f: int, fold: dict, segmentation: bool, pre):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -414,6 +415,46 @@ class Context:
         folder = self.out / "predictions"
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{RunSpec(arm, seed).key}.npz"
+
+    def part_file(self, spec: RunSpec, name: str) -> Path:
+        """``<results>/parts/<run key>/<name>.npz``: what a finished part of a run (a fold) gives the rest of it."""
+        return self.out / "parts" / spec.key / f"{name}.npz"
+
+    def save_part(self, spec: RunSpec, name: str, arrays: Mapping[str, Any], **facts) -> None:
+        """Keep a finished part of a run (``arrays`` and JSON ``facts``) in the results folder until the run's row
+        is written, stamped with the run's identity (every setting, the evaluation's too: a part holds predictions)
+        and this commit: ``--resume`` then takes it instead of training the part again, even where its checkpoints
+        are gone (another machine, a cleared ``--runs-dir``). Written under a temporary name first, so an
+        interrupted write leaves no part."""
+        import numpy as np
+
+        path = self.part_file(spec, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = {"identity": self.identity(spec), "config": _comparable_settings(self.cfg),
+                 "git_commit": self.recorder.meta.get("git_commit"), **facts}
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, facts=np.array(json.dumps(stamp, default=str)), **arrays)
+        os.replace(tmp, path)
+
+    def saved_part(self, spec: RunSpec, name: str) -> dict | None:
+        """With ``--resume``, a part :meth:`save_part` kept for this run: its arrays and, under ``"facts"``, its
+        facts (the run record lists it among the resumed stages); None without ``--resume`` or part. A part of
+        another run (other settings or data) stops the run with one line (UserError)."""
+        import numpy as np
+
+        path = self.part_file(spec, name)
+        if not self.cfg.resume or not path.is_file():
+            return None
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if k != "facts"}
+            facts = json.loads(str(z["facts"]))
+        diff = self.identity_diff(facts["identity"], spec)
+        if diff:
+            what = _what_differs(diff[0], facts["identity"], self.identity(spec), facts.get("config"), self.cfg)
+            raise UserError(f"--resume: {path} is a part of another run ({what}); drop --resume to start over or "
+                            f"pass --out to keep both")
+        self.resumed_stages.append(f"{name}: its saved part (trained at {str(facts.get('git_commit'))[:7]})")
+        return {**arrays, "facts": facts}
 
     def profile_inputs(self, files=None, images=None) -> None:
         """Record what the training images look like on disk (:mod:`medattn.datasets.profile`: greyscale or
@@ -1053,6 +1094,7 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         row = _run_one(repro, cfg, ctx, spec, data)
         rows.append(row)
         _append_row(rows_path, row)
+        _drop_parts(ctx.out / "parts", spec)
         if not config_written:
             write_config()
             config_written = True
@@ -1067,6 +1109,14 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
     ctx.complete = True
     repro.report(ctx, rows, True)
     return rows
+
+
+def _drop_parts(parts: Path, spec: RunSpec) -> None:
+    """A finished run's parts (:meth:`Context.save_part`): its row and prediction file hold what they held; the
+    parts folder goes with its last run."""
+    shutil.rmtree(parts / spec.key, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        parts.rmdir()
 
 
 def _duration(seconds: float) -> str:

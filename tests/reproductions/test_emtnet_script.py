@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, saved_model
+from tests.conftest import REPO, main_in_process, saved_model
 
 
 @pytest.mark.slow
@@ -214,3 +214,61 @@ def test_width_is_refused_where_it_would_be_ignored():
     with pytest.raises(UserError, match="backbone must be one of"):
         mod._check(dataclasses.replace(cfg, backbone="resnet18"))
     mod._check(mod.PROFILES["paper"])
+
+
+@pytest.mark.slow
+def test_resume_takes_finished_folds_from_their_saved_parts_without_checkpoints(tmp_path, monkeypatch):
+    """A run stopped in its second fold keeps the first fold's predictions in ``<out>/parts``. With the checkpoints
+    gone (another machine), ``--resume`` takes that fold from its part instead of training it, says so in the run
+    record, and the finished file holds the part's figures; the parts go once the row is written. A part of another
+    run (here another TTA: a part holds predictions) stops the run in one line naming the setting."""
+    import shutil
+
+    import numpy as np
+
+    from medattn.datasets.phantom import make_phantom_busi
+    from medattn.evaluation.recompute import recompute_folder
+    from tests.conftest import load_script
+
+    data = make_phantom_busi(tmp_path / "busi", counts=(10, 8, 3), seed=5)
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    args = ["--profile", "smoke", "--data-dir", data, "--out", out, "--runs-dir", runs, "--set", "val_fraction=0.25",
+            "--set", "threshold_rule=sensitivity:0.9", "--set", "ablation=false"]
+    mod = load_script("reproductions", "emtnet")
+    fold_once = mod._cross_validate_fold
+
+    class Stopped(Exception):
+        pass
+
+    def stop_in_second_fold(ctx, run, data, f, *rest):
+        if f == 1:
+            raise Stopped
+        return fold_once(ctx, run, data, f, *rest)
+
+    monkeypatch.setattr(mod, "_cross_validate_fold", stop_in_second_fold)
+    with pytest.raises(Stopped):
+        mod.main([str(a) for a in args])
+    part = out / "parts" / "multitask_w2_s0" / "fold0.npz"
+    kept = dict(np.load(part))
+    assert set(kept) >= {"prob", "hard", "mask_bits", "val_idx", "val_prob", "facts"}
+    shutil.rmtree(runs)  # the checkpoints are gone; the results folder stays
+    code, err = main_in_process("emtnet", args + ["--resume", "--set", "tta=flip"])
+    assert code == 2 and "part of another run" in err and "tta" in err and len(err.strip().splitlines()) == 1, err
+    code, err = main_in_process("emtnet", args + ["--resume"])
+    assert code == 0, err[-3000:]
+    assert not (runs / "emtnet-smoke" / "multitask_w2_s0" / "fold0").exists()  # taken from its part, not trained
+    assert (runs / "emtnet-smoke" / "multitask_w2_s0" / "fold1").exists()
+    row = json.loads((out / "runs.json").read_text())["rows"][0]
+    assert json.loads(row["resumed_stages"])[0].startswith("fold0: its saved part")
+    facts = json.loads(str(kept["facts"]))
+    assert json.loads(row["thresholds"])[0] == facts["threshold"]
+    assert json.loads(row["best_epochs"])[0] == facts["best_epoch"]
+    pred = np.load(out / "predictions" / "multitask_w2_s0.npz")
+    first = pred["fold"] == 0
+    np.testing.assert_array_equal(pred["prob"][first], kept["prob"])
+    np.testing.assert_array_equal(pred["val_prob"][pred["val_fold"] == 0], kept["val_prob"])
+    n, shape = len(pred["fold"]), tuple(pred["mask_shape"])
+    masks = np.unpackbits(pred["mask_pred"], count=int(np.prod(shape))).reshape(shape)
+    np.testing.assert_array_equal(masks[first].ravel(), np.unpackbits(kept["mask_bits"], count=masks[first].size))
+    assert n == 18 and not (out / "parts").exists()
+    assert recompute_folder(out)[1] == []
