@@ -13,7 +13,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .audit import group_pairs
 
-__all__ = ["merge_groups", "holdout_split", "validation_part", "kfold_split", "dedup_indices", "check_no_leak"]
+__all__ = ["TooFewToSplit", "merge_groups", "holdout_split", "validation_part", "kfold_split", "dedup_indices", "check_no_leak"]
 
 
 def merge_groups(n: int, base_groups: Sequence | None = None, duplicate_groups: Sequence[Sequence[int]] = ()) -> np.ndarray:
@@ -40,10 +40,18 @@ def merge_groups(n: int, base_groups: Sequence | None = None, duplicate_groups: 
     return ids
 
 
+class TooFewToSplit(ValueError):
+    """A class with fewer than two items in the part being split: the data cannot be split stratified (the runner
+    stops the run with this one line, exit 2)."""
+
+
 def _fold_of(labels, groups, n_splits, seed):
-    smallest = int(np.bincount(np.unique(labels, return_inverse=True)[1]).min())
+    values, counts = np.unique(labels, return_counts=True)
+    smallest = int(counts.min())
     if smallest < 2:
-        raise ValueError(f"a class has only {smallest} member(s); stratified splitting needs at least 2 per class")
+        raise TooFewToSplit(f"class {values[np.argmin(counts)].item()!r} has only {smallest} image(s) in the part being "
+                            f"split; stratified splitting needs at least 2 of each class: too few images for this "
+                            f"profile's splits")
     n_splits = min(n_splits, smallest)  # tiny data: fewer, larger folds (fractions become approximate)
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold = np.empty(len(labels), dtype=int)

@@ -581,12 +581,13 @@ def main(repro: Reproduction, argv=None) -> int:
         print(f"{Path(repro.script).name}: {e}", file=sys.stderr)
         return 1
     except Exception as e:
+        from ..datasets.splits import TooFewToSplit
         from ..training.fit import ReplicaSplitError, TrainingDiverged
 
-        if not isinstance(e, (TrainingDiverged, ReplicaSplitError)):
+        if not isinstance(e, (TrainingDiverged, ReplicaSplitError, TooFewToSplit)):
             raise
         print(f"{Path(repro.script).name}: {e}", file=sys.stderr)  # a diverging loss, too few images: one line
-        return 2 if isinstance(e, ReplicaSplitError) else 1
+        return 1 if isinstance(e, TrainingDiverged) else 2
     finally:
         if policy is not None:
             sys.modules["keras"].mixed_precision.set_global_policy(policy)

@@ -18,3 +18,14 @@ def test_validation_part_splits_a_training_part_by_label_and_whole_groups():
     assert 0.15 < len(val) / len(part) < 0.25
     ref = holdout_split(labels[part], groups[part], (0.8, 0.2, 0.0), seed=4)
     assert list(val) == list(part[ref["val"]])
+
+
+def test_a_class_of_one_cannot_be_split_and_says_which():
+    import pytest
+
+    from medattn.datasets.splits import TooFewToSplit, kfold_split
+
+    labels = np.array([0, 0, 0, 1, 1, 1, 2])
+    with pytest.raises(TooFewToSplit, match="class 2 has only 1 image"):
+        kfold_split(labels, np.arange(7), 2, seed=0)
+    assert issubclass(TooFewToSplit, ValueError)  # callers that catch ValueError keep working

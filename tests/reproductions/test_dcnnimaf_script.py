@@ -489,3 +489,16 @@ def test_a_frozen_encoder_needs_pretrained_weights():
         mod._check(dataclasses.replace(mod.PROFILES["smoke"], seg_freeze_encoder=True))
     with pytest.raises(UserError, match="HED's weights are VGG16's 13 convolutions at width 1.0"):
         mod._check(dataclasses.replace(mod.PROFILES["cpu"], weights="hed"))
+
+
+def test_too_few_images_of_a_class_to_split_stop_the_run_in_one_line(tmp_path):
+    """Three normal images leave one in the training part, too few for the stratified cross-fitting folds: the run
+    stops with exit 2 and one line naming the class and the rule, not a traceback."""
+    from medattn.datasets.phantom import make_phantom_busi
+    from tests.conftest import main_in_process
+
+    data = make_phantom_busi(tmp_path / "busi", counts=(10, 8, 3), seed=5)
+    code, err = main_in_process("dcnnimaf", ["--profile", "smoke", "--data-dir", data, "--out", tmp_path / "out",
+                                             "--runs-dir", tmp_path / "runs"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert "has only 1 image(s) in the part being split" in err and "at least 2 of each class" in err
