@@ -1,5 +1,5 @@
 """Small helpers every floor may use (a leaf: imports nothing of medattn): atomic text files, strict JSON values,
-file hashes, the benchmarks' timing of training steps."""
+file hashes, the benchmarks' timing of training steps, recorded data paths written as a reader types them."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import hashlib
 import math
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "to_jsonable", "file_sha256", "median_train_step_seconds"]
+__all__ = ["atomic_write_text", "to_jsonable", "file_sha256", "median_train_step_seconds", "data_root_writer"]
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -77,3 +78,14 @@ def median_train_step_seconds(model, x, y, repeats: int, warmup: int = 2) -> flo
         model.train_on_batch(x, y)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def data_root_writer(data_dir) -> Callable[[Any], str]:
+    """What writes a recorded value as a reader types it: the folder that held the datasets (the recorded
+    ``data_dir`` up to its last ``datasets`` folder) becomes ``$MEDATTN_DATA_DIR``, as the README's commands say;
+    other values, and paths without a ``datasets`` folder, stay as recorded. ``run.json`` keeps the path as it was."""
+    parts = Path(str(data_dir)).parts if data_dir else ()
+    if "datasets" not in parts:
+        return str
+    root = str(Path(*parts[:len(parts) - parts[::-1].index("datasets")])) + "/"
+    return lambda value: str(value).replace(root, "$MEDATTN_DATA_DIR/")

@@ -37,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..utils import data_root_writer
 from .core import CONTENT_PROBLEMS, DatasetError, Record, content_problems, read_image
 
 __all__ = ["phash", "exact_hash", "small_copy", "hamming_pairs", "group_pairs", "audit_images", "audit_records",
@@ -430,7 +431,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(rep, indent=1) + "\n")
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(to_markdown(rep, args.dataset, cmd))
+        Path(args.markdown).write_text(to_markdown(rep, args.dataset, data_root_writer(args.data_dir)(cmd)))
     if args.pairs_sheet:
         try:
             print(f"pairs sheet: {pairs_sheet(rep, args.data_dir, args.pairs_sheet)}", file=sys.stderr)

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..utils import to_jsonable
+from ..utils import data_root_writer, to_jsonable
 
 __all__ = ["comparison_rows", "write_table", "render_markdown", "to_jsonable", "fmt"]
 
@@ -135,15 +135,17 @@ def render_markdown(table: Mapping) -> str:
     meta = table.get("meta") or {}
     if meta:
         out.append("\n<details><summary>How this table was made</summary>\n")
+        portable = data_root_writer(meta.get("data_dir"))
         for k in ("command", "git_commit", "profile", "seeds", "data_dir", "data_manifest_sha256", "machine",
                   "wall_time_s", "started", "synthetic", "dry_run", "strategy", "replicas"):
             if k in meta:
-                out.append(f"- {k}: `{meta[k]}`")
+                out.append(f"- {k}: `{portable(meta[k])}`")
         if meta.get("complete") is False:  # the training process stopped with runs of its plan left
             out.append("- complete: `False` (the training process stopped before every run of its plan was done)")
         for src in meta.get("sources") or ():  # a table combined from several runs: each run's provenance
-            rest = ", ".join(f"{k} `{v}`" for k, v in src.items() if k not in ("folder", "command"))
-            out.append(f"- {src.get('folder')}: `{src.get('command')}` ({rest})")
+            portable = data_root_writer(src.get("data_dir"))
+            rest = ", ".join(f"{k} `{portable(v)}`" for k, v in src.items() if k not in ("folder", "command"))
+            out.append(f"- {src.get('folder')}: `{portable(src.get('command'))}` ({rest})")
         out.append("\n</details>\n")
     return "\n".join(out)
 

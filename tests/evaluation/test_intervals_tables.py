@@ -202,3 +202,22 @@ def test_targets_table_reads_each_cell_and_judges_both_directions(tmp_path):
     finally:
         os.chdir(cwd)
     assert (tmp_path / "results" / "targets.md").read_text().count("| P |") == 2
+
+
+def test_markdown_writes_the_datasets_folder_as_the_variable_readers_set(tmp_path):
+    """The generated provenance names the folder holding the datasets ``$MEDATTN_DATA_DIR`` (every dataset under
+    it, a sub-folder of a dataset too); the JSON keeps the path as recorded, and a path without a ``datasets``
+    folder is shown as it is."""
+    import json
+
+    from medattn.evaluation.tables import write_table
+
+    meta = {"command": "python reproductions/emtnet.py --data-dir ../data/datasets/busi/x --external-data "
+                       "../data/datasets/busis --out runs/o", "data_dir": "../data/datasets/busi/x"}
+    paths = write_table(tmp_path, "t", [{"a": 1}], meta=meta)
+    md = paths["md"].read_text()
+    assert "--data-dir $MEDATTN_DATA_DIR/busi/x --external-data $MEDATTN_DATA_DIR/busis --out runs/o" in md
+    assert "- data_dir: `$MEDATTN_DATA_DIR/busi/x`" in md and "../data" not in md
+    assert json.loads(paths["json"].read_text())["meta"]["data_dir"] == "../data/datasets/busi/x"
+    other = write_table(tmp_path, "u", [{"a": 1}], meta={"command": "x --data-dir /tmp/busi", "data_dir": "/tmp/busi"})
+    assert "--data-dir /tmp/busi" in other["md"].read_text()
