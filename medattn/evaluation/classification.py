@@ -107,6 +107,29 @@ def binary_metrics_from_confusion(tp: int, fn: int, fp: int, tn: int) -> dict[st
     }
 
 
+def _checked_inputs(y_true, y_prob, y_pred, n_classes, class_names):
+    """``(labels, predictions, probabilities or None, class names)``, checked against each other (ValueError
+    naming the mismatch); predictions default to the most probable class."""
+    t, _ = _check_labels(y_true)
+    prob = None
+    if y_prob is not None:
+        prob = as_probabilities(y_prob, n_classes)
+        n_classes = prob.shape[1]
+        if len(prob) != len(t):
+            raise ValueError(f"y_true has {len(t)} cases but y_prob has {len(prob)}")
+    if y_pred is None:
+        if prob is None:
+            raise ValueError("give y_prob or y_pred")
+        y_pred = prob.argmax(axis=1)
+    t, p = _check_labels(t, y_pred)
+    if n_classes is None:
+        n_classes = int(max(t.max(initial=0), p.max(initial=0)) + 1)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
+    if len(names) != n_classes:
+        raise ValueError(f"{len(names)} class names given for {n_classes} classes: {names}")
+    return t, p, prob, names
+
+
 def classification_metrics(
     y_true,
     y_prob=None,
@@ -125,23 +148,8 @@ def classification_metrics(
     one-vs-rest for multiclass), ``average_precision`` (macro), ``ece``, ``n``; for binary tasks also
     ``sensitivity``, ``specificity``, ``npv``, and the raw counts ``tp``, ``fn``, ``fp``, ``tn``.
     """
-    t, _ = _check_labels(y_true)
-    prob = None
-    if y_prob is not None:
-        prob = as_probabilities(y_prob, n_classes)
-        n_classes = prob.shape[1]
-        if len(prob) != len(t):
-            raise ValueError(f"y_true has {len(t)} cases but y_prob has {len(prob)}")
-    if y_pred is None:
-        if prob is None:
-            raise ValueError("give y_prob or y_pred")
-        y_pred = prob.argmax(axis=1)
-    t, p = _check_labels(t, y_pred)
-    if n_classes is None:
-        n_classes = int(max(t.max(initial=0), p.max(initial=0)) + 1)
-    names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
-    if len(names) != n_classes:
-        raise ValueError(f"{len(names)} class names given for {n_classes} classes: {names}")
+    t, p, prob, names = _checked_inputs(y_true, y_prob, y_pred, n_classes, class_names)
+    n_classes = len(names)
     labels = list(range(n_classes))
     cm = confusion_matrix(t, p, n_classes)
     out: dict = {"n": int(len(t)), "accuracy": float(skm.accuracy_score(t, p))}
