@@ -1080,6 +1080,8 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
     done = {(r["arm"], r["seed"]): r for r in _rows(rows_path)} if cfg.resume else {}
     if not cfg.resume and rows_path.exists():
         rows_path.unlink()
+    if not cfg.resume:  # an earlier run's unfinished parts: this run trains its own
+        shutil.rmtree(ctx.out / "parts", ignore_errors=True)
     for sub in ("predictions", "plots"):
         (ctx.out / sub).mkdir(parents=True, exist_ok=True)
     write_config = _config_writer(repro, cfg, ctx, plan, done, weights_note)

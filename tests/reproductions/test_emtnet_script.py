@@ -218,7 +218,8 @@ def test_width_is_refused_where_it_would_be_ignored():
 
 @pytest.mark.slow
 def test_resume_takes_finished_folds_from_their_saved_parts_without_checkpoints(tmp_path, monkeypatch):
-    """A run stopped in its second fold keeps the first fold's predictions in ``<out>/parts``. With the checkpoints
+    """A run stopped in its second fold keeps the first fold's predictions in ``<out>/parts`` (a run without
+    ``--resume`` drops them and trains its own). With the checkpoints
     gone (another machine), ``--resume`` takes that fold from its part instead of training it, says so in the run
     record, and the finished file holds the part's figures; the parts go once the row is written. A part of another
     run (here another TTA: a part holds predictions) stops the run in one line naming the setting."""
@@ -245,10 +246,21 @@ def test_resume_takes_finished_folds_from_their_saved_parts_without_checkpoints(
             raise Stopped
         return fold_once(ctx, run, data, f, *rest)
 
+    def stop_at_once(*_):
+        raise Stopped
+
+    part = out / "parts" / "multitask_w2_s0" / "fold0.npz"
     monkeypatch.setattr(mod, "_cross_validate_fold", stop_in_second_fold)
     with pytest.raises(Stopped):
         mod.main([str(a) for a in args])
-    part = out / "parts" / "multitask_w2_s0" / "fold0.npz"
+    assert part.is_file()
+    monkeypatch.setattr(mod, "_cross_validate_fold", stop_at_once)
+    with pytest.raises(Stopped):  # without --resume a run trains every part itself: the old parts go
+        mod.main([str(a) for a in args])
+    assert not (out / "parts").exists()
+    monkeypatch.setattr(mod, "_cross_validate_fold", stop_in_second_fold)
+    with pytest.raises(Stopped):
+        mod.main([str(a) for a in args])
     kept = dict(np.load(part))
     assert set(kept) >= {"prob", "hard", "mask_bits", "val_idx", "val_prob", "facts"}
     shutil.rmtree(runs)  # the checkpoints are gone; the results folder stays
