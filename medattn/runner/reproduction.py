@@ -453,7 +453,9 @@ class Context:
             what = _what_differs(diff[0], facts["identity"], self.identity(spec), facts.get("config"), self.cfg)
             raise UserError(f"--resume: {path} is a part of another run ({what}); drop --resume to start over or "
                             f"pass --out to keep both")
-        self.resumed_stages.append(f"{name}: its saved part (trained at {str(facts.get('git_commit'))[:7]})")
+        trained_at = str(facts.get("git_commit"))[:7]
+        self.resumed_stages.append(f"{name}: its saved part (trained at {trained_at})")
+        self.log(f"{spec.arm} s{spec.seed} {name}: taken from {path} (trained at {trained_at}), not trained again")
         return {**arrays, "facts": facts}
 
     def profile_inputs(self, files=None, images=None) -> None:

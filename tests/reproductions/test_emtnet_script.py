@@ -217,7 +217,7 @@ def test_width_is_refused_where_it_would_be_ignored():
 
 
 @pytest.mark.slow
-def test_resume_takes_finished_folds_from_their_saved_parts_without_checkpoints(tmp_path, monkeypatch):
+def test_resume_takes_finished_folds_from_their_saved_parts_without_checkpoints(tmp_path, monkeypatch, capsys):
     """A run stopped in its second fold keeps the first fold's predictions in ``<out>/parts`` (a run without
     ``--resume`` drops them and trains its own). With the checkpoints
     gone (another machine), ``--resume`` takes that fold from its part instead of training it, says so in the run
@@ -266,8 +266,10 @@ def test_resume_takes_finished_folds_from_their_saved_parts_without_checkpoints(
     shutil.rmtree(runs)  # the checkpoints are gone; the results folder stays
     code, err = main_in_process("emtnet", args + ["--resume", "--set", "tta=flip"])
     assert code == 2 and "part of another run" in err and "tta" in err and len(err.strip().splitlines()) == 1, err
+    capsys.readouterr()
     code, err = main_in_process("emtnet", args + ["--resume"])
     assert code == 0, err[-3000:]
+    assert f"multitask_w2 s0 fold0: taken from {part} (trained at" in capsys.readouterr().out
     assert not (runs / "emtnet-smoke" / "multitask_w2_s0" / "fold0").exists()  # taken from its part, not trained
     assert (runs / "emtnet-smoke" / "multitask_w2_s0" / "fold1").exists()
     row = json.loads((out / "runs.json").read_text())["rows"][0]
