@@ -433,8 +433,11 @@ class Context:
         stamp = {"identity": self.identity(spec), "config": _comparable_settings(self.cfg),
                  "git_commit": self.recorder.meta.get("git_commit"), **facts}
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, facts=np.array(json.dumps(stamp, default=str)), **arrays)
-        os.replace(tmp, path)
+        try:
+            np.savez_compressed(tmp, facts=np.array(json.dumps(stamp, default=str)), **arrays)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def saved_part(self, spec: RunSpec, name: str) -> dict | None:
         """With ``--resume``, a part :meth:`save_part` kept for this run: its arrays and, under ``"facts"``, its
