@@ -184,16 +184,22 @@ def write_tried(selection) -> Path:
 
 
 def main(argv=None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    stamp = "--stamp" in args
-    args = [a for a in args if a != "--stamp"]
-    if len(args) != 1:
-        print("usage: python -m medattn.evaluation.selection [--stamp] results/<paper>/selection", file=sys.stderr)
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m medattn.evaluation.selection", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("selection", help="a selection folder: results/<paper>/selection (holds decisions.json)")
+    parser.add_argument("--stamp", action="store_true",
+                        help="first fill each rule's rule_commit and rule_committed from git")
+    args = parser.parse_args(argv)
+    if not (Path(args.selection) / "decisions.json").is_file():
+        print(f"error: {args.selection}: no decisions.json there (give a results/<paper>/selection folder)",
+              file=sys.stderr)
         return 2
     try:
-        if stamp:
-            print(f"stamped {stamp_rule_commits(args[0])} rule(s) with the commit that first wrote them")
-        path = write_tried(args[0])
+        if args.stamp:
+            print(f"stamped {stamp_rule_commits(args.selection)} rule(s) with the commit that first wrote them")
+        path = write_tried(args.selection)
     except (ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

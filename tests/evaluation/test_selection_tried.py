@@ -47,6 +47,17 @@ def test_a_candidate_adopted_below_its_bar_or_under_a_missing_rule_is_named(tmp_
     assert (row["value"], row["n_rows"], row["clears_bar"]) == (pytest.approx(0.82), 2, True)
 
 
+def test_its_command_line_answers_help_and_names_a_folder_without_decisions(tmp_path, capsys):
+    from medattn.evaluation.selection import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and "--stamp" in capsys.readouterr().out
+    assert main([str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nowhere: no decisions.json there" in err
+
+
 def _git_has(commit: str) -> bool:
     import subprocess
 
