@@ -39,6 +39,7 @@ import numpy as np
 
 from ..utils import data_root_writer
 from .core import CONTENT_PROBLEMS, DatasetError, Record, content_problems, read_image
+from .splits import group_pairs
 
 __all__ = ["phash", "exact_hash", "small_copy", "hamming_pairs", "group_pairs", "audit_images", "audit_records",
            "audit_rule", "pairs_sheet", "main", "DEFAULT_THRESHOLD", "DEFAULT_VERIFY", "VERIFY_TIERS", "DATASET_VERIFY"]
@@ -143,26 +144,6 @@ def verified_pairs(hashes: np.ndarray, copies: np.ndarray, threshold: int, verif
     for d, bar in verify:
         ok |= (c[:, 2] <= d) & (ncc >= bar)
     return [(int(i), int(j), int(b), round(float(r), 4)) for (i, j, b), r, k in zip(c, ncc, ok) if k]
-
-
-def group_pairs(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
-    """Union-find: connected components of size > 1, each sorted, in order of their first member."""
-    parent = list(range(n))
-
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    comps = defaultdict(list)
-    for i in range(n):
-        comps[find(i)].append(i)
-    return sorted((c for c in comps.values() if len(c) > 1), key=lambda c: c[0])
 
 
 def audit_images(images: Sequence[np.ndarray], names: Sequence[str], labels: Sequence, splits: Sequence,

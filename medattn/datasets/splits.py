@@ -6,14 +6,33 @@ patient and no duplicate (exact or near) spans two splits. ``dedup`` keeps one i
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .audit import group_pairs
+__all__ = ["TooFewToSplit", "group_pairs", "merge_groups", "holdout_split", "validation_part", "kfold_split", "dedup_indices", "check_no_leak"]
 
-__all__ = ["TooFewToSplit", "merge_groups", "holdout_split", "validation_part", "kfold_split", "dedup_indices", "check_no_leak"]
+
+def group_pairs(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Union-find: connected components of size > 1, each sorted, in order of their first member."""
+    parent = list(range(n))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    comps = defaultdict(list)
+    for i in range(n):
+        comps[find(i)].append(i)
+    return sorted((c for c in comps.values() if len(c) > 1), key=lambda c: c[0])
 
 
 def merge_groups(n: int, base_groups: Sequence | None = None, duplicate_groups: Sequence[Sequence[int]] = ()) -> np.ndarray:
