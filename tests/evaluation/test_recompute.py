@@ -146,3 +146,19 @@ def test_the_cleaning_rule_chosen_again_is_the_scripts_on_masks_with_several_blo
         assert again == pytest.approx({k: row[k] for k in again}), trial
         made = _cleaned(raw, again["seg_post_min_area"], again["seg_post_largest_component"])
         assert np.array_equal(made, clean(raw[..., None].astype("float32"))[..., 0] > 0.5), trial
+
+
+def test_a_folder_that_is_missing_or_holds_no_results_stops_in_one_line(tmp_path, capsys):
+    """Nothing to check is an error naming the folder, never ``0 cells ... 0 difference(s)`` and exit 0."""
+    for folder, why in ((tmp_path / "nowhere", "no such folder"), (tmp_path, "no runs.json below it")):
+        assert main([str(folder)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{folder}: {why}" in err
+
+
+def test_report_names_a_missing_results_folder(tmp_path, capsys):
+    from medattn.evaluation.report import main as report_main
+
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(tmp_path / "nowhere")])
+    assert stop.value.code == 2 and "nowhere: no such folder" in capsys.readouterr().err
