@@ -114,10 +114,23 @@ def _seeds_marked(label: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _judged(base: Path, selection: str | None) -> str:
+    """How many candidates a paper's rules judged on validation data, read from its ``decisions.json`` (a rule
+    withdrawn before its run finished judged nothing), and how many of them were adopted: ``"5 (1 adopted)"``."""
+    if not selection:
+        return "—"
+    path = base / selection / "decisions.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (named by a target's 'selection')")
+    judged = [e for e in json.loads(path.read_text())["decisions"] if "withdrawn" not in (e.get("note") or "")]
+    return f"{len(judged)} ({sum(bool(e.get('adopted')) for e in judged)} adopted)"
+
+
 def targets_table(spec_path, base=".") -> dict[str, Path]:
     """Our targets beside the committed numbers: one row per entry of ``spec_path`` (``{"targets": [{"paper",
-    "what", "table", "metric", "source", "target", "direction"}]}``), the value, interval and paper number read
-    from that comparison table's (metric, source) cell; reached = the point estimate meets the target. Written
+    "what", "table", "metric", "source", "target", "direction", "selection"}]}``), the value, interval and paper
+    number read from that comparison table's (metric, source) cell; reached = the point estimate meets the target;
+    the candidates judged on validation counted from ``selection``'s ``decisions.json``. Written
     next to the spec as ``targets.{json,csv,md}``. A missing table or cell is an error naming it."""
     from .tables import fmt, fmt_ci, write_table
 
@@ -144,6 +157,7 @@ def targets_table(spec_path, base=".") -> dict[str, Path]:
                      "ours": fmt_ci(v, lo, hi),
                      "target": f"{t['direction']} {t['target']}",
                      "reached": "—" if v is None else ("yes" if _OPS[t["direction"]](v, t["target"]) else "no"),
+                     "judged on validation": _judged(Path(base), t.get("selection")),
                      "seeds": _seeds_marked(cell["metric"]) or _seeds_marked(cell["source"]) or 1,
                      "profile": meta.get("profile", "—"),
                      # the weights the run started from: a pretrained source names itself in the run's record

@@ -176,6 +176,17 @@ def test_targets_table_reads_each_cell_and_judges_both_directions(tmp_path):
     assert out[0]["ours"] == "0.7000 [0.6500, 0.7500]" and out[0]["paper value"] == "0.9700"
     # seeds behind the cell, not the seeds the run was configured for (a one-seed column of a 3-seed plan)
     assert out[0]["seeds"] == 1 and out[0]["commit"] == "abcdef1" and out[0]["machine"] == "X"
+    assert out[0]["judged on validation"] == "—"  # no selection folder named
+    # the candidates judged are counted from the selection folder's decisions.json; a withdrawn rule judged none
+    (tmp_path / "results" / "p" / "selection").mkdir()
+    (tmp_path / "results" / "p" / "selection" / "decisions.json").write_text(json.dumps({"decisions": [
+        {"candidate": "A", "adopted": True}, {"candidate": "B", "adopted": False},
+        {"candidate": "C", "adopted": False, "note": "withdrawn before it finished"}]}))
+    spec["targets"][0]["selection"] = "results/p/selection"
+    (tmp_path / "results" / "target_spec.json").write_text(json.dumps(spec))
+    targets_table(tmp_path / "results" / "target_spec.json", base=tmp_path)
+    out = json.loads((tmp_path / "results" / "targets.json").read_text())["rows"]
+    assert out[0]["judged on validation"] == "2 (1 adopted)"
     # a column averaged over seeds is found without its " (N seeds)" mark, which changes as seeds land
     spec["targets"].append({"paper": "P", "what": "Dice random", "table": "results/p/comparison.json",
                             "metric": "dice", "source": "ours: random", "target": 0.8, "direction": ">="})
