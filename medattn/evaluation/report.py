@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="combined", help="with --combine: the table's file name")
     ap.add_argument("--columns", help="with --combine: comma-separated row fields")
     args = ap.parse_args(argv)
-    if not Path(args.root).is_dir():
+    if not args.combine and not Path(args.root).is_dir():  # --combine writes into ROOT, making it
         ap.error(f"{args.root}: no such folder (give the results folder, e.g. results)")
     if args.combine:
         if not args.columns:
