@@ -703,14 +703,15 @@ def main(argv=None) -> int:
     ap.add_argument("folders", nargs="+", help="results folders (searched for runs.json below them)")
     ap.add_argument("--rtol", type=float, default=1e-9)
     args = ap.parse_args(argv)
-    for root in map(Path, args.folders):
-        if not root.is_dir() or not any(root.rglob("runs.json")):
+    found = {root: sorted(root.rglob("runs.json")) if root.is_dir() else [] for root in map(Path, args.folders)}
+    for root, runs_files in found.items():
+        if not runs_files:
             print(f"recompute: {root}: {'no runs.json below it' if root.is_dir() else 'no such folder'} "
                   f"(give a results folder, e.g. results or results/emtnet)", file=sys.stderr)
             return 2
     total, cells, problems, folders = 0, 0, [], 0
-    for root in map(Path, args.folders):
-        for runs in sorted(root.rglob("runs.json")):
+    for runs_files in found.values():
+        for runs in runs_files:
             n, found = recompute_folder(runs.parent, args.rtol)
             n_ens, found_ens = recompute_ensembles(runs.parent, args.rtol)
             n_abl, found_abl = recompute_ablation(runs.parent, args.rtol)

@@ -115,14 +115,16 @@ def _seeds_marked(label: str) -> int | None:
 
 
 def _judged(base: Path, selection: str | None) -> str:
-    """How many candidates a paper's rules judged on validation data, read from its ``decisions.json`` (a rule
-    withdrawn before its run finished judged nothing), and how many of them were adopted: ``"5 (1 adopted)"``."""
+    """How many candidates a paper's rules judged on validation data, read from its ``decisions.json`` (those that
+    ran: :func:`medattn.evaluation.selection.ran`), and how many of them were adopted: ``"5 (1 adopted)"``."""
     if not selection:
         return "—"
     path = base / selection / "decisions.json"
     if not path.is_file():
         raise ValueError(f"{path}: no such file (named by a target's 'selection')")
-    judged = [e for e in json.loads(path.read_text())["decisions"] if "withdrawn" not in (e.get("note") or "")]
+    from .selection import ran
+
+    judged = [e for e in json.loads(path.read_text())["decisions"] if ran(e)]
     return f"{len(judged)} ({sum(bool(e.get('adopted')) for e in judged)} adopted)"
 
 

@@ -32,7 +32,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["tried_rows", "check_decisions", "write_tried", "stamp_rule_commits"]
+__all__ = ["ran", "tried_rows", "check_decisions", "write_tried", "stamp_rule_commits"]
 
 COLUMNS = ("candidate", "change", "figure", "value", "n_rows", "bar", "clears_bar", "adopted", "note", "rule",
            "rule_committed", "run_started", "rule_first", "folder")
@@ -99,12 +99,18 @@ def _timing(selection: Path, entry: dict) -> dict:
             "rule_first": committed <= started if committed and started else None}
 
 
+def ran(entry: dict) -> bool:
+    """Whether a decision's candidate ran and was judged: it names the folder its figure is read from (a rule
+    withdrawn before its run finished names none)."""
+    return bool(entry.get("folder"))
+
+
 def tried_rows(selection) -> list[dict]:
     """One row per entry of ``<selection>/decisions.json``, its figure read from its folder."""
     selection = Path(selection)
     rows = []
     for entry in json.loads((selection / "decisions.json").read_text())["decisions"]:
-        value, n = _figure(selection, entry) if entry.get("folder") else (float("nan"), 0)
+        value, n = _figure(selection, entry) if ran(entry) else (float("nan"), 0)
         rows.append({"candidate": entry["candidate"], "change": entry.get("change", ""),
                      "figure": entry.get("figure", "") + (f" x {entry['scale']}" if entry.get("scale", 1) != 1 else ""),
                      "value": value, "n_rows": n, "bar": entry.get("bar"),

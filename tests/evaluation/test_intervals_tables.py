@@ -180,8 +180,8 @@ def test_targets_table_reads_each_cell_and_judges_both_directions(tmp_path):
     # the candidates judged are counted from the selection folder's decisions.json; a withdrawn rule judged none
     (tmp_path / "results" / "p" / "selection").mkdir()
     (tmp_path / "results" / "p" / "selection" / "decisions.json").write_text(json.dumps({"decisions": [
-        {"candidate": "A", "adopted": True}, {"candidate": "B", "adopted": False},
-        {"candidate": "C", "adopted": False, "note": "withdrawn before it finished"}]}))
+        {"candidate": "A", "folder": "A", "adopted": True}, {"candidate": "B", "folder": "B", "adopted": False},
+        {"candidate": "C", "folder": None, "adopted": False, "note": "withdrawn before it finished"}]}))
     spec["targets"][0]["selection"] = "results/p/selection"
     (tmp_path / "results" / "target_spec.json").write_text(json.dumps(spec))
     targets_table(tmp_path / "results" / "target_spec.json", base=tmp_path)
