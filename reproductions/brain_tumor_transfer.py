@@ -169,6 +169,7 @@ def load_data(ctx) -> dict:
     from medattn.datasets import brain_mri_records, merge_groups, validation_part
 
     cfg = ctx.cfg
+    ctx.class_names = list(CLASSES)
     recs = brain_mri_records(ctx.data.path)
     per = 6 if ctx.dry_run else cfg.max_per_class
     if per:

@@ -185,6 +185,7 @@ def load_data(ctx) -> dict:
         recs = [recs[i] for i in keep]
         ctx.profile_inputs(files=[r.path for r in recs])
         classes = sorted({(r.label, r.label_name) for r in recs})
+        ctx.class_names = dict(classes)
         classes = [n for _, n in classes]
         y = np.array([r.label for r in recs])
         # duplicate groups of the audit (its indices are those of the full list: only without a cap)

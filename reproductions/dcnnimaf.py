@@ -540,6 +540,7 @@ def load_data(ctx) -> dict:
     from medattn.datasets import busi_records, merge_groups
     from medattn.datasets.pipeline import decode_arrays
 
+    ctx.class_names = CLASSES
     audit = ctx.audit(ctx.handful(busi_records(ctx.data.path), 6), ctx.data.path, verify=DATASET_VERIFY["busi"])
     recs = audit["_records"]
     ctx.profile_inputs(files=[r.path for r in recs])  # on every saved model's card: medattn-predict compares

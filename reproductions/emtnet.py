@@ -137,6 +137,7 @@ def load_data(ctx) -> dict:
     from medattn.datasets import busi_records, merge_groups
     from medattn.datasets.pipeline import decode_arrays
 
+    ctx.class_names = CLASSES
     audit = ctx.audit(ctx.handful(busi_records(ctx.data.path, classes=tuple(CLASSES)), 8), ctx.data.path,
                       verify=DATASET_VERIFY["busi"])
     recs, groups = audit["_records"], audit["_near_group_indices"]

@@ -61,16 +61,25 @@ def merge_groups(n: int, base_groups: Sequence | None = None, duplicate_groups: 
 
 class TooFewToSplit(ValueError):
     """A class with fewer than two items in the part being split: the data cannot be split stratified (the runner
-    stops the run with this one line, exit 2)."""
+    stops the run with this one line, naming the class by the names its script gave, exit 2)."""
+
+    def __init__(self, label, count: int):
+        self.label, self.count = label, count
+        super().__init__(self.message())
+
+    def message(self, class_names=None) -> str:
+        """The one line, the class named by ``class_names`` (a list its labels index, or ``{label: name}``)."""
+        names = class_names if isinstance(class_names, dict) else dict(enumerate(class_names or ()))
+        name = names.get(self.label, self.label)
+        return (f"class {name!r} has only {self.count} image(s) in the part being split; stratified splitting "
+                f"needs at least 2 of each class: too few images for this profile's splits")
 
 
 def _fold_of(labels, groups, n_splits, seed):
     values, counts = np.unique(labels, return_counts=True)
     smallest = int(counts.min())
     if smallest < 2:
-        raise TooFewToSplit(f"class {values[np.argmin(counts)].item()!r} has only {smallest} image(s) in the part being "
-                            f"split; stratified splitting needs at least 2 of each class: too few images for this "
-                            f"profile's splits")
+        raise TooFewToSplit(values[np.argmin(counts)].item(), smallest)
     n_splits = min(n_splits, smallest)  # tiny data: fewer, larger folds (fractions become approximate)
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold = np.empty(len(labels), dtype=int)

@@ -138,6 +138,7 @@ class Context:
         self.synthetic = data.synthetic
         self.skipped: list[str] = []  # files a loader skipped, named in the tables' footnotes
         self.input_profile: dict | None = None  # the training images' profile, on every saved model's card
+        self.class_names: list[str] | dict | None = None  # set by load_data: its labels' names (for messages)
         self.external: dict | None = None  # the --external-data set, as the script's ExternalData.load read it
         from ..training.reuse import ModelPool
 
@@ -586,12 +587,11 @@ def main(repro: Reproduction, argv=None) -> int:
         print(f"{Path(repro.script).name}: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        from ..datasets.splits import TooFewToSplit
         from ..training.fit import ReplicaSplitError, TrainingDiverged
 
-        if not isinstance(e, (TrainingDiverged, ReplicaSplitError, TooFewToSplit)):
+        if not isinstance(e, (TrainingDiverged, ReplicaSplitError)):
             raise
-        print(f"{Path(repro.script).name}: {e}", file=sys.stderr)  # a diverging loss, too few images: one line
+        print(f"{Path(repro.script).name}: {e}", file=sys.stderr)  # a diverging loss, a batch the replicas cannot share
         return 1 if isinstance(e, TrainingDiverged) else 2
     finally:
         if policy is not None:
@@ -602,6 +602,7 @@ def main(repro: Reproduction, argv=None) -> int:
 
 def _main(repro: Reproduction, argv) -> int:
     from ..datasets.core import DatasetError
+    from ..datasets.splits import TooFewToSplit
     from ..training.custom_loop import needs_custom_loop, worker_index
     from ..training.strategy import get_strategy, resolve_mixed_precision, set_mixed_precision
 
@@ -633,6 +634,8 @@ def _main(repro: Reproduction, argv) -> int:
     ctx.config_changes = args.config_changes
     try:
         return _run(repro, cfg, ctx, out / "runs.jsonl", weights_note, DatasetError)
+    except TooFewToSplit as e:  # too few images of a class for the splits: one line naming it, exit 2
+        raise UserError(e.message(ctx.class_names)) from None
     finally:
         if source.cleanup:
             source.cleanup()

@@ -26,6 +26,10 @@ def test_a_class_of_one_cannot_be_split_and_says_which():
     from medattn.datasets.splits import TooFewToSplit, kfold_split
 
     labels = np.array([0, 0, 0, 1, 1, 1, 2])
-    with pytest.raises(TooFewToSplit, match="class 2 has only 1 image"):
+    with pytest.raises(TooFewToSplit, match="class 2 has only 1 image") as caught:
         kfold_split(labels, np.arange(7), 2, seed=0)
     assert issubclass(TooFewToSplit, ValueError)  # callers that catch ValueError keep working
+    # named by the names the labels index, as a list or as {label: name}; a label without a name stays a number
+    assert caught.value.message(["benign", "malignant", "normal"]).startswith("class 'normal' has only 1 image")
+    assert caught.value.message({0: "a", 2: "c"}).startswith("class 'c' has only 1 image")
+    assert caught.value.message(["benign", "malignant"]).startswith("class 2 has only 1 image")

@@ -501,4 +501,4 @@ def test_too_few_images_of_a_class_to_split_stop_the_run_in_one_line(tmp_path):
     code, err = main_in_process("dcnnimaf", ["--profile", "smoke", "--data-dir", data, "--out", tmp_path / "out",
                                              "--runs-dir", tmp_path / "runs"])
     assert code == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
-    assert "has only 1 image(s) in the part being split" in err and "at least 2 of each class" in err
+    assert "class 'normal' has only 1 image(s) in the part being split" in err and "at least 2 of each class" in err
