@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .utils import import_tensorflow_quietly
+
 __all__ = ["predict_folder", "main"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -319,6 +321,7 @@ def main(argv=None) -> int:
     if not Path(a.model).is_file():
         print(f"medattn-predict: --model {a.model}: no such file", file=sys.stderr)
         return 2
+    import_tensorflow_quietly()
     try:
         res = predict_folder(a.model, a.images, a.out, a.passes, overwrite=a.overwrite)
     except ValueError as e:

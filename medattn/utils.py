@@ -7,12 +7,14 @@ import functools
 import hashlib
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "to_jsonable", "file_sha256", "median_train_step_seconds", "data_root_writer"]
+__all__ = ["atomic_write_text", "to_jsonable", "file_sha256", "median_train_step_seconds", "data_root_writer",
+           "import_tensorflow_quietly"]
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -89,3 +91,48 @@ def data_root_writer(data_dir) -> Callable[[Any], str]:
         return str
     root = str(Path(*parts[:len(parts) - parts[::-1].index("datasets")])) + "/"
     return lambda value: str(value).replace(root, "$MEDATTN_DATA_DIR/")
+
+
+# What TensorFlow's C++ libraries print to standard error while it is imported, whatever TF_CPP_MIN_LOG_LEVEL says
+# (tensorflow/tensorflow#100442): absl's notice, and that oneDNN is on and which CPU instructions the wheel does not
+# use. The runner says which kernels run in its own line; every other line printed during the import is passed on.
+_IMPORT_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+                           r"|^I\d{4} [\d:. ]+\d+ (port\.cc:\d+\] oneDNN custom operations are on"
+                           r"|cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized)"
+                           r"|^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler")
+
+
+def import_tensorflow_quietly():
+    """``import tensorflow`` without the lines its C++ libraries print on import (:data:`_IMPORT_NOISE`); any other
+    line written to standard error meanwhile is passed on as it comes. The module; a no-op once imported."""
+    import sys
+    import threading
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    try:
+        saved, (read_end, write_end) = os.dup(2), os.pipe()
+    except OSError:  # no standard error to filter (closed): a plain import
+        import tensorflow
+
+        return tensorflow
+
+    def forward():
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not _IMPORT_NOISE.search(line.decode(errors="replace")):
+                    os.write(saved, line)
+
+    reader = threading.Thread(target=forward, daemon=True)
+    reader.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        import tensorflow
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer closes: the reader drains it and ends
+        reader.join()
+        os.close(saved)
+    return tensorflow

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..training.config import ExperimentConfig, Stage, config_hash, save_config
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, import_tensorflow_quietly
 
 __all__ = ["Reproduction", "RunSpec", "Context", "main", "UserError", "DataSource", "ExternalData", "flat_rows",
            "check_augmentation"]
@@ -656,6 +656,7 @@ def _parse(repro: Reproduction, argv: list[str]):
     cfg, args = parse_config(repro.profiles, argv, dataset=repro.dataset, refused=repro.refused, parser=parser)
     if not _MAIN_STARTED[1:] and "keras" not in sys.modules:  # Keras and TensorFlow, timed as a phase of their own
         t0 = time.time()
+        import_tensorflow_quietly()  # without the lines its C++ libraries print on import (the run logs its kernels)
         import keras  # noqa: F401
 
         _MAIN_STARTED.append(time.time() - t0)
