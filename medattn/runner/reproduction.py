@@ -766,8 +766,8 @@ def measured_time(repro: Reproduction) -> list[str]:
             continue
         run = json.loads(run_json.read_text())
         machine = run.get("machine") or {}
-        if run.get("profile") != repro.committed_profile or not run.get("wall_time_s"):
-            continue
+        if run.get("profile") != repro.committed_profile or not run.get("wall_time_s") or run.get("complete") is False:
+            continue  # another profile's, or a table still being made
         lines.append(f"{run['wall_time_s'] / 3600:.1f} h of training on a {machine.get('cores', '?')}-core "
                      f"{machine.get('cpu', '?')} ({run_json.relative_to(root.parents[1])})")
     return lines

@@ -604,3 +604,21 @@ def test_external_data_is_declared_loaded_and_refused_by_the_runner(tmp_path, da
             "only, never trained on") in capsys.readouterr().out
     assert run_main(repro, base + ["--out", str(tmp_path / "plain")]) == 0
     assert seen[-1] is None and len(loads) == 1
+
+
+def test_help_gives_the_committed_profiles_time_not_a_table_still_being_made(tmp_path):
+    """``--help``'s measured time: each finished results folder of the committed profile, not one whose run.json
+    says it is still being made (a remake's finished runs, committed to carry them to another machine)."""
+    from types import SimpleNamespace
+
+    from medattn.runner.reproduction import measured_time
+
+    repro = SimpleNamespace(name="toy", script=str(tmp_path / "reproductions" / "toy.py"), committed_profile="cpu")
+    machine = {"cores": 2, "cpu": "Xeon"}
+    for folder, run in {".": {"complete": True}, "three_seeds": {}, "unfinished": {"complete": False},
+                        "smoke": {"profile": "smoke"}, "selection/A": {}, "earlier_abc": {}}.items():
+        path = tmp_path / "results" / "toy" / folder / "run.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"profile": "cpu", "wall_time_s": 7200, "machine": machine, **run}))
+    assert measured_time(repro) == ["2.0 h of training on a 2-core Xeon (results/toy/run.json)",
+                                    "2.0 h of training on a 2-core Xeon (results/toy/three_seeds/run.json)"]
