@@ -53,7 +53,8 @@ classification-only at the same seed) is recomputed from the two arms' files: ea
 interval and the exact McNemar p-value.
 Every cell of ours in ``comparison.json``, and the summary, sweep, seed-spread and paired-difference tables, are
 then derived again from the rows (:mod:`medattn.evaluation.table_cells`), so each table cell traces back to
-committed predictions.
+committed predictions; the command then names, per folder, the comparison cells that rest on row fields no
+prediction file gave (:func:`untraced_cells`; measured times are not listed).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from typing import Callable
 
 import numpy as np
 
-from medattn.evaluation.table_cells import ARM_KEYS, check_comparison, check_run_tables, same_value
+from medattn.evaluation.table_cells import ARM_KEYS, check_comparison, check_run_tables, comparison_sources, same_value
 
 __all__ = ["recompute_ablation", "recompute_ensembles", "recompute_folder", "recompute_row", "main"]
 
@@ -587,8 +588,9 @@ def _ensemble_cells(paper: str, files: list[Path], row: dict, config: dict) -> d
     return out
 
 
-def recompute_ensembles(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
-    """Cells checked and differences found in ``folder/ensembles.json``, recomputed from the seeds' files."""
+def recompute_ensembles(folder: Path, rtol: float = 1e-9, recomputed: dict | None = None) -> tuple[int, list[str]]:
+    """Cells checked and differences found in ``folder/ensembles.json``, recomputed from the seeds' files;
+    ``recomputed`` as in :func:`recompute_folder`, keyed ``("ensemble", name, None)``."""
     folder, paper = Path(folder), _paper_of(Path(folder))
     if paper not in ("brain_tumor_transfer", "mias_fusion") or not (folder / "ensembles.json").exists() or not (
             folder / "predictions").is_dir():
@@ -600,9 +602,10 @@ def recompute_ensembles(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str
         if not all(f.exists() for f in files):
             problems.append(f"{folder}: ensemble {name}: missing {[f.name for f in files if not f.exists()]}")
             continue
-        for field, value in _ensemble_cells(paper, files, row, _config(folder)).items():
-            if row.get(field) is None:
-                continue
+        cells = {k: v for k, v in _ensemble_cells(paper, files, row, _config(folder)).items() if row.get(k) is not None}
+        if recomputed is not None:
+            recomputed[("ensemble", str(name), None)] = set(cells)
+        for field, value in cells.items():
             checked += 1
             if not same_value(row[field], value, rtol):
                 problems.append(f"{folder}: ensemble {name}: {field} committed {row[field]!r}, recomputed {value!r}")
@@ -620,8 +623,9 @@ def recompute_row(paper: str, prediction_file: Path, row: dict, n_boot: int | No
     return [(k, row[k], v) for k, v in values.items() if row.get(k) is not None]
 
 
-def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
-    """Cells checked and the differences found (one line each) in one results folder."""
+def recompute_folder(folder: Path, rtol: float = 1e-9, recomputed: dict | None = None) -> tuple[int, list[str]]:
+    """Cells checked and the differences found (one line each) in one results folder; ``recomputed``, when given,
+    receives the fields recomputed for each run, ``{("run", arm, seed): {field, ...}}``."""
     folder = Path(folder)
     paper = _paper_of(folder)
     if paper is None or not (folder / "runs.json").exists() or not (folder / "predictions").is_dir():
@@ -634,12 +638,38 @@ def recompute_folder(folder: Path, rtol: float = 1e-9) -> tuple[int, list[str]]:
         if not pred.exists():
             problems.append(f"{folder}: {arm} seed {row.get('seed')}: no prediction file {pred.name}")
             continue
-        for field, committed, value in recompute_row(paper, pred, row, config.get("n_boot")):
+        cells = recompute_row(paper, pred, row, config.get("n_boot"))
+        if recomputed is not None:
+            recomputed[("run", str(arm), row.get("seed", 0))] = {field for field, _, _ in cells}
+        for field, committed, value in cells:
             checked += 1
             if not same_value(committed, value, rtol):
                 problems.append(f"{folder}: {arm} seed {row.get('seed')}: {field} committed {committed!r}, "
                                 f"recomputed {value!r}")
     return checked, problems
+
+
+def untraced_cells(folder: Path, recomputed: dict) -> list[tuple[str, list[str]]]:
+    """``(label, fields)`` for each cell of ours in ``folder/comparison.json`` that rests on no field recomputed
+    from prediction files (``recomputed`` as :func:`recompute_folder` and :func:`recompute_ensembles` filled it):
+    the rows' fields it is derived from, which the files do not hold what they need for. Measured times
+    (``latency_s`` from ``latency_median_ms``) are measurements, not predictions, and are not listed."""
+    out = []
+    for label, kind, name, seeds, fields in comparison_sources(folder):
+        if any(f.endswith("_ms") for f in fields):
+            continue
+        if not any(all(f in recomputed.get((kind, name, seed), ()) for seed in seeds) for f in fields):
+            out.append((label, fields))
+    return out
+
+
+def _untraced_summary(untraced: dict[Path, list]) -> list[str]:
+    """One line per folder: how many comparison cells rest on figures not recomputed, and their rows' fields."""
+    lines = []
+    for folder, cells in untraced.items():
+        metrics = sorted({fields[0] for _, fields in cells})
+        lines.append(f"  {folder}: {len(cells)} ({', '.join(metrics)})")
+    return lines
 
 
 def _paired_cells(t, pa, pb, seed: int, n_boot: int) -> dict:
@@ -709,11 +739,13 @@ def main(argv=None) -> int:
             print(f"recompute: {root}: {'no runs.json below it' if root.is_dir() else 'no such folder'} "
                   f"(give a results folder, e.g. results or results/emtnet)", file=sys.stderr)
             return 2
-    total, cells, problems, folders = 0, 0, [], 0
+    total, cells, problems, folders, untraced = 0, 0, [], 0, {}
     for runs_files in found.values():
         for runs in runs_files:
-            n, found = recompute_folder(runs.parent, args.rtol)
-            n_ens, found_ens = recompute_ensembles(runs.parent, args.rtol)
+            recomputed: dict = {}
+            n, found = recompute_folder(runs.parent, args.rtol, recomputed)
+            n_ens, found_ens = recompute_ensembles(runs.parent, args.rtol, recomputed)
+            untraced[runs.parent] = untraced_cells(runs.parent, recomputed)
             n_abl, found_abl = recompute_ablation(runs.parent, args.rtol)
             n_cells, found_cells = check_comparison(runs.parent)
             n_tables, found_tables = check_run_tables(runs.parent)
@@ -724,6 +756,11 @@ def main(argv=None) -> int:
         print(line, file=sys.stderr)
     print(f"recompute: {total} cells in {folders} results folder(s) checked against their prediction files, "
           f"{cells} cells of the tables built from those rows derived again; {len(problems)} difference(s)")
+    untraced = {folder: cells for folder, cells in untraced.items() if cells}
+    if untraced:  # not differences: figures whose prediction files do not hold what they need
+        print(f"recompute: {sum(map(len, untraced.values()))} comparison cell(s) in {len(untraced)} folder(s) rest on "
+              f"figures their prediction files cannot give (kept no predictions, or written before they kept masks):")
+        print("\n".join(_untraced_summary(untraced)))
     return 1 if problems else 0
 
 

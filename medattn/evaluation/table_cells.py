@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ARM_KEYS", "check_comparison", "check_run_tables", "same_value"]
+__all__ = ["ARM_KEYS", "check_comparison", "check_run_tables", "comparison_sources", "same_value"]
 
 ARM_KEYS = ("model", "arm", "protocol", "variant", "backbone")  # the field that names a run, first found
 SEEDS_MARK = re.compile(r"\((\d+) seeds\)")
@@ -98,30 +98,58 @@ def _rows(folder: Path, name: str) -> list[dict]:
     return json.loads(path.read_text())["rows"] if path.exists() else []
 
 
-def check_comparison(folder: Path) -> tuple[int, list[str]]:
-    """Cells of ours checked in ``folder/comparison.json`` and one line per cell no run row explains."""
-    folder = Path(folder)
-    if not (folder / "comparison.json").exists() or not (folder / "runs.json").exists():
-        return 0, []
+def _ours_cells(folder: Path):
+    """``(label, kind, name, rows, cell)`` for every cell of ours in ``folder/comparison.json``: the run (or
+    seed ensemble: ``kind``) its label names, from ``runs.json`` (or ``ensembles.json``), and its rows ([] if none)."""
     runs = _groups(_rows(folder, "runs.json"))
     ensembles = {name: rs[-1:] for name, rs in _groups(_rows(folder, "ensembles.json")).items()}
-    checked, problems = 0, []
     for cell in _rows(folder, "comparison.json"):
         if not str(cell.get("source", "")).startswith("ours") or cell.get("value") is None:
             continue
         label = f"{cell['metric']} {cell['source']}"
         pool = ensembles if ", ensemble" in label else runs
         name = _named_run(label, pool) if len(pool) > 1 or ", ensemble" in label else next(iter(pool), None)
-        rows = pool.get(name, [])
+        yield label, ("ensemble" if pool is ensembles else "run"), name, pool.get(name, []), cell
+
+
+def _explaining_fields(rows: list[dict], cell: dict) -> list[str]:
+    """The fields of ``rows`` that give ``cell`` (its metric is the last word of its metric label)."""
+    metric = str(cell["metric"]).split()[-1]
+    return [f for f in rows[0] if (metric in f or (metric.endswith("_s") and f.startswith(metric[:-1])
+                                                   and f.endswith("_ms"))) and _explains(rows, f, cell)]
+
+
+def comparison_sources(folder: Path) -> list[tuple[str, str, str, list, list[str]]]:
+    """``(label, "run" or "ensemble", name, seeds, fields)`` for every cell of ours in ``folder/comparison.json``
+    that its rows explain: the seeds of the run's rows (``[None]`` for an ensemble) and the fields of those rows
+    the cell is derived from."""
+    folder = Path(folder)
+    if not (folder / "comparison.json").exists() or not (folder / "runs.json").exists():
+        return []
+    out = []
+    for label, kind, name, rows, cell in _ours_cells(folder):
+        fields = _explaining_fields(rows, cell) if rows else []
+        if fields:
+            seeds = [r.get("seed", 0) for r in rows] if kind == "run" else [None]
+            out.append((label, kind, str(name), seeds, fields))
+    return out
+
+
+def check_comparison(folder: Path) -> tuple[int, list[str]]:
+    """Cells of ours checked in ``folder/comparison.json`` and one line per cell no run row explains."""
+    folder = Path(folder)
+    if not (folder / "comparison.json").exists() or not (folder / "runs.json").exists():
+        return 0, []
+    checked, problems = 0, []
+    for label, kind, name, rows, cell in _ours_cells(folder):
         stated = SEEDS_MARK.search(label)
-        metric = str(cell["metric"]).split()[-1]
         checked += 1
         if not rows:
             problems.append(f"{folder}: {label!r}: no run row it names")
-        elif stated and pool is runs and int(stated.group(1)) != len(rows):
+        elif stated and kind == "run" and int(stated.group(1)) != len(rows):
             problems.append(f"{folder}: {label!r}: says {stated.group(1)} seeds, runs.json has {len(rows)}")
-        elif not any(_explains(rows, f, cell) for f in rows[0] if metric in f or (
-                metric.endswith("_s") and f.startswith(metric[:-1]) and f.endswith("_ms"))):
+        elif not _explaining_fields(rows, cell):
+            metric = str(cell["metric"]).split()[-1]
             problems.append(f"{folder}: {label!r}: {cell['value']!r} is no field holding {metric!r} of {name}")
     return checked, problems
 
