@@ -1101,6 +1101,9 @@ def _train(repro, cfg, ctx: Context, rows_path: Path, data, plan, phases: dict, 
         prev = done.get((spec.arm, spec.seed))
         if prev is not None:
             rows.append(_kept_row(ctx, cfg, spec, prev, rows_path))
+            trained = str(prev.get("training_git_commit") or prev.get("git_commit") or "")[:7]
+            ctx.log(f"run {i}/{len(plan)}: {spec.arm} seed {spec.seed} finished earlier: kept from {rows_path}"
+                    + (f" (trained at {trained})" if trained else ""))
             continue
         ctx.log(f"run {i}/{len(plan)}: {spec.arm} seed {spec.seed} ({cfg.profile} profile{ctx.mark})")
         row = _run_one(repro, cfg, ctx, spec, data)

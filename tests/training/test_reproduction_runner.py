@@ -120,8 +120,12 @@ def test_folders_config_and_resume_reuse(tmp_path, data, capsys):
     # --resume: finished runs are reused, nothing trains; wall time is summed over both processes
     CALLS.clear()
     assert run_main(repro, ["--profile", "smoke", "--data-dir", str(data), "--runs-dir", str(runs),
-                            "--resume"]) == 0
+                            "--resume", "--set", "verbose=1"]) == 0
     assert CALLS == []
+    kept = [line for line in capsys.readouterr().out.splitlines() if "finished earlier" in line]
+    assert kept == [f"[toy] run {i}/2: {arm} seed 0 finished earlier: kept from {out / 'runs.jsonl'}" + (
+        f" (trained at {rows[0]['git_commit'][:7]})" if rows[0].get("git_commit") else "") for i, arm in ((1, "a"),
+                                                                                                         (2, "b"))]
     run = json.loads((out / "run.json").read_text())
     assert len(run["processes"]) == 2
     assert run["wall_time_s"] == pytest.approx(sum(p["wall_time_s"] for p in run["processes"]), abs=0.2)
