@@ -1,5 +1,6 @@
 """Small helpers every floor may use (a leaf: imports nothing of medattn): atomic text files, strict JSON values,
-file hashes, the benchmarks' timing of training steps, recorded data paths written as a reader types them."""
+file hashes, the benchmarks' timing of training steps, recorded data paths written as a reader types them, and
+TensorFlow imported without the notices its C++ libraries print."""
 
 from __future__ import annotations
 
