@@ -100,7 +100,10 @@ def _rows(folder: Path, name: str) -> list[dict]:
 
 def _ours_cells(folder: Path):
     """``(label, kind, name, rows, cell)`` for every cell of ours in ``folder/comparison.json``: the run (or
-    seed ensemble: ``kind``) its label names, from ``runs.json`` (or ``ensembles.json``), and its rows ([] if none)."""
+    seed ensemble: ``kind``) its label names, from ``runs.json`` (or ``ensembles.json``), and its rows ([] if none);
+    none where the folder lacks either table."""
+    if not (folder / "comparison.json").exists() or not (folder / "runs.json").exists():
+        return
     runs = _groups(_rows(folder, "runs.json"))
     ensembles = {name: rs[-1:] for name, rs in _groups(_rows(folder, "ensembles.json")).items()}
     for cell in _rows(folder, "comparison.json"):
@@ -123,11 +126,8 @@ def comparison_sources(folder: Path) -> list[tuple[str, str, str, list, list[str
     """``(label, "run" or "ensemble", name, seeds, fields)`` for every cell of ours in ``folder/comparison.json``
     that its rows explain: the seeds of the run's rows (``[None]`` for an ensemble) and the fields of those rows
     the cell is derived from."""
-    folder = Path(folder)
-    if not (folder / "comparison.json").exists() or not (folder / "runs.json").exists():
-        return []
     out = []
-    for label, kind, name, rows, cell in _ours_cells(folder):
+    for label, kind, name, rows, cell in _ours_cells(Path(folder)):
         fields = _explaining_fields(rows, cell) if rows else []
         if fields:
             seeds = [r.get("seed", 0) for r in rows] if kind == "run" else [None]
@@ -138,8 +138,6 @@ def comparison_sources(folder: Path) -> list[tuple[str, str, str, list, list[str
 def check_comparison(folder: Path) -> tuple[int, list[str]]:
     """Cells of ours checked in ``folder/comparison.json`` and one line per cell no run row explains."""
     folder = Path(folder)
-    if not (folder / "comparison.json").exists() or not (folder / "runs.json").exists():
-        return 0, []
     checked, problems = 0, []
     for label, kind, name, rows, cell in _ours_cells(folder):
         stated = SEEDS_MARK.search(label)
