@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from tests.conftest import load_script
 
 
+@pytest.mark.slow  # trains a small model twice: started first, with the other long tests
 def test_ema_benchmark_writes_its_figures(tmp_path):
     bench = load_script("benchmarks", "ema")
     out = tmp_path / "ema.json"

@@ -13,6 +13,7 @@ from medattn.evaluation.table_cells import check_comparison, check_run_tables
 from tests.conftest import REPO
 
 
+@pytest.mark.slow  # every committed results folder: started first, so it never ends the suite alone
 def test_every_committed_table_agrees_with_its_prediction_files(capsys):
     assert main([str(REPO / "results")]) == 0
     out = capsys.readouterr().out
