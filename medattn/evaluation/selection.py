@@ -17,7 +17,9 @@ Each entry also carries ``rule_commit`` and ``rule_committed``: the first commit
 words, and its time (stamped from git by ``--stamp``; a test checks them against git). The table shows that time
 beside ``run_started``, the first start recorded in the ``run.json`` of the folders the rule's run made (``ran``,
 default ``folder``), and ``rule_first``: whether git shows the rule before its run. A candidate adopted by a rule
-that git does not show first must say "post-dated" in its note.
+that git does not show first must say "post-dated" in its note. ``superseded_by`` names the later candidate (of the
+same file, judged by a rule git shows before its run) whose decision the profile's setting rests on instead: how a
+post-dated choice is made again in the open.
 
     python -m medattn.evaluation.selection results/<paper>/selection          # writes tried.{csv,json,md} there
     python -m medattn.evaluation.selection --stamp results/<paper>/selection  # fills rule_commit from git first
@@ -35,7 +37,7 @@ from pathlib import Path
 __all__ = ["ran", "tried_rows", "check_decisions", "write_tried", "stamp_rule_commits"]
 
 COLUMNS = ("candidate", "change", "figure", "value", "n_rows", "bar", "clears_bar", "adopted", "note", "rule",
-           "rule_committed", "run_started", "rule_first", "folder")
+           "rule_committed", "run_started", "rule_first", "superseded_by", "folder")
 
 
 def _rows(path: Path, match: dict) -> list[dict]:
@@ -116,18 +118,21 @@ def tried_rows(selection) -> list[dict]:
                      "value": value, "n_rows": n, "bar": entry.get("bar"),
                      "clears_bar": _clears(value, entry), "adopted": bool(entry["adopted"]),
                      "note": entry.get("note", ""), "rule": entry["rule"], **_timing(selection, entry),
-                     "folder": ", ".join(_folders(entry))})
+                     "superseded_by": entry.get("superseded_by") or "", "folder": ", ".join(_folders(entry))})
     return rows
 
 
 def check_decisions(selection) -> list[str]:
     """What is wrong with ``<selection>/decisions.json``: a candidate adopted below its bar, a rule whose words are
-    not in the folder's README.md, an entry without a folder or a reason for lacking one."""
+    not in the folder's README.md, an entry without a folder or a reason for lacking one, a post-dated adoption
+    that does not say so, a ``superseded_by`` that names no candidate judged by a rule git shows first."""
     selection = Path(selection)
     readme = (selection / "README.md").read_text() if (selection / "README.md").is_file() else ""
     entries = json.loads((selection / "decisions.json").read_text())["decisions"]
     problems = []
-    for entry, row in zip(entries, tried_rows(selection)):
+    rows = tried_rows(selection)
+    first = {row["candidate"]: row["rule_first"] for row in rows}
+    for entry, row in zip(entries, rows):
         name = entry["candidate"]
         if row["adopted"] and row["clears_bar"] is False:
             problems.append(f"{name}: adopted, but {row['value']:.4g} does not clear its bar {row['bar']}")
@@ -138,6 +143,10 @@ def check_decisions(selection) -> list[str]:
         if row["adopted"] and row["rule_first"] is False and "post-dated" not in entry.get("note", ""):
             problems.append(f"{name}: adopted by a rule git shows only after its run started "
                             f"({row['rule_committed']} vs {row['run_started']}), and its note does not say post-dated")
+        later = entry.get("superseded_by")
+        if later and first.get(later) is not True:
+            problems.append(f"{name}: superseded_by {later!r} names no candidate here whose rule git shows before "
+                            "its run")
     return problems
 
 
@@ -185,7 +194,9 @@ def write_tried(selection) -> Path:
                                     "`bar`: what the rule asked of it; `adopted`: what the rule decided; "
                                     "`rule_committed`: when git first shows the rule's words (UTC, the commit); "
                                     "`run_started`: when its run started (run.json); `rule_first`: whether the "
-                                    "rule came first (an adopted candidate whose rule did not says post-dated).")
+                                    "rule came first (an adopted candidate whose rule did not says post-dated); "
+                                    "`superseded_by`: the later candidate, judged by a rule that came first, whose "
+                                    "decision the setting rests on now.")
     return paths["md"]
 
 

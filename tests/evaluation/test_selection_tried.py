@@ -97,3 +97,26 @@ def test_an_adopted_candidate_whose_rule_git_shows_after_its_run_must_say_post_d
     assert check_decisions(tmp_path) == []
     (tmp_path / "decisions.json").write_text(json.dumps({"decisions": [{**entry, "ran": "B"}]}))
     assert tried_rows(tmp_path)[0]["rule_first"] is None  # no run.json in the folder the rule's run made
+
+
+def test_a_post_dated_choice_is_superseded_only_by_a_candidate_whose_rule_came_first(tmp_path):
+    from medattn.evaluation.selection import check_decisions, tried_rows
+
+    for name, started in (("A", "2026-12-01T10:00:00+0000"), ("B", "2026-12-02T10:00:00+0000")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "runs.jsonl").write_text(json.dumps({"val_auc": 0.9}) + "\n")
+        (tmp_path / name / "run.json").write_text(json.dumps({"started": started}))
+    (tmp_path / "README.md").write_text("## Rule one\n## Rule two\n")
+    old = {"candidate": "A", "rule": "Rule one", "folder": "A", "figure": "val_auc", "bar": 0.8, "adopted": True,
+           "note": "post-dated rule", "rule_commit": "abc1234", "rule_committed": "2026-12-01T10:30:00+00:00",
+           "superseded_by": "B"}
+    new = {**old, "candidate": "B", "rule": "Rule two", "folder": "B", "note": "", "superseded_by": None,
+           "rule_committed": "2026-12-02T09:00:00+00:00"}
+    (tmp_path / "decisions.json").write_text(json.dumps({"decisions": [old, new]}))
+    assert check_decisions(tmp_path) == []
+    assert [r["superseded_by"] for r in tried_rows(tmp_path)] == ["B", ""]
+    late = {**new, "rule_committed": "2026-12-02T11:00:00+00:00", "note": "post-dated rule"}
+    (tmp_path / "decisions.json").write_text(json.dumps({"decisions": [old, late]}))
+    assert check_decisions(tmp_path) == ["A: superseded_by 'B' names no candidate here whose rule git shows before its run"]
+    (tmp_path / "decisions.json").write_text(json.dumps({"decisions": [{**old, "superseded_by": "C"}, new]}))
+    assert check_decisions(tmp_path)[0].startswith("A: superseded_by 'C' names no candidate")
