@@ -1,5 +1,6 @@
 """No adopted selection rule post-dates its run unless it says so: each entry of results/selection_rules.json is
-checked against git (is the rule's text in the tree of the commit its run's first process ran?)."""
+checked against git (is the rule's text in the tree of the commit its run's first process ran?), and each
+post-dated one was made again by a rule that predates its run."""
 
 import json
 import subprocess
@@ -35,7 +36,17 @@ def test_an_adopted_rule_predates_its_run_or_is_marked_post_dated(entry):
     assert entry["phrase"] in (REPO / entry["readme"]).read_text()
 
 
-def test_post_dated_choices_say_so_where_the_pages_cite_them():
-    for page, name in (("docs/dcat.md", "warm-up"), ("docs/dcnnimaf.md", "selection run H")):
+def test_no_setting_rests_on_a_post_dated_rule():
+    """Every post-dated choice is superseded by a listed rule that git shows before its run."""
+    first = {e["rule"] for e in RULES if not e["post_dated"]}
+    for entry in RULES:
+        if entry["post_dated"]:
+            assert entry.get("superseded_by") in first, f"{entry['rule']}: post-dated and not made again"
+        else:
+            assert not entry.get("superseded_by"), entry["rule"]
+
+
+def test_post_dated_choices_say_so_and_name_the_rule_that_made_them_again_where_the_pages_cite_them():
+    for page, name, again in (("docs/dcat.md", "warm-up", "rule W"), ("docs/dcnnimaf.md", "selection run H", "rule R")):
         text = (REPO / page).read_text()
-        assert name in text and "post-dated" in text, page
+        assert name in text and "post-dated" in text and again in text, page
